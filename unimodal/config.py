@@ -1,0 +1,105 @@
+"""Typed configs: a dataclass per component is the source of truth, YAML and the command line only
+override it.
+
+- `load_config(Schema, path, overrides)` merges the dataclass defaults, a named size preset, the YAML
+  file and `a.b=c` dotlist overrides, in that order, and returns a validated dataclass instance.
+- An unknown key or a value of the wrong type fails here, before any heavy work, with a
+  `ConfigError` naming the key and the file (or "command line").
+- Named sizes: a section whose dataclass defines `SIZES: ClassVar[dict[str, dict]]` accepts
+  `size: <name>`; the preset's values are applied before the file's own values, so a YAML can say
+  `size: tiny` and still override single fields.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from pathlib import Path
+from typing import Any, Sequence, TypeVar
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A config value that cannot be used; the message names the key and where it came from."""
+
+
+def _apply_size_presets(schema: Any, node: DictConfig, user: dict, where: str, prefix: str = "") -> None:
+    """Walk the schema; where the user set `size`, merge that preset under the user's values."""
+    hints = typing.get_type_hints(schema)
+    for field in dataclasses.fields(schema):
+        sub = user.get(field.name) if isinstance(user, dict) else None
+        ftype = hints.get(field.name)
+        if not (dataclasses.is_dataclass(ftype) and isinstance(sub, dict)):
+            continue
+        key = f"{prefix}{field.name}"
+        sizes = getattr(ftype, "SIZES", None)
+        if sizes is not None and "size" in sub:
+            name = sub["size"]
+            if name not in sizes:
+                raise ConfigError(
+                    f"{key}.size={name!r} in {where}: unknown size; choose one of {sorted(sizes)}")
+            OmegaConf.update(node, field.name, sizes[name], merge=True)
+        _apply_size_presets(ftype, node[field.name], sub, where, key + ".")
+
+
+def _describe(err: OmegaConfBaseException) -> str:
+    key = getattr(err, "full_key", None) or getattr(err, "key", None)
+    msg = getattr(err, "msg", None) or str(err).splitlines()[0]
+    return f"key '{key}': {msg}" if key else msg
+
+
+def load_config(schema: type[T], path: str | Path | None = None,
+                overrides: Sequence[str] = ()) -> T:
+    """Build a `schema` instance from its defaults, an optional YAML file and dotlist overrides."""
+    base = OmegaConf.structured(schema)
+    layers: list[tuple[str, DictConfig]] = []
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            layers.append((str(path), OmegaConf.load(path)))
+        except Exception as err:  # yaml syntax errors come in several types
+            raise ConfigError(f"cannot parse {path}: {err}") from err
+    if overrides:
+        try:
+            layers.append(("command line", OmegaConf.from_dotlist(list(overrides))))
+        except OmegaConfBaseException as err:
+            raise ConfigError(f"bad override on the command line: {_describe(err)}") from err
+    for where, layer in layers:
+        user = OmegaConf.to_container(layer, resolve=False) or {}
+        if not isinstance(user, dict):
+            raise ConfigError(f"{where}: the top level must be a mapping of sections")
+        try:
+            _apply_size_presets(schema, base, user, where)
+            base = OmegaConf.merge(base, layer)
+        except OmegaConfBaseException as err:
+            raise ConfigError(f"{where}: {_describe(err)}") from err
+    try:
+        cfg = OmegaConf.to_object(base)
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"{_describe(err)} (missing or invalid value)") from err
+    validate = getattr(cfg, "validate", None)
+    if callable(validate):
+        validate()
+    return cfg  # type: ignore[return-value]
+
+
+def to_yaml(cfg: Any) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def save_config(cfg: Any, path: str | Path) -> None:
+    Path(path).write_text(to_yaml(cfg))
+
+
+def split_config_args(argv: Sequence[str]) -> list[str]:
+    """Dotlist overrides are the bare `key=value` words left after argparse."""
+    bad = [a for a in argv if "=" not in a or a.startswith("-")]
+    if bad:
+        raise ConfigError(f"unrecognised arguments {bad}; overrides look like model.width=256")
+    return list(argv)

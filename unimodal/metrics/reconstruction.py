@@ -1,0 +1,74 @@
+"""Reconstruction metrics on images in [-1, 1]: PSNR and SSIM (torchmetrics), rFID (torch-fidelity).
+
+PSNR and SSIM are computed per image on [0, 1] pixels (data range 1) and averaged, so a batch of
+any size gives the same mean. rFID needs a local Inception weights file: nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torchmetrics.functional.image import (peak_signal_noise_ratio,
+                                           structural_similarity_index_measure)
+
+
+def to_unit_range(images: torch.Tensor) -> torch.Tensor:
+    return ((images.float() + 1) / 2).clamp(0, 1)
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) in [-1, 1] -> uint8 with the same layout (the rounding used for PNGs)."""
+    return (to_unit_range(images) * 255).round().to(torch.uint8)
+
+
+@torch.no_grad()
+def psnr_per_image(original: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
+    a, b = to_unit_range(original), to_unit_range(reconstruction)
+    return peak_signal_noise_ratio(b, a, data_range=1.0, reduction="none", dim=(1, 2, 3))
+
+
+@torch.no_grad()
+def ssim_per_image(original: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
+    a, b = to_unit_range(original), to_unit_range(reconstruction)
+    return structural_similarity_index_measure(b, a, data_range=1.0, reduction="none")
+
+
+class ReconstructionMeter:
+    """Running mean of PSNR/SSIM over batches."""
+
+    def __init__(self):
+        self.psnr_sum = self.ssim_sum = 0.0
+        self.count = 0
+
+    def update(self, original: torch.Tensor, reconstruction: torch.Tensor) -> None:
+        self.psnr_sum += psnr_per_image(original, reconstruction).sum().item()
+        self.ssim_sum += ssim_per_image(original, reconstruction).sum().item()
+        self.count += original.shape[0]
+
+    def compute(self) -> dict[str, float]:
+        n = max(self.count, 1)
+        return {"psnr": self.psnr_sum / n, "ssim": self.ssim_sum / n, "images": self.count}
+
+
+def inception_weights_or_error(path: str | None, option: str = "--inception-weights") -> str:
+    if not path:
+        raise FileNotFoundError(
+            f"{option} is required for FID: a local copy of torch-fidelity's Inception weights "
+            "(weights-inception-2015-12-05-6726825d.pth, from the torch-fidelity GitHub releases); "
+            "nothing is downloaded at run time")
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{option}={path}: file not found (expected torch-fidelity's "
+                                "weights-inception-2015-12-05-6726825d.pth)")
+    return str(path)
+
+
+def folder_fid(real_dir: str | Path, fake_dir: str | Path, inception_weights: str,
+               cuda: bool = False, batch_size: int = 64) -> dict[str, float]:
+    """FID between two folders of images, through torch-fidelity with a local Inception file."""
+    import torch_fidelity
+
+    metrics = torch_fidelity.calculate_metrics(
+        input1=str(fake_dir), input2=str(real_dir), fid=True, cuda=cuda, batch_size=batch_size,
+        feature_extractor_weights_path=inception_weights, verbose=False, save_cpu_ram=True)
+    return {"fid": float(metrics["frechet_inception_distance"])}

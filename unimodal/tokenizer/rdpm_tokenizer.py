@@ -1,0 +1,162 @@
+"""The RDPM image tokenizer: encoder -> diffusion quantizer (T steps) -> decoder.
+
+Public surface used by the rest of the project:
+- `encode(images, seeds) -> codes (B, T, h, w)`; the seeds regenerate eps_t (see `rdpm_noise`).
+- `decode(codes) -> images`: z'_T from codes alone, then the decoder. decode(encode(x)) is the
+  reconstruction; no noise is needed to decode.
+- `codes_to_latent(codes, upto=t)`: z'_t, which the unified model feeds back as its recurrent input.
+- `save_tokenizer` / `load_tokenizer`: safetensors weights + the YAML config in one folder.
+Images are float tensors in [-1, 1], (B, 3, H, W) with H = W = `image_size`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+import torch.nn as nn
+from safetensors.torch import load_file, save_file
+
+from unimodal.config import ConfigError, load_config, save_config
+from unimodal.tokenizer.autoencoder import Decoder, Encoder
+from unimodal.tokenizer.rdpm_quantizer import SCHEDULES, QuantizerOutput, RDPMQuantizer
+
+
+@dataclass
+class RDPMTokenizerConfig:
+    size: str = "tiny"                    # named preset (SIZES); fields below override it
+    image_size: int = 64                  # H = W of the input images
+    in_channels: int = 3
+    base_channels: int = 32               # width of the first level
+    channel_mult: list[int] = field(default_factory=lambda: [1, 2, 2, 4])  # f = 2**(levels-1)
+    num_res_blocks: int = 1
+    mid_attention: bool = False
+    latent_dim: int = 32                  # d
+    codebook_size: int = 512              # K
+    steps: int = 10                       # T
+    schedule: str = "pow"                 # sin | linear | pow
+    phi: float = 0.75                     # pow schedule base
+    step_weighting: bool = True           # gamma_t = a_t ("weight" in Table 2)
+    shared_bias: bool = True              # shared conv bias ("bias" in Table 2)
+    dead_code_after: int = 50             # revive codes unused for this many steps; 0 = off
+
+    SIZES: ClassVar[dict[str, dict]] = {
+        # CPU tests and the quickstart: 64 px, f8 -> 8x8 codes.
+        "tiny": dict(image_size=64, base_channels=32, channel_mult=[1, 2, 2, 4], num_res_blocks=1,
+                     mid_attention=False, latent_dim=32, codebook_size=512),
+        # The paper's setting: 256 px, f16 -> 16x16 codes, K = 4096, d = 32, T = 10 (VQGAN widths).
+        "paper_f16": dict(image_size=256, base_channels=128, channel_mult=[1, 1, 2, 2, 4],
+                          num_res_blocks=2, mid_attention=True, latent_dim=32,
+                          codebook_size=4096, steps=10),
+    }
+
+    @classmethod
+    def from_size(cls, name: str, **overrides) -> "RDPMTokenizerConfig":
+        if name not in cls.SIZES:
+            raise ConfigError(f"unknown tokenizer size {name!r}; choose one of {sorted(cls.SIZES)}")
+        return cls(**{"size": name, **cls.SIZES[name], **overrides})
+
+    @property
+    def downsample(self) -> int:
+        return 2 ** (len(self.channel_mult) - 1)
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        side = self.image_size // self.downsample
+        return side, side
+
+    def validate(self, prefix: str = "model") -> None:
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"{prefix}.schedule={self.schedule!r}: choose one of {SCHEDULES}")
+        if self.image_size % self.downsample:
+            raise ConfigError(f"{prefix}.image_size={self.image_size} is not divisible by the "
+                              f"downsampling factor {self.downsample} of {prefix}.channel_mult")
+        for key in ("steps", "codebook_size", "latent_dim", "base_channels", "image_size"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{prefix}.{key} must be >= 1, got {getattr(self, key)}")
+        if self.codebook_size > 65536:
+            raise ConfigError(f"{prefix}.codebook_size={self.codebook_size}: codes are stored "
+                              "as uint16, so at most 65536")
+
+
+class RDPMTokenizer(nn.Module):
+    def __init__(self, cfg: RDPMTokenizerConfig):
+        super().__init__()
+        cfg.validate()
+        self.cfg = cfg
+        mult = tuple(cfg.channel_mult)
+        self.encoder = Encoder(cfg.in_channels, cfg.base_channels, mult, cfg.num_res_blocks,
+                               cfg.latent_dim, cfg.mid_attention)
+        self.quantizer = RDPMQuantizer(cfg.codebook_size, cfg.latent_dim, cfg.steps, cfg.schedule,
+                                       cfg.phi, cfg.step_weighting, cfg.shared_bias,
+                                       spatial_rank=2, dead_code_after=cfg.dead_code_after)
+        self.decoder = Decoder(cfg.in_channels, cfg.base_channels, mult, cfg.num_res_blocks,
+                               cfg.latent_dim, cfg.mid_attention)
+
+    def check_images(self, images: torch.Tensor) -> None:
+        c, s = self.cfg.in_channels, self.cfg.image_size
+        if images.dim() != 4 or images.shape[1] != c or images.shape[2:] != (s, s):
+            raise ValueError(f"tokenizer expects images (B, {c}, {s}, {s}) in [-1, 1], got "
+                             f"{tuple(images.shape)}; resize to model.image_size={s}")
+
+    def quantize(self, images: torch.Tensor, seeds=None, noise=None) -> QuantizerOutput:
+        self.check_images(images)
+        return self.quantizer(self.encoder(images), seeds=seeds, noise=noise)
+
+    def forward(self, images: torch.Tensor, seeds=None, noise=None
+                ) -> tuple[torch.Tensor, QuantizerOutput]:
+        """Training pass: (reconstruction, quantizer output)."""
+        q = self.quantize(images, seeds=seeds, noise=noise)
+        return self.decoder(q.latent), q
+
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor, seeds) -> torch.Tensor:
+        return self.quantize(images, seeds=seeds).codes
+
+    def codes_to_latent(self, codes: torch.Tensor, upto: int | None = None) -> torch.Tensor:
+        self.check_codes(codes)
+        return self.quantizer.codes_to_latent(codes, upto)
+
+    @torch.no_grad()
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.codes_to_latent(codes))
+
+    def check_codes(self, codes: torch.Tensor) -> None:
+        grid = self.cfg.grid
+        if codes.dim() != 4 or codes.shape[2:] != grid or codes.shape[1] > self.cfg.steps:
+            raise ValueError(f"codes must be (B, T<={self.cfg.steps}, {grid[0]}, {grid[1]}), "
+                             f"got {tuple(codes.shape)}")
+
+
+WEIGHTS_FILE, CONFIG_FILE = "tokenizer.safetensors", "tokenizer.yaml"
+
+
+@dataclass
+class _TokenizerFile:  # the YAML written beside the weights
+    model: RDPMTokenizerConfig = field(default_factory=RDPMTokenizerConfig)
+
+
+def save_tokenizer(model: RDPMTokenizer, folder: str | Path) -> None:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    save_file(state, str(folder / WEIGHTS_FILE), metadata={"format": "unimodal-rdpm-tokenizer"})
+    save_config(_TokenizerFile(model.cfg), folder / CONFIG_FILE)
+
+
+def load_tokenizer(folder: str | Path, device: str | torch.device = "cpu") -> RDPMTokenizer:
+    folder = Path(folder)
+    for name in (WEIGHTS_FILE, CONFIG_FILE):
+        if not (folder / name).is_file():
+            raise FileNotFoundError(f"tokenizer checkpoint {folder} has no {name}; pass the folder "
+                                    "written by tokenizers/train_rdpm.py (<out_dir>/tokenizer)")
+    cfg = load_config(_TokenizerFile, folder / CONFIG_FILE).model
+    model = RDPMTokenizer(cfg)
+    model.load_state_dict(load_file(str(folder / WEIGHTS_FILE)))
+    return model.to(device).eval()
+
+
+def describe(cfg: RDPMTokenizerConfig) -> dict:
+    return {**asdict(cfg), "downsample": cfg.downsample, "grid": list(cfg.grid)}

@@ -1,0 +1,342 @@
+"""Training loop of the RDPM tokenizer (single device, or DDP under torchrun).
+
+Design choices, one line each:
+- One config (`TokenizerTrainConfig`) validated before any model is built.
+- Map-style data (shapes, image folders) is read in a seeded per-epoch permutation, split by rank;
+  the position in it is a function of the step, so a resumed run sees the batches an
+  uninterrupted run would have. Webdataset streams restart from a step-seeded shard order.
+- Training noise is drawn on the device from a generator seeded by (seed, step, rank): cheap, and
+  deterministic on resume. The CPU per-sample-seed contract matters only for encoding.
+- Checkpoints: atomic step folders (tokenizer weights + config, discriminator, optimizer state),
+  keep-last-N, also written on Ctrl-C; the final export is `<out_dir>/tokenizer`.
+- Ends with held-out PSNR/SSIM/codebook usage, a metrics JSON and an original-vs-reconstruction PNG.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from unimodal import distributed as D
+from unimodal.checkpointing import (atomic_folder, latest_checkpoint, prune_checkpoints,
+                                    step_dir_name)
+from unimodal.config import ConfigError, save_config
+from unimodal.data.image_sources import (BadSampleCounter, ImageDataConfig, build_image_dataset,
+                                         collate_skip_none)
+from unimodal.images import save_comparison_grid
+from unimodal.metrics.reconstruction import ReconstructionMeter, psnr_per_image
+from unimodal.tokenizer.losses import (PatchDiscriminator, TokenizerLossConfig,
+                                       adaptive_gan_weight, build_perceptual, hinge_d_loss)
+from unimodal.tokenizer.rdpm_tokenizer import (RDPMTokenizer, RDPMTokenizerConfig, load_tokenizer,
+                                               save_tokenizer)
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 2e-4
+    betas: list[float] = field(default_factory=lambda: [0.5, 0.9])  # the paper's Adam betas
+    weight_decay: float = 0.0
+    warmup_steps: int = 100
+    grad_clip: float = 1.0                # 0 = off
+
+
+@dataclass
+class TokenizerRunConfig:
+    out_dir: str = "runs/rdpm_tiny"
+    steps: int = 1000
+    batch_size: int = 32                  # per device
+    log_every: int = 10
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 2
+    eval_images: int = 64                 # held-out images for the final metrics
+    seed: int = 0
+    device: str = "auto"                  # auto | cpu | cuda
+    precision: str = "fp32"               # fp32 | bf16 (autocast on CUDA)
+    threads: int = 0                      # torch CPU threads; 0 = torch's default
+
+
+@dataclass
+class TokenizerTrainConfig:
+    model: RDPMTokenizerConfig = field(default_factory=RDPMTokenizerConfig)
+    loss: TokenizerLossConfig = field(default_factory=TokenizerLossConfig)
+    data: ImageDataConfig = field(default_factory=ImageDataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TokenizerRunConfig = field(default_factory=TokenizerRunConfig)
+
+    def validate(self) -> None:
+        self.model.validate("model")
+        self.loss.validate("loss")
+        try:
+            self.data.validate()
+        except ValueError as err:
+            raise ConfigError(str(err)) from err
+        if self.data.image_size != self.model.image_size:
+            raise ConfigError(f"data.image_size={self.data.image_size} differs from "
+                              f"model.image_size={self.model.image_size}")
+        if self.train.precision not in ("fp32", "bf16"):
+            raise ConfigError(f"train.precision={self.train.precision!r}: choose fp32 or bf16")
+        for key in ("steps", "batch_size", "log_every", "checkpoint_every"):
+            if getattr(self.train, key) < 1:
+                raise ConfigError(f"train.{key} must be >= 1")
+
+
+def _index_batches(n: int, batch: int, seed: int, start_step: int) -> Iterator[list[int]]:
+    """Endless per-epoch permutations of range(n), split by rank, starting at `start_step`."""
+    rank, world = D.rank(), D.world_size()
+    per_rank = n // world
+    steps_per_epoch = per_rank // batch
+    if steps_per_epoch < 1:
+        raise ConfigError(f"{n} training images cannot fill one batch of {batch} on {world} ranks")
+    epoch, offset = divmod(start_step, steps_per_epoch)
+    while True:
+        gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        mine = torch.randperm(n, generator=gen)[rank:per_rank * world:world].tolist()
+        for i in range(offset, steps_per_epoch):
+            yield mine[i * batch:(i + 1) * batch]
+        epoch, offset = epoch + 1, 0
+
+
+def _batches(dataset, cfg: TokenizerTrainConfig, start_step: int) -> Iterator[dict]:
+    run = cfg.train
+    if isinstance(dataset, torch.utils.data.IterableDataset):
+        epoch = start_step
+        while True:  # restart the stream when it ends
+            loader = DataLoader(dataset, batch_size=run.batch_size, num_workers=cfg.data.num_workers,
+                                collate_fn=collate_skip_none)
+            for batch in loader:
+                if batch is not None:
+                    yield batch
+            epoch += 1
+    sampler = _index_batches(len(dataset), run.batch_size, run.seed, start_step)
+    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.data.num_workers,
+                        collate_fn=collate_skip_none, persistent_workers=cfg.data.num_workers > 0)
+    for batch in loader:
+        if batch is not None:
+            yield batch
+
+
+def _lr_factor(step: int, warmup: int) -> float:
+    return min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
+
+
+class TokenizerTrainer:
+    def __init__(self, cfg: TokenizerTrainConfig):
+        self.cfg = cfg
+        run = cfg.train
+        if run.threads > 0:
+            torch.set_num_threads(run.threads)
+        self.device = D.pick_device(run.device)
+        D.init_from_env(self.device)
+        torch.manual_seed(run.seed)  # identical initial weights on every rank
+        self.out_dir = Path(run.out_dir)
+        self.ckpt_root = self.out_dir / "checkpoints"
+        self.model = RDPMTokenizer(cfg.model).to(self.device)
+        self.disc = PatchDiscriminator(cfg.model.in_channels, cfg.loss.disc_channels,
+                                       cfg.loss.disc_layers).to(self.device)
+        self.perceptual = build_perceptual(cfg.loss)
+        if self.perceptual is not None:
+            self.perceptual.to(self.device)
+        betas = tuple(cfg.optim.betas)
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.optim.lr, betas=betas,
+                                    weight_decay=cfg.optim.weight_decay)
+        self.disc_opt = torch.optim.Adam(self.disc.parameters(), lr=cfg.optim.lr, betas=betas,
+                                         weight_decay=cfg.optim.weight_decay)
+        self.train_model, self.train_disc = self.model, self.disc
+        if D.is_distributed():
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.train_model = DistributedDataParallel(self.model, device_ids=ids)
+            self.train_disc = DistributedDataParallel(self.disc, device_ids=ids)
+        self.step = 0
+        self.bad_counter = BadSampleCounter(cfg.data.max_bad_fraction)
+
+    # --- checkpoints -----------------------------------------------------------------------
+    def save_checkpoint(self) -> Path | None:
+        path = self.ckpt_root / step_dir_name(self.step)
+        if D.is_main():
+            with atomic_folder(path) as tmp:
+                save_tokenizer(self.model, tmp)
+                save_file({k: v.contiguous() for k, v in self.disc.state_dict().items()},
+                          str(tmp / "discriminator.safetensors"))
+                torch.save({"step": self.step, "opt": self.opt.state_dict(),
+                            "disc_opt": self.disc_opt.state_dict()}, tmp / "train_state.pt")
+                save_config(self.cfg, tmp / "train_config.yaml")
+            prune_checkpoints(self.ckpt_root, self.cfg.train.keep_checkpoints)
+        D.barrier()
+        return path
+
+    def resume(self, where: str) -> None:
+        path = latest_checkpoint(self.ckpt_root) if where == "latest" else Path(where)
+        if path is None:
+            D.print0(f"--resume: no checkpoint under {self.ckpt_root}; starting from scratch")
+            return
+        if not (path / "train_state.pt").is_file():
+            raise FileNotFoundError(f"--resume {path}: not a tokenizer training checkpoint "
+                                    "(no train_state.pt)")
+        loaded = load_tokenizer(path, self.device)
+        self.model.load_state_dict(loaded.state_dict())
+        self.disc.load_state_dict(load_file(str(path / "discriminator.safetensors")))
+        state = torch.load(path / "train_state.pt", map_location=self.device, weights_only=False)
+        self.opt.load_state_dict(state["opt"])
+        self.disc_opt.load_state_dict(state["disc_opt"])
+        self.step = int(state["step"])
+        D.print0(f"resumed from {path} at step {self.step}")
+
+    # --- one step --------------------------------------------------------------------------
+    def _autocast(self):
+        enabled = self.cfg.train.precision == "bf16" and self.device.type == "cuda"
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
+
+    def train_step(self, images: torch.Tensor) -> dict[str, float]:
+        cfg, lc = self.cfg, self.cfg.loss
+        gen = torch.Generator(self.device).manual_seed(
+            (cfg.train.seed * 1_000_003 + self.step) * 1009 + D.rank())
+        latent_shape = (cfg.model.latent_dim, *cfg.model.grid)
+        noise = torch.randn((images.shape[0], cfg.model.steps, *latent_shape),
+                            generator=gen, device=self.device)
+        for group in (*self.opt.param_groups, *self.disc_opt.param_groups):
+            group["lr"] = cfg.optim.lr * _lr_factor(self.step, cfg.optim.warmup_steps)
+        use_gan = self.step >= lc.gan_start and lc.gan_weight > 0
+        with self._autocast():
+            recon, q = self.train_model(images, noise=noise)
+        recon = recon.float()
+        rec_loss = F.mse_loss(recon, images)
+        nll = rec_loss
+        logs = {"rec": rec_loss.item(), "quant": q.loss.item()}
+        if self.perceptual is not None:
+            p_loss = self.perceptual(recon, images)
+            nll = nll + lc.perceptual_weight * p_loss
+            logs["lpips"] = p_loss.item()
+        loss = nll + lc.quant_weight * q.loss
+        if use_gan:
+            with self._autocast():
+                g_loss = -self.train_disc(recon).float().mean()
+            weight = (adaptive_gan_weight(nll, g_loss, self.model.decoder.last_layer_weight)
+                      if lc.gan_adaptive_weight else torch.tensor(1.0, device=self.device))
+            loss = loss + weight * lc.gan_weight * g_loss
+            logs.update(g=g_loss.item(), gan_w=weight.item())
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.optim.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
+        self.opt.step()
+        if use_gan:
+            with self._autocast():
+                d_loss = hinge_d_loss(self.train_disc(images).float(),
+                                      self.train_disc(recon.detach()).float())
+            self.disc_opt.zero_grad(set_to_none=True)
+            d_loss.backward()
+            self.disc_opt.step()
+            logs["d"] = d_loss.item()
+        if not math.isfinite(loss.item()):
+            raise FloatingPointError(f"non-finite tokenizer loss at step {self.step}: {logs}")
+        logs.update(loss=loss.item(), psnr=psnr_per_image(images, recon.detach()).mean().item(),
+                    usage=q.usage, ppl=q.perplexity)
+        return logs
+
+    # --- the run ---------------------------------------------------------------------------
+    def fit(self) -> dict[str, float]:
+        cfg, run = self.cfg, self.cfg.train
+        dataset = build_image_dataset(cfg.data, "train", counter=self.bad_counter)
+        if D.is_main():
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, self.out_dir / "train_config.yaml")
+        log_file = open(self.out_dir / "log.jsonl", "a") if D.is_main() else None
+        bar = tqdm(total=run.steps, initial=self.step, disable=not D.is_main(), desc="rdpm",
+                   dynamic_ncols=True)
+        batches = _batches(dataset, cfg, self.step)
+        window_start, window_images = time.perf_counter(), 0
+        try:
+            while self.step < run.steps:
+                batch = next(batches)
+                images = batch["image"].to(self.device, non_blocking=True)
+                logs = self.train_step(images)
+                self.step += 1
+                window_images += images.shape[0] * D.world_size()
+                bar.update(1)
+                if self.step % run.log_every == 0 or self.step == run.steps:
+                    elapsed = time.perf_counter() - window_start
+                    logs["img_per_s"] = window_images / max(elapsed, 1e-9)
+                    window_start, window_images = time.perf_counter(), 0
+                    bar.set_postfix({k: f"{logs[k]:.3g}" for k in
+                                     ("loss", "rec", "quant", "psnr", "usage", "img_per_s")})
+                    if log_file:
+                        log_file.write(json.dumps({"step": self.step, **logs}) + "\n")
+                        log_file.flush()
+                if self.step % run.checkpoint_every == 0 and self.step < run.steps:
+                    self.save_checkpoint()
+        except KeyboardInterrupt:
+            D.print0(f"\ninterrupted at step {self.step}: writing a checkpoint")
+            self.save_checkpoint()
+            raise
+        finally:
+            bar.close()
+            if log_file:
+                log_file.close()
+        self.save_checkpoint()
+        if D.is_main():
+            with atomic_folder(self.out_dir / "tokenizer") as tmp:
+                save_tokenizer(self.model, tmp)
+        summary = self.bad_counter.summary()
+        if summary:
+            D.print0(summary)
+        return self.evaluate()
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Held-out PSNR/SSIM/usage, the metrics JSON and the comparison PNG (rank 0)."""
+        if not D.is_main():
+            return {}
+        cfg = self.cfg
+        self.model.eval()
+        heldout = build_image_dataset(cfg.data, "heldout")
+        loader = DataLoader(heldout, batch_size=cfg.train.batch_size, collate_fn=collate_skip_none)
+        meter, code_counts, shown = ReconstructionMeter(), None, None
+        seen = 0
+        for batch in loader:
+            if batch is None:
+                continue
+            images = batch["image"].to(self.device)[: cfg.train.eval_images - seen]
+            seeds = list(range(seen, seen + images.shape[0]))
+            with self._autocast():
+                codes = self.model.encode(images, seeds)
+                recon = self.model.decode(codes).float().clamp(-1, 1)
+            meter.update(images, recon)
+            counts = torch.bincount(codes.flatten(), minlength=cfg.model.codebook_size)
+            code_counts = counts if code_counts is None else code_counts + counts
+            if shown is None:
+                shown = (images[:8].cpu(), recon[:8].cpu())
+            seen += images.shape[0]
+            if seen >= cfg.train.eval_images:
+                break
+        self.model.train()
+        metrics = {"step": self.step, **meter.compute()}
+        if code_counts is not None:
+            metrics["codebook_usage"] = (code_counts > 0).float().mean().item()
+        (self.out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        if shown is not None:
+            save_comparison_grid(shown[0], shown[1], self.out_dir / "reconstructions.png")
+        print(f"held-out: psnr={metrics['psnr']:.2f} dB ssim={metrics['ssim']:.4f} "
+              f"codebook_usage={metrics.get('codebook_usage', 0):.3f} images={metrics['images']} "
+              f"-> {self.out_dir / 'reconstructions.png'}", flush=True)
+        return metrics
+
+
+def train_tokenizer(cfg: TokenizerTrainConfig, resume: str | None = None) -> dict[str, float]:
+    trainer = TokenizerTrainer(cfg)
+    if resume:
+        trainer.resume(resume)
+    try:
+        return trainer.fit()
+    finally:
+        D.shutdown()
