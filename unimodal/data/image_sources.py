@@ -1,7 +1,7 @@
 """Real image input for the image tokenizer: a folder of images or webdataset tar shards.
 
 Design choices:
-- Every source yields {"image": float32 3xSxS in [-1, 1], "class_id": int (-1 = none), "caption": str, "key": str}.
+- Samples: {"image": float32 3xSxS in [-1, 1], "class_id": int (-1 = none), "caption": str, "key": str}.
 - Preprocessing: EXIF-rotate, composite transparency on white, RGB, bicubic (antialiased) resize of
   the shorter side to S, centre crop SxS. JPEGs are draft-decoded at >= S to skip full-size decoding.
 - Folder: class mode when the root holds only subfolders (class id = index in sorted names), else
@@ -9,7 +9,8 @@ Design choices:
 - Webdataset: image from jpg/jpeg/png/webp, optional `cls` (int) and `txt`; decoding is ours (not
   wds.decode) so every bad sample is counted. Shards are split over DDP ranks and DataLoader workers;
   shard order is as given (shards are expected to be pre-shuffled).
-- A truncated/unreadable shard counts as one bad sample of that shard; iteration moves to the next.
+- A truncated/unreadable shard counts as one bad sample of that shard; iteration moves to the next
+  (a cut exactly at a tar header boundary looks like a normal end of the tar and is not detectable).
 - Bad data is counted per source (folder root or shard path) by BadSampleCounter; a source fails
   with DataError once it has >= min_samples (20) seen and more than max_bad_fraction (default 0.05)
   bad: 5% tolerates the odd corrupt file in web-scraped data but stops on a systematically broken source.
@@ -53,7 +54,8 @@ class BadSampleCounter:
     """
 
     def __init__(self, max_bad_fraction: float = 0.05, min_samples: int = 20, max_logged: int = 10):
-        self.max_bad_fraction, self.min_samples, self.max_logged = max_bad_fraction, min_samples, max_logged
+        self.max_bad_fraction, self.min_samples = max_bad_fraction, min_samples
+        self.max_logged = max_logged
         self.seen: dict[str, int] = {}
         self.bad: dict[str, int] = {}
         self.examples: dict[str, list[str]] = {}  # first few failures per source, for the messages
@@ -77,21 +79,18 @@ class BadSampleCounter:
         if seen >= self.min_samples and bad > self.max_bad_fraction * seen:
             raise DataError(
                 f"data source {source}: {bad} of {seen} samples unreadable ({bad / seen:.1%} > "
-                f"max_bad_fraction {self.max_bad_fraction:.1%}); e.g. " + "; ".join(self.examples[source][:3]))
+                f"max_bad_fraction {self.max_bad_fraction:.1%}); e.g. "
+                + "; ".join(self.examples[source][:3]))
 
-    @property
-    def total_seen(self) -> int:
-        return sum(self.seen.values())
-
-    @property
-    def total_bad(self) -> int:
-        return sum(self.bad.values())
+    total_seen = property(lambda self: sum(self.seen.values()))
+    total_bad = property(lambda self: sum(self.bad.values()))
 
     def summary(self) -> str:
         seen, bad = self.total_seen, self.total_bad
         lines = [f"image data: {seen} samples seen, {bad} bad ({bad / max(seen, 1):.2%}) in this process"]
         for source in sorted(self.bad):
-            lines.append(f"  {source}: {self.bad[source]} bad of {self.seen[source]}, e.g. {self.examples[source][0]}")
+            lines.append(f"  {source}: {self.bad[source]} bad of {self.seen[source]}, "
+                         f"e.g. {self.examples[source][0]}")
         return "\n".join(lines)
 
 
@@ -129,10 +128,6 @@ def in_split(key: str, split: str | None) -> bool:
     return heldout if split == "heldout" else not heldout
 
 
-def _visible(path: Path, root: Path) -> bool:
-    return not any(part.startswith(".") for part in path.relative_to(root).parts)
-
-
 class ImageFolderSource(torch.utils.data.Dataset):
     """root/<class>/**/*.jpg (class ids by sorted name) or flat root/**/*.jpg (class -1)."""
 
@@ -148,16 +143,17 @@ class ImageFolderSource(torch.utils.data.Dataset):
         # Class mode only when nothing but subfolders is at the top, so a flat folder that also has
         # subfolders is not silently turned into classes.
         self.class_names = [p.name for p in class_dirs] if class_dirs and not has_top_images else []
-        dirs = [(i, d) for i, d in enumerate(class_dirs)] if self.class_names else [(-1, self.root)]
+        dirs = list(enumerate(class_dirs)) if self.class_names else [(-1, self.root)]
         self.items: list[tuple[Path, int, str]] = []
         for class_id, d in dirs:
             for p in sorted(d.rglob("*")):
-                if p.suffix.lower() in IMAGE_EXTS and p.is_file() and _visible(p, self.root):
-                    key = p.relative_to(self.root).with_suffix("").as_posix()
-                    if in_split(key, split):
+                rel = p.relative_to(self.root)
+                if p.suffix.lower() in IMAGE_EXTS and not any(x.startswith(".") for x in rel.parts):
+                    key = rel.with_suffix("").as_posix()
+                    if p.is_file() and in_split(key, split):
                         self.items.append((p, class_id, key))
         if not self.items:
-            what = "" if split is None else f" in split {split!r} (heldout = 1 in {HELDOUT_EVERY} by key hash)"
+            what = "" if split is None else f" in split {split!r} (heldout = 1 in {HELDOUT_EVERY} keys)"
             raise DataError(f"no images ({', '.join(IMAGE_EXTS)}) found under {self.root}{what}")
 
     def __len__(self) -> int:
@@ -184,10 +180,6 @@ def expand_urls(urls: str | list[str]) -> list[str]:
     return [s for part in parts if part for s in braceexpand.braceexpand(part)]
 
 
-def _is_local(url: str) -> bool:
-    return "://" not in url and not url.startswith("pipe:")
-
-
 class WebDatasetImageSource(torch.utils.data.IterableDataset):
     """Images from webdataset shards; bad samples and broken shards are skipped and counted."""
 
@@ -198,9 +190,11 @@ class WebDatasetImageSource(torch.utils.data.IterableDataset):
         if not self.shards:
             raise ValueError(f"no shards in {urls!r}")
         # A mistyped pattern would otherwise give an empty (or silently partial) dataset.
-        missing = [s for s in self.shards if _is_local(s) and not Path(s).is_file()]
+        local = [s for s in self.shards if "://" not in s and not s.startswith("pipe:")]
+        missing = [s for s in local if not Path(s).is_file()]
         if missing:
-            raise FileNotFoundError(f"{len(missing)} of {len(self.shards)} shards not found, e.g. {missing[:3]}")
+            raise FileNotFoundError(
+                f"{len(missing)} of {len(self.shards)} shards not found, e.g. {missing[:3]}")
 
     def my_shards(self) -> list[str]:
         """This process's share: shards split over (DDP rank, DataLoader worker) without overlap."""
@@ -229,7 +223,7 @@ class WebDatasetImageSource(torch.utils.data.IterableDataset):
     def __iter__(self) -> Iterator[dict]:
         import webdataset as wds
 
-        yielded = bad_shards = 0
+        yielded = bad_samples = 0
         bad_before = self.counter.total_bad
         for shard in self.my_shards():
             # One WebDataset per shard, splitting done above, so a read error ends only this shard.
@@ -240,19 +234,23 @@ class WebDatasetImageSource(torch.utils.data.IterableDataset):
                     if not in_split(raw.get("__key__", ""), self.split):
                         continue
                     sample = self._sample(raw, shard)
-                    if sample is not None:
-                        yielded += 1
-                        yield sample
+                    if sample is None:
+                        bad_samples += 1
+                        continue
+                    yielded += 1
+                    yield sample
             except DataError:
                 raise
             except Exception as err:  # truncated tar, I/O error: skip the rest of this shard
-                bad_shards += 1
                 log.warning("skipping rest of shard %s after read error: %s", shard, err)
                 self.counter.record_bad(shard, "<tar stream>", f"{type(err).__name__}: {err}")
         if self.counter.total_bad > bad_before:
             log.warning("%s", self.counter.summary())
-            if yielded == 0:  # everything this process read was bad: no point training on nothing
-                raise DataError(f"no readable samples in shards {self.my_shards()[:3]}...: " + self.counter.summary())
+            # Every image this process decoded was bad: fail rather than train on nothing. A broken
+            # shard alone does not count here, so one truncated shard per worker is still skipped.
+            if yielded == 0 and bad_samples > 0:
+                raise DataError(f"no readable samples in shards {self.my_shards()[:3]}: "
+                                + self.counter.summary())
 
 
 def collate_skip_none(batch: list[dict | None]) -> dict | None:
@@ -305,7 +303,8 @@ class ImageDataConfig:
             raise bad("num_workers", "must be >= 0")
 
 
-def build_image_dataset(cfg: ImageDataConfig, split: str = "train", counter: BadSampleCounter | None = None):
+def build_image_dataset(cfg: ImageDataConfig, split: str = "train",
+                        counter: BadSampleCounter | None = None):
     """The dataset for `split` ("train" | "heldout"); see the module docstring for the split rules."""
     cfg.validate()
     if split not in ("train", "heldout"):

@@ -287,9 +287,8 @@ class TokenizerTrainer:
         if D.is_main():
             with atomic_folder(self.out_dir / "tokenizer") as tmp:
                 save_tokenizer(self.model, tmp)
-        summary = self.bad_counter.summary()
-        if summary:
-            D.print0(summary)
+        if self.bad_counter.total_bad:
+            D.print0(self.bad_counter.summary())
         return self.evaluate()
 
     @torch.no_grad()

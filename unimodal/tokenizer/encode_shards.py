@@ -1,0 +1,220 @@
+"""Encode images into webdataset shards of RDPM codes (tokenizers/encode.py).
+
+Each sample of a shard `shard-000000.tar` holds:
+    codes.npy   uint16 (T, h, w)   the code maps C_1..C_T
+    seed.txt    decimal int        regenerates eps_1..eps_T (see rdpm_noise)
+    cls         decimal int        class id, when the source has one
+    txt         utf-8 caption      when the source has one
+
+Design choices, one line each:
+- Noise seeds hash (base seed, sample key), so a sample's codes do not depend on batching, order,
+  device count or which run encoded it.
+- Shard i of a map-style source holds samples [i*S, (i+1)*S); ranks take shards round-robin; a shard
+  is written to `.tmp` and renamed, so a finished shard is never redone and a crash loses at most
+  the shards in flight. Webdataset sources stream in order, one process (their length is unknown).
+- Tar headers carry a fixed mtime: the same input gives byte-identical shards.
+- `encode_meta.json` records the tokenizer (config and weights hash), seeds and counts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+import torch
+import webdataset as wds
+from torch.utils.data import DataLoader, Subset
+from tqdm import tqdm
+
+from unimodal import distributed as D
+from unimodal.config import ConfigError
+from unimodal.data.image_sources import (BadSampleCounter, ImageDataConfig, build_image_dataset,
+                                         collate_skip_none)
+from unimodal.tokenizer.rdpm_tokenizer import WEIGHTS_FILE, describe, load_tokenizer
+
+META_FILE = "encode_meta.json"
+
+
+@dataclass
+class EncodeConfig:
+    tokenizer: str = ""                   # folder written by train_rdpm.py (<out_dir>/tokenizer)
+    out_dir: str = ""                     # where shard-XXXXXX.tar files go
+    data: ImageDataConfig = field(default_factory=ImageDataConfig)
+    split: str = "train"                  # train | heldout
+    shard_size: int = 1000                # samples per shard
+    max_samples: int = 0                  # 0 = the whole source
+    batch_size: int = 64
+    seed: int = 0                         # base of the per-sample noise seeds
+    device: str = "auto"
+    precision: str = "bf16"               # encoder autocast on CUDA; nearest-code search is fp32
+
+    def validate(self) -> None:
+        if not self.tokenizer:
+            raise ConfigError("tokenizer: required, the folder written by tokenizers/train_rdpm.py")
+        if not Path(self.tokenizer).is_dir():
+            raise ConfigError(f"tokenizer={self.tokenizer!r}: folder not found")
+        if not self.out_dir:
+            raise ConfigError("out_dir: required, where the shards are written")
+        if self.split not in ("train", "heldout"):
+            raise ConfigError(f"split={self.split!r}: choose train or heldout")
+        if self.shard_size < 1 or self.batch_size < 1:
+            raise ConfigError("shard_size and batch_size must be >= 1")
+        try:
+            self.data.validate()
+        except ValueError as err:
+            raise ConfigError(str(err)) from err
+
+
+def noise_seed(base_seed: int, key: str) -> int:
+    """A 63-bit seed from (base seed, sample key): independent of order and batching."""
+    digest = hashlib.blake2b(f"{base_seed}:{key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & (2**63 - 1)
+
+
+def shard_name(index: int) -> str:
+    return f"shard-{index:06d}.tar"
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _record(key: str, codes: np.ndarray, seed: int, class_id: int, caption: str) -> dict:
+    buf = io.BytesIO()
+    np.save(buf, codes.astype(np.uint16))
+    rec = {"__key__": key, "codes.npy": buf.getvalue(), "seed.txt": str(seed).encode()}
+    if class_id >= 0:
+        rec["cls"] = str(class_id).encode()
+    if caption:
+        rec["txt"] = caption.encode()
+    return rec
+
+
+def read_code_sample(sample: dict) -> dict:
+    """Inverse of the record format: {"codes": int64 (T, h, w), "seed", "class_id", "caption", "key"}."""
+    codes = np.load(io.BytesIO(sample["codes.npy"]))
+    return {"codes": torch.from_numpy(codes.astype(np.int64)), "seed": int(sample["seed.txt"]),
+            "class_id": int(sample["cls"]) if "cls" in sample else -1,
+            "caption": sample["txt"].decode() if "txt" in sample else "",
+            "key": sample["__key__"]}
+
+
+class ShardEncoder:
+    def __init__(self, cfg: EncodeConfig):
+        cfg.validate()
+        self.cfg = cfg
+        self.device = D.pick_device(cfg.device)
+        D.init_from_env(self.device)
+        self.tokenizer = load_tokenizer(cfg.tokenizer, self.device)
+        if self.tokenizer.cfg.image_size != cfg.data.image_size:
+            raise ConfigError(f"data.image_size={cfg.data.image_size} but the tokenizer was trained "
+                              f"at {self.tokenizer.cfg.image_size} px")
+        self.out_dir = Path(cfg.out_dir)
+        self.counter = BadSampleCounter(cfg.data.max_bad_fraction)
+
+    @torch.no_grad()
+    def encode_batch(self, batch: dict) -> list[dict]:
+        images = batch["image"].to(self.device, non_blocking=True)
+        seeds = [noise_seed(self.cfg.seed, k) for k in batch["key"]]
+        use_bf16 = self.cfg.precision == "bf16" and self.device.type == "cuda"
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            codes = self.tokenizer.encode(images, seeds).to(torch.int32).cpu().numpy()
+        return [_record(k, c, s, int(cls), cap) for k, c, s, cls, cap in
+                zip(batch["key"], codes, seeds, batch["class_id"].tolist(), batch["caption"])]
+
+    def _write_shard(self, index: int, records: Iterable[dict]) -> int:
+        final = self.out_dir / shard_name(index)
+        tmp = final.with_name(final.name + ".tmp")
+        count = 0
+        with open(tmp, "wb") as f, wds.TarWriter(f, mtime=0) as sink:
+            for rec in records:
+                sink.write(rec)
+                count += 1
+        os.replace(tmp, final)
+        return count
+
+    def _loader(self, dataset) -> DataLoader:
+        return DataLoader(dataset, batch_size=self.cfg.batch_size, collate_fn=collate_skip_none,
+                          num_workers=self.cfg.data.num_workers, pin_memory=self.device.type == "cuda")
+
+    def _records(self, loader: DataLoader, bar: tqdm) -> Iterator[dict]:
+        for batch in loader:
+            if batch is None:
+                continue
+            recs = self.encode_batch(batch)
+            bar.update(len(recs))
+            yield from recs
+
+    def run(self) -> dict:
+        cfg = self.cfg
+        dataset = build_image_dataset(cfg.data, cfg.split, counter=self.counter)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        start = time.perf_counter()
+        bar = tqdm(desc="encode", unit="img", disable=not D.is_main(), dynamic_ncols=True)
+        if isinstance(dataset, torch.utils.data.IterableDataset):
+            written, total = self._run_stream(dataset, bar)
+        else:
+            written, total = self._run_indexed(dataset, bar)
+        bar.close()
+        D.barrier()
+        elapsed = time.perf_counter() - start
+        meta = {"tokenizer": str(cfg.tokenizer),
+                "tokenizer_sha256": file_sha256(Path(cfg.tokenizer) / WEIGHTS_FILE),
+                "tokenizer_config": describe(self.tokenizer.cfg), "encode": asdict(cfg),
+                "seed_rule": "blake2b-64('{seed}:{key}') & (2**63-1); eps via rdpm_noise",
+                "shards": total, "shard_size": cfg.shard_size}
+        if D.is_main():
+            (self.out_dir / META_FILE).write_text(json.dumps(meta, indent=2))
+            if self.counter.total_bad:
+                print(self.counter.summary(), flush=True)
+            print(f"encoded {written} images in {elapsed:.1f}s ({written / max(elapsed, 1e-9):.1f} "
+                  f"img/s on this rank) -> {self.out_dir}", flush=True)
+        return {"written": written, "shards": total, "seconds": elapsed}
+
+    def _run_indexed(self, dataset, bar: tqdm) -> tuple[int, int]:
+        n = len(dataset) if self.cfg.max_samples <= 0 else min(len(dataset), self.cfg.max_samples)
+        shards = math.ceil(n / self.cfg.shard_size)
+        written = 0
+        for index in range(D.rank(), shards, D.world_size()):
+            if (self.out_dir / shard_name(index)).exists():
+                continue  # finished by an earlier run
+            lo, hi = index * self.cfg.shard_size, min(n, (index + 1) * self.cfg.shard_size)
+            loader = self._loader(Subset(dataset, range(lo, hi)))
+            written += self._write_shard(index, self._records(loader, bar))
+        return written, shards
+
+    def _run_stream(self, dataset, bar: tqdm) -> tuple[int, int]:
+        if D.world_size() > 1:
+            raise ConfigError("webdataset sources are encoded by one process; run without "
+                              "torchrun or split the shard list over separate runs")
+        size, limit = self.cfg.shard_size, self.cfg.max_samples
+        done = 0
+        while (self.out_dir / shard_name(done)).exists():
+            done += 1
+        records = self._records(self._loader(dataset), bar)
+        for _ in range(done * size):  # samples of finished shards: re-read, not re-written
+            if next(records, None) is None:
+                break
+        index, written = done, 0
+        while limit <= 0 or index * size < limit:
+            count = size if limit <= 0 else min(size, limit - index * size)
+            first = next(records, None)
+            if first is None:
+                break
+            chunk = [first]
+            chunk += [r for _, r in zip(range(count - 1), records)]
+            written += self._write_shard(index, chunk)
+            index += 1
+        return written, index
