@@ -12,6 +12,9 @@ Design choices, one line each:
 - Shard i of a map-style source holds samples [i*S, (i+1)*S); ranks take shards round-robin; a shard
   is written to `.tmp` and renamed, so a finished shard is never redone and a crash loses at most
   the shards in flight. Webdataset sources stream in order, one process (their length is unknown).
+- The per-sample CPU noise is drawn in the DataLoader workers, next to image decoding, so it
+  overlaps with the GPU instead of stalling it (it costs about 0.4 ms per 256 px sample).
+- `compile=true` runs the encoder through torch.compile (about 2.5x faster on an H200, see README).
 - Tar headers carry a fixed mtime: the same input gives byte-identical shards.
 - `encode_meta.json` records the tokenizer (config and weights hash), seeds and counts.
 """
@@ -38,6 +41,7 @@ from unimodal import distributed as D
 from unimodal.config import ConfigError
 from unimodal.data.image_sources import (BadSampleCounter, ImageDataConfig, build_image_dataset,
                                          collate_skip_none)
+from unimodal.tokenizer.rdpm_quantizer import rdpm_noise
 from unimodal.tokenizer.rdpm_tokenizer import WEIGHTS_FILE, describe, load_tokenizer
 
 META_FILE = "encode_meta.json"
@@ -55,6 +59,7 @@ class EncodeConfig:
     seed: int = 0                         # base of the per-sample noise seeds
     device: str = "auto"
     precision: str = "bf16"               # encoder autocast on CUDA; nearest-code search is fp32
+    compile: bool = False                 # torch.compile the encoder (CUDA)
 
     def validate(self) -> None:
         if not self.tokenizer:
@@ -111,6 +116,35 @@ def read_code_sample(sample: dict) -> dict:
             "key": sample["__key__"]}
 
 
+class _WithNoise(torch.utils.data.Dataset):
+    """Adds `noise_seed` and `noise` (T, d, *grid) to each sample, inside the loader workers."""
+
+    def __init__(self, dataset, base_seed: int, steps: int, latent_shape: tuple[int, ...]):
+        self.dataset, self.base_seed = dataset, base_seed
+        self.steps, self.latent_shape = steps, latent_shape
+
+    def add_noise(self, item: dict | None) -> dict | None:
+        if item is None:
+            return None
+        seed = noise_seed(self.base_seed, item["key"])
+        return {**item, "noise_seed": seed,
+                "noise": rdpm_noise([seed], self.steps, self.latent_shape)[0]}
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        return self.add_noise(self.dataset[i])
+
+
+class _StreamWithNoise(torch.utils.data.IterableDataset):
+    def __init__(self, stream, noiser: _WithNoise):
+        self.stream, self.noiser = stream, noiser
+
+    def __iter__(self):
+        return (self.noiser.add_noise(item) for item in self.stream)
+
+
 class ShardEncoder:
     def __init__(self, cfg: EncodeConfig):
         cfg.validate()
@@ -123,14 +157,27 @@ class ShardEncoder:
                               f"at {self.tokenizer.cfg.image_size} px")
         self.out_dir = Path(cfg.out_dir)
         self.counter = BadSampleCounter(cfg.data.max_bad_fraction)
+        self.encoder = self.tokenizer.encoder
+        if cfg.compile and self.device.type == "cuda":
+            self.encoder = torch.compile(self.tokenizer.encoder)
+        self.first_batch_done: float | None = None
+        self.images_after_first = 0
 
     @torch.no_grad()
     def encode_batch(self, batch: dict) -> list[dict]:
         images = batch["image"].to(self.device, non_blocking=True)
-        seeds = [noise_seed(self.cfg.seed, k) for k in batch["key"]]
+        noise = batch["noise"].to(self.device, non_blocking=True)
+        seeds = batch["noise_seed"].tolist()
+        self.tokenizer.check_images(images)
         use_bf16 = self.cfg.precision == "bf16" and self.device.type == "cuda"
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            codes = self.tokenizer.encode(images, seeds).to(torch.int32).cpu().numpy()
+            latent = self.encoder(images)
+        codes = self.tokenizer.quantizer(latent.float(), noise=noise).codes
+        codes = codes.to(torch.int32).cpu().numpy()
+        if self.first_batch_done is None:
+            self.first_batch_done = time.perf_counter()  # steady-state timing starts here
+        else:
+            self.images_after_first += len(seeds)
         return [_record(k, c, s, int(cls), cap) for k, c, s, cls, cap in
                 zip(batch["key"], codes, seeds, batch["class_id"].tolist(), batch["caption"])]
 
@@ -160,6 +207,12 @@ class ShardEncoder:
     def run(self) -> dict:
         cfg = self.cfg
         dataset = build_image_dataset(cfg.data, cfg.split, counter=self.counter)
+        tok = self.tokenizer.cfg
+        noiser = _WithNoise(dataset, cfg.seed, tok.steps, (tok.latent_dim, *tok.grid))
+        if isinstance(dataset, torch.utils.data.IterableDataset):
+            dataset = _StreamWithNoise(dataset, noiser)
+        else:
+            dataset = noiser
         self.out_dir.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
         bar = tqdm(desc="encode", unit="img", disable=not D.is_main(), dynamic_ncols=True)
@@ -170,6 +223,8 @@ class ShardEncoder:
         bar.close()
         D.barrier()
         elapsed = time.perf_counter() - start
+        steady = (self.images_after_first / (time.perf_counter() - self.first_batch_done)
+                  if self.first_batch_done and self.images_after_first else 0.0)
         meta = {"tokenizer": str(cfg.tokenizer),
                 "tokenizer_sha256": file_sha256(Path(cfg.tokenizer) / WEIGHTS_FILE),
                 "tokenizer_config": describe(self.tokenizer.cfg), "encode": asdict(cfg),
@@ -181,7 +236,8 @@ class ShardEncoder:
                 print(self.counter.summary(), flush=True)
             print(f"encoded {written} images in {elapsed:.1f}s ({written / max(elapsed, 1e-9):.1f} "
                   f"img/s on this rank) -> {self.out_dir}", flush=True)
-        return {"written": written, "shards": total, "seconds": elapsed}
+        return {"written": written, "shards": total, "seconds": elapsed,
+                "steady_img_per_s": steady}
 
     def _run_indexed(self, dataset, bar: tqdm) -> tuple[int, int]:
         n = len(dataset) if self.cfg.max_samples <= 0 else min(len(dataset), self.cfg.max_samples)

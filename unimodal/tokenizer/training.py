@@ -169,7 +169,10 @@ class TokenizerTrainer:
                 save_file({k: v.contiguous() for k, v in self.disc.state_dict().items()},
                           str(tmp / "discriminator.safetensors"))
                 torch.save({"step": self.step, "opt": self.opt.state_dict(),
-                            "disc_opt": self.disc_opt.state_dict()}, tmp / "train_state.pt")
+                            "disc_opt": self.disc_opt.state_dict(),
+                            "rng_cpu": torch.get_rng_state(),
+                            "rng_cuda": torch.cuda.get_rng_state_all()
+                            if torch.cuda.is_available() else None}, tmp / "train_state.pt")
                 save_config(self.cfg, tmp / "train_config.yaml")
             prune_checkpoints(self.ckpt_root, self.cfg.train.keep_checkpoints)
         D.barrier()
@@ -186,10 +189,13 @@ class TokenizerTrainer:
         loaded = load_tokenizer(path, self.device)
         self.model.load_state_dict(loaded.state_dict())
         self.disc.load_state_dict(load_file(str(path / "discriminator.safetensors")))
-        state = torch.load(path / "train_state.pt", map_location=self.device, weights_only=False)
+        state = torch.load(path / "train_state.pt", map_location="cpu", weights_only=False)
         self.opt.load_state_dict(state["opt"])
         self.disc_opt.load_state_dict(state["disc_opt"])
         self.step = int(state["step"])
+        torch.set_rng_state(state["rng_cpu"])  # dead-code revival draws from the global RNG
+        if state.get("rng_cuda") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng_cuda"])
         D.print0(f"resumed from {path} at step {self.step}")
 
     # --- one step --------------------------------------------------------------------------

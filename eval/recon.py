@@ -1,0 +1,27 @@
+"""Tokenizer reconstruction metrics: PSNR, SSIM, codebook usage, and rFID with a local Inception file.
+
+    python eval/recon.py tokenizer=runs/quickstart/tokenizer/tokenizer data.source=shapes
+    python eval/recon.py tokenizer=... data.source=folder data.path=/data/imagenet/val \
+        data.image_size=256 split=train inception_weights=/weights/weights-inception-2015-12-05-6726825d.pth
+Writes recon_metrics.json / .md and reconstructions.png under out_dir.
+"""
+
+import argparse
+
+from unimodal.config import load_config, split_config_args
+from unimodal.metrics.recon_eval import ReconEvalConfig, evaluate_reconstruction
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--config", default=None, help="YAML config (ReconEvalConfig); optional")
+    args, rest = parser.parse_known_args(argv)
+    cfg = load_config(ReconEvalConfig, args.config, split_config_args(rest))
+    metrics = evaluate_reconstruction(cfg)
+    print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
+                   for k, v in metrics.items()), flush=True)
+    return metrics
+
+
+if __name__ == "__main__":
+    main()
