@@ -145,6 +145,20 @@ class _StreamWithNoise(torch.utils.data.IterableDataset):
         return (self.noiser.add_noise(item) for item in self.stream)
 
 
+class _Indexed(torch.utils.data.Dataset):
+    """Carries each sample's dataset index through the loader, to route it to its shard."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        item = self.dataset[i]
+        return None if item is None else {**item, "__index__": i}
+
+
 class ShardEncoder:
     def __init__(self, cfg: EncodeConfig):
         cfg.validate()
@@ -178,8 +192,12 @@ class ShardEncoder:
             self.first_batch_done = time.perf_counter()  # steady-state timing starts here
         else:
             self.images_after_first += len(seeds)
-        return [_record(k, c, s, int(cls), cap) for k, c, s, cls, cap in
+        recs = [_record(k, c, s, int(cls), cap) for k, c, s, cls, cap in
                 zip(batch["key"], codes, seeds, batch["class_id"].tolist(), batch["caption"])]
+        if "__index__" in batch:
+            for rec, index in zip(recs, batch["__index__"].tolist()):
+                rec["__index__"] = index
+        return recs
 
     def _write_shard(self, index: int, records: Iterable[dict]) -> int:
         final = self.out_dir / shard_name(index)
@@ -241,14 +259,28 @@ class ShardEncoder:
 
     def _run_indexed(self, dataset, bar: tqdm) -> tuple[int, int]:
         n = len(dataset) if self.cfg.max_samples <= 0 else min(len(dataset), self.cfg.max_samples)
-        shards = math.ceil(n / self.cfg.shard_size)
-        written = 0
-        for index in range(D.rank(), shards, D.world_size()):
-            if (self.out_dir / shard_name(index)).exists():
-                continue  # finished by an earlier run
-            lo, hi = index * self.cfg.shard_size, min(n, (index + 1) * self.cfg.shard_size)
-            loader = self._loader(Subset(dataset, range(lo, hi)))
-            written += self._write_shard(index, self._records(loader, bar))
+        size = self.cfg.shard_size
+        shards = math.ceil(n / size)
+        pending = [i for i in range(D.rank(), shards, D.world_size())
+                   if not (self.out_dir / shard_name(i)).exists()]  # finished by an earlier run
+        # One loader over all pending shards keeps the workers busy across shard boundaries.
+        indices = [j for i in pending for j in range(i * size, min(n, (i + 1) * size))]
+        sample_shard = {j: i for i in pending for j in range(i * size, min(n, (i + 1) * size))}
+        records = self._records(self._loader(Subset(_Indexed(dataset), indices)), bar)
+        written, current, chunk = 0, None, []
+        for rec in records:
+            shard = sample_shard[rec.pop("__index__")]
+            if shard != current and chunk:
+                written += self._write_shard(current, chunk)
+                chunk = []
+            current = shard
+            chunk.append(rec)
+        if chunk:
+            written += self._write_shard(current, chunk)
+        # A shard whose samples were all unreadable still gets its (empty) file, marking it done.
+        for i in pending:
+            if not (self.out_dir / shard_name(i)).exists():
+                self._write_shard(i, [])
         return written, shards
 
     def _run_stream(self, dataset, bar: tqdm) -> tuple[int, int]:

@@ -5,8 +5,9 @@ Design choices, one line each:
 - Map-style data (shapes, image folders) is read in a seeded per-epoch permutation, split by rank;
   the position in it is a function of the step, so a resumed run sees the batches an
   uninterrupted run would have. Webdataset streams restart from a step-seeded shard order.
-- Training noise is drawn on the device from a generator seeded by (seed, step, rank): cheap, and
-  deterministic on resume. The CPU per-sample-seed contract matters only for encoding.
+- Each step reseeds the RNG from (seed, step, rank): training noise is drawn on the device
+  (cheap), and a resumed run is bit-identical to an uninterrupted one. The CPU per-sample-seed
+  contract matters only for encoding.
 - Checkpoints: atomic step folders (tokenizer weights + config, discriminator, optimizer state),
   keep-last-N, also written on Ctrl-C; the final export is `<out_dir>/tokenizer`.
 - Ends with held-out PSNR/SSIM/codebook usage, a metrics JSON and an original-vs-reconstruction PNG.
@@ -169,10 +170,7 @@ class TokenizerTrainer:
                 save_file({k: v.contiguous() for k, v in self.disc.state_dict().items()},
                           str(tmp / "discriminator.safetensors"))
                 torch.save({"step": self.step, "opt": self.opt.state_dict(),
-                            "disc_opt": self.disc_opt.state_dict(),
-                            "rng_cpu": torch.get_rng_state(),
-                            "rng_cuda": torch.cuda.get_rng_state_all()
-                            if torch.cuda.is_available() else None}, tmp / "train_state.pt")
+                            "disc_opt": self.disc_opt.state_dict()}, tmp / "train_state.pt")
                 save_config(self.cfg, tmp / "train_config.yaml")
             prune_checkpoints(self.ckpt_root, self.cfg.train.keep_checkpoints)
         D.barrier()
@@ -193,9 +191,6 @@ class TokenizerTrainer:
         self.opt.load_state_dict(state["opt"])
         self.disc_opt.load_state_dict(state["disc_opt"])
         self.step = int(state["step"])
-        torch.set_rng_state(state["rng_cpu"])  # dead-code revival draws from the global RNG
-        if state.get("rng_cuda") is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["rng_cuda"])
         D.print0(f"resumed from {path} at step {self.step}")
 
     # --- one step --------------------------------------------------------------------------
@@ -205,11 +200,11 @@ class TokenizerTrainer:
 
     def train_step(self, images: torch.Tensor) -> dict[str, float]:
         cfg, lc = self.cfg, self.cfg.loss
-        gen = torch.Generator(self.device).manual_seed(
-            (cfg.train.seed * 1_000_003 + self.step) * 1009 + D.rank())
+        # Every random draw of a step (noise, dead-code picks) is a function of (seed, step,
+        # rank), so a resumed run repeats an uninterrupted one exactly.
+        torch.manual_seed((cfg.train.seed * 1_000_003 + self.step) * 1009 + D.rank())
         latent_shape = (cfg.model.latent_dim, *cfg.model.grid)
-        noise = torch.randn((images.shape[0], cfg.model.steps, *latent_shape),
-                            generator=gen, device=self.device)
+        noise = torch.randn((images.shape[0], cfg.model.steps, *latent_shape), device=self.device)
         for group in (*self.opt.param_groups, *self.disc_opt.param_groups):
             group["lr"] = cfg.optim.lr * _lr_factor(self.step, cfg.optim.warmup_steps)
         use_gan = self.step >= lc.gan_start and lc.gan_weight > 0
