@@ -1,0 +1,225 @@
+"""The unified model: Llama parity, the attention rule, the loss, the cached sampler, export."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers import LlamaForCausalLM
+
+from unified_fixtures import make_assets, tiny_model
+from unimodal.data.sequences import IGNORE, image_document, image_prompt, pack_documents, text_document
+from unimodal.model.attention_mask import build_attention_mask, dense_mask, unified_mask_mod
+from unimodal.model.export import load_unified, save_unified
+from unimodal.model.llama import LlamaBackbone
+from unimodal.model.sampling import (block_logits, guide, guidance_scale, gumbel_sample,
+                                     run_prompts, top_k_filter, top_p_filter)
+from unimodal.model.unified import BackboneConfig
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    return make_assets(tmp_path_factory.mktemp("assets"))
+
+
+@pytest.fixture
+def model(assets):
+    _, tok_dir, tok, vocab, vocab_cfg = assets
+    return tiny_model(vocab, vocab_cfg, tok, tok_dir).eval()
+
+
+def _causal(ids):
+    b, length = ids.shape
+    return dense_mask(torch.zeros(b, length, dtype=torch.long), torch.full((b, length), -1))
+
+
+@pytest.mark.parametrize("tied,kv_heads", [(False, 4), (True, 2)])
+def test_backbone_matches_transformers_llama(tied, kv_heads):
+    cfg = BackboneConfig(hidden_size=64, num_layers=3, num_heads=4, num_kv_heads=kv_heads,
+                         intermediate_size=160, rope_theta=5000.0, tie_word_embeddings=tied)
+    hf_cfg = cfg.to_hf(vocab_size=97)
+    torch.manual_seed(0)
+    ours = LlamaBackbone(hf_cfg)
+    ours.init_weights(std=0.1)
+    ref = LlamaForCausalLM(cfg.to_hf(vocab_size=97)).eval()
+    missing, unexpected = ref.load_state_dict(ours.state_dict(), strict=False)
+    assert not unexpected and set(missing) <= {"lm_head.weight"}
+    ids = torch.randint(0, 97, (2, 19))
+    positions = torch.arange(19).expand(2, 19)
+    hidden, _ = ours(ours.embed(ids), positions, _causal(ids))
+    logits = F.linear(hidden, ours.head_weight)
+    ref_logits = ref(input_ids=ids).logits
+    torch.testing.assert_close(logits, ref_logits, rtol=1e-4, atol=1e-4)
+
+
+def test_dense_mask_is_exactly_the_mask_mod():
+    torch.manual_seed(1)
+    doc_ids = torch.tensor([[0, 0, 0, 0, 0, 0, 0, 1, 1, 1, -1, -1],
+                            [0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1]])
+    block_ids = torch.tensor([[-1, -1, 0, 0, 0, 1, 1, -1, -1, -1, -1, -1],
+                              [-1, -1, -1, -1, -1, -1, -1, 2, 2, 3, 3, 3]])
+    dense = dense_mask(doc_ids, block_ids)[:, 0]
+    mod = unified_mask_mod(doc_ids, block_ids)
+    for b in range(2):
+        for q in range(12):
+            for k in range(12):
+                expect = bool(mod(torch.tensor(b), torch.tensor(0), torch.tensor(q), torch.tensor(k)))
+                assert bool(dense[b, q, k]) == expect
+    row = dense[0]
+    assert row[3, :2].all() and row[3, 2:5].all() and not row[3, 5:7].any()   # block 0 sees prompt+itself
+    assert not row[6, 2:5].any() and row[6, 5:7].all()                          # not the other block
+    assert not row[7, :7].any() and row[8, 7] and not row[7, 8]                 # doc 1: own causal text
+    assert not row[10, :10].any() and row[10, 10]                               # padding sees itself only
+    assert not dense[1, 5, :5].any()                                            # no cross-document
+
+
+@pytest.mark.gpu
+def test_flex_attention_agrees_with_dense_sdpa_on_cuda():
+    from unimodal.model.llama import attend
+
+    torch.manual_seed(2)
+    device = "cuda"
+    doc_ids = torch.cat([torch.zeros(1, 300), torch.ones(1, 212)], 1).long().to(device)
+    block_ids = torch.full((1, 512), -1, device=device)
+    block_ids[0, 40:104], block_ids[0, 104:168], block_ids[0, 350:414] = 0, 1, 2
+    q, k, v = (torch.randn(1, 4, 512, 32, device=device) for _ in range(3))
+    flex = attend(q, k, v, build_attention_mask(doc_ids, block_ids, use_flex=True))
+    sdpa = attend(q, k, v, build_attention_mask(doc_ids, block_ids, use_flex=False))
+    torch.testing.assert_close(flex, sdpa, rtol=2e-3, atol=2e-3)
+
+
+def _batch(vocab, codes, seed=11):
+    img = image_document(vocab, image_prompt(vocab, "a red circle"), codes, seed, [1, 3], 8, True)
+    txt = text_document(vocab, vocab.encode_text("the blue square is on the left."))
+    cls = image_document(vocab, image_prompt(vocab, class_id=5), codes, seed + 1, [4], 8, False)
+    return pack_documents([img, txt, cls], seq_len=400)
+
+
+def test_loss_matches_a_hand_computation(model, assets):
+    vocab = assets[3]
+    torch.manual_seed(3)
+    batch = _batch(vocab, torch.randint(0, 64, (4, 8, 8)))
+    out = model(batch)
+    # Reference: full-vocabulary logits everywhere, then the text or code softmax per position.
+    mask = dense_mask(batch["doc_ids"], batch["block_ids"])
+    hidden, _ = model.backbone(model.embed_sequence(batch), batch["position_ids"], mask)
+    logits = F.linear(hidden, model.backbone.head_weight)[0]
+    terms_text, terms_code = [], []
+    for i in range(batch["targets"].shape[1]):
+        target = int(batch["targets"][0, i])
+        if target == IGNORE:
+            continue
+        if int(batch["block_ids"][0, i]) >= 0:
+            code_logits = logits[i, model.code_slice]
+            terms_code.append(-torch.log_softmax(code_logits, -1)[target - vocab.code_offset])
+        else:
+            terms_text.append(-torch.log_softmax(logits[i], -1)[target])
+    assert len(terms_code) == 3 * 64 and out["image_tokens"] == 3 * 64
+    expected = (torch.stack(terms_text).sum() + torch.stack(terms_code).sum()) / (
+        len(terms_text) + len(terms_code))
+    torch.testing.assert_close(out["loss"], expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out["image_loss"], torch.stack(terms_code).mean(), rtol=1e-5, atol=1e-5)
+    # A random model's code loss is about log K: the softmax really is over the K codes only.
+    assert abs(out["image_loss"].item() - math.log(64)) < 0.5
+
+
+def test_block_input_uses_previous_codes_and_noise(model, assets):
+    vocab, tok = assets[3], assets[2]
+    codes = torch.randint(0, 64, (2, 4, 8, 8))
+    steps = torch.tensor([1, 3])
+    z_prev = model.image_input.latent_before(codes, steps)
+    assert torch.equal(z_prev[0], torch.zeros_like(z_prev[0]))  # z'_0 = 0
+    torch.testing.assert_close(z_prev[1], tok.quantizer.codes_to_latent(codes[1:, :2])[0])
+
+
+def test_cached_block_logits_equal_full_forward(model, assets):
+    vocab = assets[3]
+    torch.manual_seed(4)
+    codes = torch.randint(0, 64, (4, 8, 8))
+    for t in (1, 3):
+        prompt = image_prompt(vocab, "a green triangle below a red square")
+        doc = image_document(vocab, prompt, codes, 21, [t], 8, True)
+        batch = pack_documents([doc], seq_len=len(doc))
+        mask = dense_mask(batch["doc_ids"], batch["block_ids"])
+        hidden, _ = model.backbone(model.embed_sequence(batch), batch["position_ids"], mask)
+        full = model.code_logits(hidden[0, len(prompt):])
+        # The sampler's way: prompt once, then the block against its cache (a shorter prompt
+        # in the same batch forces left padding, which must not change anything).
+        short = image_prompt(vocab, class_id=2)
+        cache, valid, next_pos, _ = run_prompts(model, [prompt, short])
+        latent = model.image_input.latent_before(codes[None].expand(2, -1, -1, -1),
+                                                 torch.tensor([t, t]))
+        noise = batch["block_noise"].expand(2, -1, -1, -1)
+        cached = block_logits(model, cache, valid, next_pos, latent, noise, t)
+        torch.testing.assert_close(cached[0], full, rtol=1e-4, atol=1e-4)
+
+
+def test_guidance_and_gumbel_math():
+    cond, uncond = torch.tensor([[2.0, 0.0, 1.0]]), torch.tensor([[1.0, 1.0, 1.0]])
+    torch.testing.assert_close(guide(cond, uncond, 3.0), torch.tensor([[5.0, -3.0, 1.0]]))
+    assert guidance_scale(4.0, "linear", 5, 10) == 2.0 and guidance_scale(4.0, "constant", 1, 10) == 4.0
+    logits = torch.randn(64, 50)
+    assert torch.equal(gumbel_sample(logits, 0.0), logits.argmax(-1))
+    assert torch.equal(gumbel_sample(logits, 1e-6, torch.Generator().manual_seed(0)),
+                       logits.argmax(-1))
+    probs = torch.tensor([0.5, 0.3, 0.15, 0.05])
+    draws = gumbel_sample(probs.log().expand(40000, 4), 1.0, torch.Generator().manual_seed(1))
+    freq = torch.bincount(draws, minlength=4).float() / 40000
+    torch.testing.assert_close(freq, probs, atol=0.01, rtol=0)
+    gens = [torch.Generator().manual_seed(s) for s in (7, 8)]
+    pair = gumbel_sample(logits[:2], 1.0, gens)
+    alone = gumbel_sample(logits[1:2], 1.0, [torch.Generator().manual_seed(8)])
+    assert pair[1] == alone[0]  # per-image generators: independent of the batch
+    assert torch.isinf(top_k_filter(torch.tensor([[1.0, 3.0, 2.0]]), 2)[0, 0])
+    kept = top_p_filter(torch.tensor([[0.0, 3.0, 2.9, -5.0]]), 0.8)
+    assert torch.isinf(kept[0, [0, 3]]).all() and torch.isfinite(kept[0, [1, 2]]).all()
+
+
+def test_export_loads_in_transformers_and_round_trips(model, assets, tmp_path):
+    vocab, tok = assets[3], assets[2]
+    save_unified(model, tok, tmp_path / "ckpt")
+    hf = LlamaForCausalLM.from_pretrained(tmp_path / "ckpt" / "hf").eval()
+    ids = torch.tensor([vocab.encode_text("the red circle is above", bos=True)])
+    hidden, _ = model.backbone(model.backbone.embed(ids), torch.arange(ids.shape[1])[None], _causal(ids))
+    torch.testing.assert_close(F.linear(hidden, model.backbone.head_weight), hf(input_ids=ids).logits,
+                               rtol=1e-4, atol=1e-4)
+    loaded, _ = load_unified(tmp_path / "ckpt")
+    batch = _batch(vocab, torch.randint(0, 64, (4, 8, 8)))
+    torch.testing.assert_close(loaded(batch)["loss"], model(batch)["loss"])
+
+
+def test_mismatched_image_tokenizer_is_a_clear_error(assets):
+    from unimodal.model.unified import UnifiedModel, UnifiedModelConfig
+    from unified_fixtures import tiny_tokenizer_config
+
+    vocab = assets[3]
+    with pytest.raises(ValueError, match="codebook_size"):
+        UnifiedModel(UnifiedModelConfig(), vocab, tiny_tokenizer_config(codebook_size=128))
+    with pytest.raises(ValueError, match="steps"):
+        UnifiedModel(UnifiedModelConfig(), vocab, tiny_tokenizer_config(steps=10))
+
+
+def test_extending_a_local_llama_keeps_text_rows(assets, tmp_path):
+    from unimodal.model.export import extend_pretrained_llama
+    from unimodal.model.unified import UnifiedModelConfig
+
+    text_model, tok_dir, tok, vocab, vocab_cfg = assets
+    base_cfg = BackboneConfig(hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2,
+                              intermediate_size=128)
+    torch.manual_seed(5)
+    base = LlamaForCausalLM(base_cfg.to_hf(vocab_size=vocab.text_size)).eval()
+    base.save_pretrained(tmp_path / "base")
+    cfg = UnifiedModelConfig(backbone=BackboneConfig(**{**base_cfg.__dict__,
+                                                        "base_model": str(tmp_path / "base")}),
+                             vocab=vocab_cfg, image_tokenizer=str(tok_dir))
+    model = extend_pretrained_llama(cfg, vocab, tok).eval()
+    emb = model.backbone.model.embed_tokens.weight
+    assert emb.shape[0] == vocab.size
+    torch.testing.assert_close(emb[: vocab.text_size], base.model.embed_tokens.weight)
+    new_rows = emb[vocab.text_size:]
+    torch.testing.assert_close(new_rows.mean(0), base.model.embed_tokens.weight.mean(0), atol=0.01, rtol=0)
+    assert new_rows.std(0).mean() > 0  # distinct rows
+    ids = torch.tensor([vocab.encode_text("a blue square", bos=True)])
+    hidden, _ = model.backbone(model.backbone.embed(ids), torch.arange(ids.shape[1])[None], _causal(ids))
+    ours = F.linear(hidden, model.backbone.head_weight)[..., : vocab.text_size]
+    torch.testing.assert_close(ours, base(input_ids=ids).logits, rtol=1e-4, atol=1e-4)

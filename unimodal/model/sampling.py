@@ -1,0 +1,248 @@
+"""Generation with the unified model: recurrent image sampling (RDPM Algorithm 2) and text.
+
+Images (class id or caption -> PNG):
+1. The prompts run once (cond and, with guidance, the <null> prompt); their keys/values are kept.
+2. For t = 1..T: one pass of the h*w block against the cached prompt; code logits ->
+   classifier-free guidance -> Gumbel-max at temperature tau (optional top-k) -> C_t;
+   z'_t = z'_{t-1} + v'(C_t).
+3. The tokenizer decodes the codes.
+
+Design choices, one line each:
+- Guidance follows the paper: logits = cond + lambda_t * (cond - uncond); lambda_t = lambda
+  (constant) or lambda * t / T ("CFG linear", the paper's best). lambda = 0 skips the <null> pass.
+- Gumbel-max: argmax(logits / tau + g), g ~ Gumbel(0, 1); tau = 1 samples the softmax exactly,
+  tau -> 0 is argmax. (The paper writes the temperature as a multiplier of the logits.)
+- Prompts are left-padded; padding is masked out of attention and positions start at each
+  prompt's first real token, so a batch gives the same codes as one prompt at a time.
+- eps_t comes from per-image integer seeds (the tokenizer's `rdpm_noise` contract), and the
+  Gumbel noise from a generator seeded by the same seed: results are reproducible from seeds.
+- Text: incremental decoding with a growing KV cache; greedy, temperature, top-k, top-p.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from unimodal.model.unified import UnifiedModel
+from unimodal.tokenizer.rdpm_quantizer import rdpm_noise
+
+
+@dataclass
+class ImageSamplingConfig:
+    cfg_scale: float = 4.0                # lambda; 0 = no guidance
+    cfg_schedule: str = "linear"          # linear | constant
+    temperature: float = 1.0              # tau; 0 = argmax
+    top_k: int = 0                        # 0 = all codes
+    seed: int = 0                         # image i uses noise seed `seed + i`
+
+    def validate(self, prefix: str = "sampling") -> None:
+        if self.cfg_schedule not in ("linear", "constant"):
+            raise ValueError(f"{prefix}.cfg_schedule={self.cfg_schedule!r}: linear or constant")
+        if self.temperature < 0 or self.top_k < 0:
+            raise ValueError(f"{prefix}.temperature and {prefix}.top_k must be >= 0")
+
+
+def guidance_scale(cfg_scale: float, schedule: str, step: int, steps: int) -> float:
+    return cfg_scale * step / steps if schedule == "linear" else cfg_scale
+
+
+def guide(cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> torch.Tensor:
+    return cond + scale * (cond - uncond)
+
+
+def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
+    if k <= 0 or k >= logits.shape[-1]:
+        return logits
+    kth = logits.topk(k, dim=-1).values[..., -1:]
+    return logits.masked_fill(logits < kth, float("-inf"))
+
+
+def gumbel_sample(logits: torch.Tensor, temperature: float,
+                  generator: torch.Generator | list[torch.Generator] | None = None) -> torch.Tensor:
+    """argmax(logits / tau + Gumbel noise); a list of generators gives one per row of logits."""
+    if temperature == 0:
+        return logits.argmax(-1)
+    if isinstance(generator, list):
+        u = torch.stack([torch.rand(logits.shape[1:], generator=g, device=logits.device)
+                         for g in generator])
+    else:
+        u = torch.rand(logits.shape, generator=generator, device=logits.device)
+    return (logits / temperature - torch.log(-torch.log(u.clamp_(1e-20, 1.0)))).argmax(-1)
+
+
+def _left_pad(prompts: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, ...]:
+    length = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), length), pad_id, dtype=torch.long)
+    valid = torch.zeros((len(prompts), length), dtype=torch.bool)
+    for i, p in enumerate(prompts):
+        ids[i, length - len(p):] = torch.tensor(p)
+        valid[i, length - len(p):] = True
+    positions = (valid.long().cumsum(1) - 1).clamp_min(0)
+    return ids.to(device), valid.to(device), positions.to(device)
+
+
+def _prompt_mask(valid: torch.Tensor) -> torch.Tensor:
+    """Causal over real tokens, padding invisible; every row sees itself."""
+    length = valid.shape[1]
+    causal = torch.ones(length, length, dtype=torch.bool, device=valid.device).tril()
+    eye = torch.eye(length, dtype=torch.bool, device=valid.device)
+    return ((causal[None] & valid[:, None, :]) | eye[None])[:, None]
+
+
+@torch.no_grad()
+def run_prompts(model: UnifiedModel, prompts: list[list[int]]):
+    """Prompt pass: (per-layer KV cache, valid mask, next position per row, last hidden state)."""
+    device = model.backbone.head_weight.device
+    ids, valid, positions = _left_pad(prompts, model.vocab.pad_id, device)
+    hidden, cache = model.backbone(model.backbone.embed(ids), positions, _prompt_mask(valid))
+    return cache, valid, positions[:, -1] + 1, hidden[:, -1]
+
+
+@torch.no_grad()
+def sample_codes(model: UnifiedModel, prompts: list[list[int]], cfg: ImageSamplingConfig,
+                 seeds: list[int] | None = None) -> torch.Tensor:
+    """Codes (B, T, h, w) for B prompts (token ids ending in <boi>)."""
+    cfg.validate()
+    vocab, tok = model.vocab, model.tok_cfg
+    device = model.backbone.head_weight.device
+    b = len(prompts)
+    seeds = seeds if seeds is not None else [cfg.seed + i for i in range(b)]
+    guided = cfg.cfg_scale != 0
+    null_prompt = [vocab.bos_id, vocab.null_id, vocab.boi_id]
+    cache, valid, next_pos, _ = run_prompts(model, prompts + [null_prompt] * b if guided else prompts)
+    rows = valid.shape[0]
+    h, w = tok.grid
+    noise = rdpm_noise(seeds, tok.steps, (tok.latent_dim, h, w), device=device)
+    if guided:
+        noise = torch.cat([noise, noise])  # cond and uncond rows see the same eps_t
+    # One Gumbel generator per image: an image's codes do not depend on the rest of its batch.
+    gens = [torch.Generator(device).manual_seed(s) for s in seeds]
+    latent = torch.zeros((rows, tok.latent_dim, h, w), device=device)
+    codes = []
+    for t in range(1, tok.steps + 1):
+        logits = block_logits(model, cache, valid, next_pos, latent, noise[:, t - 1], t)
+        if guided:
+            logits = guide(logits[:b], logits[b:],
+                           guidance_scale(cfg.cfg_scale, cfg.cfg_schedule, t, tok.steps))
+        logits = top_k_filter(logits, cfg.top_k)
+        c_t = gumbel_sample(logits, cfg.temperature, gens).view(b, h, w)
+        codes.append(c_t)
+        step_latent = model.image_input.quantizer.embed_step(c_t).to(latent.dtype)
+        latent = latent + (torch.cat([step_latent, step_latent]) if guided else step_latent)
+    return torch.stack(codes, dim=1)
+
+
+@torch.no_grad()
+def block_logits(model: UnifiedModel, cache, valid: torch.Tensor, next_pos: torch.Tensor,
+                 latent_prev: torch.Tensor, noise_t: torch.Tensor, t: int) -> torch.Tensor:
+    """Code logits (rows, h*w, K) of the step-t block against the cached prompt."""
+    rows, _, h, w = latent_prev.shape
+    hw, device = h * w, latent_prev.device
+    positions = next_pos[:, None] + torch.arange(hw, device=device)[None]
+    # Block queries see the real prompt tokens and their whole block; no mask when nothing is padded.
+    mask = None
+    if not bool(valid.all()):
+        keys = torch.cat([valid, torch.ones(rows, hw, dtype=torch.bool, device=device)], 1)
+        mask = keys[:, None, None, :].expand(rows, 1, hw, -1)
+    steps = torch.full((rows,), t, device=device, dtype=torch.long)
+    x = model.image_input.project(latent_prev, noise_t, steps).to(model.backbone.head_weight.dtype)
+    hidden, _ = model.backbone(x, positions, mask, kv_prefix=cache)
+    return model.code_logits(hidden)
+
+
+@dataclass
+class TextSamplingConfig:
+    max_new_tokens: int = 64
+    temperature: float = 0.0              # 0 = greedy
+    top_k: int = 0
+    top_p: float = 1.0
+    seed: int = 0
+
+
+def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
+    if p >= 1.0:
+        return logits
+    sorted_logits, order = logits.sort(dim=-1, descending=True)
+    probs = sorted_logits.softmax(-1)
+    drop = probs.cumsum(-1) - probs > p  # keep the smallest prefix whose mass reaches p
+    sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+    return torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+
+
+@torch.no_grad()
+def generate_text(model: UnifiedModel, prompts: list[str], cfg: TextSamplingConfig) -> list[str]:
+    """Continue each prompt with text tokens only (image ids are masked out of the softmax)."""
+    vocab = model.vocab
+    device = model.backbone.head_weight.device
+    token_lists = [[vocab.bos_id, *vocab.encode_text(p)] for p in prompts]
+    cache, valid, next_pos, last_hidden = run_prompts(model, token_lists)
+    gen = torch.Generator(device).manual_seed(cfg.seed)
+    head = model.backbone.head_weight[: vocab.text_size]
+    out: list[list[int]] = [[] for _ in prompts]
+    done = torch.zeros(len(prompts), dtype=torch.bool, device=device)
+    eos_in_text = vocab.eos_id < vocab.text_size
+    for _ in range(cfg.max_new_tokens):
+        logits = (last_hidden @ head.t()).float()
+        if not eos_in_text:  # our own <eos> special sits outside the text range
+            eos_logit = (last_hidden @ model.backbone.head_weight[vocab.eos_id]).float()[:, None]
+            logits = torch.cat([logits, eos_logit], -1)
+        logits = top_p_filter(top_k_filter(logits, cfg.top_k), cfg.top_p)
+        nxt = gumbel_sample(logits, cfg.temperature, gen) if cfg.temperature > 0 else logits.argmax(-1)
+        if not eos_in_text:
+            nxt = torch.where(nxt == vocab.text_size, vocab.eos_id, nxt)
+        for i, tok_id in enumerate(nxt.tolist()):
+            if not done[i]:
+                out[i].append(tok_id)
+        done |= nxt == vocab.eos_id
+        if bool(done.all()):
+            break
+        valid = torch.cat([valid, torch.ones(len(prompts), 1, dtype=torch.bool, device=device)], 1)
+        x = model.backbone.embed(nxt[:, None])
+        hidden, new_kv = model.backbone(x, next_pos[:, None], valid[:, None, None, :],
+                                        kv_prefix=cache)
+        cache = [(torch.cat([k, nk], 2), torch.cat([v, nv], 2))
+                 for (k, v), (nk, nv) in zip(cache, new_kv)]
+        next_pos = next_pos + 1
+        last_hidden = hidden[:, -1]
+    return [vocab.decode_text([t for t in ids if t != vocab.eos_id]) for ids in out]
+
+
+@dataclass
+class ImageRequest:
+    caption: str | None = None
+    class_id: int | None = None
+
+    def name(self) -> str:
+        return f"class{self.class_id}" if self.caption is None else self.caption
+
+
+def validate_requests(requests: list[ImageRequest], vocab) -> None:
+    """Every problem is found before any sampling starts: empty prompts, unknown class ids."""
+    if not requests:
+        raise ValueError("nothing to sample: give --prompt, --prompts-file or --class-id")
+    for i, req in enumerate(requests):
+        if req.caption is not None and not req.caption.strip():
+            raise ValueError(f"prompt {i} is empty")
+        if req.caption is None:
+            vocab.class_token(req.class_id)  # raises, naming the id and the valid range
+
+
+@torch.no_grad()
+def generate_images(model: UnifiedModel, tokenizer, requests: list[ImageRequest],
+                    cfg: ImageSamplingConfig, batch_size: int = 32, progress=None) -> torch.Tensor:
+    """Images (N, 3, H, W) in [-1, 1]; image i uses noise seed cfg.seed + i."""
+    from unimodal.data.sequences import image_prompt
+
+    validate_requests(requests, model.vocab)
+    images = []
+    for start in range(0, len(requests), batch_size):
+        chunk = requests[start:start + batch_size]
+        prompts = [image_prompt(model.vocab, r.caption, r.class_id) for r in chunk]
+        seeds = [cfg.seed + start + i for i in range(len(chunk))]
+        codes = sample_codes(model, prompts, cfg, seeds)
+        images.append(tokenizer.decode(codes).float().clamp(-1, 1).cpu())
+        if progress is not None:
+            progress.update(len(chunk))
+    return torch.cat(images)

@@ -1,0 +1,196 @@
+"""The unified model: one Llama decoder for text tokens and RDPM image code maps.
+
+Design choices, one line each:
+- Vocabulary ranges come from `Vocabulary` alone; the head is one matrix over the whole vocabulary.
+- Text positions embed token ids; an image block position t embeds
+  `block_proj(concat(z'_{t-1}, eps_t)) + step_embed[t]` (the RDPM image objective, `RDPMBlockInput`).
+- z'_{t-1} is rebuilt inside the model from the codes C_1..C_{t-1} with a frozen copy of the image
+  tokenizer's codebook and shared bias conv; eps_t arrives from the data pipeline (regenerated
+  from the sample's seed by `rdpm_noise`, in loader workers).
+- One cross-entropy over all target positions: full-vocabulary logits at text positions, and at
+  block positions a softmax over the code slice of the same head (cheaper, and no text id can win).
+- The image objective is a seam: `RDPMBlockInput` builds block inputs; a raster next-token or
+  MaskGIT objective would swap that module and the sequence builder, not the backbone or the loss.
+- Named sizes: tiny (CPU tests), d12 / d16 / d20 (the RDPM paper's Table 1: width = 64 * depth,
+  heads = depth), 1b (Llama-3.2-1B shape, so a local Llama-3.2-1B checkpoint can be extended).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from transformers import LlamaConfig
+
+from unimodal.config import ConfigError
+from unimodal.model.attention_mask import build_attention_mask
+from unimodal.model.llama import LlamaBackbone
+from unimodal.model.vocabulary import Vocabulary, VocabularyConfig
+from unimodal.tokenizer.rdpm_quantizer import RDPMQuantizer
+from unimodal.tokenizer.rdpm_tokenizer import RDPMTokenizerConfig
+
+
+def _ffn(width: int) -> int:
+    """SwiGLU hidden size: 8/3 * width rounded up to a multiple of 256 (Llama's rule)."""
+    return 256 * ((8 * width // 3 + 255) // 256)
+
+
+@dataclass
+class BackboneConfig:
+    size: str = "tiny"
+    hidden_size: int = 64
+    num_layers: int = 2
+    num_heads: int = 4
+    num_kv_heads: int = 4
+    intermediate_size: int = 256
+    rope_theta: float = 10000.0
+    max_position_embeddings: int = 2048
+    rms_norm_eps: float = 1e-5
+    tie_word_embeddings: bool = False
+    initializer_range: float = 0.02
+    base_model: str = ""                  # local HF Llama checkpoint folder to extend; "" = scratch
+
+    SIZES: ClassVar[dict[str, dict]] = {
+        "tiny": dict(hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=4,
+                     intermediate_size=256),
+        "d12": dict(hidden_size=768, num_layers=12, num_heads=12, num_kv_heads=12,
+                    intermediate_size=_ffn(768)),
+        "d16": dict(hidden_size=1024, num_layers=16, num_heads=16, num_kv_heads=16,
+                    intermediate_size=_ffn(1024)),
+        "d20": dict(hidden_size=1280, num_layers=20, num_heads=20, num_kv_heads=20,
+                    intermediate_size=_ffn(1280)),
+        # Llama-3.2-1B: 16 layers, width 2048, 32 heads / 8 KV heads, FFN 8192, tied embeddings.
+        "1b": dict(hidden_size=2048, num_layers=16, num_heads=32, num_kv_heads=8,
+                   intermediate_size=8192, rope_theta=500000.0, max_position_embeddings=131072,
+                   tie_word_embeddings=True),
+    }
+
+    def validate(self, prefix: str = "model.backbone") -> None:
+        if self.hidden_size % self.num_heads:
+            raise ConfigError(f"{prefix}.hidden_size={self.hidden_size} is not divisible by "
+                              f"{prefix}.num_heads={self.num_heads}")
+        if self.num_heads % self.num_kv_heads:
+            raise ConfigError(f"{prefix}.num_heads must be a multiple of {prefix}.num_kv_heads")
+
+    def to_hf(self, vocab_size: int) -> LlamaConfig:
+        return LlamaConfig(
+            vocab_size=vocab_size, hidden_size=self.hidden_size,
+            intermediate_size=self.intermediate_size, num_hidden_layers=self.num_layers,
+            num_attention_heads=self.num_heads, num_key_value_heads=self.num_kv_heads,
+            max_position_embeddings=self.max_position_embeddings, rms_norm_eps=self.rms_norm_eps,
+            rope_parameters={"rope_type": "default", "rope_theta": self.rope_theta},
+            tie_word_embeddings=self.tie_word_embeddings,
+            initializer_range=self.initializer_range, attention_bias=False, mlp_bias=False)
+
+
+@dataclass
+class UnifiedModelConfig:
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    vocab: VocabularyConfig = field(default_factory=VocabularyConfig)
+    image_tokenizer: str = ""             # folder written by train_rdpm.py (frozen codebook, decoder)
+
+
+class RDPMBlockInput(nn.Module):
+    """Input of an image block at step t: proj(concat(z'_{t-1}, eps_t)) + step_embed[t]."""
+
+    def __init__(self, tok_cfg: RDPMTokenizerConfig, width: int):
+        super().__init__()
+        self.steps, self.latent_dim = tok_cfg.steps, tok_cfg.latent_dim
+        # Frozen copy of the tokenizer's code -> latent map (codebook + shared bias conv).
+        self.quantizer = RDPMQuantizer(tok_cfg.codebook_size, tok_cfg.latent_dim, tok_cfg.steps,
+                                       tok_cfg.schedule, tok_cfg.phi, tok_cfg.step_weighting,
+                                       tok_cfg.shared_bias, spatial_rank=2)
+        self.quantizer.requires_grad_(False)
+        self.proj = nn.Linear(2 * tok_cfg.latent_dim, width)
+        self.step_embed = nn.Embedding(tok_cfg.steps + 1, width)  # index t = 1..T
+
+    def latent_before(self, codes: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
+        """z'_{t-1} for each block: codes (N, T, h, w), steps t (N,) in 1..T -> (N, d, h, w)."""
+        n, big_t = codes.shape[:2]
+        with torch.no_grad():
+            per_step = self.quantizer.embed_step(codes.flatten(0, 1)).unflatten(0, (n, big_t))
+            keep = torch.arange(big_t, device=codes.device)[None] < (steps[:, None] - 1)
+            return (per_step * keep[:, :, None, None, None]).sum(1)
+
+    def project(self, latent_prev: torch.Tensor, noise: torch.Tensor, steps: torch.Tensor):
+        """(N, d, h, w) z'_{t-1} and eps_t, steps (N,) -> block inputs (N, h*w, width)."""
+        x = torch.cat([latent_prev, noise.to(latent_prev.dtype)], dim=1).flatten(2).transpose(1, 2)
+        return self.proj(x.to(self.proj.weight.dtype)) + self.step_embed(steps)[:, None]
+
+    def forward(self, codes, steps, noise) -> torch.Tensor:
+        return self.project(self.latent_before(codes, steps), noise, steps)
+
+
+class UnifiedModel(nn.Module):
+    def __init__(self, cfg: UnifiedModelConfig, vocab: Vocabulary, tok_cfg: RDPMTokenizerConfig,
+                 hf_config: LlamaConfig | None = None):
+        super().__init__()
+        vocab.check_image_tokenizer(tok_cfg.codebook_size, tok_cfg.steps, list(tok_cfg.grid))
+        self.cfg, self.vocab, self.tok_cfg = cfg, vocab, tok_cfg
+        hf_config = hf_config or cfg.backbone.to_hf(vocab.size)
+        if hf_config.vocab_size != vocab.size:
+            raise ValueError(f"backbone vocab_size={hf_config.vocab_size} but the vocabulary has "
+                             f"{vocab.size} ids")
+        self.backbone = LlamaBackbone(hf_config)
+        self.backbone.init_weights()
+        self.image_input = RDPMBlockInput(tok_cfg, hf_config.hidden_size)
+        nn.init.normal_(self.image_input.proj.weight, std=hf_config.initializer_range)
+        nn.init.zeros_(self.image_input.proj.bias)
+        nn.init.normal_(self.image_input.step_embed.weight, std=hf_config.initializer_range)
+
+    @property
+    def code_slice(self) -> slice:
+        return slice(self.vocab.code_offset, self.vocab.code_offset + self.vocab.codebook_size)
+
+    def load_codebook(self, tokenizer_state: dict[str, torch.Tensor]) -> None:
+        """Copy the image tokenizer's quantizer weights (codebook, shared bias) into the frozen copy."""
+        prefix = "quantizer."
+        state = {k[len(prefix):]: v for k, v in tokenizer_state.items() if k.startswith(prefix)}
+        self.image_input.quantizer.load_state_dict(state)
+
+    def code_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Logits over the K image codes only (the code slice of the shared head), float32."""
+        return (hidden @ self.backbone.head_weight[self.code_slice].t()).float()
+
+    def embed_sequence(self, batch: dict) -> torch.Tensor:
+        ids = batch["input_ids"]
+        emb = self.backbone.embed(ids.clamp(0, self.vocab.size - 1))
+        is_block = batch["block_ids"] >= 0
+        if "block_codes" in batch and batch["block_codes"].shape[0] > 0:
+            blocks = self.image_input(batch["block_codes"], batch["block_steps"],
+                                      batch["block_noise"])
+            emb = emb.masked_scatter(is_block[..., None], blocks.to(emb.dtype))
+        return emb
+
+    def forward(self, batch: dict) -> dict[str, torch.Tensor]:
+        """Packed batch -> {"loss", "text_loss", "image_loss", "text_tokens", "image_tokens"}.
+
+        batch: input_ids, position_ids, doc_ids, block_ids, targets (B, L) long, -100 = no target;
+        block_codes (N, T, h, w), block_steps (N,), block_noise (N, d, h, w) for the N blocks, in
+        the order their positions appear in the flattened batch.
+        """
+        mask = build_attention_mask(batch["doc_ids"], batch["block_ids"])
+        hidden, _ = self.backbone(self.embed_sequence(batch), batch["position_ids"], mask)
+        targets, is_block = batch["targets"], batch["block_ids"] >= 0
+        text_sel, code_sel = (targets >= 0) & ~is_block, (targets >= 0) & is_block
+        zero = hidden.new_zeros((), dtype=torch.float32)
+        text_sum, code_sum = zero, zero
+        if text_sel.any():
+            logits = F.linear(hidden[text_sel], self.backbone.head_weight).float()
+            text_sum = F.cross_entropy(logits, targets[text_sel], reduction="sum")
+        if code_sel.any():
+            code_targets = targets[code_sel] - self.vocab.code_offset
+            code_sum = F.cross_entropy(self.code_logits(hidden[code_sel]), code_targets,
+                                       reduction="sum")
+        n_text, n_code = text_sel.sum(), code_sel.sum()
+        total = (n_text + n_code).clamp_min(1)
+        return {"loss": (text_sum + code_sum) / total,
+                "text_loss": (text_sum / n_text.clamp_min(1)).detach(),
+                "image_loss": (code_sum / n_code.clamp_min(1)).detach(),
+                "text_tokens": n_text.detach(), "image_tokens": n_code.detach()}
+
+    def num_parameters(self, trainable_only: bool = True) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
