@@ -21,8 +21,8 @@ from tqdm import tqdm
 from unimodal.distributed import pick_device
 from unimodal.images import save_grid, save_png
 from unimodal.model.export import load_unified
-from unimodal.model.sampling import (ImageRequest, ImageSamplingConfig, generate_images,
-                                     validate_requests)
+from unimodal.model.sampling import (ImageRequest, ImageSamplingConfig, compile_for_sampling,
+                                     generate_images, validate_requests)
 
 
 def read_requests(args) -> list[ImageRequest]:
@@ -52,6 +52,7 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--compile", action="store_true", help="torch.compile backbone and decoder")
     args = parser.parse_args(argv)
     requests = read_requests(args)
     if not Path(args.checkpoint).is_dir():
@@ -60,7 +61,10 @@ def main(argv=None):
                               args.seed)
     cfg.validate()
     device = pick_device(args.device)
-    model, tokenizer = load_unified(args.checkpoint, device)
+    model, tokenizer = load_unified(args.checkpoint, device,
+                                    torch.bfloat16 if device.type == "cuda" else torch.float32)
+    if args.compile:
+        compile_for_sampling(model, tokenizer)
     validate_requests(requests, model.vocab)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -165,3 +165,10 @@ def test_nearest_code_ignores_autocast_precision():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         idx = nearest_code(v, c)
     assert torch.equal(idx, torch.cdist(v, c).argmin(1))
+
+
+def test_threaded_noise_equals_per_sample_noise():
+    seeds = list(range(500, 540))  # large enough to be split over threads
+    batch = rdpm_noise(seeds, 3, (2, 4))
+    for i, s in enumerate(seeds):
+        assert torch.equal(batch[i], rdpm_noise([s], 3, (2, 4))[0])

@@ -209,6 +209,12 @@ def generate_text(model: UnifiedModel, prompts: list[str], cfg: TextSamplingConf
     return [vocab.decode_text([t for t in ids if t != vocab.eos_id]) for ids in out]
 
 
+def compile_for_sampling(model: UnifiedModel, tokenizer) -> None:
+    """torch.compile the backbone and the image decoder in place (CUDA; about 2x faster, see README)."""
+    model.backbone.forward = torch.compile(model.backbone.forward, dynamic=False)
+    tokenizer.decoder = torch.compile(tokenizer.decoder)
+
+
 @dataclass
 class ImageRequest:
     caption: str | None = None

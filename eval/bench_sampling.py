@@ -1,0 +1,114 @@
+"""Benchmark class-conditional image sampling with the unified model (random weights).
+
+    python eval/bench_sampling.py                       # depth-12 backbone, 256 px, 16x16 codes, T=10, CFG
+    python eval/bench_sampling.py --size d16 --batch-sizes 1 64 256 --compile-decoder
+
+Builds the named backbone over a vocabulary of 1000 class tokens + K = 4096 codes and the paper's
+RDPM tokenizer (256 px, f16), in bf16, then times `sample_codes` + tokenizer decoding with CUDA
+synchronisation around each phase: median over --iters runs after a warm-up. Reports images/s,
+latency, and the share of time in the tokenizer's decoder. Prints a table last.
+"""
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from unimodal.data.sequences import image_prompt
+from unimodal.data.text_corpus import shapes_text_corpus
+from unimodal.model.sampling import ImageSamplingConfig, sample_codes
+from unimodal.model.unified import BackboneConfig, UnifiedModel, UnifiedModelConfig
+from unimodal.model.vocabulary import Vocabulary, VocabularyConfig
+from unimodal.tokenizer.rdpm_tokenizer import RDPMTokenizer, RDPMTokenizerConfig
+
+
+def build(size: str, folder: Path, device):
+    import sentencepiece as spm
+
+    text = folder / "text.txt"
+    text.write_text("\n".join(shapes_text_corpus(2000)))
+    spm.SentencePieceTrainer.train(input=str(text), model_prefix=str(folder / "text"),
+                                   vocab_size=300, model_type="bpe", byte_fallback=True,
+                                   bos_id=1, eos_id=2, pad_id=-1, unk_id=0, minloglevel=2)
+    tok_cfg = RDPMTokenizerConfig.from_size("paper_f16")
+    vocab_cfg = VocabularyConfig(text_tokenizer=str(folder / "text.model"), num_classes=1000,
+                                 codebook_size=tok_cfg.codebook_size, steps=tok_cfg.steps,
+                                 grid=list(tok_cfg.grid))
+    vocab = Vocabulary.build(vocab_cfg)
+    backbone = BackboneConfig(size=size, **BackboneConfig.SIZES[size])
+    model = UnifiedModel(UnifiedModelConfig(backbone=backbone, vocab=vocab_cfg), vocab, tok_cfg)
+    tokenizer = RDPMTokenizer(tok_cfg)
+    model.load_codebook(tokenizer.state_dict())
+    return (model.to(device, torch.bfloat16).eval(), tokenizer.to(device).eval(), vocab)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--size", default="d12")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 64, 256])
+    parser.add_argument("--cfg-scale", type=float, default=4.0)
+    parser.add_argument("--iters", type=int, default=5)
+    parser.add_argument("--compile-decoder", action="store_true")
+    parser.add_argument("--compile-backbone", action="store_true")
+    parser.add_argument("--profile", action="store_true",
+                        help="print the top CUDA kernels of one run at the largest batch")
+    args = parser.parse_args(argv)
+    if not torch.cuda.is_available():
+        raise SystemExit("bench_sampling.py needs a CUDA device")
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    torch.backends.cudnn.benchmark = True
+    device = torch.device("cuda")
+    with tempfile.TemporaryDirectory() as tmp:
+        model, tokenizer, vocab = build(args.size, Path(tmp), device)
+    params = model.num_parameters() / 1e6
+    decoder = torch.compile(tokenizer.decoder) if args.compile_decoder else tokenizer.decoder
+    if args.compile_backbone:  # what compile_for_sampling does for the backbone
+        model.backbone.forward = torch.compile(model.backbone.forward, dynamic=False)
+    sampling = ImageSamplingConfig(cfg_scale=args.cfg_scale, cfg_schedule="linear", temperature=1.0)
+    rows = []
+    for batch in args.batch_sizes:
+        prompts = [image_prompt(vocab, class_id=i % 1000) for i in range(batch)]
+
+        def run():
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            codes = sample_codes(model, prompts, sampling, seeds=list(range(batch)))
+            torch.cuda.synchronize()
+            t1 = time.perf_counter()
+            with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+                images = decoder(tokenizer.codes_to_latent(codes))
+            images.float().clamp(-1, 1)
+            torch.cuda.synchronize()
+            return t1 - t0, time.perf_counter() - t1
+
+        run()  # warm-up (and compilation)
+        times = [run() for _ in range(args.iters)]
+        gen = statistics.median(t[0] for t in times)
+        dec = statistics.median(t[1] for t in times)
+        total = statistics.median(t[0] + t[1] for t in times)
+        rows.append((batch, total * 1e3, batch / total, gen * 1e3, dec * 1e3, dec / (gen + dec),
+                     torch.cuda.max_memory_allocated() / 2**30))
+        print(f"batch {batch}: {total * 1e3:.0f} ms, {batch / total:.1f} img/s", flush=True)
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            run()
+        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=18, max_name_column_width=60))
+    print(f"\n{torch.cuda.get_device_name()} | torch {torch.__version__} | backbone {args.size} "
+          f"({params:.0f}M trainable params, bf16) | T={model.tok_cfg.steps}, 16x16 codes, "
+          f"CFG {args.cfg_scale} linear, 256 px | decoder {'compiled' if args.compile_decoder else 'eager'}"
+          f" bf16 | median of {args.iters}")
+    print("| batch | total ms | img/s | generator ms | decoder ms | decoder share | peak GiB |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r[0]} | {r[1]:.0f} | {r[2]:.1f} | {r[3]:.0f} | {r[4]:.0f} | {r[5]:.0%} | {r[6]:.1f} |")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
