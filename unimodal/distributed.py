@@ -57,6 +57,19 @@ def init_from_env(device: torch.device) -> bool:
     return True
 
 
+def single_process_env() -> None:
+    """Fill in the rendezvous variables of a one-process group when no launcher set them."""
+    if "RANK" in os.environ or "OMPI_COMM_WORLD_RANK" in os.environ:
+        return
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1",
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+
+
 def barrier() -> None:
     if is_distributed():
         dist.barrier()

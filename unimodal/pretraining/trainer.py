@@ -1,0 +1,250 @@
+"""DeepSpeed pretraining loop of the unified model (train/pretrain.py is the thin entry point).
+
+Design choices, one line each:
+- The model is plain PyTorch (`UnifiedModel`); DeepSpeed wraps it from outside with a torch AdamW
+  (no weight decay on norms, biases and embeddings) and our warmup + cosine LambdaLR.
+- One optimizer step = `train.gradient_accumulation` micro-batches of `data.rows_per_batch` packed
+  rows of `data.seq_len` tokens per rank.
+- A non-finite loss (agreed across ranks) drops that micro-batch before backward, so it never
+  touches the weights; `train.max_nonfinite_steps` in a row stop the run, and since nothing is
+  saved after a bad step the last checkpoint stays good.
+- Checkpoints: DeepSpeed's own (weights, optimizer, LR schedule) in `step_XXXXXXXX.tmp`, plus each
+  rank's data-stream state and rank 0's EMA, renamed to `step_XXXXXXXX` once complete; the newest
+  `train.keep_checkpoints` are kept. Resume needs the same number of ranks.
+- The consolidated export (`<out_dir>/export`, EMA weights when EMA is on) is what eval/sample.py
+  loads: Hugging Face Llama format + our modules + vocabulary + image tokenizer.
+- Rank 0 logs: progress bar, log.jsonl, TensorBoard: per-modality losses, lr, grad norm, tokens/s,
+  TFLOP/s and MFU (flops.py states the formula).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from unimodal import distributed as D
+from unimodal.checkpointing import (atomic_folder, latest_checkpoint, prune_checkpoints,
+                                    step_dir_name)
+from unimodal.config import save_config
+from unimodal.data.mixture import PackedBatchStream
+from unimodal.model.export import build_unified, save_unified
+from unimodal.pretraining.config import PretrainConfig
+from unimodal.pretraining.ema import EMA
+from unimodal.pretraining.flops import step_flops
+
+
+def warmup_cosine(step: int, warmup: int, total: int, min_ratio: float) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        embedding_like = "embed" in name or "norm" in name or p.ndim < 2
+        (no_decay if embedding_like else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0}]
+
+
+class Pretrainer:
+    def __init__(self, cfg: PretrainConfig):
+        import deepspeed
+
+        self.cfg = cfg
+        run = cfg.train
+        cuda = torch.cuda.is_available()
+        D.single_process_env()  # plain `python train/pretrain.py` works without a launcher
+        deepspeed.init_distributed(dist_backend="nccl" if cuda else "gloo")
+        self.rank, self.world = dist.get_rank(), dist.get_world_size()
+        self.device = torch.device(f"cuda:{D.local_rank()}") if cuda else torch.device("cpu")
+        if cuda:
+            torch.cuda.set_device(self.device)
+        torch.manual_seed(run.seed)  # identical initial weights on every rank
+        model, self.tokenizer = build_unified(cfg.model, device="cpu")
+        model.backbone.gradient_checkpointing = run.activation_checkpointing
+        if run.compile:
+            for layer in model.backbone.model.layers:
+                layer.compile()
+        self.vocab = model.vocab
+        opt = torch.optim.AdamW(param_groups(model, cfg.optim.weight_decay), lr=cfg.optim.lr,
+                                betas=tuple(cfg.optim.betas), eps=cfg.optim.eps)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(
+            s, cfg.optim.warmup_steps, run.steps, cfg.optim.min_lr_ratio))
+        self.ds_config = cfg.deepspeed_config(self.world)
+        self.engine, _, _, self.scheduler = deepspeed.initialize(
+            model=model, optimizer=opt, lr_scheduler=sched, config=self.ds_config)
+        self.model = self.engine.module
+        self.ema = EMA(self.model, run.ema_decay) if run.ema_decay > 0 else None
+        self.stream = PackedBatchStream(cfg.data, self.vocab, self.tokenizer.cfg.latent_dim,
+                                        rank=self.rank, world_size=self.world)
+        self.out_dir = Path(run.out_dir)
+        self.ckpt_root = self.out_dir / "checkpoints"
+        self.step = 0
+
+    # --- checkpoints -----------------------------------------------------------------------
+    def save_checkpoint(self) -> Path:
+        tag = step_dir_name(self.step)
+        tmp = self.ckpt_root / f"{tag}.tmp"
+        if self.rank == 0:
+            self.ckpt_root.mkdir(parents=True, exist_ok=True)
+        D.barrier()
+        self.engine.save_checkpoint(str(self.ckpt_root), tag=tmp.name,
+                                    client_state={"step": self.step}, save_latest=False)
+        torch.save(self.stream.state_dict(), tmp / f"data_rank{self.rank:05d}.pt")
+        if self.rank == 0 and self.ema is not None:
+            self.ema.save(tmp / "ema.safetensors")
+        D.barrier()
+        final = self.ckpt_root / tag
+        if self.rank == 0:
+            save_config(self.cfg, tmp / "pretrain_config.yaml")
+            os.replace(tmp, final)
+            prune_checkpoints(self.ckpt_root, self.cfg.train.keep_checkpoints)
+        D.barrier()
+        return final
+
+    def resume(self, where: str) -> None:
+        path = latest_checkpoint(self.ckpt_root) if where == "latest" else Path(where)
+        if path is None:
+            D.print0(f"--resume: no checkpoint under {self.ckpt_root}; starting from scratch")
+            return
+        data_state = path / f"data_rank{self.rank:05d}.pt"
+        if not data_state.is_file():
+            raise FileNotFoundError(f"--resume {path}: no {data_state.name}; resume needs a "
+                                    "pretraining checkpoint written with the same number of ranks")
+        _, client = self.engine.load_checkpoint(str(path.parent), tag=path.name)
+        self.step = int(client["step"])
+        self.stream.load_state_dict(torch.load(data_state, weights_only=False))
+        if self.ema is not None:
+            self.ema.load(path / "ema.safetensors")
+        D.print0(f"resumed from {path} at step {self.step}")
+
+    def export(self) -> Path:
+        folder = self.out_dir / "export"
+        if self.rank == 0:
+            state = self.ema.merged_state(self.model) if self.ema is not None else None
+            with atomic_folder(folder) as tmp:
+                save_unified(self.model, self.tokenizer, tmp, state_dict=state)
+        D.barrier()
+        return folder
+
+    # --- the loop --------------------------------------------------------------------------
+    def _to_device(self, batch: dict) -> dict:
+        return {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v
+                for k, v in batch.items()}
+
+    def _all_finite(self, loss: torch.Tensor) -> bool:
+        bad = torch.tensor([0.0 if torch.isfinite(loss).item() else 1.0], device=self.device)
+        dist.all_reduce(bad)
+        return bad.item() == 0
+
+    def run(self) -> dict:
+        cfg, run = self.cfg, self.cfg.train
+        is_main = self.rank == 0
+        if is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, self.out_dir / "pretrain_config.yaml")
+        log_file = open(self.out_dir / "log.jsonl", "a") if is_main else None
+        writer = None
+        if is_main and run.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+            writer = SummaryWriter(str(self.out_dir / "tensorboard"))
+        bar = tqdm(total=run.steps, initial=self.step, disable=not is_main, desc="pretrain",
+                   dynamic_ncols=True)
+        batches = iter(self.stream)
+        nonfinite = 0
+        window = {"flops": 0.0, "tokens": 0, "time": time.perf_counter()}
+        sums: dict[str, float] = {}
+        last: dict = {}
+        self.engine.train()
+        while self.step < run.steps:
+            batch = self._to_device(next(batches))
+            out = self.engine(batch)
+            if not self._all_finite(out["loss"]):
+                nonfinite += 1
+                D.print0(f"step {self.step + 1}: non-finite loss, micro-batch skipped "
+                         f"({nonfinite} in a row)")
+                if nonfinite >= run.max_nonfinite_steps:
+                    raise FloatingPointError(
+                        f"{nonfinite} non-finite losses in a row at step {self.step + 1}; the last "
+                        f"good checkpoint is {latest_checkpoint(self.ckpt_root)}")
+                continue
+            nonfinite = 0
+            self.engine.backward(out["loss"])
+            boundary = self.engine.is_gradient_accumulation_boundary()
+            self.engine.step()
+            tokens = batch["input_ids"].numel()
+            window["tokens"] += tokens * self.world
+            window["flops"] += self.world * step_flops(
+                self.model, tokens, int(out["text_tokens"]), int(out["image_tokens"]),
+                int((batch["block_ids"] >= 0).sum()), cfg.data.seq_len)
+            for key in ("loss", "text_loss", "image_loss"):
+                sums[key] = sums.get(key, 0.0) + float(out[key])
+            sums["micro"] = sums.get("micro", 0) + 1
+            if not boundary:
+                continue
+            self.step += 1
+            if self.ema is not None:
+                self.ema.update(self.model)
+            bar.update(1)
+            if self.step % run.log_every == 0 or self.step == run.steps:
+                last = self._log(sums, window, log_file, writer, bar)
+                sums = {}
+            if self.step % run.checkpoint_every == 0 or self.step == run.steps:
+                self.save_checkpoint()
+            if run.stop_after and self.step >= run.stop_after:
+                bar.close()
+                raise SystemExit(f"train.stop_after={run.stop_after}: stopping at step {self.step}")
+        bar.close()
+        if log_file:
+            log_file.close()
+        if writer:
+            writer.close()
+        export = self.export()
+        D.print0(f"done: {self.step} steps; export -> {export}")
+        return last
+
+    def _log(self, sums, window, log_file, writer, bar) -> dict:
+        elapsed = time.perf_counter() - window["time"]
+        n = max(sums.get("micro", 1), 1)
+        tflops = window["flops"] / max(elapsed, 1e-9) / 1e12
+        record = {"step": self.step,
+                  **{k: sums[k] / n for k in ("loss", "text_loss", "image_loss") if k in sums},
+                  "lr": self.scheduler.get_last_lr()[0],
+                  "grad_norm": float(self.engine.get_global_grad_norm() or 0.0),
+                  "tokens_per_s": window["tokens"] / max(elapsed, 1e-9),
+                  "tflops": tflops, "mfu": tflops / (self.cfg.train.peak_tflops * self.world)}
+        if self.device.type == "cuda":
+            record["peak_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30
+        window.update(flops=0.0, tokens=0, time=time.perf_counter())
+        bar.set_postfix({k: f"{record[k]:.3g}" for k in ("loss", "text_loss", "image_loss",
+                                                          "tokens_per_s", "mfu") if k in record})
+        if log_file:
+            log_file.write(json.dumps(record) + "\n")
+            log_file.flush()
+        if writer:
+            for k, v in record.items():
+                if k != "step":
+                    writer.add_scalar(f"train/{k}", v, self.step)
+        return record
+
+
+def pretrain(cfg: PretrainConfig, resume: str | None = None) -> dict:
+    trainer = Pretrainer(cfg)
+    if resume:
+        trainer.resume(resume)
+    try:
+        return trainer.run()
+    finally:
+        D.shutdown()
