@@ -17,6 +17,7 @@ import typing
 from pathlib import Path
 from typing import Any, Sequence, TypeVar
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -46,6 +47,18 @@ def _apply_size_presets(schema: Any, node: DictConfig, user: dict, where: str, p
         _apply_size_presets(ftype, node[field.name], sub, where, key + ".")
 
 
+def _free_form(base: DictConfig, key: str) -> bool:
+    """True when the key lies inside a plain dict section (e.g. `deepspeed:`), where new keys are fine."""
+    node: Any = base
+    for part in key.split(".")[:-1]:
+        if not isinstance(node, DictConfig) or part not in node:
+            return False
+        node = node[part]
+        if isinstance(node, DictConfig) and OmegaConf.get_type(node) is dict:
+            return True
+    return False
+
+
 def _describe(err: OmegaConfBaseException) -> str:
     key = getattr(err, "full_key", None) or getattr(err, "key", None)
     msg = getattr(err, "msg", None) or str(err).splitlines()[0]
@@ -53,8 +66,9 @@ def _describe(err: OmegaConfBaseException) -> str:
 
 
 def load_config(schema: type[T], path: str | Path | None = None,
-                overrides: Sequence[str] = ()) -> T:
-    """Build a `schema` instance from its defaults, an optional YAML file and dotlist overrides."""
+                overrides: Sequence[str] = (), validate: bool = True) -> T:
+    """Build a `schema` instance from its defaults, an optional YAML file and dotlist overrides;
+    then run its `validate()` (checks of values and paths) unless `validate=False`."""
     base = OmegaConf.structured(schema)
     layers: list[tuple[str, DictConfig]] = []
     if path is not None:
@@ -65,11 +79,6 @@ def load_config(schema: type[T], path: str | Path | None = None,
             layers.append((str(path), OmegaConf.load(path)))
         except Exception as err:  # yaml syntax errors come in several types
             raise ConfigError(f"cannot parse {path}: {err}") from err
-    if overrides:
-        try:
-            layers.append(("command line", OmegaConf.from_dotlist(list(overrides))))
-        except OmegaConfBaseException as err:
-            raise ConfigError(f"bad override on the command line: {_describe(err)}") from err
     for where, layer in layers:
         user = OmegaConf.to_container(layer, resolve=False) or {}
         if not isinstance(user, dict):
@@ -79,13 +88,36 @@ def load_config(schema: type[T], path: str | Path | None = None,
             base = OmegaConf.merge(base, layer)
         except OmegaConfBaseException as err:
             raise ConfigError(f"{where}: {_describe(err)}") from err
+    for item in overrides:
+        # One update per `key=value`: list items (`data.sources.0.shards=...`) and new keys of
+        # free-form sections (`deepspeed.zero_optimization.stage=3`) work, unknown keys do not.
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"bad override {item!r} on the command line; use key=value")
+        try:
+            value = yaml.safe_load(text) if text else ""
+        except yaml.YAMLError as err:
+            raise ConfigError(f"command line: cannot parse the value of {key}: {err}") from err
+        first = key.split(".")[0]
+        if first in {f.name for f in dataclasses.fields(schema)} and key.endswith(".size"):
+            nested: dict = {}
+            cursor = nested
+            parts = key.split(".")
+            for part in parts[:-1]:
+                cursor = cursor.setdefault(part, {})
+            cursor[parts[-1]] = value
+            _apply_size_presets(schema, base, nested, "command line")
+        try:
+            OmegaConf.update(base, key, value, merge=True, force_add=_free_form(base, key))
+        except (OmegaConfBaseException, TypeError, ValueError) as err:
+            raise ConfigError(f"command line: key '{key}': {_describe(err)}") from err
     try:
         cfg = OmegaConf.to_object(base)
     except OmegaConfBaseException as err:
         raise ConfigError(f"{_describe(err)} (missing or invalid value)") from err
-    validate = getattr(cfg, "validate", None)
-    if callable(validate):
-        validate()
+    check = getattr(cfg, "validate", None)
+    if validate and callable(check):
+        check()
     return cfg  # type: ignore[return-value]
 
 

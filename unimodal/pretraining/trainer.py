@@ -59,7 +59,8 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
 
 
 class Pretrainer:
-    def __init__(self, cfg: PretrainConfig):
+    def __init__(self, cfg: PretrainConfig, stream=None):
+        """`stream` replaces the configured data (benchmarks feed synthetic batches)."""
         import deepspeed
 
         self.cfg = cfg
@@ -87,8 +88,9 @@ class Pretrainer:
             model=model, optimizer=opt, lr_scheduler=sched, config=self.ds_config)
         self.model = self.engine.module
         self.ema = EMA(self.model, run.ema_decay) if run.ema_decay > 0 else None
-        self.stream = PackedBatchStream(cfg.data, self.vocab, self.tokenizer.cfg.latent_dim,
-                                        rank=self.rank, world_size=self.world)
+        self.stream = stream if stream is not None else PackedBatchStream(
+            cfg.data, self.vocab, self.tokenizer.cfg.latent_dim, rank=self.rank,
+            world_size=self.world)
         self.out_dir = Path(run.out_dir)
         self.ckpt_root = self.out_dir / "checkpoints"
         self.step = 0

@@ -4,7 +4,7 @@ Design choices, one line each:
 - One config (`TokenizerTrainConfig`) validated before any model is built.
 - Map-style data (shapes, image folders) is read in a seeded per-epoch permutation, split by rank;
   the position in it is a function of the step, so a resumed run sees the batches an
-  uninterrupted run would have. Webdataset streams restart from a step-seeded shard order.
+  uninterrupted run would have. Webdataset streams restart from their first shard.
 - Each step reseeds the RNG from (seed, step, rank): training noise is drawn on the device
   (cheap), and a resumed run is bit-identical to an uninterrupted one. The CPU per-sample-seed
   contract matters only for encoding.
@@ -111,14 +111,12 @@ def _index_batches(n: int, batch: int, seed: int, start_step: int) -> Iterator[l
 def _batches(dataset, cfg: TokenizerTrainConfig, start_step: int) -> Iterator[dict]:
     run = cfg.train
     if isinstance(dataset, torch.utils.data.IterableDataset):
-        epoch = start_step
-        while True:  # restart the stream when it ends
+        while True:  # restart the stream when it ends (webdataset sources: resume is not exact)
             loader = DataLoader(dataset, batch_size=run.batch_size, num_workers=cfg.data.num_workers,
                                 collate_fn=collate_skip_none)
             for batch in loader:
                 if batch is not None:
                     yield batch
-            epoch += 1
     sampler = _index_batches(len(dataset), run.batch_size, run.seed, start_step)
     loader = DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.data.num_workers,
                         collate_fn=collate_skip_none, persistent_workers=cfg.data.num_workers > 0)

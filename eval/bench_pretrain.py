@@ -1,0 +1,128 @@
+"""Benchmark pretraining throughput: tokens/s, TFLOP/s, MFU and peak memory of the real DeepSpeed
+loop (train/pretrain.py's Pretrainer) on synthetic packed batches.
+
+    python eval/bench_pretrain.py --config configs/uni_1b.yaml --steps 30 data.rows_per_batch=2
+    python eval/bench_pretrain.py --config configs/uni_d12.yaml --steps 30
+
+Synthetic data with the real layout: a dummy word-level text tokenizer of the config's text size
+(128,000 for the Llama-3 shape), a random-weight RDPM tokenizer of the config's image size, and
+packed rows of text documents and captioned image documents (k blocks of h*w codes). The first
+`--warmup` steps (compilation, allocator) are excluded; the median of the logged windows is
+reported. Prints a table last.
+"""
+
+import argparse
+import json
+import random
+import statistics
+import tempfile
+from pathlib import Path
+
+import torch
+
+from unimodal.config import load_config, split_config_args
+from unimodal.data.sequences import image_document, pack_documents, text_document
+from unimodal.model.vocabulary import Vocabulary
+from unimodal.pretraining.config import PretrainConfig
+from unimodal.pretraining.trainer import Pretrainer
+from unimodal.tokenizer.rdpm_tokenizer import RDPMTokenizer, RDPMTokenizerConfig, save_tokenizer
+
+
+def dummy_text_tokenizer(folder: Path, size: int) -> Path:
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {f"w{i}": i for i in range(size - 2)}
+    vocab.update({"<s>": size - 2, "</s>": size - 1})
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="w0"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>").save_pretrained(folder)
+    return folder
+
+
+class SyntheticStream:
+    def __init__(self, vocab: Vocabulary, latent_dim: int, cfg: PretrainConfig, distinct: int = 8):
+        rng = random.Random(0)
+        t, (h, w), k = vocab.steps, vocab.grid, cfg.data.blocks_per_image
+        self.batches = []
+        for _ in range(distinct):
+            docs, used = [], 0
+            budget = cfg.data.seq_len * cfg.data.rows_per_batch
+            while True:
+                if rng.random() < 0.5:
+                    n = rng.randint(200, 1500)
+                    doc = text_document(vocab, [rng.randrange(vocab.text_size - 2) for _ in range(n)])
+                else:
+                    caption = [rng.randrange(vocab.text_size - 2) for _ in range(rng.randint(8, 40))]
+                    codes = torch.randint(0, vocab.codebook_size, (t, h, w))
+                    doc = image_document(vocab, [vocab.bos_id, *caption, vocab.boi_id], codes,
+                                         rng.randrange(2**40), sorted(rng.sample(range(1, t + 1), k)),
+                                         latent_dim, prompt_targets=True)
+                if len(doc) > cfg.data.seq_len or used + len(doc) > budget * 0.97:
+                    break
+                docs.append(doc)
+                used += len(doc)
+            try:
+                self.batches.append(pack_documents(docs, cfg.data.seq_len, cfg.data.rows_per_batch,
+                                                   vocab.pad_id))
+            except ValueError:
+                self.batches.append(pack_documents(docs[:-2], cfg.data.seq_len,
+                                                   cfg.data.rows_per_batch, vocab.pad_id))
+
+    def __iter__(self):
+        while True:
+            yield from self.batches
+
+    def state_dict(self):
+        return {}
+
+    def load_state_dict(self, state):
+        pass
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--text-vocab", type=int, default=128000)
+    parser.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)
+    args, rest = parser.parse_known_args(argv)
+    tmp = Path(tempfile.mkdtemp())
+    tok_cfg = RDPMTokenizerConfig.from_size("paper_f16")
+    save_tokenizer(RDPMTokenizer(tok_cfg), tmp / "tok")
+    text = dummy_text_tokenizer(tmp / "text", args.text_vocab)
+    overrides = [f"model.image_tokenizer={tmp / 'tok'}", f"model.vocab.text_tokenizer={text}",
+                 f"train.out_dir={tmp / 'run'}", f"train.steps={args.steps}", "train.log_every=5",
+                 f"train.checkpoint_every={10**9}", "train.tensorboard=false",
+                 "data.sources=[]", *split_config_args(rest)]
+    cfg = load_config(PretrainConfig, args.config, overrides, validate=False)
+    cfg.train.checkpoint_every = 10**9
+    vocab = Vocabulary.build(cfg.model.vocab)
+    trainer = Pretrainer(cfg, stream=SyntheticStream(vocab, tok_cfg.latent_dim, cfg))
+    trainer.save_checkpoint = lambda: None  # timing only
+    trainer.export = lambda: None
+    trainer.run()
+    if trainer.rank != 0:
+        return None
+    records = [json.loads(x) for x in (tmp / "run" / "log.jsonl").read_text().splitlines()]
+    timed = [r for r in records if r["step"] > args.warmup]
+    med = {k: statistics.median(r[k] for r in timed) for k in ("tokens_per_s", "tflops", "mfu")}
+    peak = max(r.get("peak_mem_gib", 0) for r in records)
+    ds = cfg.deepspeed_config(trainer.world)
+    params = trainer.model.num_parameters() / 1e9
+    name = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+    print(f"\n{name} x{trainer.world} | {args.config} | {params:.3f}B trainable params | seq "
+          f"{cfg.data.seq_len} | micro-batch {cfg.data.rows_per_batch} rows | ZeRO "
+          f"{ds['zero_optimization']['stage']} | bf16 {ds.get('bf16', {}).get('enabled')} | "
+          f"act. ckpt {cfg.train.activation_checkpointing} | compile {cfg.train.compile} | "
+          f"steps {args.warmup + 1}-{args.steps}, median of {len(timed)} windows of 5")
+    print("| tokens/s | TFLOP/s | MFU | peak GiB | last loss |")
+    print("|---|---|---|---|---|")
+    print(f"| {med['tokens_per_s']:.0f} | {med['tflops']:.1f} | {med['mfu']:.1%} | {peak:.1f} | "
+          f"{records[-1]['loss']:.3f} |")
+    return med
+
+
+if __name__ == "__main__":
+    main()

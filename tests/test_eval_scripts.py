@@ -1,0 +1,126 @@
+"""The evaluation scripts end to end on CPU with a tiny random-weight checkpoint and random-weight
+Inception/CLIP files: eval/fid.py shards, resumes, refuses mixed settings and writes its report;
+eval/shapes_score.py and eval/clip_score.py write theirs. (The numbers mean nothing here; the
+pipeline, the seeds and the files are what is tested.)"""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from unified_fixtures import load_script, make_assets, tiny_model
+from unimodal.data.sequences import image_prompt
+from unimodal.data.shapes import NUM_CLASSES, render_sample
+from unimodal.model.export import load_unified, save_unified
+from unimodal.model.sampling import ImageSamplingConfig, sample_codes
+from unimodal.metrics.reconstruction import to_uint8
+from unimodal.metrics.smoke_weights import (write_clip_config, write_random_clip_weights,
+                                            write_random_inception_weights)
+
+SAMPLING = ["--cfg-scale", "2", "--temperature", "1", "--seed", "7", "--device", "cpu",
+            "--batch-size", "4"]
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval_scripts")
+    _, tok_dir, tok, vocab, vocab_cfg = make_assets(root, num_classes=NUM_CLASSES)
+    model = tiny_model(vocab, vocab_cfg, tok, tok_dir, hidden_size=32, num_layers=1, num_heads=2,
+                       num_kv_heads=1, intermediate_size=64)
+    save_unified(model.eval(), tok, root / "ckpt")
+    reference = root / "reference"
+    reference.mkdir()
+    for i in range(8):
+        Image.fromarray(render_sample(i, 0, 32).image).save(reference / f"{i:03d}.png")
+    return {"root": root, "ckpt": str(root / "ckpt"), "reference": str(reference),
+            "inception": str(write_random_inception_weights(root / "inception.pth"))}
+
+
+def test_fid_script_shards_resumes_and_reports(assets, tmp_path):
+    fid = load_script("eval/fid.py").main
+    out = tmp_path / "fid"
+    common = ["--checkpoint", assets["ckpt"], "--out", str(out), "--num-classes", "3",
+              "--per-class", "2", *SAMPLING]
+    assert fid([*common, "--shard", "0/2", "--sample-only"]) is None
+    names = sorted(p.name for p in (out / "images").iterdir())
+    assert names == ["0000_000.png", "0001_000.png", "0002_000.png"]  # global indices 0, 2, 4
+    fid([*common, "--shard", "1/2", "--sample-only"])
+    files = sorted((out / "images").iterdir())
+    assert [p.name for p in files] == [f"{c:04d}_{j:03d}.png" for c in range(3) for j in range(2)]
+    # Image i is the class i // 2 sample with seed 7 + i, whatever shard drew it.
+    model, tok = load_unified(assets["ckpt"])
+    codes = sample_codes(model, [image_prompt(model.vocab, class_id=1)],
+                         ImageSamplingConfig(cfg_scale=2.0, temperature=1.0), seeds=[7 + 3])
+    expected = to_uint8(tok.decode(codes).clamp(-1, 1))[0].permute(1, 2, 0).numpy()
+    assert np.array_equal(np.asarray(Image.open(out / "images" / "0001_001.png")), expected)
+
+    files[2].unlink()  # a lost file is sampled again; the others are kept
+    before = {p.name: p.stat().st_mtime_ns for p in files if p.exists()}
+    report = fid([*common, "--reference", assets["reference"], "--inception-weights",
+                  assets["inception"], "--num-workers", "0", "--isc-splits", "2",
+                  "--metrics-batch-size", "8", "--feature-layer", "64"])
+    assert all((out / "images" / n).stat().st_mtime_ns == t for n, t in before.items())
+    assert np.array_equal(np.asarray(Image.open(files[2])), np.asarray(Image.open(files[2])))
+    saved = json.loads((out / "fid.json").read_text())
+    assert saved["metrics"] == report["metrics"]
+    for key in ("fid", "inception_score", "precision", "recall"):
+        assert np.isfinite(saved["metrics"][key])
+    sampling = saved["settings"]["sampling"]
+    assert sampling["cfg_scale"] == 2.0 and sampling["cfg_schedule"] == "linear"
+    assert sampling["temperature_tau"] == 1.0 and sampling["steps_T"] == 4 and sampling["seed"] == 7
+    assert len(sampling["checkpoint_sha256"]) == 64
+    assert saved["settings"]["inception_weights"]["file"] == "inception.pth"
+    assert saved["settings"]["feature_layer"] == "64"
+    assert "| fid |" in (out / "fid.md").read_text()
+
+    with pytest.raises(ValueError, match="cfg_scale: 2.0 -> 3.0"):
+        fid([*common, "--cfg-scale", "3", "--sample-only"])
+
+
+def test_fid_script_refuses_missing_inception_weights_before_sampling(assets, tmp_path):
+    fid = load_script("eval/fid.py").main
+    with pytest.raises(FileNotFoundError, match="--inception-weights is required"):
+        fid(["--checkpoint", assets["ckpt"], "--out", str(tmp_path / "x"),
+             "--reference", assets["reference"]])
+    with pytest.raises(FileNotFoundError, match="--inception-weights=.*missing.pth"):
+        fid(["--checkpoint", assets["ckpt"], "--out", str(tmp_path / "x"),
+             "--reference", assets["reference"], "--inception-weights", str(tmp_path / "missing.pth")])
+    assert not (tmp_path / "x").exists()
+
+
+def test_shapes_score_script_reports_per_attribute_accuracy(assets, tmp_path):
+    out = tmp_path / "shapes"
+    report = load_script("eval/shapes_score.py").main(
+        ["--checkpoint", assets["ckpt"], "--out", str(out), "--captions", "5", "--per-class", "1",
+         *SAMPLING])
+    metrics = json.loads((out / "shapes_score.json").read_text())["metrics"]
+    assert metrics == report["metrics"]
+    assert metrics["caption"]["images"] == 5 and metrics["class"]["images"] == NUM_CLASSES
+    assert metrics["ground truth: caption"]["prompt"] == 1.0
+    for name in ("caption", "class"):
+        assert 0.0 <= metrics[name]["prompt"] <= metrics[name]["color"] <= 1.0
+    assert len((out / "shapes_samples.jsonl").read_text().splitlines()) == 5 + NUM_CLASSES
+    table = (out / "shapes_score.md").read_text()
+    assert "| caption |" in table and "| ground truth: caption |" in table
+
+
+def test_clip_score_script_samples_prompts_and_scores(assets, tmp_path):
+    config = write_clip_config(tmp_path / "unimodal-tiny-clip.json")
+    weights = write_random_clip_weights("unimodal-tiny-clip", tmp_path / "clip.pt", config)
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red circle\na blue square above a green triangle\n")
+    clip = load_script("eval/clip_score.py").main
+    args = ["--prompts", str(prompts), "--clip-model", "unimodal-tiny-clip", "--clip-weights",
+            str(weights), "--clip-model-config", str(config)]
+    report = clip(["--checkpoint", assets["ckpt"], "--out", str(tmp_path / "clip"), *args, *SAMPLING])
+    assert report["metrics"]["pairs"] == 2 and -1 <= report["metrics"]["cosine_mean"] <= 1
+    assert report["settings"]["prompt_prefix"] == "A photo depicts "
+    # Scoring a folder of existing images gives the same numbers.
+    again = clip(["--images", str(tmp_path / "clip" / "images"), "--out", str(tmp_path / "clip2"),
+                  "--device", "cpu", *args])
+    assert again["metrics"] == pytest.approx(report["metrics"])
+    with pytest.raises(FileNotFoundError, match="--clip-weights is required"):
+        clip(["--images", str(tmp_path / "clip" / "images"), "--prompts", str(prompts)])
+    assert torch.is_tensor(torch.zeros(1))

@@ -1,0 +1,95 @@
+"""Raw webdataset samples of each source kind -> training documents, with validation.
+
+Kinds:
+    text            ids.npy / txt / json (see text_shards.py) -> `<bos> text <eos>`, cut when too long
+    class_images    codes.npy + seed.txt + cls  -> `<bos> <class_c> <boi>` + k blocks
+    caption_images  codes.npy + seed.txt + txt  -> `<bos> caption <boi>` + k blocks
+
+Design choices, one line each:
+- Every field is checked before any work: codes must be (T, h, w) of the vocabulary with values in
+  [0, K), the seed an integer in [0, 2^63), the class id in [0, C), the caption non-empty. A failure
+  raises ValueError, which the caller counts as a bad sample of the source.
+- The prompt becomes <null> with probability cfg_drop (classifier-free guidance).
+- k blocks at distinct steps drawn uniformly from 1..T, in increasing order.
+- The length is checked before the noise is generated: an image that cannot fit seq_len is dropped
+  (DocumentTooLong) without paying for its noise; it is counted apart from bad data.
+- Randomness comes from the caller's numpy Generator, so a document is a pure function of the sample
+  and that generator's state.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import torch
+
+from unimodal.data.sequences import Document, image_document, image_prompt
+from unimodal.data.text_shards import text_pieces, text_sample_ids
+from unimodal.model.vocabulary import Vocabulary
+
+KINDS = ("text", "class_images", "caption_images")
+
+
+class DocumentTooLong(Exception):
+    """A readable image sample whose document cannot fit one row; dropped and counted."""
+
+
+def read_codes(raw: dict, vocab: Vocabulary) -> tuple[torch.Tensor, int]:
+    """(codes int64 (T, h, w), noise seed) of an image sample, validated against the vocabulary."""
+    for name in ("codes.npy", "seed.txt"):
+        if name not in raw:
+            raise ValueError(f"missing field {name}; fields {sorted(k for k in raw if not k.startswith('__'))}")
+    codes = np.load(io.BytesIO(raw["codes.npy"]), allow_pickle=False)
+    expected = (vocab.steps, *vocab.grid)
+    if codes.shape != expected or not np.issubdtype(codes.dtype, np.integer):
+        raise ValueError(f"codes of shape {codes.shape} ({codes.dtype}), expected integer {expected}")
+    if codes.min() < 0 or codes.max() >= vocab.codebook_size:
+        raise ValueError(f"codes outside [0, {vocab.codebook_size}): [{codes.min()}, {codes.max()}]")
+    seed = int(raw["seed.txt"].decode().strip())
+    if not 0 <= seed < 2**63:
+        raise ValueError(f"noise seed {seed} outside [0, 2^63)")
+    return torch.from_numpy(codes.astype(np.int64)), seed
+
+
+class SampleDocuments:
+    """Turns raw samples of one source kind into documents (a list: text may be cut in pieces)."""
+
+    def __init__(self, kind: str, vocab: Vocabulary, latent_dim: int, seq_len: int,
+                 blocks_per_image: int, cfg_drop: float, caption_loss: bool,
+                 jsonl_field: str = "text"):
+        if kind not in KINDS:
+            raise ValueError(f"unknown source kind {kind!r}; choose one of {KINDS}")
+        self.kind, self.vocab, self.latent_dim, self.seq_len = kind, vocab, latent_dim, seq_len
+        self.k, self.cfg_drop, self.caption_loss = blocks_per_image, cfg_drop, caption_loss
+        self.jsonl_field = jsonl_field
+        self.block_len = vocab.grid[0] * vocab.grid[1]
+
+    def __call__(self, raw: dict, rng: np.random.Generator) -> list[Document]:
+        if self.kind == "text":
+            ids = text_sample_ids(raw, self.vocab, self.jsonl_field)
+            return text_pieces(self.vocab, ids, self.seq_len) if ids else []
+        codes, seed = read_codes(raw, self.vocab)
+        caption, class_id = None, None
+        if self.kind == "class_images":
+            if "cls" not in raw:
+                raise ValueError("missing field cls (class id)")
+            class_id = int(raw["cls"].decode().strip())
+            if not 0 <= class_id < self.vocab.num_classes:
+                raise ValueError(f"class id {class_id} outside [0, {self.vocab.num_classes})")
+        else:
+            caption = raw["txt"].decode("utf-8").strip() if "txt" in raw else ""
+            if not caption:
+                raise ValueError("missing or empty caption (txt)")
+        drop = rng.random() < self.cfg_drop
+        steps = np.sort(rng.choice(self.vocab.steps, size=self.k, replace=False) + 1).tolist()
+        if drop:
+            prompt = image_prompt(self.vocab)
+        else:
+            prompt = image_prompt(self.vocab, caption=caption, class_id=class_id)
+        if len(prompt) + self.k * self.block_len > self.seq_len:
+            raise DocumentTooLong(f"prompt of {len(prompt)} + {self.k} blocks of "
+                                  f"{self.block_len} > seq_len {self.seq_len}")
+        prompt_targets = self.caption_loss and caption is not None and not drop
+        return [image_document(self.vocab, prompt, codes, seed, steps, self.latent_dim,
+                               prompt_targets)]

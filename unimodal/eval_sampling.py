@@ -1,0 +1,189 @@
+"""Sampling for the evaluation scripts: indexed image jobs written as PNGs, sharded and resumable.
+
+Every image an evaluation needs is a job (global index i, request, file). Image i uses noise seed
+`seed + i` (`sample_codes` with explicit seeds), so an image does not depend on its batch, its
+GPU or how often the run was restarted.
+
+Design choices, one line each:
+- Sharding: rank r of W takes the jobs with i % W == r, from torchrun's environment or an explicit
+  `--shard r/W` (separate jobs on several nodes, no process group needed).
+- Resume: a job whose file exists is skipped; files are written to a hidden temporary name and
+  renamed, so a killed run never leaves a half-written PNG that would count as done.
+- `sampling.json` in the output folder records the settings (CFG scale/schedule, tau, top-k, base
+  seed, T, checkpoint sha256); a rerun with other settings in the same folder is refused, so one
+  folder never mixes two samplers.
+- The checkpoint hash is sha256 over every *.safetensors file in the folder (relative path and
+  bytes, sorted by path): the weights, not the folder name, identify the model.
+- PNGs are encoded in a small thread pool (zlib releases the GIL) while the GPU samples on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from unimodal.distributed import init_from_env, pick_device, rank, world_size
+from unimodal.images import tensor_to_pil
+from unimodal.model.sampling import ImageRequest, ImageSamplingConfig, sample_codes, validate_requests
+
+SETTINGS_FILE = "sampling.json"
+
+
+def add_sampling_args(parser: argparse.ArgumentParser, batch_size: int = 32,
+                      checkpoint_required: bool = True) -> None:
+    """The options every sampling evaluation shares (same names as eval/sample.py)."""
+    parser.add_argument("--checkpoint", required=checkpoint_required,
+                        help="consolidated unified-model folder")
+    parser.add_argument("--cfg-scale", type=float, default=4.0, help="guidance lambda; 0 = none")
+    parser.add_argument("--cfg-schedule", default="linear", choices=["linear", "constant"])
+    parser.add_argument("--temperature", type=float, default=1.0, help="tau; 0 = argmax")
+    parser.add_argument("--top-k", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="image i uses noise seed seed + i")
+    parser.add_argument("--batch-size", type=int, default=batch_size, help="images per sampling batch")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    parser.add_argument("--compile", action="store_true", help="torch.compile backbone and decoder")
+    parser.add_argument("--shard", default=None,
+                        help="r/W: sample only this shard (default: torchrun's rank/world size)")
+
+
+def sampling_config(args) -> ImageSamplingConfig:
+    cfg = ImageSamplingConfig(args.cfg_scale, args.cfg_schedule, args.temperature, args.top_k, args.seed)
+    cfg.validate()
+    return cfg
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    try:
+        r, w = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard {text!r}: expected r/W, e.g. 0/8") from None
+    if not 0 <= r < w:
+        raise ValueError(f"--shard {text!r}: need 0 <= r < W")
+    return r, w
+
+
+def setup_device_and_shard(args) -> tuple[torch.device, int, int, bool]:
+    """(device, shard rank, shard count, is_distributed): --shard wins over torchrun's env."""
+    device = pick_device(args.device)
+    shard = parse_shard(args.shard)
+    if shard is not None:
+        return device, shard[0], shard[1], False
+    distributed = init_from_env(device)
+    return device, rank(), world_size(), distributed
+
+
+def checkpoint_sha256(folder: str | Path) -> str:
+    folder = Path(folder)
+    digest = hashlib.sha256()
+    files = sorted(folder.rglob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"--checkpoint {folder}: no *.safetensors weights")
+    for path in files:
+        digest.update(str(path.relative_to(folder)).encode())
+        with open(path, "rb") as f:
+            while block := f.read(1 << 22):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def load_for_sampling(checkpoint: str, device: torch.device, compile_model: bool = False):
+    from unimodal.model.export import load_unified
+    from unimodal.model.sampling import compile_for_sampling
+
+    if not Path(checkpoint).is_dir():
+        raise FileNotFoundError(f"--checkpoint {checkpoint}: folder not found")
+    model, tokenizer = load_unified(checkpoint, device,
+                                    torch.bfloat16 if device.type == "cuda" else torch.float32)
+    if compile_model:
+        compile_for_sampling(model, tokenizer)
+    return model, tokenizer
+
+
+def sampling_record(cfg: ImageSamplingConfig, model, checkpoint: str) -> dict:
+    """Everything that decides which images come out, for reports and the resume check."""
+    tok = model.tok_cfg
+    return {"cfg_scale": cfg.cfg_scale, "cfg_schedule": cfg.cfg_schedule,
+            "temperature_tau": cfg.temperature, "top_k": cfg.top_k, "seed": cfg.seed,
+            "seeds": f"image i uses noise seed {cfg.seed} + i", "steps_T": tok.steps,
+            "grid": list(tok.grid), "image_size": tok.image_size,
+            "checkpoint": str(checkpoint), "checkpoint_sha256": checkpoint_sha256(checkpoint)}
+
+
+def check_resume(out_dir: Path, record: dict) -> bool:
+    """True when `out_dir` has no settings yet (then `write_settings`: the record is deterministic,
+    so ranks racing to write it write the same bytes); raises when it holds other settings."""
+    path = out_dir / SETTINGS_FILE
+    if not path.is_file():
+        return True
+    old = json.loads(path.read_text())
+    diff = sorted(k for k in set(old) | set(record) if old.get(k) != record.get(k))
+    if diff:
+        details = ", ".join(f"{k}: {old.get(k)!r} -> {record.get(k)!r}" for k in diff)
+        raise ValueError(f"{out_dir} holds images sampled with other settings ({details}); "
+                         "use another --out folder or delete it")
+    return False
+
+
+def write_settings(out_dir: Path, record: dict) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir / f".{SETTINGS_FILE}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(record, indent=2))
+    os.replace(tmp, out_dir / SETTINGS_FILE)
+
+
+@dataclass(frozen=True)
+class ImageJob:
+    index: int               # global index: the seed offset and the shard key
+    request: ImageRequest
+    path: Path
+
+
+def shard_jobs(jobs: list[ImageJob], shard_rank: int, num_shards: int) -> list[ImageJob]:
+    return [job for job in jobs if job.index % num_shards == shard_rank]
+
+
+def _save_png_atomic(image: torch.Tensor, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tensor_to_pil(image).save(tmp, format="PNG")
+    os.replace(tmp, path)
+
+
+@torch.no_grad()
+def sample_jobs(model, tokenizer, jobs: list[ImageJob], cfg: ImageSamplingConfig,
+                batch_size: int, progress=None, png_threads: int = 4) -> int:
+    """Sample and write every job whose file is missing; returns how many were written."""
+    from unimodal.data.sequences import image_prompt
+
+    if jobs:
+        validate_requests([job.request for job in jobs], model.vocab)
+    todo = [job for job in jobs if not job.path.exists()]
+    if progress is not None:
+        progress.update(len(jobs) - len(todo))
+    for folder in {job.path.parent for job in todo}:
+        folder.mkdir(parents=True, exist_ok=True)
+    with ThreadPoolExecutor(png_threads) as pool:
+        pending: deque = deque()
+        for start in range(0, len(todo), batch_size):
+            chunk = todo[start:start + batch_size]
+            prompts = [image_prompt(model.vocab, j.request.caption, j.request.class_id) for j in chunk]
+            codes = sample_codes(model, prompts, cfg, seeds=[cfg.seed + j.index for j in chunk])
+            images = tokenizer.decode(codes).float().clamp(-1, 1).cpu()
+            pending.extend(pool.submit(_save_png_atomic, img, j.path) for img, j in zip(images, chunk))
+            while len(pending) > 4 * batch_size:  # bound the images waiting for their PNG
+                pending.popleft().result()
+            if progress is not None:
+                progress.update(len(chunk))
+        while pending:
+            pending.popleft().result()  # re-raises a failed write
+    return len(todo)
+
