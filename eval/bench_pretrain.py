@@ -46,28 +46,30 @@ class SyntheticStream:
         t, (h, w), k = vocab.steps, vocab.grid, cfg.data.blocks_per_image
         self.batches = []
         for _ in range(distinct):
-            docs, used = [], 0
-            budget = cfg.data.seq_len * cfg.data.rows_per_batch
-            while True:
-                if rng.random() < 0.5:
-                    n = rng.randint(200, 1500)
-                    doc = text_document(vocab, [rng.randrange(vocab.text_size - 2) for _ in range(n)])
-                else:
-                    caption = [rng.randrange(vocab.text_size - 2) for _ in range(rng.randint(8, 40))]
-                    codes = torch.randint(0, vocab.codebook_size, (t, h, w))
-                    doc = image_document(vocab, [vocab.bos_id, *caption, vocab.boi_id], codes,
-                                         rng.randrange(2**40), sorted(rng.sample(range(1, t + 1), k)),
-                                         latent_dim, prompt_targets=True)
-                if len(doc) > cfg.data.seq_len or used + len(doc) > budget * 0.97:
-                    break
+            docs, used, row = [], 0, 0
+            while row < cfg.data.rows_per_batch:
+                doc = self._document(vocab, latent_dim, rng, t, h, w, k)
+                if len(doc) > cfg.data.seq_len:
+                    continue
+                if used + len(doc) > cfg.data.seq_len:  # this row is full: start the next one
+                    row, used = row + 1, 0
+                    if row == cfg.data.rows_per_batch:
+                        break
                 docs.append(doc)
                 used += len(doc)
-            try:
-                self.batches.append(pack_documents(docs, cfg.data.seq_len, cfg.data.rows_per_batch,
-                                                   vocab.pad_id))
-            except ValueError:
-                self.batches.append(pack_documents(docs[:-2], cfg.data.seq_len,
-                                                   cfg.data.rows_per_batch, vocab.pad_id))
+            self.batches.append(pack_documents(docs, cfg.data.seq_len, cfg.data.rows_per_batch,
+                                               vocab.pad_id))
+
+    @staticmethod
+    def _document(vocab, latent_dim, rng, t, h, w, k):
+        if rng.random() < 0.5:
+            n = rng.randint(200, 1500)
+            return text_document(vocab, [rng.randrange(vocab.text_size - 2) for _ in range(n)])
+        caption = [rng.randrange(vocab.text_size - 2) for _ in range(rng.randint(8, 40))]
+        codes = torch.randint(0, vocab.codebook_size, (t, h, w))
+        return image_document(vocab, [vocab.bos_id, *caption, vocab.boi_id], codes,
+                              rng.randrange(2**40), sorted(rng.sample(range(1, t + 1), k)),
+                              latent_dim, prompt_targets=True)
 
     def __iter__(self):
         while True:
