@@ -35,8 +35,10 @@ from unimodal.model.sampling import ImageRequest
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     add_sampling_args(parser, checkpoint_required=False)  # --checkpoint or --images
-    parser.add_argument("--images", default=None, help="score this folder's NNNNN.png instead of sampling")
-    parser.add_argument("--prompts", required=True, help="prompts file: .txt lines, JSON list, COCO captions")
+    parser.add_argument("--images", default=None,
+                        help="score this folder's NNNNN.png instead of sampling")
+    parser.add_argument("--prompts", required=True,
+                        help="prompts file: .txt lines, JSON list, COCO captions")
     parser.add_argument("--max-prompts", type=int, default=0, help="first N prompts; 0 = all")
     parser.add_argument("--out", default="runs/clip_score")
     parser.add_argument("--clip-model", default=DEFAULT_MODEL, help="open_clip architecture name")

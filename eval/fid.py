@@ -88,7 +88,8 @@ def main(argv=None):
     if distributed:
         shutdown()  # every rank has finished its PNGs; rank 0 goes on alone
     if shard_rank != 0 or args.sample_only:
-        print(f"shard {shard_rank}/{num_shards}: wrote {written}, kept {len(mine) - written}", flush=True)
+        print(f"shard {shard_rank}/{num_shards}: wrote {written}, kept {len(mine) - written}",
+              flush=True)
         return None
     present = sum(job.path.exists() for job in jobs)
     if present < len(jobs):
@@ -110,7 +111,7 @@ def main(argv=None):
                 "inception_weights": weights_record(args.inception_weights),
                 "torch_fidelity": torch_fidelity.__version__, "isc_splits": args.isc_splits,
                 "feature_layer": args.feature_layer,
-                "precision_recall": f"k = 3 nearest neighbours on Inception {args.feature_layer}-d features"}
+                "precision_recall": f"k = 3 nearest neighbours, Inception {args.feature_layer}-d features"}
     notes = [] if metrics["precision"] is not None else [
         "precision/recall need reference images; this reference holds only statistics"]
     if args.feature_layer != "2048":

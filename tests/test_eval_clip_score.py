@@ -35,15 +35,19 @@ def clip_files(tmp_path_factory):
     pixels = torch.stack([scorer.transform(im) for im in _images()])
     tokens = scorer.tokenizer([DEFAULT_PREFIX + p for p in PROMPTS])
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a 32-wide model: thread hand-offs would cost more than they save
     for _ in range(40):
         img = torch.nn.functional.normalize(model.encode_image(pixels), dim=-1)
         txt = torch.nn.functional.normalize(model.encode_text(tokens), dim=-1)
         logits = img @ txt.t() * 10
         labels = torch.arange(len(PROMPTS))
-        loss = torch.nn.functional.cross_entropy(logits, labels) + torch.nn.functional.cross_entropy(logits.t(), labels)
+        ce = torch.nn.functional.cross_entropy
+        loss = ce(logits, labels) + ce(logits.t(), labels)
         opt.zero_grad()
         loss.backward()
         opt.step()
+    torch.set_num_threads(threads)
     torch.save(model.state_dict(), root / "trained.pt")
     return {"root": root, "config": str(config), "random": str(random_weights),
             "trained": str(root / "trained.pt")}

@@ -13,7 +13,8 @@ from PIL import Image
 
 from unimodal.data.shapes import render_sample
 from unimodal.metrics.generation import (POOL_FEATURES, FidStatistics, ImageArrayDataset,
-                                         InceptionFeatures, generation_metrics, image_folder_dataset, load_reference,
+                                         InceptionFeatures, generation_metrics,
+                                         image_folder_dataset, load_reference,
                                          metrics_from_features, require_inception_weights)
 from unimodal.metrics.smoke_weights import write_random_inception_weights
 

@@ -35,7 +35,8 @@ def test_ground_truth_renders_score_at_least_99_percent(size):
 def test_detections_match_the_generating_attributes():
     for scene in _scenes(40, 64):
         detected = detect_objects(scene.image)
-        assert sorted((d.color, d.shape) for d in detected) == sorted((o.color, o.shape) for o in scene.objects)
+        expected = sorted((o.color, o.shape) for o in scene.objects)
+        assert sorted((d.color, d.shape) for d in detected) == expected
         for obj in scene.objects:
             d = next(d for d in detected if d.color == obj.color)
             assert abs(d.center[0] - obj.center[0]) < 0.02 and abs(d.center[1] - obj.center[1]) < 0.02
@@ -79,12 +80,12 @@ def test_one_wrong_attribute_fails_only_that_attribute():
     background = (200, 200, 205)
     right = score_image(render_objects([red, blue], background, 64), spec)
     assert right.correct and right.position == [True]
-    wrong_shape = score_image(render_objects([red, ShapeObject("triangle", "blue", blue.center, blue.size)],
-                                             background, 64), spec)
+    triangle = ShapeObject("triangle", "blue", blue.center, blue.size)
+    wrong_shape = score_image(render_objects([red, triangle], background, 64), spec)
     assert wrong_shape.color == [True, True] and wrong_shape.shape == [True, False]
     assert wrong_shape.position == [True] and not wrong_shape.correct
-    wrong_color = score_image(render_objects([red, ShapeObject("square", "green", blue.center, blue.size)],
-                                             background, 64), spec)
+    green = ShapeObject("square", "green", blue.center, blue.size)
+    wrong_color = score_image(render_objects([red, green], background, 64), spec)
     assert wrong_color.color == [True, False] and wrong_color.count and not wrong_color.correct
     mirrored = score_image(render_objects([red, blue], background, 64)[:, ::-1], spec)
     assert mirrored.color == [True, True] and mirrored.shape == [True, True]

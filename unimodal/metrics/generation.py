@@ -73,7 +73,8 @@ class ImageArrayDataset(Dataset):
 
 
 def image_folder_dataset(folder: str | Path, recursive: bool = False, resize: int = 0) -> Dataset:
-    """torch-fidelity's folder reader (png/jpg/jpeg, sorted); `resize` > 0: shorter side + centre crop."""
+    """torch-fidelity's folder reader (png/jpg/jpeg, sorted); `resize` > 0: shorter side to
+    `resize`, then a centre crop."""
     import torchvision
     from torch_fidelity.datasets import ImagesPathDataset, TransformPILtoRGBTensor
     from torch_fidelity.utils import glob_samples_paths
@@ -82,8 +83,9 @@ def image_folder_dataset(folder: str | Path, recursive: bool = False, resize: in
     if not files:
         raise FileNotFoundError(f"{folder}: no {'/'.join(IMAGE_EXTENSIONS)} images"
                                 f"{' (searched recursively)' if recursive else ''}")
-    steps = [torchvision.transforms.Resize(resize), torchvision.transforms.CenterCrop(resize)] if resize else []
-    return ImagesPathDataset(files, torchvision.transforms.Compose(steps + [TransformPILtoRGBTensor()]))
+    transforms = torchvision.transforms
+    steps = [transforms.Resize(resize), transforms.CenterCrop(resize)] if resize else []
+    return ImagesPathDataset(files, transforms.Compose(steps + [TransformPILtoRGBTensor()]))
 
 
 @dataclass
@@ -109,7 +111,9 @@ def fid_from_statistics(generated: FidStatistics, reference: FidStatistics) -> f
     if generated.mu.shape != reference.mu.shape:
         raise ValueError(f"reference statistics have {reference.mu.shape[0]} features, ours "
                          f"{generated.mu.shape[0]} (Inception pool3 = 2048, the FID standard)")
-    as_dict = lambda s: {"mu": s.mu.astype(np.float64), "sigma": s.sigma.astype(np.float64)}  # noqa: E731
+    def as_dict(s: FidStatistics) -> dict:
+        return {"mu": s.mu.astype(np.float64), "sigma": s.sigma.astype(np.float64)}
+
     return float(fid_statistics_to_metric(as_dict(generated), as_dict(reference), False)[KEY_METRIC_FID])
 
 
@@ -245,8 +249,9 @@ def generation_metrics(generated: str | Path | Dataset, reference: str | Path | 
         reference = load_reference(reference, reference_resize)
     gen_dataset = image_folder_dataset(generated) if isinstance(generated, (str, Path)) else generated
     gen = features(gen_dataset, "inception: generated")
-    use_stats = reference.statistics is not None and (use_reference_statistics or reference.images is None)
-    ref_features = features(reference.images, "inception: reference") if reference.images is not None else None
+    has_images = reference.images is not None
+    use_stats = reference.statistics is not None and (use_reference_statistics or not has_images)
+    ref_features = features(reference.images, "inception: reference") if has_images else None
     metrics = metrics_from_features(gen, ref_features, reference.statistics if use_stats else None,
                                     isc_splits, prc_neighborhood, device=device,
                                     feature_layer=feature_layer)

@@ -213,7 +213,8 @@ def parse_prompt(text: str) -> PromptSpec:
                 last_subject, pending = pending[0], None
             last_obj = idx
         elif kind == "relation":
-            subject = last_subject if previous == "conjunction" and last_subject is not None else last_obj
+            after_and = previous == "conjunction" and last_subject is not None
+            subject = last_subject if after_and else last_obj
             if subject is None:
                 raise ValueError(f"prompt {text!r}: relation {m.group(0)!r} before any object")
             pending = (subject, m.group(0))
@@ -237,7 +238,8 @@ def relation_holds(a: tuple[float, float], b: tuple[float, float], word: str) ->
             "above": not horizontal and dy < 0, "below": not horizontal and dy > 0}[word]
 
 
-def placement_holds(center: tuple[float, float], word: str, tolerance: float = PLACEMENT_TOLERANCE) -> bool:
+def placement_holds(center: tuple[float, float], word: str,
+                    tolerance: float = PLACEMENT_TOLERANCE) -> bool:
     dx, dy = center[0] - 0.5, center[1] - 0.5
     offset = max(abs(dx), abs(dy))
     if word == "in the center":
