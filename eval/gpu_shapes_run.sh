@@ -18,9 +18,9 @@ $py tokenizers/encode_text.py --input $out/text/corpus.txt --out-dir $out/text_s
 $py train/pretrain.py --config configs/uni_shapes_gpu.yaml
 $py eval/shapes_score.py --checkpoint $out/pretrain/export --captions 256 --per-class 8 \
     --cfg-scale 2 --temperature 0.7 --out $out/shapes_score --device cuda
-$py eval/sample.py --checkpoint $out/pretrain/export --out $out/samples --prompts-file \
-    <($py -c "from unimodal.data.shapes import render_sample; [print(render_sample(1_000_000 + i, 0, 64).caption) for i in range(16)]") \
-    --cfg-scale 2 --temperature 0.7
+$py -c "from unimodal.data.shapes import render_sample; [print(render_sample(1_000_000 + i, 0, 64).caption) for i in range(16)]" > $out/heldout_captions.txt
+$py eval/sample.py --checkpoint $out/pretrain/export --out $out/samples \
+    --prompts-file $out/heldout_captions.txt --cfg-scale 2 --temperature 0.7
 echo "pretraining loss (step, loss, text_loss, image_loss):"
 $py -c "import json; [print(r['step'], round(r['loss'], 3), round(r['text_loss'], 3), round(r['image_loss'], 3)) for r in map(json.loads, open('$out/pretrain/log.jsonl'))]"
 cat $out/tokenizer/metrics.json
