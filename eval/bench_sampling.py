@@ -18,31 +18,8 @@ from pathlib import Path
 import torch
 
 from unimodal.data.sequences import image_prompt
-from unimodal.data.text_corpus import shapes_text_corpus
+from unimodal.model.export import random_class_conditional_model
 from unimodal.model.sampling import ImageSamplingConfig, sample_codes
-from unimodal.model.unified import BackboneConfig, UnifiedModel, UnifiedModelConfig
-from unimodal.model.vocabulary import Vocabulary, VocabularyConfig
-from unimodal.tokenizer.rdpm_tokenizer import RDPMTokenizer, RDPMTokenizerConfig
-
-
-def build(size: str, folder: Path, device):
-    import sentencepiece as spm
-
-    text = folder / "text.txt"
-    text.write_text("\n".join(shapes_text_corpus(2000)))
-    spm.SentencePieceTrainer.train(input=str(text), model_prefix=str(folder / "text"),
-                                   vocab_size=300, model_type="bpe", byte_fallback=True,
-                                   bos_id=1, eos_id=2, pad_id=-1, unk_id=0, minloglevel=2)
-    tok_cfg = RDPMTokenizerConfig.from_size("paper_f16")
-    vocab_cfg = VocabularyConfig(text_tokenizer=str(folder / "text.model"), num_classes=1000,
-                                 codebook_size=tok_cfg.codebook_size, steps=tok_cfg.steps,
-                                 grid=list(tok_cfg.grid))
-    vocab = Vocabulary.build(vocab_cfg)
-    backbone = BackboneConfig(size=size, **BackboneConfig.SIZES[size])
-    model = UnifiedModel(UnifiedModelConfig(backbone=backbone, vocab=vocab_cfg), vocab, tok_cfg)
-    tokenizer = RDPMTokenizer(tok_cfg)
-    model.load_codebook(tokenizer.state_dict())
-    return (model.to(device, torch.bfloat16).eval(), tokenizer.to(device).eval(), vocab)
 
 
 def main(argv=None):
@@ -63,7 +40,7 @@ def main(argv=None):
     torch.backends.cudnn.benchmark = True
     device = torch.device("cuda")
     with tempfile.TemporaryDirectory() as tmp:
-        model, tokenizer, vocab = build(args.size, Path(tmp), device)
+        model, tokenizer, vocab = random_class_conditional_model(args.size, Path(tmp), device)
     params = model.num_parameters() / 1e6
     decoder = torch.compile(tokenizer.decoder) if args.compile_decoder else tokenizer.decoder
     if args.compile_backbone:  # what compile_for_sampling does for the backbone
