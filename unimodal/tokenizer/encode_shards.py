@@ -25,7 +25,6 @@ import hashlib
 import io
 import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -33,7 +32,6 @@ from typing import Iterable, Iterator
 
 import numpy as np
 import torch
-import webdataset as wds
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
@@ -41,6 +39,7 @@ from unimodal import distributed as D
 from unimodal.config import ConfigError
 from unimodal.data.image_sources import (BadSampleCounter, ImageDataConfig, build_image_dataset,
                                          collate_skip_none)
+from unimodal.data.text_shards import write_shard
 from unimodal.tokenizer.rdpm_quantizer import rdpm_noise
 from unimodal.tokenizer.rdpm_tokenizer import WEIGHTS_FILE, describe, load_tokenizer
 
@@ -200,15 +199,7 @@ class ShardEncoder:
         return recs
 
     def _write_shard(self, index: int, records: Iterable[dict]) -> int:
-        final = self.out_dir / shard_name(index)
-        tmp = final.with_name(final.name + ".tmp")
-        count = 0
-        with open(tmp, "wb") as f, wds.TarWriter(f, mtime=0) as sink:
-            for rec in records:
-                sink.write(rec)
-                count += 1
-        os.replace(tmp, final)
-        return count
+        return write_shard(self.out_dir / shard_name(index), records)
 
     def _loader(self, dataset) -> DataLoader:
         return DataLoader(dataset, batch_size=self.cfg.batch_size, collate_fn=collate_skip_none,
