@@ -20,10 +20,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from unimodal.distributed import pick_device, shutdown
-from unimodal.eval_sampling import (ImageJob, add_sampling_args, check_resume, load_for_sampling,
-                                    sample_jobs, sampling_config, sampling_record,
-                                    setup_device_and_shard, shard_jobs, write_settings)
+from unimodal.distributed import pick_device
+from unimodal.eval_sampling import (ImageJob, add_sampling_args, load_for_sampling, sample_shard,
+                                    sampling_config, sampling_record, setup_device_and_shard)
 from unimodal.metrics.clip_score import (DEFAULT_MODEL, DEFAULT_PREFIX, ClipScorer,
                                          clip_score_summary, clip_weights_or_error, read_prompts,
                                          score_files)
@@ -68,18 +67,12 @@ def main(argv=None):
         model, tokenizer = load_for_sampling(args.checkpoint, device, args.compile)
         record = {**sampling_record(cfg, model, args.checkpoint), "prompts_file": str(args.prompts),
                   "prompts": len(prompts)}
-        if check_resume(out, record) and (not distributed or shard_rank == 0):
-            write_settings(out, record)
         images_dir = out / "images"
         jobs = [ImageJob(i, ImageRequest(caption=p), images_dir / f"{i:05d}.png")
                 for i, p in enumerate(prompts)]
-        mine = shard_jobs(jobs, shard_rank, num_shards)
-        with tqdm(total=len(mine), desc=f"sample {shard_rank}/{num_shards}", unit="img",
-                  dynamic_ncols=True, disable=distributed and shard_rank != 0) as bar:
-            sample_jobs(model, tokenizer, mine, cfg, args.batch_size, bar)
+        sample_shard(model, tokenizer, out, record, jobs, cfg, args.batch_size, shard_rank,
+                     num_shards, distributed)
         del model, tokenizer
-        if distributed:
-            shutdown()
         if shard_rank != 0:
             return None
         settings["sampling"] = record

@@ -20,12 +20,9 @@ tau, T, seeds, checkpoint sha256) and the Inception file's sha256.
 import argparse
 from pathlib import Path
 
-from tqdm import tqdm
 
-from unimodal.distributed import shutdown
-from unimodal.eval_sampling import (ImageJob, add_sampling_args, check_resume, load_for_sampling,
-                                    sample_jobs, sampling_config, sampling_record,
-                                    setup_device_and_shard, shard_jobs, write_settings)
+from unimodal.eval_sampling import (ImageJob, add_sampling_args, load_for_sampling, sample_shard,
+                                    sampling_config, sampling_record, setup_device_and_shard)
 from unimodal.metrics.generation import (generation_metrics, load_reference,
                                          require_inception_weights, weights_record)
 from unimodal.metrics.report import markdown_table, write_report
@@ -77,18 +74,12 @@ def main(argv=None):
     out = Path(args.out)
     record = {**sampling_record(cfg, model, args.checkpoint), "num_classes": num_classes,
               "per_class": args.per_class}
-    if check_resume(out, record) and (not distributed or shard_rank == 0):
-        write_settings(out, record)
     jobs = class_jobs(out / "images", num_classes, args.per_class)
-    mine = shard_jobs(jobs, shard_rank, num_shards)
-    with tqdm(total=len(mine), desc=f"sample {shard_rank}/{num_shards}", unit="img",
-              dynamic_ncols=True, disable=distributed and shard_rank != 0) as bar:
-        written = sample_jobs(model, tokenizer, mine, cfg, args.batch_size, bar)
+    written, mine = sample_shard(model, tokenizer, out, record, jobs, cfg, args.batch_size,
+                                 shard_rank, num_shards, distributed)
     del model, tokenizer
-    if distributed:
-        shutdown()  # every rank has finished its PNGs; rank 0 goes on alone
     if shard_rank != 0 or args.sample_only:
-        print(f"shard {shard_rank}/{num_shards}: wrote {written}, kept {len(mine) - written}",
+        print(f"shard {shard_rank}/{num_shards}: wrote {written}, kept {mine - written}",
               flush=True)
         return None
     present = sum(job.path.exists() for job in jobs)

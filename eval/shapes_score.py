@@ -23,10 +23,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from unimodal.data.shapes import NUM_CLASSES, render_sample
-from unimodal.distributed import shutdown
-from unimodal.eval_sampling import (ImageJob, add_sampling_args, check_resume, load_for_sampling,
-                                    sample_jobs, sampling_config, sampling_record,
-                                    setup_device_and_shard, shard_jobs, write_settings)
+from unimodal.eval_sampling import (ImageJob, add_sampling_args, load_for_sampling, sample_shard,
+                                    sampling_config, sampling_record, setup_device_and_shard)
 from unimodal.metrics.report import grouped_table, write_report
 from unimodal.metrics.shapes_checker import (ShapesAccuracy, detect_objects, score_detections,
                                              spec_for_class, spec_from_objects)
@@ -72,16 +70,10 @@ def main(argv=None):
     record = {**sampling_record(cfg, model, args.checkpoint), "captions": args.captions,
               "per_class": args.per_class, "heldout_offset": args.heldout_offset,
               "data_seed": args.data_seed}
-    if check_resume(out, record) and (not distributed or shard_rank == 0):
-        write_settings(out, record)
     jobs = build_jobs(out / "images", [s.caption for s in scenes], args.per_class)
-    mine = shard_jobs(jobs, shard_rank, num_shards)
-    with tqdm(total=len(mine), desc=f"sample {shard_rank}/{num_shards}", unit="img",
-              dynamic_ncols=True, disable=distributed and shard_rank != 0) as bar:
-        sample_jobs(model, tokenizer, mine, cfg, args.batch_size, bar)
+    sample_shard(model, tokenizer, out, record, jobs, cfg, args.batch_size, shard_rank,
+                 num_shards, distributed)
     del model, tokenizer
-    if distributed:
-        shutdown()
     if shard_rank != 0:
         return None
     present = sum(job.path.exists() for job in jobs)

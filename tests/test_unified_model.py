@@ -124,7 +124,7 @@ def test_loss_matches_a_hand_computation(model, assets):
 
 
 def test_block_input_uses_previous_codes_and_noise(model, assets):
-    vocab, tok = assets[3], assets[2]
+    tok = assets[2]
     codes = torch.randint(0, 64, (2, 4, 8, 8))
     steps = torch.tensor([1, 3])
     z_prev = model.image_input.latent_before(codes, steps)

@@ -187,3 +187,22 @@ def sample_jobs(model, tokenizer, jobs: list[ImageJob], cfg: ImageSamplingConfig
             pending.popleft().result()  # re-raises a failed write
     return len(todo)
 
+
+def sample_shard(model, tokenizer, out_dir: Path, record: dict, jobs: list[ImageJob],
+                 cfg: ImageSamplingConfig, batch_size: int, shard_rank: int, num_shards: int,
+                 distributed: bool) -> tuple[int, int]:
+    """This rank's share of `jobs`: check/record the settings, sample the missing PNGs with a
+    progress bar, then leave the process group. Returns (written, jobs of this shard)."""
+    from tqdm import tqdm
+
+    from unimodal.distributed import shutdown
+
+    if check_resume(out_dir, record) and (not distributed or shard_rank == 0):
+        write_settings(out_dir, record)
+    mine = shard_jobs(jobs, shard_rank, num_shards)
+    with tqdm(total=len(mine), desc=f"sample {shard_rank}/{num_shards}", unit="img",
+              dynamic_ncols=True, disable=distributed and shard_rank != 0) as bar:
+        written = sample_jobs(model, tokenizer, mine, cfg, batch_size, bar)
+    if distributed:
+        shutdown()  # every rank has finished its PNGs; rank 0 goes on alone
+    return written, len(mine)
