@@ -72,10 +72,7 @@ def main(argv=None):
             model = model.to(memory_format=torch.channels_last)
         encoder = torch.compile(model.encoder) if compiled else model.encoder
 
-        @torch.no_grad()
-        def encode(images, noise):
-            with torch.autocast("cuda", dtype=dtype or torch.float32, enabled=dtype is not None):
-                return model.quantizer(encoder(images), noise=noise).codes
+        encode = _encode_fn(model, encoder, dtype)
 
         for batch in args.batch_sizes:
             images = torch.rand(batch, 3, cfg.image_size, cfg.image_size, device=device) * 2 - 1
@@ -131,6 +128,15 @@ def run_pipeline(cfg, images: int, workers: int) -> dict:
         enc = EncodeConfig(tokenizer=f"{tmp}/tok", out_dir=f"{tmp}/codes", data=data,
                            shard_size=2048, batch_size=256, device="cuda", compile=True)
         return ShardEncoder(enc).run()
+
+
+def _encode_fn(model, encoder, dtype):
+    @torch.no_grad()
+    def encode(images, noise):
+        with torch.autocast("cuda", dtype=dtype or torch.float32, enabled=dtype is not None):
+            return model.quantizer(encoder(images), noise=noise).codes
+
+    return encode
 
 
 def _cpu_ms(fn) -> float:
