@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
+from unimodal.data.sequences import image_prompt
 from unimodal.model.unified import UnifiedModel
 from unimodal.tokenizer.rdpm_quantizer import rdpm_noise
 
@@ -110,7 +111,7 @@ def sample_codes(model: UnifiedModel, prompts: list[list[int]], cfg: ImageSampli
     b = len(prompts)
     seeds = seeds if seeds is not None else [cfg.seed + i for i in range(b)]
     guided = cfg.cfg_scale != 0
-    null_prompt = [vocab.bos_id, vocab.null_id, vocab.boi_id]
+    null_prompt = image_prompt(vocab)  # <bos> <null> <boi>
     cache, valid, next_pos, _ = run_prompts(model, prompts + [null_prompt] * b if guided else prompts)
     rows = valid.shape[0]
     h, w = tok.grid
@@ -239,8 +240,6 @@ def validate_requests(requests: list[ImageRequest], vocab) -> None:
 def generate_images(model: UnifiedModel, tokenizer, requests: list[ImageRequest],
                     cfg: ImageSamplingConfig, batch_size: int = 32, progress=None) -> torch.Tensor:
     """Images (N, 3, H, W) in [-1, 1]; image i uses noise seed cfg.seed + i."""
-    from unimodal.data.sequences import image_prompt
-
     validate_requests(requests, model.vocab)
     images = []
     for start in range(0, len(requests), batch_size):
