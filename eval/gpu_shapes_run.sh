@@ -1,27 +1,65 @@
 #!/usr/bin/env bash
-# A short real run on one GPU (<= 10 minutes): the quickstart pipeline at a useful size, then
-# prompt-following accuracy and samples from held-out captions.
-#   bash eval/gpu_shapes_run.sh [OUT]        (default runs/gpu_shapes; configs point there)
-# Prints the pretraining loss curve and the shapes_score table last.
+# A short real run on one GPU (<= 10 minutes): the quickstart pipeline at a useful size, then the
+# tokenizer's ceiling (the shapes checker on its reconstructions), prompt following of the unified
+# model, and where generation goes wrong (per-step teacher forcing, shuffled prompts, oracle prefix).
+#   bash eval/gpu_shapes_run.sh                  (outputs under runs/gpu_shapes; configs point there)
+#   HEADS="latent shared" bash eval/gpu_shapes_run.sh    train one generator per code head, side by
+#                                                        side, and score each
+# Prints the tables last.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 py=${PYTHON:-python3}
 out=runs/gpu_shapes
+heads=${HEADS:-latent}
+sampling="--cfg-scale ${CFG_SCALE:-2} --temperature ${TEMPERATURE:-0.7}"
 mkdir -p $out/text
+stage() { echo "[$(date +%T)] $*"; }
+stage tokenizer
 $py tokenizers/train_rdpm.py --config configs/rdpm_shapes64_gpu.yaml
+stage "tokenizer ceiling"
+$py eval/recon.py tokenizer=$out/tokenizer/tokenizer out_dir=$out/recon data.source=shapes \
+    data.image_size=64 data.num_samples=200000 data.heldout_samples=512 max_images=512 batch_size=128 save_images=false
+stage encode
 $py tokenizers/encode.py tokenizer=$out/tokenizer/tokenizer out_dir=$out/codes data.source=shapes \
     data.image_size=64 data.num_samples=20000 data.num_workers=8 shard_size=1000 batch_size=256 device=cuda
 $py -c "from unimodal.data.text_corpus import shapes_text_corpus; print('\n'.join(shapes_text_corpus(4000, seed=1)))" > $out/text/corpus.txt
 $py tokenizers/train_text.py --input $out/text/corpus.txt --out $out/text/text.model --vocab-size 512
 $py tokenizers/encode_text.py --input $out/text/corpus.txt --out-dir $out/text_shards \
     --text-tokenizer $out/text/text.model --shard-size 1000
-$py train/pretrain.py --config configs/uni_shapes_gpu.yaml
-$py eval/shapes_score.py --checkpoint $out/pretrain/export --captions 256 --per-class 8 \
-    --cfg-scale 2 --temperature 0.7 --out $out/shapes_score --device cuda
+stage "pretraining: code heads $heads"
+pids=()
+for head in $heads; do
+    $py train/pretrain.py --config configs/uni_shapes_gpu.yaml model.code_head=$head \
+        train.out_dir=$out/pretrain_$head > $out/pretrain_$head.log 2>&1 &
+    pids+=($!)
+done
+for pid in "${pids[@]}"; do wait $pid || echo "a job failed (exit $?): see the logs in $out"; done
+stage scoring
+# Every scoring job of every head at once: they are small next to one GPU, and mostly start-up.
 $py -c "from unimodal.data.shapes import render_sample; [print(render_sample(1_000_000 + i, 0, 64).caption) for i in range(16)]" > $out/heldout_captions.txt
-$py eval/sample.py --checkpoint $out/pretrain/export --out $out/samples \
-    --prompts-file $out/heldout_captions.txt --cfg-scale 2 --temperature 0.7
-echo "pretraining loss (step, loss, text_loss, image_loss):"
-$py -c "import json; [print(r['step'], round(r['loss'], 3), round(r['text_loss'], 3), round(r['image_loss'], 3)) for r in map(json.loads, open('$out/pretrain/log.jsonl'))]"
-cat $out/tokenizer/metrics.json
-cat $out/shapes_score/shapes_score.md
+pids=()
+for head in $heads; do
+    $py eval/shapes_score.py --checkpoint $out/pretrain_$head/export --captions 256 --per-class 8 \
+        $sampling --out $out/shapes_score_$head --device cuda --batch-size 128 \
+        > $out/shapes_score_$head.log 2>&1 &
+    pids+=($!)
+    $py eval/generator_diagnostics.py --checkpoint $out/pretrain_$head/export --images 128 \
+        --prefix-steps 0 4 6 8 9 10 $sampling --out $out/generator_$head --device cuda \
+        > $out/generator_$head.log 2>&1 &
+    pids+=($!)
+    $py eval/sample.py --checkpoint $out/pretrain_$head/export --out $out/samples_$head \
+        --prompts-file $out/heldout_captions.txt $sampling > $out/samples_$head.log 2>&1 &
+    pids+=($!)
+done
+for pid in "${pids[@]}"; do wait $pid || echo "a job failed (exit $?): see the logs in $out"; done
+stage done
+for head in $heads; do
+    echo "== code head $head: pretraining loss (step, loss, text_loss, image_loss)"
+    $py -c "import json; r = [json.loads(l) for l in open('$out/pretrain_$head/log.jsonl')][-1]; print(r['step'], round(r['loss'], 3), round(r['text_loss'], 3), round(r['image_loss'], 3))"
+    cat $out/generator_$head/generator_diagnostics.md || true
+    head -8 $out/shapes_score_$head/shapes_score.md || true
+done
+echo "== tokenizer (held-out): metrics.json"
+$py -c "import json; m = json.load(open('$out/tokenizer/metrics.json')); print({k: m[k] for k in ('step', 'psnr', 'ssim', 'codebook_usage')}, 'checker:', m.get('checker'))"
+echo "== tokenizer ceiling (eval/recon.py, 512 held-out scenes)"
+head -20 $out/recon/recon_metrics.md

@@ -102,7 +102,7 @@ def test_loss_matches_a_hand_computation(model, assets):
     out = model(batch)
     # Reference: full-vocabulary logits everywhere, then the text or code softmax per position.
     mask = dense_mask(batch["doc_ids"], batch["block_ids"])
-    hidden, _ = model.backbone(model.embed_sequence(batch), batch["position_ids"], mask)
+    hidden, _ = model.backbone(model.embed_sequence(batch)[0], batch["position_ids"], mask)
     logits = F.linear(hidden, model.backbone.head_weight)[0]
     terms_text, terms_code = [], []
     for i in range(batch["targets"].shape[1]):
@@ -141,7 +141,7 @@ def test_cached_block_logits_equal_full_forward(model, assets):
         doc = image_document(vocab, prompt, codes, 21, [t], 8, True)
         batch = pack_documents([doc], seq_len=len(doc))
         mask = dense_mask(batch["doc_ids"], batch["block_ids"])
-        hidden, _ = model.backbone(model.embed_sequence(batch), batch["position_ids"], mask)
+        hidden, _ = model.backbone(model.embed_sequence(batch)[0], batch["position_ids"], mask)
         full = model.code_logits(hidden[0, len(prompt):])
         # The sampler's way: prompt once, then the block against its cache (a shorter prompt
         # in the same batch forces left padding, which must not change anything).

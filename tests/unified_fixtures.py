@@ -41,10 +41,10 @@ def make_assets(folder: Path, num_classes: int = 28):
 
 
 def tiny_model(vocab: Vocabulary, vocab_cfg: VocabularyConfig, tok: RDPMTokenizer,
-               tokenizer_dir: Path, **backbone) -> UnifiedModel:
+               tokenizer_dir: Path, code_head: str = "shared", **backbone) -> UnifiedModel:
     torch.manual_seed(0)
     cfg = UnifiedModelConfig(backbone=BackboneConfig(**backbone), vocab=vocab_cfg,
-                             image_tokenizer=str(tokenizer_dir))
+                             image_tokenizer=str(tokenizer_dir), code_head=code_head)
     model = UnifiedModel(cfg, vocab, tok.cfg)
     model.load_codebook(tok.state_dict())
     return model

@@ -3,7 +3,9 @@
 Images come from any image source (shapes, folder, webdataset; held-out split by default), are
 encoded with per-sample seeds and decoded from the codes alone, exactly as generated images would
 be. rFID runs when an Inception weights file is given; originals and reconstructions are written
-as PNGs for it (and for looking at).
+as PNGs for it (and for looking at). On the built-in shapes data the prompt checker also scores the
+reconstructions against their originals' captions: the ceiling of any generator using this
+tokenizer. Per-step diagnostics (`unimodal.tokenizer.diagnostics`) go to the JSON and a PNG.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ from unimodal.distributed import pick_device
 from unimodal.images import save_comparison_grid, save_png
 from unimodal.metrics.reconstruction import (ReconstructionMeter, folder_fid,
                                              inception_weights_or_error)
+from unimodal.metrics.shapes_checker import ShapesAccuracy, score_reconstructions
+from unimodal.tokenizer.diagnostics import (StepDiagnostics, latent_gain_stats,
+                                            plot_step_diagnostics)
 from unimodal.tokenizer.encode_shards import noise_seed
 from unimodal.tokenizer.rdpm_tokenizer import load_tokenizer
 
@@ -63,6 +68,8 @@ def evaluate_reconstruction(cfg: ReconEvalConfig) -> dict:
     loader = DataLoader(build_image_dataset(cfg.data, cfg.split), batch_size=cfg.batch_size,
                         collate_fn=collate_skip_none, num_workers=cfg.data.num_workers)
     meter, counts, first = ReconstructionMeter(), torch.zeros(tok.cfg.codebook_size), None
+    steps_meter, checker = StepDiagnostics(), ShapesAccuracy()
+    latent_shape = (tok.cfg.latent_dim, *tok.cfg.grid)
     bar = tqdm(total=cfg.max_images, desc="recon", unit="img", dynamic_ncols=True)
     start = time.perf_counter()
     for batch in loader:
@@ -70,9 +77,12 @@ def evaluate_reconstruction(cfg: ReconEvalConfig) -> dict:
             continue
         keep = cfg.max_images - meter.count
         images, keys = batch["image"][:keep].to(device), batch["key"][:keep]
-        codes = tok.encode(images, [noise_seed(cfg.seed, k) for k in keys])
+        seeds = [noise_seed(cfg.seed, k) for k in keys]
+        codes = tok.encode(images, seeds)
         recon = tok.decode(codes).float().clamp(-1, 1)
         meter.update(images, recon)
+        steps_meter.update(tok, images, tok.quantizer.noise(seeds, latent_shape, device=device))
+        score_reconstructions(checker, recon.cpu(), keys)
         counts += torch.bincount(codes.flatten().cpu(), minlength=tok.cfg.codebook_size)
         if first is None:
             first = (images[:8].cpu(), recon[:8].cpu())
@@ -87,14 +97,27 @@ def evaluate_reconstruction(cfg: ReconEvalConfig) -> dict:
     bar.close()
     metrics = {**meter.compute(), "codebook_usage": (counts > 0).float().mean().item(),
                "seconds": time.perf_counter() - start}
+    if checker.counts:  # shapes data: accuracy of the checker on the reconstructions
+        metrics.update({f"checker_{k}": v for k, v in checker.compute().items() if k != "images"})
+    per_step = steps_meter.compute() if steps_meter.batches else None
+    if per_step:
+        plot_step_diagnostics(per_step, out / "step_diagnostics.png", f"{cfg.tokenizer}: per step")
+        metrics["final_latent_error"] = per_step["final_error"][0]
+    metrics.update(latent_gain_stats(tok))
     if cfg.inception_weights:
         metrics.update(rfid=folder_fid(real_dir, fake_dir, cfg.inception_weights,
                                        cuda=device.type == "cuda")["fid"])
     if first is not None:
         save_comparison_grid(*first, out / "reconstructions.png")
-    report = {"metrics": metrics, "config": asdict(cfg)}
+    report = {"metrics": metrics, "per_step": per_step, "config": asdict(cfg)}
     (out / "recon_metrics.json").write_text(json.dumps(report, indent=2))
     rows = "\n".join(f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |"
                      for k, v in metrics.items())
+    if per_step:
+        header = "| step t | " + " | ".join(str(t + 1) for t in range(len(per_step["quant_error"])))
+        lines = [f"| {key} | " + " | ".join(f"{x:.3f}" for x in per_step[key]) + " |"
+                 for key in per_step if key != "final_error"]
+        rows += ("\n\n" + header + " |\n|" + "---|" * (len(per_step["quant_error"]) + 1) + "\n"
+                 + "\n".join(lines))
     (out / "recon_metrics.md").write_text(f"| metric | value |\n|---|---|\n{rows}\n")
     return metrics

@@ -103,8 +103,11 @@ def run_prompts(model: UnifiedModel, prompts: list[list[int]]):
 
 @torch.no_grad()
 def sample_codes(model: UnifiedModel, prompts: list[list[int]], cfg: ImageSamplingConfig,
-                 seeds: list[int] | None = None) -> torch.Tensor:
-    """Codes (B, T, h, w) for B prompts (token ids ending in <boi>)."""
+                 seeds: list[int] | None = None, prefix: torch.Tensor | None = None) -> torch.Tensor:
+    """Codes (B, T, h, w) for B prompts (token ids ending in <boi>).
+
+    `prefix` (B, k, h, w): use these codes for steps 1..k instead of sampling them (oracle-prefix
+    diagnostics: the tokenizer's codes of a real image, encoded with the same seeds)."""
     cfg.validate()
     vocab, tok = model.vocab, model.tok_cfg
     device = model.backbone.head_weight.device
@@ -129,6 +132,8 @@ def sample_codes(model: UnifiedModel, prompts: list[list[int]], cfg: ImageSampli
                            guidance_scale(cfg.cfg_scale, cfg.cfg_schedule, t, tok.steps))
         logits = top_k_filter(logits, cfg.top_k)
         c_t = gumbel_sample(logits, cfg.temperature, gens).view(b, h, w)
+        if prefix is not None and t <= prefix.shape[1]:
+            c_t = prefix[:, t - 1].to(device)
         codes.append(c_t)
         step_latent = model.image_input.quantizer.embed_step(c_t).to(latent.dtype)
         latent = latent + (torch.cat([step_latent, step_latent]) if guided else step_latent)
@@ -150,7 +155,8 @@ def block_logits(model: UnifiedModel, cache, valid: torch.Tensor, next_pos: torc
     steps = torch.full((rows,), t, device=device, dtype=torch.long)
     x = model.image_input.project(latent_prev, noise_t, steps).to(model.backbone.head_weight.dtype)
     hidden, _ = model.backbone(x, positions, mask, kv_prefix=cache)
-    return model.code_logits(hidden)
+    ctx = model.image_input.context(latent_prev, noise_t, steps)
+    return model.code_logits(hidden.flatten(0, 1), ctx).view(rows, hw, -1)
 
 
 @dataclass

@@ -8,7 +8,15 @@ Design choices, one line each:
   tokenizer's codebook and shared bias conv; eps_t arrives from the data pipeline (regenerated
   from the sample's seed by `rdpm_noise`, in loader workers).
 - One cross-entropy over all target positions: full-vocabulary logits at text positions, and at
-  block positions a softmax over the code slice of the same head (cheaper, and no text id can win).
+  block positions a softmax over the K codes only (cheaper, and no text id can win).
+- Code head (`model.code_head`), how block logits are formed:
+  `shared` = the code slice of the one head (a softmax must learn the codebook's nearest-neighbour
+  map itself); `distance` = predict v_t, logits -|v_hat - c_k|^2 / tau_t over the frozen codebook;
+  `latent` = predict the clean latent z_hat and form v_hat = a_t (z_hat - z'_{t-1}) + b_t eps_t
+  exactly as Algorithm 1 does, so the network learns only image content while the known noise
+  and residual enter analytically (the quantizer's decision rule, x0-prediction as in diffusion);
+  `latent_shared` = the latent head's logits plus the shared head's code slice: the distance term
+  is a unimodal (Gaussian-like) guess around z_hat, the shared term can add other modes.
 - The image objective is a seam: `RDPMBlockInput` builds block inputs; a raster next-token or
   MaskGIT objective would swap that module and the sequence builder, not the backbone or the loss.
 - Named sizes: tiny (CPU tests), d12 / d16 / d20 (the RDPM paper's Table 1: width = 64 * depth,
@@ -29,8 +37,7 @@ from unimodal.config import ConfigError
 from unimodal.model.attention_mask import build_attention_mask
 from unimodal.model.llama import LlamaBackbone
 from unimodal.model.vocabulary import Vocabulary, VocabularyConfig
-from unimodal.tokenizer.rdpm_quantizer import RDPMQuantizer
-from unimodal.tokenizer.rdpm_tokenizer import RDPMTokenizerConfig
+from unimodal.tokenizer.rdpm_tokenizer import RDPMTokenizerConfig, build_quantizer
 
 
 def _ffn(width: int) -> int:
@@ -91,21 +98,47 @@ class UnifiedModelConfig:
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     vocab: VocabularyConfig = field(default_factory=VocabularyConfig)
     image_tokenizer: str = ""             # folder written by train_rdpm.py (frozen codebook, decoder)
+    code_head: str = "shared"             # shared | distance | latent (see the module docstring)
+
+    def validate(self, prefix: str = "model") -> None:
+        if self.code_head not in CODE_HEADS:
+            raise ConfigError(f"{prefix}.code_head={self.code_head!r}: choose one of {CODE_HEADS}")
+
+
+CODE_HEADS = ("shared", "distance", "latent", "latent_shared")
+
+
+@dataclass
+class BlockContext:
+    """What the code head needs at each block position, flattened in block position order."""
+    latent_prev: torch.Tensor             # z'_{t-1}, (M, d)
+    noise: torch.Tensor                   # eps_t, (M, d)
+    steps: torch.Tensor                   # t in 1..T, (M,)
+
+    def select(self, mask: torch.Tensor) -> "BlockContext":
+        return BlockContext(self.latent_prev[mask], self.noise[mask], self.steps[mask])
 
 
 class RDPMBlockInput(nn.Module):
-    """Input of an image block at step t: proj(concat(z'_{t-1}, eps_t)) + step_embed[t]."""
+    """The RDPM image objective's own parts: block inputs proj(concat(z'_{t-1}, eps_t)) +
+    step_embed[t], and (for the distance/latent code heads) the code logits."""
 
-    def __init__(self, tok_cfg: RDPMTokenizerConfig, width: int):
+    def __init__(self, tok_cfg: RDPMTokenizerConfig, width: int, code_head: str = "shared"):
         super().__init__()
+        self.code_head = code_head
         self.steps, self.latent_dim = tok_cfg.steps, tok_cfg.latent_dim
         # Frozen copy of the tokenizer's code -> latent map (codebook + shared bias conv).
-        self.quantizer = RDPMQuantizer(tok_cfg.codebook_size, tok_cfg.latent_dim, tok_cfg.steps,
-                                       tok_cfg.schedule, tok_cfg.phi, tok_cfg.step_weighting,
-                                       tok_cfg.shared_bias, spatial_rank=2)
+        self.quantizer = build_quantizer(tok_cfg)
         self.quantizer.requires_grad_(False)
         self.proj = nn.Linear(2 * tok_cfg.latent_dim, width)
         self.step_embed = nn.Embedding(tok_cfg.steps + 1, width)  # index t = 1..T
+        if code_head != "shared":
+            self.head_proj = nn.Linear(width, tok_cfg.latent_dim)  # -> v_hat or z_hat
+            # log(1 / tau_t) per step (index t = 1..T): how sharp the softmax over distances is.
+            self.log_inv_tau = nn.Parameter(torch.zeros(tok_cfg.steps + 1))
+            q = self.quantizer
+            self.register_buffer("alphas", torch.tensor((0.0, *q.alphas)), persistent=False)
+            self.register_buffer("betas", torch.tensor((0.0, *q.betas)), persistent=False)
 
     def latent_before(self, codes: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
         """z'_{t-1} for each block: codes (N, T, h, w), steps t (N,) in 1..T -> (N, d, h, w)."""
@@ -120,8 +153,32 @@ class RDPMBlockInput(nn.Module):
         x = torch.cat([latent_prev, noise.to(latent_prev.dtype)], dim=1).flatten(2).transpose(1, 2)
         return self.proj(x.to(self.proj.weight.dtype)) + self.step_embed(steps)[:, None]
 
-    def forward(self, codes, steps, noise) -> torch.Tensor:
-        return self.project(self.latent_before(codes, steps), noise, steps)
+    def forward(self, codes, steps, noise) -> tuple[torch.Tensor, BlockContext]:
+        """Block inputs (N, h*w, width) and the per-position context of the code head."""
+        latent_prev = self.latent_before(codes, steps)
+        return self.project(latent_prev, noise, steps), self.context(latent_prev, noise, steps)
+
+    @staticmethod
+    def context(latent_prev: torch.Tensor, noise: torch.Tensor, steps: torch.Tensor) -> BlockContext:
+        """(N, d, h, w) maps and steps (N,) -> per-position context in block position order."""
+        n, d = latent_prev.shape[:2]
+        hw = latent_prev[0, 0].numel()
+        flat = lambda x: x.flatten(2).transpose(1, 2).reshape(n * hw, d)  # noqa: E731
+        return BlockContext(flat(latent_prev), flat(noise.to(latent_prev.dtype)),
+                            steps.repeat_interleave(hw))
+
+    def distance_logits(self, hidden: torch.Tensor, ctx: BlockContext) -> torch.Tensor:
+        """-|v_hat - c_k|^2 / tau_t over the frozen codebook, float32, (M, K)."""
+        pred = self.head_proj(hidden).float()
+        if self.code_head in ("latent", "latent_shared"):
+            a, b = self.alphas[ctx.steps][:, None], self.betas[ctx.steps][:, None]
+            v_hat = a * (pred - ctx.latent_prev.float()) + b * ctx.noise.float()
+        else:
+            v_hat = pred
+        codebook = self.quantizer.codebook.float()
+        dist_sq = ((v_hat * v_hat).sum(-1, keepdim=True) - 2 * v_hat @ codebook.t()
+                   + (codebook * codebook).sum(-1))
+        return -dist_sq * self.log_inv_tau[ctx.steps].float().exp()[:, None]
 
 
 class UnifiedModel(nn.Module):
@@ -136,7 +193,8 @@ class UnifiedModel(nn.Module):
                              f"{vocab.size} ids")
         self.backbone = LlamaBackbone(hf_config)
         self.backbone.init_weights()
-        self.image_input = RDPMBlockInput(tok_cfg, hf_config.hidden_size)
+        cfg.validate()
+        self.image_input = RDPMBlockInput(tok_cfg, hf_config.hidden_size, cfg.code_head)
         nn.init.normal_(self.image_input.proj.weight, std=hf_config.initializer_range)
         nn.init.zeros_(self.image_input.proj.bias)
         nn.init.normal_(self.image_input.step_embed.weight, std=hf_config.initializer_range)
@@ -151,19 +209,30 @@ class UnifiedModel(nn.Module):
         state = {k[len(prefix):]: v for k, v in tokenizer_state.items() if k.startswith(prefix)}
         self.image_input.quantizer.load_state_dict(state)
 
-    def code_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Logits over the K image codes only (the code slice of the shared head), float32."""
-        return (hidden @ self.backbone.head_weight[self.code_slice].t()).float()
+    def code_logits(self, hidden: torch.Tensor, ctx: BlockContext | None = None) -> torch.Tensor:
+        """Logits over the K image codes only, float32: hidden (M, W) at block positions, and
+        their context (needed by the distance and latent heads)."""
+        head = self.cfg.code_head
+        shared = (hidden @ self.backbone.head_weight[self.code_slice].t()).float() \
+            if head in ("shared", "latent_shared") else None
+        if head == "shared":
+            return shared
+        if ctx is None:
+            raise ValueError(f"code_head={head!r} needs the block context")
+        logits = self.image_input.distance_logits(hidden, ctx)
+        return logits + shared if shared is not None else logits
 
-    def embed_sequence(self, batch: dict) -> torch.Tensor:
+    def embed_sequence(self, batch: dict) -> tuple[torch.Tensor, BlockContext | None]:
+        """Input embeddings (B, L, W) and the block context (None when there are no blocks)."""
         ids = batch["input_ids"]
         emb = self.backbone.embed(ids.clamp(0, self.vocab.size - 1))
         is_block = batch["block_ids"] >= 0
+        ctx = None
         if "block_codes" in batch and batch["block_codes"].shape[0] > 0:
-            blocks = self.image_input(batch["block_codes"], batch["block_steps"],
-                                      batch["block_noise"])
+            blocks, ctx = self.image_input(batch["block_codes"], batch["block_steps"],
+                                           batch["block_noise"])
             emb = emb.masked_scatter(is_block[..., None], blocks.to(emb.dtype))
-        return emb
+        return emb, ctx
 
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
         """Packed batch -> {"loss", "text_loss", "image_loss", "text_tokens", "image_tokens"}.
@@ -173,7 +242,8 @@ class UnifiedModel(nn.Module):
         the order their positions appear in the flattened batch.
         """
         mask = build_attention_mask(batch["doc_ids"], batch["block_ids"])
-        hidden, _ = self.backbone(self.embed_sequence(batch), batch["position_ids"], mask)
+        emb, ctx = self.embed_sequence(batch)
+        hidden, _ = self.backbone(emb, batch["position_ids"], mask)
         targets, is_block = batch["targets"], batch["block_ids"] >= 0
         text_sel, code_sel = (targets >= 0) & ~is_block, (targets >= 0) & is_block
         zero = hidden.new_zeros((), dtype=torch.float32)
@@ -182,9 +252,12 @@ class UnifiedModel(nn.Module):
             logits = F.linear(hidden[text_sel], self.backbone.head_weight).float()
             text_sum = F.cross_entropy(logits, targets[text_sel], reduction="sum")
         if code_sel.any():
+            # Block positions in flattened order are the order of the context rows.
+            in_block = code_sel[is_block]
             code_targets = targets[code_sel] - self.vocab.code_offset
-            code_sum = F.cross_entropy(self.code_logits(hidden[code_sel]), code_targets,
-                                       reduction="sum")
+            logits = self.code_logits(hidden[code_sel],
+                                      ctx.select(in_block) if ctx is not None else None)
+            code_sum = F.cross_entropy(logits, code_targets, reduction="sum")
         n_text, n_code = text_sel.sum(), code_sel.sum()
         total = (n_text + n_code).clamp_min(1)
         return {"loss": (text_sum + code_sum) / total,

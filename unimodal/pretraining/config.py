@@ -71,6 +71,7 @@ class PretrainConfig:
         if m.backbone.base_model and not (Path(m.backbone.base_model) / "config.json").is_file():
             raise ConfigError(f"model.backbone.base_model={m.backbone.base_model!r}: not a local "
                               "Hugging Face checkpoint folder (no config.json)")
+        m.validate("model")
         m.backbone.validate("model.backbone")
         m.vocab.validate("model.vocab")
         self.data.validate("data")

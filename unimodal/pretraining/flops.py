@@ -1,10 +1,12 @@
 """Model FLOPs of a training step, for TFLOP/s and MFU.
 
-    FLOPs = 6 * (P_layers * tokens + W * V * text_targets + W * K * code_targets + 2d * W * block_tokens)
+    FLOPs = 6 * (P_layers * tokens + W * V * text_targets + H * code_targets + 2d * W * block_tokens)
           + 12 * n_layers * W * seq_len * tokens
 
 P_layers = parameters of the decoder layers (the matmuls every token goes through); the head is
-counted where it runs: full vocabulary V at text targets, the K code rows at image targets. The
+counted where it runs: full vocabulary V at text targets, the K code rows at image targets
+(H = W * K for the shared code head, W * d + d * K for the distance/latent heads, their sum
+for latent_shared). The
 attention term is the PaLM convention (QK^T and AV, forward + backward, the full seq_len x seq_len
 score matrix, not reduced for the causal/document mask). Activation recomputation is not counted
 (model FLOPs, not hardware FLOPs). MFU = achieved FLOP/s / (devices x peak FLOP/s).
@@ -20,7 +22,10 @@ def step_flops(model: UnifiedModel, tokens: int, text_targets: int, code_targets
     cfg = model.backbone.config
     width, layers = cfg.hidden_size, cfg.num_hidden_layers
     layer_params = sum(p.numel() for p in model.backbone.model.layers.parameters())
+    d, codes = model.tok_cfg.latent_dim, model.vocab.codebook_size
+    code_head = {"shared": width * codes, "latent_shared": width * codes + width * d + d * codes
+                 }.get(model.cfg.code_head, width * d + d * codes)
     matmul = (layer_params * tokens + width * model.vocab.size * text_targets
-              + width * model.vocab.codebook_size * code_targets
+              + code_head * code_targets
               + 2 * model.tok_cfg.latent_dim * width * block_tokens)
     return 6.0 * matmul + 12.0 * layers * width * seq_len * tokens

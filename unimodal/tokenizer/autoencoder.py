@@ -50,12 +50,22 @@ class SelfAttention2d(nn.Module):
 class ChannelLayerNorm(nn.Module):
     """LayerNorm over the channel axis of a (B, C, H, W) map."""
 
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, affine: bool = True, gain_init: float = 1.0):
         super().__init__()
-        self.norm = nn.LayerNorm(channels)
+        self.norm = nn.LayerNorm(channels, elementwise_affine=affine)
+        self.gain_init = gain_init
+        if affine:
+            nn.init.constant_(self.norm.weight, gain_init)
+
+    def gain(self) -> torch.Tensor:
+        """Per-channel gain (a constant when the norm has no affine parameters)."""
+        if self.norm.weight is None:
+            return torch.full((self.norm.normalized_shape[0],), self.gain_init)
+        return self.norm.weight.detach()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(x.movedim(1, -1)).movedim(-1, 1)
+        y = self.norm(x.movedim(1, -1)).movedim(-1, 1)
+        return y if self.norm.weight is not None else y * self.gain_init
 
 
 def _mid_block(ch: int, attention: bool) -> nn.Sequential:
@@ -68,7 +78,8 @@ def _mid_block(ch: int, attention: bool) -> nn.Sequential:
 
 class Encoder(nn.Module):
     def __init__(self, in_channels: int, base_channels: int, channel_mult: tuple[int, ...],
-                 num_res_blocks: int, latent_dim: int, mid_attention: bool):
+                 num_res_blocks: int, latent_dim: int, mid_attention: bool,
+                 latent_norm_affine: bool = True, latent_gain_init: float = 1.0):
         super().__init__()
         chans = [base_channels * m for m in channel_mult]
         self.conv_in = nn.Conv2d(in_channels, chans[0], 3, padding=1)
@@ -84,7 +95,7 @@ class Encoder(nn.Module):
         self.mid = _mid_block(ch, mid_attention)
         self.norm_out = _norm(ch)
         self.conv_out = nn.Conv2d(ch, latent_dim, 1)
-        self.latent_norm = ChannelLayerNorm(latent_dim)
+        self.latent_norm = ChannelLayerNorm(latent_dim, latent_norm_affine, latent_gain_init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.mid(self.down(self.conv_in(x)))

@@ -3,6 +3,7 @@
 Design choices, one line each:
 - Shape-agnostic: latents are (B, d, *grid) for any spatial rank (1-D audio, 2-D images, 3-D video).
 - Schedules a_t: sin / linear / pow(phi); b_t = sqrt(1 - a_t^2); a_T = 1 for every schedule.
+  `noise_scale` multiplies b_t (1 = the paper); below 1 it trades sampling noise for fidelity.
 - Noise eps_t comes from a per-sample integer seed (`rdpm_noise`), so a tokenized sample is (codes, seed).
 - Nearest code by Euclidean distance, computed in float32 even under autocast (argmin is fragile).
 - Shared bias: one conv shared by all steps, v'_t = e_t + conv(e_t), zero-initialised so training
@@ -110,14 +111,14 @@ class RDPMQuantizer(nn.Module):
     def __init__(self, codebook_size: int = 4096, dim: int = 32, steps: int = 10,
                  schedule: str = "pow", phi: float = 0.75, step_weighting: bool = True,
                  shared_bias: bool = True, spatial_rank: int = 2,
-                 dead_code_after: int = 0, bias_kernel_size: int = 3):
+                 dead_code_after: int = 0, bias_kernel_size: int = 3, noise_scale: float = 1.0):
         super().__init__()
         self.codebook_size, self.dim, self.steps = codebook_size, dim, steps
         self.spatial_rank = spatial_rank
         # Plain Python floats (float64) so the schedule is exact in whatever dtype runs it.
         alphas = rdpm_schedule(schedule, steps, phi)
         self.alphas = tuple(alphas.tolist())
-        self.betas = tuple((1 - alphas**2).clamp_min(0).sqrt().tolist())
+        self.betas = tuple((noise_scale * (1 - alphas**2).clamp_min(0).sqrt()).tolist())
         self.gammas = tuple(alphas.tolist()) if step_weighting else (1.0,) * steps
         # Unit-scale init matches the LayerNorm'd latent and the unit noise it is mixed with.
         self.codebook = nn.Parameter(torch.randn(codebook_size, dim))
@@ -183,6 +184,39 @@ class RDPMQuantizer(nn.Module):
         perplexity = torch.exp(-(probs * torch.log(probs.clamp_min(1e-12))).sum()).item()
         usage = (counts > 0).float().mean().item()
         return QuantizerOutput(latent, codes_t, loss, step_losses.detach(), usage, perplexity)
+
+    @torch.no_grad()
+    def step_statistics(self, z: torch.Tensor, noise: torch.Tensor
+                        ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Per-step health of Algorithm 1 on latents z (B, d, *grid): ({name: (T,) tensor}, codes).
+
+        residual_var: mean square of the residual z_t still to explain, before step t;
+        input_var / content_var: mean square of v_t and of its image part a_t z_t;
+        quant_error: mean (v_t - v'_t)^2; usage / perplexity: of step t's code histogram.
+        Everything stays on the device: one host sync when the caller reads the result.
+        """
+        noise = noise.to(z.dtype)
+        residual = z
+        rows = {k: [] for k in ("residual_var", "input_var", "content_var", "quant_error",
+                                "usage", "perplexity")}
+        codes = []
+        for t in range(self.steps):
+            v = self.alphas[t] * residual + self.betas[t] * noise[:, t]
+            idx = nearest_code(_to_channels_last(v), self.codebook).view(v.shape[0], *v.shape[2:])
+            v_q = self.embed_step(idx).to(z.dtype)
+            counts = torch.bincount(idx.flatten(), minlength=self.codebook_size).float()
+            probs = counts / counts.sum()
+            rows["residual_var"].append(residual.float().pow(2).mean())
+            rows["input_var"].append(v.float().pow(2).mean())
+            rows["content_var"].append((self.alphas[t] * residual.float()).pow(2).mean())
+            rows["quant_error"].append((v - v_q).float().pow(2).mean())
+            rows["usage"].append((counts > 0).float().mean())
+            rows["perplexity"].append(torch.exp(-(probs * probs.clamp_min(1e-12).log()).sum()))
+            residual = residual - v_q
+            codes.append(idx)
+        out = {k: torch.stack(v) for k, v in rows.items()}
+        out["final_error"] = residual.float().pow(2).mean()[None]  # |z - z'_T|^2, the decoder's input error
+        return out, torch.stack(codes, dim=1)
 
     @torch.no_grad()
     def _track_and_revive(self, counts: torch.Tensor, inputs: list[torch.Tensor]) -> torch.Tensor:

@@ -41,6 +41,9 @@ class RDPMTokenizerConfig:
     step_weighting: bool = True           # gamma_t = a_t ("weight" in Table 2)
     shared_bias: bool = True              # shared conv bias ("bias" in Table 2)
     dead_code_after: int = 50             # revive codes unused for this many steps; 0 = off
+    noise_scale: float = 1.0              # multiplies b_t; 1 = the paper (see README's ablation)
+    latent_norm_affine: bool = True       # learnable gain/bias of the latent LayerNorm
+    latent_gain_init: float = 1.0         # initial LayerNorm gain: the latent's scale vs the noise
 
     SIZES: ClassVar[dict[str, dict]] = {
         # CPU tests and the quickstart: 64 px, f8 -> 8x8 codes.
@@ -73,12 +76,23 @@ class RDPMTokenizerConfig:
         if self.image_size % self.downsample:
             raise ConfigError(f"{prefix}.image_size={self.image_size} is not divisible by the "
                               f"downsampling factor {self.downsample} of {prefix}.channel_mult")
+        if not 0.0 <= self.noise_scale <= 1.0:
+            raise ConfigError(f"{prefix}.noise_scale={self.noise_scale}: must be in [0, 1]")
+        if self.latent_gain_init <= 0:
+            raise ConfigError(f"{prefix}.latent_gain_init={self.latent_gain_init}: must be > 0")
         for key in ("steps", "codebook_size", "latent_dim", "base_channels", "image_size"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{prefix}.{key} must be >= 1, got {getattr(self, key)}")
         if self.codebook_size > 65536:
             raise ConfigError(f"{prefix}.codebook_size={self.codebook_size}: codes are stored "
                               "as uint16, so at most 65536")
+
+
+def build_quantizer(cfg: RDPMTokenizerConfig, dead_code_after: int = 0) -> RDPMQuantizer:
+    """The quantizer of a tokenizer config (also the frozen copy inside the unified model)."""
+    return RDPMQuantizer(cfg.codebook_size, cfg.latent_dim, cfg.steps, cfg.schedule, cfg.phi,
+                         cfg.step_weighting, cfg.shared_bias, spatial_rank=2,
+                         dead_code_after=dead_code_after, noise_scale=cfg.noise_scale)
 
 
 class RDPMTokenizer(nn.Module):
@@ -88,10 +102,9 @@ class RDPMTokenizer(nn.Module):
         self.cfg = cfg
         mult = tuple(cfg.channel_mult)
         self.encoder = Encoder(cfg.in_channels, cfg.base_channels, mult, cfg.num_res_blocks,
-                               cfg.latent_dim, cfg.mid_attention)
-        self.quantizer = RDPMQuantizer(cfg.codebook_size, cfg.latent_dim, cfg.steps, cfg.schedule,
-                                       cfg.phi, cfg.step_weighting, cfg.shared_bias,
-                                       spatial_rank=2, dead_code_after=cfg.dead_code_after)
+                               cfg.latent_dim, cfg.mid_attention, cfg.latent_norm_affine,
+                               cfg.latent_gain_init)
+        self.quantizer = build_quantizer(cfg, dead_code_after=cfg.dead_code_after)
         self.decoder = Decoder(cfg.in_channels, cfg.base_channels, mult, cfg.num_res_blocks,
                                cfg.latent_dim, cfg.mid_attention)
 

@@ -37,6 +37,9 @@ from unimodal.data.image_sources import (BadSampleCounter, ImageDataConfig, buil
                                          collate_skip_none)
 from unimodal.images import save_comparison_grid
 from unimodal.metrics.reconstruction import ReconstructionMeter, psnr_per_image
+from unimodal.metrics.shapes_checker import ShapesAccuracy, score_reconstructions
+from unimodal.tokenizer.diagnostics import (StepDiagnostics, latent_gain_stats,
+                                            plot_step_diagnostics)
 from unimodal.tokenizer.losses import (PatchDiscriminator, TokenizerLossConfig,
                                        adaptive_gan_weight, build_perceptual, hinge_d_loss)
 from unimodal.tokenizer.rdpm_tokenizer import (RDPMTokenizer, RDPMTokenizerConfig, load_tokenizer,
@@ -65,6 +68,9 @@ class TokenizerRunConfig:
     device: str = "auto"                  # auto | cpu | cuda
     precision: str = "fp32"               # fp32 | bf16 (autocast on CUDA)
     threads: int = 0                      # torch CPU threads; 0 = torch's default
+    max_minutes: float = 0.0              # stop training after this wall time (then save, evaluate); 0 = off
+    diagnostics_every: int = 100          # per-step quantizer diagnostics in log.jsonl; 0 = off
+    diagnostics_images: int = 32          # images of the batch they use
 
 
 @dataclass
@@ -90,6 +96,9 @@ class TokenizerTrainConfig:
         for key in ("steps", "batch_size", "log_every", "checkpoint_every"):
             if getattr(self.train, key) < 1:
                 raise ConfigError(f"train.{key} must be >= 1")
+        for key in ("diagnostics_every", "diagnostics_images"):
+            if getattr(self.train, key) < 0:
+                raise ConfigError(f"train.{key} must be >= 0")
 
 
 def _index_batches(n: int, batch: int, seed: int, start_step: int) -> Iterator[list[int]]:
@@ -255,8 +264,14 @@ class TokenizerTrainer:
                    dynamic_ncols=True)
         batches = _batches(dataset, cfg, self.step)
         window_start, window_images = time.perf_counter(), 0
+        deadline = time.perf_counter() + 60 * run.max_minutes if run.max_minutes > 0 else None
         try:
             while self.step < run.steps:
+                # Checked on log steps only, and agreed by all ranks (DDP needs the same steps).
+                if (deadline is not None and self.step % run.log_every == 0
+                        and D.any_rank(time.perf_counter() > deadline, self.device)):
+                    D.print0(f"\ntrain.max_minutes={run.max_minutes} reached at step {self.step}")
+                    break
                 batch = next(batches)
                 images = batch["image"].to(self.device, non_blocking=True)
                 logs = self.train_step(images)
@@ -267,6 +282,8 @@ class TokenizerTrainer:
                     elapsed = time.perf_counter() - window_start
                     logs["img_per_s"] = window_images / max(elapsed, 1e-9)
                     window_start, window_images = time.perf_counter(), 0
+                    if run.diagnostics_every and self.step % run.diagnostics_every == 0:
+                        logs["diagnostics"] = self.diagnostics(images[:run.diagnostics_images])
                     bar.set_postfix({k: f"{logs[k]:.3g}" for k in
                                      ("loss", "rec", "quant", "psnr", "usage", "img_per_s")})
                     if log_file:
@@ -291,6 +308,17 @@ class TokenizerTrainer:
         return self.evaluate()
 
     @torch.no_grad()
+    def diagnostics(self, images: torch.Tensor) -> dict:
+        """Per-step quantizer statistics and prefix PSNR on some of this batch (fresh noise)."""
+        cfg = self.cfg.model
+        noise = torch.randn((images.shape[0], cfg.steps, cfg.latent_dim, *cfg.grid),
+                            device=self.device)
+        meter = StepDiagnostics()
+        with self._autocast():
+            meter.update(self.model, images, noise)
+        return {**meter.compute(), **latent_gain_stats(self.model)}
+
+    @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         """Held-out PSNR/SSIM/usage, the metrics JSON and the comparison PNG (rank 0)."""
         if not D.is_main():
@@ -300,6 +328,7 @@ class TokenizerTrainer:
         heldout = build_image_dataset(cfg.data, "heldout")
         loader = DataLoader(heldout, batch_size=cfg.train.batch_size, collate_fn=collate_skip_none)
         meter, code_counts, shown = ReconstructionMeter(), None, None
+        steps_meter, checker = StepDiagnostics(), ShapesAccuracy()
         seen = 0
         for batch in loader:
             if batch is None:
@@ -309,7 +338,11 @@ class TokenizerTrainer:
             with self._autocast():
                 codes = self.model.encode(images, seeds)
                 recon = self.model.decode(codes).float().clamp(-1, 1)
+                noise = self.model.quantizer.noise(seeds, (cfg.model.latent_dim, *cfg.model.grid),
+                                                   device=self.device)
+                steps_meter.update(self.model, images, noise)
             meter.update(images, recon)
+            score_reconstructions(checker, recon.cpu(), batch["key"][:images.shape[0]])
             counts = torch.bincount(codes.flatten(), minlength=cfg.model.codebook_size)
             code_counts = counts if code_counts is None else code_counts + counts
             if shown is None:
@@ -321,12 +354,21 @@ class TokenizerTrainer:
         metrics = {"step": self.step, **meter.compute()}
         if code_counts is not None:
             metrics["codebook_usage"] = (code_counts > 0).float().mean().item()
+        if checker.counts:
+            metrics["checker"] = checker.compute()
+        if steps_meter.batches:
+            metrics["per_step"] = steps_meter.compute()
+            plot_step_diagnostics(metrics["per_step"], self.out_dir / "step_diagnostics.png",
+                                  f"{self.out_dir}: held-out, step {self.step}")
+        metrics.update(latent_gain_stats(self.model))
         (self.out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
         if shown is not None:
             save_comparison_grid(shown[0], shown[1], self.out_dir / "reconstructions.png")
+        ceiling = (f" checker_prompt={metrics['checker']['prompt']:.3f}"
+                   if "checker" in metrics else "")
         print(f"held-out: psnr={metrics['psnr']:.2f} dB ssim={metrics['ssim']:.4f} "
-              f"codebook_usage={metrics.get('codebook_usage', 0):.3f} images={metrics['images']} "
-              f"-> {self.out_dir / 'reconstructions.png'}", flush=True)
+              f"codebook_usage={metrics.get('codebook_usage', 0):.3f}{ceiling} "
+              f"images={metrics['images']} -> {self.out_dir / 'reconstructions.png'}", flush=True)
         return metrics
 
 

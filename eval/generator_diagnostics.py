@@ -1,0 +1,101 @@
+"""Where does image generation go wrong? Per-step teacher forcing, the conditioning check and
+oracle-prefix sampling on held-out shapes scenes (see unimodal/metrics/generator_diagnostics.py).
+
+    python eval/generator_diagnostics.py --checkpoint runs/gpu_shapes/pretrain/export --images 128
+
+Writes generator_diagnostics.json and a PNG of the per-step curves under --out; prints the tables last.
+"""
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from unimodal.distributed import pick_device
+from unimodal.eval_sampling import add_sampling_args, sampling_config
+from unimodal.metrics.generator_diagnostics import (heldout_scenes, oracle_prefix_accuracy,
+                                                    teacher_forced_steps)
+from unimodal.model.export import load_unified
+
+
+def plot(per_step: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    for name, rows in per_step.items():
+        steps = range(1, len(rows["accuracy"]) + 1)
+        axes[0].plot(steps, rows["accuracy"], marker="o", label=name)
+        axes[1].plot(steps, rows["loss"], marker="o", label=name)
+    axes[0].set_title("teacher-forced code accuracy")
+    axes[1].set_title("teacher-forced cross-entropy")
+    for ax in axes:
+        ax.set_xlabel("step t")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    add_sampling_args(parser, batch_size=64)
+    parser.add_argument("--images", type=int, default=128, help="held-out scenes")
+    parser.add_argument("--prefix-steps", type=int, nargs="+", default=None,
+                        help="oracle prefix lengths k (default: 0, 2, 4, ..., T)")
+    parser.add_argument("--out", default="runs/generator_diagnostics")
+    args = parser.parse_args(argv)
+    if args.images < 2:
+        raise ValueError(f"--images {args.images}: need at least 2 (the shuffled check pairs them)")
+    device = pick_device(args.device)
+    model, tokenizer = load_unified(args.checkpoint, device)
+    steps = model.tok_cfg.steps
+    prefix_steps = args.prefix_steps or sorted({*range(0, steps + 1, 2), steps})
+    if any(not 0 <= k <= steps for k in prefix_steps):
+        raise ValueError(f"--prefix-steps {prefix_steps}: each must be in 0..{steps}")
+    images, scenes = heldout_scenes(args.images, model.tok_cfg.image_size)
+    seeds = [args.seed + i for i in range(args.images)]
+    captions = [s.caption for s in scenes]
+    per_step = {}
+    for name, prompts in (("true prompt", captions), ("shuffled prompt", captions[1:] + captions[:1]),
+                          ("no prompt", [None] * len(captions))):
+        rows = {"accuracy": [], "loss": []}
+        for start in range(0, args.images, args.batch_size):
+            part = slice(start, start + args.batch_size)
+            r = teacher_forced_steps(model, tokenizer, images[part], prompts[part], seeds[part])
+            n = len(seeds[part]) / args.images
+            for key in rows:
+                rows[key] = [a + n * b for a, b in zip(rows[key], r[key])] if rows[key] else \
+                    [n * b for b in r[key]]
+        per_step[name] = rows
+    oracle = oracle_prefix_accuracy(model, tokenizer, images, scenes, seeds, prefix_steps,
+                                    sampling_config(args), args.batch_size)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    report = {"checkpoint": args.checkpoint, "images": args.images, "per_step": per_step,
+              "oracle_prefix": {str(k): v for k, v in oracle.items()},
+              "sampling": vars(sampling_config(args))}
+    (out / "generator_diagnostics.json").write_text(json.dumps(report, indent=2))
+    plot(per_step, out / "generator_diagnostics.png")
+    head = "| step t | " + " | ".join(str(t) for t in range(1, steps + 1)) + " |"
+    lines = [f"teacher-forced per step ({args.images} held-out scenes)", head,
+             "|---" * (steps + 1) + "|"]
+    for name, rows in per_step.items():
+        for key in ("accuracy", "loss"):
+            lines.append(f"| {key}, {name} | " + " | ".join(f"{x:.3f}" for x in rows[key]) + " |")
+    lines += ["", "oracle prefix: steps 1..k from the tokenizer, the rest sampled (checker accuracy)",
+              "| k | whole prompt | colour | shape | position | 3 objects |", "|---|---|---|---|---|---|"]
+    pct = lambda v: "-" if v is None else f"{100 * v:.1f}%"  # noqa: E731
+    for k, m in oracle.items():
+        lines.append(f"| {k} | {pct(m['prompt'])} | {pct(m['color'])} | {pct(m['shape'])} | "
+                     f"{pct(m['position'])} | {pct(m['prompt_3_objects'])} |")
+    table = "\n".join(lines)
+    (out / "generator_diagnostics.md").write_text(table + "\n")
+    print(table, flush=True)
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+"""Where the RDPM tokenizer loses content: per-step statistics of Algorithm 1 and a plot of them.
+
+- `StepDiagnostics` accumulates, over batches, for each step t: the residual still to explain,
+  the quantizer input and its image part, the quantization error, code usage and perplexity, and
+  the PSNR of decoding from the first t code maps only. Values stay on the device until
+  `compute()`, so a training loop pays one host sync per diagnostic step.
+- `latent_gain_stats`: the latent LayerNorm's gain (the latent's scale against unit noise).
+- `plot_step_diagnostics`: one PNG with the per-step curves (matplotlib, imported lazily).
+
+Why these: the decoder sees z'_T = z - z_{T+1}; its input error is the last step's quantization
+error of a residual that still carries the injected noise. If the late steps' residual variance
+stays near the noise variance, their codes spend the codebook on noise rather than content.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from unimodal.metrics.reconstruction import psnr_per_image
+
+STEP_KEYS = ("residual_var", "input_var", "content_var", "quant_error", "usage", "perplexity",
+             "prefix_psnr")
+
+
+class StepDiagnostics:
+    """Running per-step means over batches of (images, noise) through a tokenizer."""
+
+    def __init__(self):
+        self.sums: dict[str, torch.Tensor] = {}
+        self.batches = 0
+
+    @torch.no_grad()
+    def update(self, tokenizer, images: torch.Tensor, noise: torch.Tensor,
+               prefix_psnr: bool = True) -> None:
+        """images (B, 3, H, W) in [-1, 1]; noise (B, T, d, h, w), as the tokenizer's forward takes."""
+        q = tokenizer.quantizer
+        z = tokenizer.encoder(images)
+        stats, codes = q.step_statistics(z, noise)
+        if prefix_psnr:
+            latent = torch.zeros_like(z)
+            psnr = []
+            for t in range(q.steps):  # decode from C_1..C_t only
+                latent = latent + q.embed_step(codes[:, t]).to(latent.dtype)
+                recon = tokenizer.decoder(latent).float().clamp(-1, 1)
+                psnr.append(psnr_per_image(images, recon).mean())
+            stats["prefix_psnr"] = torch.stack(psnr)
+        for key, value in stats.items():
+            value = value.detach().float()
+            self.sums[key] = self.sums[key] + value if key in self.sums else value
+        self.batches += 1
+
+    def compute(self) -> dict[str, list[float]]:
+        """Per-step means as lists of length T (final_error: one value)."""
+        n = max(self.batches, 1)
+        return {key: (value / n).cpu().tolist() for key, value in self.sums.items()}
+
+
+def latent_gain_stats(tokenizer) -> dict[str, float]:
+    gain = tokenizer.encoder.latent_norm.gain().float()
+    return {"gain_mean": gain.mean().item(), "gain_std": gain.std().item() if gain.numel() > 1 else 0.0,
+            "gain_min": gain.min().item(), "gain_max": gain.max().item()}
+
+
+def plot_step_diagnostics(diagnostics: dict[str, list[float]], path: str | Path,
+                          title: str = "RDPM tokenizer, per step") -> Path:
+    """Four panels: variances, quantization error, codebook usage/perplexity, prefix PSNR."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = list(range(1, len(diagnostics["quant_error"]) + 1))
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
+    ax = axes[0]
+    for key, label in (("residual_var", "residual |z_t|^2"), ("content_var", "image part |a_t z_t|^2"),
+                       ("input_var", "quantizer input |v_t|^2")):
+        ax.plot(steps, diagnostics[key], marker="o", label=label)
+    ax.set_title("mean square per channel")
+    ax.legend(fontsize=8)
+    ax = axes[1]
+    ax.plot(steps, diagnostics["quant_error"], marker="o", color="C3")
+    ax.set_title("quantization error |v_t - v'_t|^2")
+    ax = axes[2]
+    ax.plot(steps, diagnostics["usage"], marker="o", label="usage")
+    ax.set_ylim(0, 1.05)
+    ax.set_title("codebook usage (left) / perplexity (right)")
+    ax2 = ax.twinx()
+    ax2.plot(steps, diagnostics["perplexity"], marker="s", color="C1", label="perplexity")
+    ax = axes[3]
+    if "prefix_psnr" in diagnostics:
+        ax.plot(steps, diagnostics["prefix_psnr"], marker="o", color="C2")
+    ax.set_title("PSNR decoding C_1..C_t (dB)")
+    for ax in axes:
+        ax.set_xlabel("step t")
+        ax.set_xticks(steps)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
