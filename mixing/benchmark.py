@@ -107,7 +107,8 @@ def gpu_flops_per_token(vocab: Vocabulary, tok_cfg: RDPMTokenizerConfig, batches
     with torch.device("meta"):  # shapes only: nothing is allocated
         backbone = LlamaBackbone(backbone_cfg.to_hf(vocab.size))
     # step_flops reads only these attributes of a UnifiedModel (which cannot be built on meta)
-    model = SimpleNamespace(backbone=backbone, vocab=vocab, tok_cfg=tok_cfg)
+    model = SimpleNamespace(backbone=backbone, vocab=vocab, tok_cfg=tok_cfg,
+                            cfg=SimpleNamespace(code_head="shared"))
     flops = tokens = 0
     for b in batches:
         has_target, is_block = b["targets"] >= 0, b["block_ids"] >= 0

@@ -77,3 +77,18 @@ def test_two_process_ddp_on_cpu(tmp_path):
     assert logs[-1]["step"] == 6
     assert (tmp_path / "tokenizer" / "tokenizer.safetensors").is_file()
     assert done.stdout.count("held-out:") == 1  # evaluation and files come from rank 0 only
+
+
+def test_diagnostics_on_log_steps_and_time_budget(tmp_path):
+    main = train_main()
+    main(tiny_args(tmp_path / "a", 4, "train.log_every=2", "train.diagnostics_every=2"))
+    logs = [json.loads(line) for line in (tmp_path / "a" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logs if "diagnostics" in r] == [2, 4]
+    diag = logs[-1]["diagnostics"]
+    assert len(diag["prefix_psnr"]) == 4 and len(diag["quant_error"]) == 4 and "gain_mean" in diag
+    final = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    assert len(final["per_step"]["residual_var"]) == 4 and "checker" in final
+    assert (tmp_path / "a" / "step_diagnostics.png").is_file()
+    # A time budget already spent stops at the first check, then still saves and evaluates.
+    metrics = main(tiny_args(tmp_path / "b", 200, "train.max_minutes=1e-6", "train.log_every=5"))
+    assert metrics["step"] < 200 and (tmp_path / "b" / "tokenizer" / "tokenizer.safetensors").is_file()

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# The whole pipeline on the built-in shapes data, on the CPU (about 8 minutes on 2 cores):
+# The whole pipeline on the built-in shapes data, on the CPU (README gives the measured time):
 #   1. train a tiny RDPM tokenizer          -> runs/quickstart/tokenizer (reconstructions.png)
 #   2. encode 4000 shapes images into code shards
 #   3. train a sentencepiece text tokenizer and encode a generated text set into text shards
 #   4. pretrain a tiny unified model with DeepSpeed (one process, ZeRO 2, gloo)
 #   5. sample PNGs from prompts and class ids -> runs/quickstart/samples/grid.png
+#   6. score both stages with the shapes checker: the tokenizer's reconstructions (the ceiling any
+#      generator on it can reach) and the unified model's samples from held-out prompts
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=runs/quickstart
@@ -22,4 +24,9 @@ python eval/sample.py --checkpoint $out/pretrain/export --out $out/samples --dev
     --prompt "a red circle" --prompt "a blue square above a yellow triangle" \
     --prompt "a green diamond on the left" --class-id 0 --class-id 9 --class-id 20 \
     --cfg-scale 2 --temperature 0.7
-echo "done: $out/tokenizer/reconstructions.png and $out/samples/grid.png"
+python eval/recon.py tokenizer=$out/tokenizer/tokenizer out_dir=$out/recon data.source=shapes \
+    data.image_size=64 data.num_samples=20000 max_images=128 save_images=false device=cpu
+python eval/shapes_score.py --checkpoint $out/pretrain/export --captions 64 --per-class 2 \
+    --cfg-scale 2 --temperature 0.7 --out $out/shapes_score --device cpu
+python eval/quickstart_summary.py --recon $out/recon --score $out/shapes_score
+echo "done: $out/tokenizer/reconstructions.png, $out/samples/grid.png, $out/shapes_score/shapes_score.md"
