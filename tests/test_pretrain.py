@@ -112,7 +112,7 @@ def test_two_processes_zero2(tiny_config, tmp_path):
     launch(tiny_config, out, "train.steps=3", procs=2)
     assert [json.loads(x)["step"] for x in (out / "log.jsonl").read_text().splitlines()] == [1, 2, 3]
     ckpt = out / "checkpoints/step_00000003"
-    assert (ckpt / "data_rank00000.pt").is_file() and (ckpt / "data_rank00001.pt").is_file()
+    assert (ckpt / "data_rank00000.json").is_file() and (ckpt / "data_rank00001.json").is_file()
     assert (out / "export/hf/model.safetensors").is_file()
 
 
@@ -131,3 +131,27 @@ def test_bad_configs_fail_before_any_model(tiny_config, tmp_path):
         load_config(PretrainConfig, tiny_config, ["deepspeed.zero_optimization.stage=3"])
     with pytest.raises(ConfigError, match=r"deepspeed\.optimizer"):
         load_config(PretrainConfig, tiny_config, ["deepspeed.optimizer.type=AdamW"])
+
+
+@pytest.mark.parametrize("stage", [1, 3])
+def test_resume_loads_every_zero_stage_without_unpickling_code(tiny_config, tmp_path, stage):
+    """Resume goes through the weights_only loader for DeepSpeed's own files, at any ZeRO stage."""
+    out = tmp_path / f"zero{stage}"
+    zero = [f"deepspeed.zero_optimization.stage={stage}", "train.ema_decay=0"]
+    launch(tiny_config, out, "train.steps=3", *zero)
+    done = launch(tiny_config, out, "train.steps=4", *zero, "--resume")
+    assert "resumed from" in done.stdout + done.stderr
+    assert sorted(losses(out)) == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("name", ["mp_rank_00_model_states.pt",
+                                  "zero_pp_rank_0_mp_rank_00_optim_states.pt"])
+def test_resume_refuses_a_planted_pickle(tiny_config, tmp_path, name):
+    from safe_loading_fixtures import plant_payload
+
+    out = tmp_path / "run"
+    launch(tiny_config, out, "train.steps=3")
+    marker = plant_payload(out / "checkpoints/step_00000003" / name, tmp_path / "code_ran")
+    done = launch(tiny_config, out, "train.steps=4", "--resume", check=False)
+    assert done.returncode != 0 and "refused to load" in done.stdout + done.stderr
+    assert not marker.exists(), f"unpickling {name} ran code"

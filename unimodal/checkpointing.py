@@ -1,17 +1,25 @@
-"""Checkpoint folders written atomically: build in `<name>.tmp`, then rename into place.
+"""Checkpoint folders written atomically, and loading files without running code from them.
 
 A crash mid-write leaves only a `.tmp` folder, which `latest_checkpoint` ignores and the next
 save replaces; `prune_checkpoints` keeps the newest N `step_XXXXXXXX` folders.
+
+Files a user hands us (checkpoints, reference statistics, pretrained weights) are never unpickled
+with arbitrary globals: `load_torch_file` is `torch.load(weights_only=True)` (tensors, numbers,
+strings and containers only), and `weights_only_torch_load` applies the same rule to a library's
+own loads (DeepSpeed's checkpoint engine calls `torch.load(weights_only=False)`).
 """
 
 from __future__ import annotations
 
 import os
+import pickle
 import re
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator, Sequence
+
+import torch
 
 _STEP_DIR = re.compile(r"^step_(\d{8})$")
 
@@ -54,3 +62,59 @@ def prune_checkpoints(root: str | Path, keep: int) -> None:
         return
     for _, path in list_checkpoints(root)[:-keep]:
         shutil.rmtree(path, ignore_errors=True)
+
+
+class UnsafeFileError(ValueError):
+    """A file holds pickled Python objects beyond tensors and plain data; it was not loaded."""
+
+
+def load_torch_file(path: str | Path, what: str, map_location: str | torch.device = "cpu",
+                    allowed_globals: Sequence[Any] = ()) -> Any:
+    """`torch.load(weights_only=True)`: a crafted pickle cannot run code; refusals name the file."""
+    try:
+        with torch.serialization.safe_globals(list(allowed_globals)):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        first = str(err).strip().splitlines()
+        detail = next((line for line in first if "GLOBAL" in line or "Unsupported" in line),
+                      first[0] if first else "")
+        raise UnsafeFileError(
+            f"{what} {path}: refused to load, it holds Python objects beyond tensors and plain "
+            f"data ({detail.strip()[:200]}); loading it could run code. Convert it to tensors "
+            "(or .npz / .safetensors) from a source you trust.") from None
+
+
+def deepspeed_checkpoint_globals() -> list[Any]:
+    """The few DeepSpeed classes its own checkpoints pickle (besides tensors and containers)."""
+    from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+    from deepspeed.utils.tensor_fragment import fragment_address
+
+    # Plain records (attributes only): rebuilding them runs no code beyond setting fields.
+    return [LossScaler, DynamicLossScaler, ZeroStageEnum, fragment_address]
+
+
+@contextmanager
+def weights_only_torch_load(allowed_globals: Sequence[Any] = ()) -> Iterator[None]:
+    """Within the block every `torch.load` call uses weights_only=True, whatever the caller asked.
+
+    For libraries that load with weights_only=False (DeepSpeed's checkpoint engine). Not thread
+    safe: meant for a resume, which runs before training starts.
+    """
+    original = torch.load
+
+    def safe_load(f, map_location=None, *args, **kwargs):
+        kwargs.pop("weights_only", None)
+        try:
+            with torch.serialization.safe_globals(list(allowed_globals)):
+                return original(f, map_location=map_location, *args, weights_only=True, **kwargs)
+        except pickle.UnpicklingError as err:
+            raise UnsafeFileError(f"{f}: refused to load, it holds Python objects beyond tensors "
+                                  f"and plain data; loading it could run code ({str(err)[:200]})"
+                                  ) from None
+
+    torch.load = safe_load
+    try:
+        yield
+    finally:
+        torch.load = original

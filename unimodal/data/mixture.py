@@ -2,8 +2,8 @@
 
     stream = PackedBatchStream(cfg.data, vocab, latent_dim, rank, world_size)
     for batch in stream: ...                          # endless; dicts as pack_documents returns
-    torch.save(stream.state_dict(), path)             # with the checkpoint
-    stream.load_state_dict(torch.load(path, weights_only=False))   # next batches = the saved run's
+    path.write_text(json.dumps(stream.state_dict()))  # with the checkpoint (plain JSON)
+    stream.load_state_dict(json.loads(path.read_text()))            # next batches = the saved run's
 
 Design choices, one line each:
 - A reader is one (rank, loader worker) pair; its stream is a pure function of (config, seed, rank,

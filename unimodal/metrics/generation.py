@@ -33,6 +33,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from unimodal.checkpointing import load_torch_file
 from unimodal.metrics.reconstruction import inception_weights_or_error
 
 FEATURE_EXTRACTOR = "inception-v3-compat"
@@ -132,6 +133,13 @@ def _statistics_from_mapping(data) -> FidStatistics | None:
     return None
 
 
+# torch-fidelity's statistics are numpy arrays saved with torch.save: rebuilding an ndarray needs
+# these (array and dtype constructors; no other code runs).
+_NUMPY_CORE = getattr(np, "_core", None) or np.core  # numpy 2 renamed core to _core
+NUMPY_ARRAY_GLOBALS = [_NUMPY_CORE.multiarray._reconstruct, np.ndarray, np.dtype,
+                       type(np.dtype(np.float64)), type(np.dtype(np.float32))]
+
+
 def load_reference(path: str | Path, resize: int = 0) -> Reference:
     """A folder of images (searched recursively), an .npz (ADM batch: `arr_0` images and/or
     `mu`/`sigma`), or torch-fidelity statistics (.pt/.pth with `mu`/`sigma`)."""
@@ -142,15 +150,21 @@ def load_reference(path: str | Path, resize: int = 0) -> Reference:
         raise FileNotFoundError(f"--reference {path}: not found (a folder of images, an ADM-style "
                                 f".npz, or a statistics file; {ADM_REFERENCE_NOTE})")
     if path.suffix == ".npz":
-        with np.load(path) as data:
-            stats = _statistics_from_mapping(data)
-            images = ImageArrayDataset(data["arr_0"], str(path)) if "arr_0" in data.files else None
+        try:
+            with np.load(path, allow_pickle=False) as data:  # an object array would unpickle
+                stats = _statistics_from_mapping(data)
+                images = ImageArrayDataset(data["arr_0"], str(path)) if "arr_0" in data.files else None
+        except ValueError as err:
+            if "allow_pickle" not in str(err):
+                raise
+            raise ValueError(f"--reference {path}: refused, it holds pickled Python objects "
+                             "(object arrays); loading them could run code") from None
         if stats is None and images is None:
             raise ValueError(f"--reference {path}: an .npz needs `arr_0` (uint8 NHWC images) or "
                              f"`mu` and `sigma`; it has {sorted(data.files)}")
         return Reference(str(path), "npz", images, stats)
     if path.suffix in (".pt", ".pth"):
-        data = torch.load(path, map_location="cpu", weights_only=False)
+        data = load_torch_file(path, "--reference", allowed_globals=NUMPY_ARRAY_GLOBALS)
         stats = _statistics_from_mapping(data) if isinstance(data, dict) else None
         if stats is None:
             raise ValueError(f"--reference {path}: expected a dict with `mu` and `sigma` "

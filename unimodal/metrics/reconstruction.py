@@ -6,6 +6,9 @@ any size gives the same mean. rFID needs a local Inception weights file: nothing
 
 from __future__ import annotations
 
+import atexit
+import shutil
+import tempfile
 from pathlib import Path
 
 import torch
@@ -51,7 +54,16 @@ class ReconstructionMeter:
         return {"psnr": self.psnr_sum / n, "ssim": self.ssim_sum / n, "images": self.count}
 
 
+_SAFE_COPIES: dict[tuple[str, int, int], str] = {}
+
+
 def inception_weights_or_error(path: str | None, option: str = "--inception-weights") -> str:
+    """Check the Inception weights file and return the path to hand torch-fidelity.
+
+    torch-fidelity loads this file with `torch.load(weights_only=False)`, which would run code
+    planted in a crafted file. So the file is loaded here with weights_only=True (tensors only),
+    and torch-fidelity gets a copy written by this process from those tensors.
+    """
     if not path:
         raise FileNotFoundError(
             f"{option} is required for FID: a local copy of torch-fidelity's Inception weights "
@@ -60,7 +72,20 @@ def inception_weights_or_error(path: str | None, option: str = "--inception-weig
     if not Path(path).is_file():
         raise FileNotFoundError(f"{option}={path}: file not found (expected torch-fidelity's "
                                 "weights-inception-2015-12-05-6726825d.pth)")
-    return str(path)
+    stat = Path(path).stat()
+    key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _SAFE_COPIES:
+        from unimodal.checkpointing import load_torch_file
+
+        state = load_torch_file(path, option)
+        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise ValueError(f"{option}={path}: expected a state dict of tensors "
+                             "(torch-fidelity's weights-inception-2015-12-05-6726825d.pth)")
+        folder = Path(tempfile.mkdtemp(prefix="unimodal-inception-"))
+        atexit.register(shutil.rmtree, folder, True)
+        torch.save(state, folder / "inception.pth")
+        _SAFE_COPIES[key] = str(folder / "inception.pth")
+    return _SAFE_COPIES[key]
 
 
 def folder_fid(real_dir: str | Path, fake_dir: str | Path, inception_weights: str,
@@ -70,5 +95,6 @@ def folder_fid(real_dir: str | Path, fake_dir: str | Path, inception_weights: st
 
     metrics = torch_fidelity.calculate_metrics(
         input1=str(fake_dir), input2=str(real_dir), fid=True, cuda=cuda, batch_size=batch_size,
-        feature_extractor_weights_path=inception_weights, verbose=False, save_cpu_ram=True)
+        feature_extractor_weights_path=inception_weights_or_error(inception_weights),
+        verbose=False, save_cpu_ram=True)
     return {"fid": float(metrics["frechet_inception_distance"])}

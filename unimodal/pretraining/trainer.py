@@ -30,8 +30,9 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from unimodal import distributed as D
-from unimodal.checkpointing import (atomic_folder, latest_checkpoint, prune_checkpoints,
-                                    step_dir_name)
+from unimodal.checkpointing import (atomic_folder, deepspeed_checkpoint_globals,
+                                    latest_checkpoint, prune_checkpoints, step_dir_name,
+                                    weights_only_torch_load)
 from unimodal.config import save_config
 from unimodal.data.mixture import PackedBatchStream
 from unimodal.model.export import build_unified, save_unified
@@ -104,7 +105,8 @@ class Pretrainer:
         D.barrier()
         self.engine.save_checkpoint(str(self.ckpt_root), tag=tmp.name,
                                     client_state={"step": self.step}, save_latest=False)
-        torch.save(self.stream.state_dict(), tmp / f"data_rank{self.rank:05d}.pt")
+        # Plain JSON: a resume must never unpickle anything from the checkpoint folder.
+        (tmp / f"data_rank{self.rank:05d}.json").write_text(json.dumps(self.stream.state_dict()))
         if self.rank == 0 and self.ema is not None:
             self.ema.save(tmp / "ema.safetensors")
         D.barrier()
@@ -121,13 +123,17 @@ class Pretrainer:
         if path is None:
             D.print0(f"--resume: no checkpoint under {self.ckpt_root}; starting from scratch")
             return
-        data_state = path / f"data_rank{self.rank:05d}.pt"
+        data_state = path / f"data_rank{self.rank:05d}.json"
         if not data_state.is_file():
             raise FileNotFoundError(f"--resume {path}: no {data_state.name}; resume needs a "
                                     "pretraining checkpoint written with the same number of ranks")
-        _, client = self.engine.load_checkpoint(str(path.parent), tag=path.name)
+        # DeepSpeed loads its files with weights_only=False; force the safe loader under it.
+        with weights_only_torch_load(deepspeed_checkpoint_globals()):
+            _, client = self.engine.load_checkpoint(str(path.parent), tag=path.name)
+        if client is None:
+            raise FileNotFoundError(f"--resume {path}: DeepSpeed found no checkpoint there")
         self.step = int(client["step"])
-        self.stream.load_state_dict(torch.load(data_state, weights_only=False))
+        self.stream.load_state_dict(json.loads(data_state.read_text()))
         if self.ema is not None:
             self.ema.load(path / "ema.safetensors")
         D.print0(f"resumed from {path} at step {self.step}")

@@ -30,8 +30,8 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from unimodal import distributed as D
-from unimodal.checkpointing import (atomic_folder, latest_checkpoint, prune_checkpoints,
-                                    step_dir_name)
+from unimodal.checkpointing import (atomic_folder, latest_checkpoint, load_torch_file,
+                                    prune_checkpoints, step_dir_name)
 from unimodal.config import ConfigError, save_config
 from unimodal.data.image_sources import (BadSampleCounter, ImageDataConfig, build_image_dataset,
                                          collate_skip_none)
@@ -194,7 +194,7 @@ class TokenizerTrainer:
         loaded = load_tokenizer(path, self.device)
         self.model.load_state_dict(loaded.state_dict())
         self.disc.load_state_dict(load_file(str(path / "discriminator.safetensors")))
-        state = torch.load(path / "train_state.pt", map_location="cpu", weights_only=False)
+        state = load_torch_file(path / "train_state.pt", "tokenizer training state")
         self.opt.load_state_dict(state["opt"])
         self.disc_opt.load_state_dict(state["disc_opt"])
         self.step = int(state["step"])

@@ -1,0 +1,70 @@
+"""No user file runs code when loaded: a planted pickle is refused by every loader, and the marker
+file its unpickling would create never appears. Legitimate files still load."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from safe_loading_fixtures import payload, plant_payload
+from unimodal.checkpointing import UnsafeFileError, load_torch_file
+from unimodal.metrics.generation import load_reference
+from unimodal.metrics.reconstruction import inception_weights_or_error
+
+
+def test_load_torch_file_refuses_a_pickle_and_loads_tensors(tmp_path):
+    marker = plant_payload(tmp_path / "x.pt", tmp_path / "ran")
+    with pytest.raises(UnsafeFileError, match=r"my file .*x\.pt: refused to load"):
+        load_torch_file(tmp_path / "x.pt", "my file")
+    assert not marker.exists()
+    torch.save({"w": torch.arange(3), "step": 4, "names": ["a"]}, tmp_path / "ok.pt")
+    state = load_torch_file(tmp_path / "ok.pt", "my file")
+    assert state["step"] == 4 and torch.equal(state["w"], torch.arange(3))
+
+
+def test_fid_reference_refuses_pickles_in_pt_and_npz(tmp_path):
+    marker = plant_payload(tmp_path / "ref.pt", tmp_path / "ran_pt",
+                           wrap=lambda p: {"mu": np.zeros(2), "sigma": p})
+    with pytest.raises(UnsafeFileError, match="--reference"):
+        load_reference(tmp_path / "ref.pt")
+    npz_marker = tmp_path / "ran_npz"
+    np.savez(tmp_path / "ref.npz", mu=np.zeros(2), sigma=np.array([payload(npz_marker)], dtype=object))
+    with pytest.raises(ValueError, match=r"ref\.npz: refused"):
+        load_reference(tmp_path / "ref.npz")
+    assert not marker.exists() and not npz_marker.exists()
+    np.savez(tmp_path / "good.npz", mu=np.zeros(2), sigma=np.eye(2))
+    assert load_reference(tmp_path / "good.npz").statistics is not None
+    torch.save({"mu": torch.zeros(2), "sigma": torch.eye(2)}, tmp_path / "good.pt")
+    assert load_reference(tmp_path / "good.pt").kind == "statistics"
+
+
+def test_inception_weights_are_loaded_safely_and_handed_on_as_a_clean_copy(tmp_path):
+    marker = plant_payload(tmp_path / "inception.pth", tmp_path / "ran")
+    with pytest.raises(UnsafeFileError, match="--inception-weights"):
+        inception_weights_or_error(str(tmp_path / "inception.pth"))
+    assert not marker.exists()
+    state = {"conv.weight": torch.randn(2, 3), "fc.bias": torch.randn(4)}
+    torch.save(state, tmp_path / "good.pth")
+    copy = inception_weights_or_error(str(tmp_path / "good.pth"))
+    assert copy != str(tmp_path / "good.pth")
+    loaded = torch.load(copy, weights_only=True)
+    assert set(loaded) == set(state) and all(torch.equal(loaded[k], state[k]) for k in state)
+    torch.save([1, 2], tmp_path / "list.pth")
+    with pytest.raises(ValueError, match="state dict of tensors"):
+        inception_weights_or_error(str(tmp_path / "list.pth"))
+
+
+def test_tokenizer_resume_refuses_a_planted_training_state(tmp_path):
+    from test_tokenizer_training import tiny_args, train_main
+
+    main = train_main()
+    main(tiny_args(tmp_path, 2, "train.checkpoint_every=1", "train.eval_images=4"))
+    ckpt = sorted((tmp_path / "checkpoints").glob("step_*"))[-1]
+    state = torch.load(ckpt / "train_state.pt", weights_only=True)  # our own file loads safely
+    assert state["step"] == 2
+    marker = plant_payload(ckpt / "train_state.pt", tmp_path / "ran")
+    with pytest.raises(UnsafeFileError, match="tokenizer training state"):
+        main(tiny_args(tmp_path, 3) + ["--resume"])
+    assert not marker.exists()
+    assert json.loads((tmp_path / "metrics.json").read_text())["step"] == 2
