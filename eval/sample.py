@@ -22,7 +22,8 @@ from unimodal.distributed import pick_device
 from unimodal.images import save_grid, save_png
 from unimodal.model.export import load_unified
 from unimodal.model.sampling import (ImageRequest, ImageSamplingConfig, compile_for_sampling,
-                                     generate_images, validate_requests)
+                                     check_batch_size, generate_images, max_prompt_tokens,
+                                     validate_requests)
 
 
 def read_requests(args) -> list[ImageRequest]:
@@ -31,7 +32,11 @@ def read_requests(args) -> list[ImageRequest]:
         path = Path(args.prompts_file)
         if not path.is_file():
             raise FileNotFoundError(f"--prompts-file {path}: not found")
-        prompts += [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as err:
+            raise ValueError(f"--prompts-file {path}: not UTF-8 text (byte {err.start})") from None
+        prompts += [line.strip() for line in text.splitlines() if line.strip()]
     requests = [ImageRequest(caption=p) for p in prompts]
     requests += [ImageRequest(class_id=c) for c in args.class_id]
     return [r for r in requests for _ in range(args.images_per_prompt)]
@@ -60,12 +65,13 @@ def main(argv=None):
     cfg = ImageSamplingConfig(args.cfg_scale, args.cfg_schedule, args.temperature, args.top_k,
                               args.seed)
     cfg.validate()
+    check_batch_size(args.batch_size, "--batch-size")
     device = pick_device(args.device)
     model, tokenizer = load_unified(args.checkpoint, device,
                                     torch.bfloat16 if device.type == "cuda" else torch.float32)
     if args.compile:
         compile_for_sampling(model, tokenizer)
-    validate_requests(requests, model.vocab)
+    validate_requests(requests, model.vocab, max_prompt_tokens(model))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}-") as scratch:

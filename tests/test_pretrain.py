@@ -155,3 +155,17 @@ def test_resume_refuses_a_planted_pickle(tiny_config, tmp_path, name):
     done = launch(tiny_config, out, "train.steps=4", "--resume", check=False)
     assert done.returncode != 0 and "refused to load" in done.stdout + done.stderr
     assert not marker.exists(), f"unpickling {name} ran code"
+
+
+@pytest.mark.parametrize("override, key", [
+    ("optim.lr=0", "optim.lr"), ("optim.lr=-1e-3", "optim.lr"), ("optim.lr=nan", "optim.lr"),
+    ("optim.warmup_steps=-1", "optim.warmup_steps"), ("optim.min_lr_ratio=-0.1", "optim.min_lr_ratio"),
+    ("optim.betas=[0.9,1.0]", "optim.betas"), ("optim.betas=[-0.1,0.95]", "optim.betas"),
+    ("optim.betas=[0.9]", "optim.betas"), ("optim.weight_decay=-0.1", "optim.weight_decay"),
+    ("optim.eps=0", "optim.eps"), ("train.keep_checkpoints=-1", "train.keep_checkpoints"),
+    ("train.max_nonfinite_steps=-2", "train.max_nonfinite_steps"),
+    ("model.code_head=mlp", "model.code_head"),
+])
+def test_values_that_cannot_work_are_refused_naming_the_key(tiny_config, override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_config(PretrainConfig, tiny_config, [override])

@@ -135,3 +135,18 @@ def split_config_args(argv: Sequence[str]) -> list[str]:
     if bad:
         raise ConfigError(f"unrecognised arguments {bad}; overrides look like model.width=256")
     return list(argv)
+
+
+def check_optimizer(optim, prefix: str = "optim") -> None:
+    """The checks every optimizer config shares (lr, betas, weight decay, warm-up, clipping)."""
+    if not optim.lr > 0:
+        raise ConfigError(f"{prefix}.lr={optim.lr}: must be > 0")
+    betas = list(optim.betas)
+    if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
+        raise ConfigError(f"{prefix}.betas={betas}: two values, each in [0, 1)")
+    if optim.weight_decay < 0:
+        raise ConfigError(f"{prefix}.weight_decay={optim.weight_decay}: must be >= 0")
+    if optim.warmup_steps < 0:
+        raise ConfigError(f"{prefix}.warmup_steps={optim.warmup_steps}: must be >= 0")
+    if getattr(optim, "grad_clip", 0) < 0:
+        raise ConfigError(f"{prefix}.grad_clip={optim.grad_clip}: must be >= 0 (0 = off)")

@@ -32,7 +32,8 @@ import torch
 
 from unimodal.distributed import init_from_env, pick_device, rank, world_size
 from unimodal.images import tensor_to_pil
-from unimodal.model.sampling import ImageRequest, ImageSamplingConfig, sample_codes, validate_requests
+from unimodal.model.sampling import (ImageRequest, ImageSamplingConfig, check_batch_size,
+                                     max_prompt_tokens, sample_codes, validate_requests)
 
 SETTINGS_FILE = "sampling.json"
 
@@ -57,6 +58,7 @@ def add_sampling_args(parser: argparse.ArgumentParser, batch_size: int = 32,
 def sampling_config(args) -> ImageSamplingConfig:
     cfg = ImageSamplingConfig(args.cfg_scale, args.cfg_schedule, args.temperature, args.top_k, args.seed)
     cfg.validate()
+    check_batch_size(args.batch_size, "--batch-size")
     return cfg
 
 
@@ -164,8 +166,9 @@ def sample_jobs(model, tokenizer, jobs: list[ImageJob], cfg: ImageSamplingConfig
     """Sample and write every job whose file is missing; returns how many were written."""
     from unimodal.data.sequences import image_prompt
 
+    check_batch_size(batch_size)
     if jobs:
-        validate_requests([job.request for job in jobs], model.vocab)
+        validate_requests([job.request for job in jobs], model.vocab, max_prompt_tokens(model))
     todo = [job for job in jobs if not job.path.exists()]
     if progress is not None:
         progress.update(len(jobs) - len(todo))

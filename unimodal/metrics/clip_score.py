@@ -31,8 +31,12 @@ def read_prompts(path: str | Path, max_prompts: int = 0) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"--prompts {path}: not found")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"--prompts {path}: not UTF-8 text (byte {err.start})") from None
     if path.suffix == ".json":
-        data = json.loads(path.read_text())
+        data = json.loads(text)
         if isinstance(data, dict) and "annotations" in data:
             first: dict[int, tuple[int, str]] = {}
             for ann in data["annotations"]:
@@ -46,7 +50,7 @@ def read_prompts(path: str | Path, max_prompts: int = 0) -> list[str]:
             raise ValueError(f"--prompts {path}: expected COCO captions (with 'annotations') or a "
                              "JSON list of strings")
     else:
-        prompts = path.read_text().splitlines()
+        prompts = text.splitlines()
     prompts = [" ".join(p.split()) for p in prompts if p.strip()]
     if not prompts:
         raise ValueError(f"--prompts {path}: no prompts in the file")

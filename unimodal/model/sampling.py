@@ -21,6 +21,7 @@ Design choices, one line each:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -41,8 +42,14 @@ class ImageSamplingConfig:
     def validate(self, prefix: str = "sampling") -> None:
         if self.cfg_schedule not in ("linear", "constant"):
             raise ValueError(f"{prefix}.cfg_schedule={self.cfg_schedule!r}: linear or constant")
-        if self.temperature < 0 or self.top_k < 0:
-            raise ValueError(f"{prefix}.temperature and {prefix}.top_k must be >= 0")
+        # NaN passes every comparison, so check finiteness first (NaN guidance gives every class
+        # the same image).
+        for key in ("cfg_scale", "temperature"):
+            value = getattr(self, key)
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"{prefix}.{key}={value}: must be a finite number >= 0")
+        if self.top_k < 0:
+            raise ValueError(f"{prefix}.top_k={self.top_k}: must be >= 0 (0 = all codes)")
 
 
 def guidance_scale(cfg_scale: float, schedule: str, step: int, steps: int) -> float:
@@ -231,22 +238,47 @@ class ImageRequest:
         return f"class{self.class_id}" if self.caption is None else self.caption
 
 
-def validate_requests(requests: list[ImageRequest], vocab) -> None:
-    """Every problem is found before any sampling starts: empty prompts, unknown class ids."""
+def max_prompt_tokens(model: UnifiedModel) -> int:
+    """The longest prompt (with <bos> and <boi>) that leaves room for one image block."""
+    h, w = model.tok_cfg.grid
+    return model.backbone.config.max_position_embeddings - h * w
+
+
+def validate_requests(requests: list[ImageRequest], vocab, max_tokens: int | None = None) -> None:
+    """Every problem is found before any sampling starts: empty, non-UTF-8 or over-long prompts
+    (`max_tokens`, see `max_prompt_tokens`), unknown class ids."""
     if not requests:
         raise ValueError("nothing to sample: give --prompt, --prompts-file or --class-id")
     for i, req in enumerate(requests):
-        if req.caption is not None and not req.caption.strip():
-            raise ValueError(f"prompt {i} is empty")
-        if req.caption is None:
+        if req.caption is not None:
+            if not req.caption.strip():
+                raise ValueError(f"prompt {i} is empty")
+            try:
+                req.caption.encode("utf-8")
+            except UnicodeEncodeError:  # argv bytes that were not UTF-8 arrive as surrogates
+                raise ValueError(f"prompt {i} is not valid UTF-8: {req.caption[:60]!r}") from None
+            if max_tokens is not None:
+                length = len(image_prompt(vocab, req.caption))
+                if length > max_tokens:
+                    raise ValueError(f"prompt {i} is {length} tokens; the model's context leaves "
+                                     f"{max_tokens} for a prompt (max_position_embeddings minus "
+                                     f"one image block): shorten it")
+        else:
             vocab.class_token(req.class_id)  # raises, naming the id and the valid range
+
+
+def check_batch_size(batch_size: int, name: str = "batch_size") -> None:
+    if batch_size < 1:
+        raise ValueError(f"{name}={batch_size}: must be >= 1")
 
 
 @torch.no_grad()
 def generate_images(model: UnifiedModel, tokenizer, requests: list[ImageRequest],
                     cfg: ImageSamplingConfig, batch_size: int = 32, progress=None) -> torch.Tensor:
     """Images (N, 3, H, W) in [-1, 1]; image i uses noise seed cfg.seed + i."""
-    validate_requests(requests, model.vocab)
+    check_batch_size(batch_size)
+    cfg.validate()
+    validate_requests(requests, model.vocab, max_prompt_tokens(model))
     images = []
     for start in range(0, len(requests), batch_size):
         chunk = requests[start:start + batch_size]

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from unimodal.config import ConfigError
+from unimodal.config import ConfigError, check_optimizer
 from unimodal.data.mixture import DataConfig
 from unimodal.model.unified import UnifiedModelConfig
 
@@ -33,6 +33,13 @@ class OptimizerConfig:
     weight_decay: float = 0.03            # not on norms, biases, embeddings
     warmup_steps: int = 1000
     eps: float = 1e-8
+
+    def validate(self, prefix: str = "optim") -> None:
+        check_optimizer(self, prefix)
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ConfigError(f"{prefix}.min_lr_ratio={self.min_lr_ratio}: must be in [0, 1]")
+        if self.eps <= 0:
+            raise ConfigError(f"{prefix}.eps={self.eps}: must be > 0")
 
 
 @dataclass
@@ -81,9 +88,13 @@ class PretrainConfig:
         if stage == 3 and self.train.ema_decay > 0:
             raise ConfigError("train.ema_decay > 0 needs ZeRO stage 0-2 (every rank then holds the "
                               "full weights); set train.ema_decay=0 with stage 3")
+        self.optim.validate("optim")
         for key in ("steps", "gradient_accumulation", "log_every", "checkpoint_every"):
             if getattr(self.train, key) < 1:
                 raise ConfigError(f"train.{key} must be >= 1")
+        for key in ("keep_checkpoints", "max_nonfinite_steps"):
+            if getattr(self.train, key) < 0:
+                raise ConfigError(f"train.{key}={getattr(self.train, key)}: must be >= 0")
         if not 0 <= self.train.ema_decay < 1:
             raise ConfigError("train.ema_decay must be in [0, 1)")
 

@@ -32,7 +32,7 @@ from tqdm import tqdm
 from unimodal import distributed as D
 from unimodal.checkpointing import (atomic_folder, latest_checkpoint, load_torch_file,
                                     prune_checkpoints, step_dir_name)
-from unimodal.config import ConfigError, save_config
+from unimodal.config import ConfigError, check_optimizer, save_config
 from unimodal.data.image_sources import (BadSampleCounter, ImageDataConfig, build_image_dataset,
                                          collate_skip_none)
 from unimodal.images import save_comparison_grid
@@ -84,6 +84,11 @@ class TokenizerTrainConfig:
     def validate(self) -> None:
         self.model.validate("model")
         self.loss.validate("loss")
+        check_optimizer(self.optim, "optim")
+        if self.train.keep_checkpoints < 0:
+            raise ConfigError(f"train.keep_checkpoints={self.train.keep_checkpoints}: must be >= 0")
+        if self.train.max_minutes < 0:
+            raise ConfigError(f"train.max_minutes={self.train.max_minutes}: must be >= 0 (0 = off)")
         try:
             self.data.validate()
         except ValueError as err:

@@ -1,0 +1,57 @@
+"""Sampling input is checked before any sampling: non-finite or negative guidance/temperature,
+batch sizes, prompts longer than the model's context, and text that is not UTF-8."""
+
+import math
+
+import pytest
+
+from unified_fixtures import load_script, make_assets, tiny_model
+from unimodal.model.export import save_unified
+from unimodal.model.sampling import ImageRequest, ImageSamplingConfig, generate_images
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("sampling_input")
+    _, tok_dir, tok, vocab, vocab_cfg = make_assets(folder)
+    model = tiny_model(vocab, vocab_cfg, tok, tok_dir, max_position_embeddings=160).eval()
+    save_unified(model, tok, folder / "ckpt")
+    return folder / "ckpt", model, tok
+
+
+@pytest.mark.parametrize("field, value", [("cfg_scale", math.nan), ("cfg_scale", math.inf),
+                                          ("cfg_scale", -1.0), ("temperature", math.nan),
+                                          ("temperature", -0.5)])
+def test_non_finite_or_negative_settings_are_refused(field, value):
+    with pytest.raises(ValueError, match=f"sampling.{field}="):
+        ImageSamplingConfig(**{field: value}).validate()
+
+
+def test_sample_script_refuses_bad_numbers_batch_size_and_text(checkpoint, tmp_path):
+    ckpt = str(checkpoint[0])
+    sample = load_script("eval/sample.py").main
+    base = ["--checkpoint", ckpt, "--out", str(tmp_path / "out"), "--device", "cpu"]
+    with pytest.raises(ValueError, match="cfg_scale=nan"):
+        sample(base + ["--prompt", "a red circle", "--cfg-scale", "nan"])
+    with pytest.raises(ValueError, match="--batch-size=0"):
+        sample(base + ["--prompt", "a red circle", "--batch-size", "0"])
+    with pytest.raises(ValueError, match="prompt 0 is not valid UTF-8"):
+        sample(base + ["--prompt", "a red \udcff circle"])  # how Python passes non-UTF-8 argv
+    bad_file = tmp_path / "prompts.txt"
+    bad_file.write_bytes(b"a red circle\n\xff\xfe blue\n")
+    with pytest.raises(ValueError, match=r"--prompts-file .*prompts\.txt: not UTF-8"):
+        sample(base + ["--prompts-file", str(bad_file)])
+    with pytest.raises(ValueError, match=r"prompt 1 is \d+ tokens; .* leaves 96"):
+        sample(base + ["--prompt", "a red circle", "--prompt", "a red circle " * 60])
+    assert not (tmp_path / "out").exists()
+
+
+def test_library_checks_prompt_length_and_batch_size(checkpoint):
+    _, model, tok = checkpoint
+    cfg = ImageSamplingConfig(cfg_scale=0.0, temperature=0.0)
+    with pytest.raises(ValueError, match="batch_size=0"):
+        generate_images(model, tok, [ImageRequest(caption="a red circle")], cfg, batch_size=0)
+    with pytest.raises(ValueError, match="tokens"):
+        generate_images(model, tok, [ImageRequest(caption="blue square " * 100)], cfg)
+    images = generate_images(model, tok, [ImageRequest(caption="a red circle")], cfg)
+    assert images.shape == (1, 3, 32, 32)
