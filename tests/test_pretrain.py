@@ -169,3 +169,54 @@ def test_resume_refuses_a_planted_pickle(tiny_config, tmp_path, name):
 def test_values_that_cannot_work_are_refused_naming_the_key(tiny_config, override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         load_config(PretrainConfig, tiny_config, [override])
+
+
+def run_with_nan_gradients(config: str, out: str, bad_attempts: list[int], *overrides: str):
+    """One-process pretraining whose gradients are NaN (with a finite loss) on the optimizer step
+    attempts numbered in `bad_attempts` (1-based; a skipped step is retried as the next attempt).
+    Run in a child process (`_launch_nan_run`): DeepSpeed keeps global state per process."""
+    from unimodal import distributed as D
+    from unimodal.pretraining.trainer import Pretrainer
+
+    cfg = load_config(PretrainConfig, config,
+                      [f"train.out_dir={out}", "train.tensorboard=false", *overrides])
+    trainer = Pretrainer(cfg)
+    weight = trainer.model.backbone.model.layers[0].mlp.up_proj.weight
+    attempts = [0]
+
+    def poison(grad):
+        attempts[0] += 1
+        return grad * float("nan") if attempts[0] in bad_attempts else grad
+
+    weight.register_hook(poison)
+    try:
+        trainer.run()
+        state = trainer.model.state_dict()
+        assert all(torch.isfinite(v).all() for v in state.values()), "non-finite weights"
+    finally:
+        D.shutdown()
+
+
+def _launch_nan_run(config, out, bad_attempts, *overrides):
+    code = ("import sys; sys.path.insert(0, %r); from test_pretrain import run_with_nan_gradients; "
+            "run_with_nan_gradients(*sys.argv[1:3], [int(x) for x in sys.argv[3].split(',')], "
+            "*sys.argv[4:])" % str(Path(__file__).parent))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-c", code, str(config), str(out),
+                           ",".join(map(str, bad_attempts)), *overrides],
+                          env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_nonfinite_gradients_skip_the_step_then_stop_the_run(tiny_config, tmp_path):
+    done = _launch_nan_run(tiny_config, tmp_path / "a", [3], "train.steps=5")
+    assert done.returncode == 0, done.stderr[-3000:]
+    log = [json.loads(x) for x in (tmp_path / "a/log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3, 4, 5]  # 6 attempts: the skipped one did not count
+    assert log[-1]["skipped_steps"] == 1 and log[1]["skipped_steps"] == 0
+    assert "non-finite gradients, optimizer step skipped (1 in a row" in done.stdout + done.stderr
+
+    done = _launch_nan_run(tiny_config, tmp_path / "b", range(4, 100), "train.steps=8",
+                           "train.max_nonfinite_steps=3")
+    assert done.returncode != 0
+    assert "3 steps in a row with non-finite gradients" in done.stderr
+    assert "step_00000003" in done.stderr and not (tmp_path / "b/export").exists()

@@ -108,3 +108,23 @@ def test_tokenizer_values_that_cannot_work_are_refused_naming_the_key(override, 
 
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         load_config(TokenizerTrainConfig, ROOT / "configs/rdpm_tiny.yaml", [override])
+
+
+def test_nonfinite_loss_or_gradients_skip_the_update_then_stop(tmp_path, monkeypatch):
+    from unimodal.tokenizer.training import TokenizerTrainer
+
+    real_step = TokenizerTrainer.train_step
+    bad = {"steps": {3}}
+
+    def poisoned(self, images):  # NaN images give a NaN loss and NaN gradients
+        return real_step(self, images * float("nan") if self.step + 1 in bad["steps"] else images)
+
+    monkeypatch.setattr(TokenizerTrainer, "train_step", poisoned)
+    main = train_main()
+    metrics = main(tiny_args(tmp_path / "a", 6, "train.log_every=1", "model.dead_code_after=1"))
+    logs = [json.loads(line) for line in (tmp_path / "a" / "log.jsonl").read_text().splitlines()]
+    assert [r.get("skipped", False) for r in logs] == [False, False, True, False, False, False]
+    assert logs[-1]["skipped_steps"] == 1 and metrics["psnr"] == metrics["psnr"]  # finite weights
+    bad["steps"] = set(range(2, 100))
+    with pytest.raises(FloatingPointError, match="3 tokenizer steps in a row"):
+        main(tiny_args(tmp_path / "b", 20, "train.max_nonfinite_steps=3", "model.dead_code_after=0"))

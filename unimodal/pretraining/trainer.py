@@ -95,6 +95,7 @@ class Pretrainer:
         self.out_dir = Path(run.out_dir)
         self.ckpt_root = self.out_dir / "checkpoints"
         self.step = 0
+        self.skipped_steps = 0                # optimizer steps skipped for non-finite gradients
 
     # --- checkpoints -----------------------------------------------------------------------
     def save_checkpoint(self) -> Path:
@@ -157,6 +158,24 @@ class Pretrainer:
         dist.all_reduce(bad)
         return bad.item() == 0
 
+    def _step_was_finite(self) -> bool:
+        """Whether the optimizer step just taken used finite gradients (same answer on all ranks).
+
+        DeepSpeed's ZeRO/fp16 optimizers skip a step whose gradients overflow; an optimizer
+        without that check would apply it, so a non-finite gradient norm after an applied step
+        means the weights are already corrupt, and the run stops at once.
+        """
+        norm = self.engine.get_global_grad_norm()
+        finite = norm is None or math.isfinite(float(norm))
+        if self.engine.was_step_applied():
+            if not finite:
+                raise FloatingPointError(
+                    f"step {self.step + 1}: non-finite gradient norm ({norm}) and the optimizer "
+                    f"applied the step; the last good checkpoint is "
+                    f"{latest_checkpoint(self.ckpt_root)}")
+            return True
+        return False
+
     def run(self) -> dict:
         cfg, run = self.cfg, self.cfg.train
         is_main = self.rank == 0
@@ -171,7 +190,7 @@ class Pretrainer:
         bar = tqdm(total=run.steps, initial=self.step, disable=not is_main, desc="pretrain",
                    dynamic_ncols=True)
         batches = iter(self.stream)
-        nonfinite = 0
+        nonfinite = bad_grads = 0
         window = {"flops": 0.0, "tokens": 0, "time": time.perf_counter()}
         sums: dict[str, float] = {}
         last: dict = {}
@@ -192,6 +211,21 @@ class Pretrainer:
             self.engine.backward(out["loss"])
             boundary = self.engine.is_gradient_accumulation_boundary()
             self.engine.step()
+            if boundary and not self._step_was_finite():
+                # DeepSpeed skipped the update (inf/NaN gradients, its "OVERFLOW"): the step does
+                # not count, and too many in a row stop the run like non-finite losses do.
+                bad_grads += 1
+                self.skipped_steps += 1
+                D.print0(f"step {self.step + 1}: non-finite gradients, optimizer step skipped "
+                         f"({bad_grads} in a row, {self.skipped_steps} in all)")
+                if bad_grads >= run.max_nonfinite_steps:
+                    raise FloatingPointError(
+                        f"{bad_grads} steps in a row with non-finite gradients at step "
+                        f"{self.step + 1}; the last good checkpoint is "
+                        f"{latest_checkpoint(self.ckpt_root)}")
+                continue
+            if boundary:
+                bad_grads = 0
             tokens = batch["input_ids"].numel()
             window["tokens"] += tokens * self.world
             window["flops"] += self.world * step_flops(
@@ -232,7 +266,8 @@ class Pretrainer:
                   "lr": self.scheduler.get_last_lr()[0],
                   "grad_norm": float(self.engine.get_global_grad_norm() or 0.0),
                   "tokens_per_s": window["tokens"] / max(elapsed, 1e-9),
-                  "tflops": tflops, "mfu": tflops / (self.cfg.train.peak_tflops * self.world)}
+                  "tflops": tflops, "mfu": tflops / (self.cfg.train.peak_tflops * self.world),
+                  "skipped_steps": self.skipped_steps}
         if self.device.type == "cuda":
             record["peak_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30
         window.update(flops=0.0, tokens=0, time=time.perf_counter())

@@ -227,8 +227,12 @@ class RDPMQuantizer(nn.Module):
         dead = (self.steps_unused >= self.dead_code_after).nonzero().flatten()
         if dead.numel() > 0:
             pool = torch.cat([_to_channels_last(v) for v in inputs]).to(self.codebook.dtype)
-            pick = torch.randint(0, pool.shape[0], (dead.numel(),), device=pool.device)
-            fresh = pool[pick]
+            pool = pool[torch.isfinite(pool).all(1)]  # a non-finite batch must not poison codes
+            if pool.shape[0] == 0:
+                fresh = self.codebook.data[dead].clone()
+            else:
+                pick = torch.randint(0, pool.shape[0], (dead.numel(),), device=pool.device)
+                fresh = pool[pick]
             if distributed:
                 dist.broadcast(fresh, src=0)
             self.codebook.data[dead] = fresh

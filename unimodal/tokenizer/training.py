@@ -69,6 +69,7 @@ class TokenizerRunConfig:
     precision: str = "fp32"               # fp32 | bf16 (autocast on CUDA)
     threads: int = 0                      # torch CPU threads; 0 = torch's default
     max_minutes: float = 0.0              # stop training after this wall time (then save, evaluate); 0 = off
+    max_nonfinite_steps: int = 5          # skipped updates (non-finite loss/gradients) in a row that stop
     diagnostics_every: int = 100          # per-step quantizer diagnostics in log.jsonl; 0 = off
     diagnostics_images: int = 32          # images of the batch they use
 
@@ -85,6 +86,8 @@ class TokenizerTrainConfig:
         self.model.validate("model")
         self.loss.validate("loss")
         check_optimizer(self.optim, "optim")
+        if self.train.max_nonfinite_steps < 1:
+            raise ConfigError(f"train.max_nonfinite_steps={self.train.max_nonfinite_steps}: must be >= 1")
         if self.train.keep_checkpoints < 0:
             raise ConfigError(f"train.keep_checkpoints={self.train.keep_checkpoints}: must be >= 0")
         if self.train.max_minutes < 0:
@@ -171,6 +174,7 @@ class TokenizerTrainer:
             self.train_model = DistributedDataParallel(self.model, device_ids=ids)
             self.train_disc = DistributedDataParallel(self.disc, device_ids=ids)
         self.step = 0
+        self.skipped_steps = 0                # updates skipped for a non-finite loss or gradients
         self.bad_counter = BadSampleCounter(cfg.data.max_bad_fraction)
 
     # --- checkpoints -----------------------------------------------------------------------
@@ -240,8 +244,13 @@ class TokenizerTrainer:
             logs.update(g=g_loss.item(), gan_w=weight.item())
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        if cfg.optim.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
+        # The norm is taken after DDP's all-reduce, so every rank makes the same skip decision.
+        grad_norm = torch.nn.utils.clip_grad_norm_(
+            self.model.parameters(), cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else math.inf)
+        if not (math.isfinite(loss.item()) and math.isfinite(grad_norm.item())):
+            # Skip the update; the step (and its batch) is spent, so resume stays exact.
+            self.opt.zero_grad(set_to_none=True)
+            return {**logs, "loss": loss.item(), "grad_norm": grad_norm.item(), "skipped": True}
         self.opt.step()
         if use_gan:
             with self._autocast():
@@ -251,9 +260,7 @@ class TokenizerTrainer:
             d_loss.backward()
             self.disc_opt.step()
             logs["d"] = d_loss.item()
-        if not math.isfinite(loss.item()):
-            raise FloatingPointError(f"non-finite tokenizer loss at step {self.step}: {logs}")
-        logs.update(loss=loss.item(), psnr=psnr_per_image(images, recon.detach()).mean().item(),
+        logs.update(loss=loss.item(), grad_norm=grad_norm.item(), psnr=psnr_per_image(images, recon.detach()).mean().item(),
                     usage=q.usage, ppl=q.perplexity)
         return logs
 
@@ -270,6 +277,7 @@ class TokenizerTrainer:
         batches = _batches(dataset, cfg, self.step)
         window_start, window_images = time.perf_counter(), 0
         deadline = time.perf_counter() + 60 * run.max_minutes if run.max_minutes > 0 else None
+        bad_steps = 0
         try:
             while self.step < run.steps:
                 # Checked on log steps only, and agreed by all ranks (DDP needs the same steps).
@@ -281,16 +289,30 @@ class TokenizerTrainer:
                 images = batch["image"].to(self.device, non_blocking=True)
                 logs = self.train_step(images)
                 self.step += 1
+                if logs.get("skipped"):
+                    bad_steps += 1
+                    self.skipped_steps += 1
+                    D.print0(f"\nstep {self.step}: non-finite loss or gradients, update skipped "
+                             f"({bad_steps} in a row, {self.skipped_steps} in all): {logs}")
+                    if bad_steps >= run.max_nonfinite_steps:
+                        raise FloatingPointError(
+                            f"{bad_steps} tokenizer steps in a row with a non-finite loss or "
+                            f"gradients at step {self.step}; the last good checkpoint is "
+                            f"{latest_checkpoint(self.ckpt_root)}")
+                else:
+                    bad_steps = 0
                 window_images += images.shape[0] * D.world_size()
                 bar.update(1)
                 if self.step % run.log_every == 0 or self.step == run.steps:
                     elapsed = time.perf_counter() - window_start
                     logs["img_per_s"] = window_images / max(elapsed, 1e-9)
+                    logs["skipped_steps"] = self.skipped_steps
                     window_start, window_images = time.perf_counter(), 0
                     if run.diagnostics_every and self.step % run.diagnostics_every == 0:
                         logs["diagnostics"] = self.diagnostics(images[:run.diagnostics_images])
                     bar.set_postfix({k: f"{logs[k]:.3g}" for k in
-                                     ("loss", "rec", "quant", "psnr", "usage", "img_per_s")})
+                                     ("loss", "rec", "quant", "psnr", "usage", "img_per_s")
+                                     if k in logs})
                     if log_file:
                         log_file.write(json.dumps({"step": self.step, **logs}) + "\n")
                         log_file.flush()
