@@ -2,6 +2,7 @@
 through the launcher, exact kill-and-resume, the export, and config errors before any model."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -171,24 +172,27 @@ def test_values_that_cannot_work_are_refused_naming_the_key(tiny_config, overrid
         load_config(PretrainConfig, tiny_config, [override])
 
 
-def run_with_nan_gradients(config: str, out: str, bad_attempts: list[int], *overrides: str):
-    """One-process pretraining whose gradients are NaN (with a finite loss) on the optimizer step
-    attempts numbered in `bad_attempts` (1-based; a skipped step is retried as the next attempt).
-    Run in a child process (`_launch_nan_run`): DeepSpeed keeps global state per process."""
+def run_with_nan(config: str, out: str, where: str, bad_attempts: list[int], *overrides: str):
+    """One-process pretraining with NaN injected on the attempts numbered in `bad_attempts`
+    (1-based; a skipped step is retried as the next attempt): `where` = "grad" makes gradients
+    NaN with a finite loss, "loss" makes the loss NaN. Run in a child process (`_launch_nan_run`):
+    DeepSpeed keeps global state per process."""
     from unimodal import distributed as D
     from unimodal.pretraining.trainer import Pretrainer
 
     cfg = load_config(PretrainConfig, config,
                       [f"train.out_dir={out}", "train.tensorboard=false", *overrides])
     trainer = Pretrainer(cfg)
-    weight = trainer.model.backbone.model.layers[0].mlp.up_proj.weight
     attempts = [0]
 
-    def poison(grad):
+    def poison(value):
         attempts[0] += 1
-        return grad * float("nan") if attempts[0] in bad_attempts else grad
+        return value * float("nan") if attempts[0] in bad_attempts else value
 
-    weight.register_hook(poison)
+    if where == "grad":
+        trainer.model.backbone.model.layers[0].mlp.up_proj.weight.register_hook(poison)
+    else:
+        trainer.model.backbone.model.embed_tokens.register_forward_hook(lambda m, i, o: poison(o))
     try:
         trainer.run()
         state = trainer.model.state_dict()
@@ -197,26 +201,38 @@ def run_with_nan_gradients(config: str, out: str, bad_attempts: list[int], *over
         D.shutdown()
 
 
-def _launch_nan_run(config, out, bad_attempts, *overrides):
-    code = ("import sys; sys.path.insert(0, %r); from test_pretrain import run_with_nan_gradients; "
-            "run_with_nan_gradients(*sys.argv[1:3], [int(x) for x in sys.argv[3].split(',')], "
-            "*sys.argv[4:])" % str(Path(__file__).parent))
+def _launch_nan_run(config, out, where, bad_attempts, *overrides):
+    code = ("import sys; sys.path.insert(0, %r); from test_pretrain import run_with_nan; "
+            "run_with_nan(*sys.argv[1:4], [int(x) for x in sys.argv[4].split(',')], "
+            "*sys.argv[5:])" % str(Path(__file__).parent))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-c", code, str(config), str(out),
+    return subprocess.run([sys.executable, "-c", code, str(config), str(out), where,
                            ",".join(map(str, bad_attempts)), *overrides],
                           env=env, capture_output=True, text=True, timeout=300)
 
 
 def test_nonfinite_gradients_skip_the_step_then_stop_the_run(tiny_config, tmp_path):
-    done = _launch_nan_run(tiny_config, tmp_path / "a", [3], "train.steps=5")
+    done = _launch_nan_run(tiny_config, tmp_path / "a", "grad", [3], "train.steps=5")
     assert done.returncode == 0, done.stderr[-3000:]
     log = [json.loads(x) for x in (tmp_path / "a/log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2, 3, 4, 5]  # 6 attempts: the skipped one did not count
     assert log[-1]["skipped_steps"] == 1 and log[1]["skipped_steps"] == 0
-    assert "non-finite gradients, optimizer step skipped (1 in a row" in done.stdout + done.stderr
+    assert "non-finite gradients, update skipped (1 in a row" in done.stdout + done.stderr
 
-    done = _launch_nan_run(tiny_config, tmp_path / "b", range(4, 100), "train.steps=8",
+    done = _launch_nan_run(tiny_config, tmp_path / "b", "grad", range(4, 100), "train.steps=8",
                            "train.max_nonfinite_steps=3")
     assert done.returncode != 0
     assert "3 steps in a row with non-finite gradients" in done.stderr
     assert "step_00000003" in done.stderr and not (tmp_path / "b/export").exists()
+
+
+def test_nonfinite_losses_skip_the_micro_batch_then_stop_the_run(tiny_config, tmp_path):
+    done = _launch_nan_run(tiny_config, tmp_path / "a", "loss", [2], "train.steps=4")
+    assert done.returncode == 0, done.stderr[-3000:]
+    log = [json.loads(x) for x in (tmp_path / "a/log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3, 4] and all(math.isfinite(r["loss"]) for r in log)
+    assert "a non-finite loss, update skipped (1 in a row" in done.stdout + done.stderr
+    done = _launch_nan_run(tiny_config, tmp_path / "b", "loss", range(4, 100), "train.steps=8",
+                           "train.max_nonfinite_steps=2")
+    assert done.returncode != 0 and "2 steps in a row with a non-finite loss" in done.stderr
+    assert "step_00000003" in done.stderr

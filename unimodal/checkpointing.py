@@ -118,3 +118,26 @@ def weights_only_torch_load(allowed_globals: Sequence[Any] = ()) -> Iterator[Non
         yield
     finally:
         torch.load = original
+
+
+class NonFiniteStreak:
+    """Skipped updates in a row (non-finite loss or gradients): each is reported, and `limit` in
+    a row stop the run with an error naming the last good checkpoint under `ckpt_root`."""
+
+    def __init__(self, limit: int, ckpt_root: str | Path, what: str):
+        self.limit, self.ckpt_root, self.what = limit, Path(ckpt_root), what
+        self.in_a_row = self.total = 0
+
+    def good(self) -> None:
+        self.in_a_row = 0
+
+    def skipped(self, step: int, report) -> None:
+        """Count one skipped update at `step`; `report(message)` prints it (rank 0)."""
+        self.in_a_row += 1
+        self.total += 1
+        report(f"step {step}: {self.what}, update skipped ({self.in_a_row} in a row, "
+               f"{self.total} in all)")
+        if self.in_a_row >= self.limit:
+            raise FloatingPointError(
+                f"{self.in_a_row} steps in a row with {self.what} at step {step}; the last good "
+                f"checkpoint is {latest_checkpoint(self.ckpt_root)}")

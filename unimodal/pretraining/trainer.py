@@ -30,9 +30,9 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from unimodal import distributed as D
-from unimodal.checkpointing import (atomic_folder, deepspeed_checkpoint_globals,
-                                    latest_checkpoint, prune_checkpoints, step_dir_name,
-                                    weights_only_torch_load)
+from unimodal.checkpointing import (NonFiniteStreak, atomic_folder,
+                                    deepspeed_checkpoint_globals, latest_checkpoint,
+                                    prune_checkpoints, step_dir_name, weights_only_torch_load)
 from unimodal.config import save_config
 from unimodal.data.mixture import PackedBatchStream
 from unimodal.model.export import build_unified, save_unified
@@ -95,7 +95,8 @@ class Pretrainer:
         self.out_dir = Path(run.out_dir)
         self.ckpt_root = self.out_dir / "checkpoints"
         self.step = 0
-        self.skipped_steps = 0                # optimizer steps skipped for non-finite gradients
+        self.bad_grads = NonFiniteStreak(run.max_nonfinite_steps, self.ckpt_root,
+                                         "non-finite gradients")
 
     # --- checkpoints -----------------------------------------------------------------------
     def save_checkpoint(self) -> Path:
@@ -190,7 +191,7 @@ class Pretrainer:
         bar = tqdm(total=run.steps, initial=self.step, disable=not is_main, desc="pretrain",
                    dynamic_ncols=True)
         batches = iter(self.stream)
-        nonfinite = bad_grads = 0
+        bad_losses = NonFiniteStreak(run.max_nonfinite_steps, self.ckpt_root, "a non-finite loss")
         window = {"flops": 0.0, "tokens": 0, "time": time.perf_counter()}
         sums: dict[str, float] = {}
         last: dict = {}
@@ -199,33 +200,19 @@ class Pretrainer:
             batch = self._to_device(next(batches))
             out = self.engine(batch)
             if not self._all_finite(out["loss"]):
-                nonfinite += 1
-                D.print0(f"step {self.step + 1}: non-finite loss, micro-batch skipped "
-                         f"({nonfinite} in a row)")
-                if nonfinite >= run.max_nonfinite_steps:
-                    raise FloatingPointError(
-                        f"{nonfinite} non-finite losses in a row at step {self.step + 1}; the last "
-                        f"good checkpoint is {latest_checkpoint(self.ckpt_root)}")
+                bad_losses.skipped(self.step + 1, D.print0)
                 continue
-            nonfinite = 0
+            bad_losses.good()
             self.engine.backward(out["loss"])
             boundary = self.engine.is_gradient_accumulation_boundary()
             self.engine.step()
             if boundary and not self._step_was_finite():
                 # DeepSpeed skipped the update (inf/NaN gradients, its "OVERFLOW"): the step does
                 # not count, and too many in a row stop the run like non-finite losses do.
-                bad_grads += 1
-                self.skipped_steps += 1
-                D.print0(f"step {self.step + 1}: non-finite gradients, optimizer step skipped "
-                         f"({bad_grads} in a row, {self.skipped_steps} in all)")
-                if bad_grads >= run.max_nonfinite_steps:
-                    raise FloatingPointError(
-                        f"{bad_grads} steps in a row with non-finite gradients at step "
-                        f"{self.step + 1}; the last good checkpoint is "
-                        f"{latest_checkpoint(self.ckpt_root)}")
+                self.bad_grads.skipped(self.step + 1, D.print0)
                 continue
             if boundary:
-                bad_grads = 0
+                self.bad_grads.good()
             tokens = batch["input_ids"].numel()
             window["tokens"] += tokens * self.world
             window["flops"] += self.world * step_flops(
@@ -267,7 +254,7 @@ class Pretrainer:
                   "grad_norm": float(self.engine.get_global_grad_norm() or 0.0),
                   "tokens_per_s": window["tokens"] / max(elapsed, 1e-9),
                   "tflops": tflops, "mfu": tflops / (self.cfg.train.peak_tflops * self.world),
-                  "skipped_steps": self.skipped_steps}
+                  "skipped_steps": self.bad_grads.total}
         if self.device.type == "cuda":
             record["peak_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30
         window.update(flops=0.0, tokens=0, time=time.perf_counter())

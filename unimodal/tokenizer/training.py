@@ -30,8 +30,8 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from unimodal import distributed as D
-from unimodal.checkpointing import (atomic_folder, latest_checkpoint, load_torch_file,
-                                    prune_checkpoints, step_dir_name)
+from unimodal.checkpointing import (NonFiniteStreak, atomic_folder, latest_checkpoint,
+                                    load_torch_file, prune_checkpoints, step_dir_name)
 from unimodal.config import ConfigError, check_optimizer, save_config
 from unimodal.data.image_sources import (BadSampleCounter, ImageDataConfig, build_image_dataset,
                                          collate_skip_none)
@@ -174,7 +174,8 @@ class TokenizerTrainer:
             self.train_model = DistributedDataParallel(self.model, device_ids=ids)
             self.train_disc = DistributedDataParallel(self.disc, device_ids=ids)
         self.step = 0
-        self.skipped_steps = 0                # updates skipped for a non-finite loss or gradients
+        self.bad_steps = NonFiniteStreak(run.max_nonfinite_steps, self.ckpt_root,
+                                         "a non-finite loss or gradients")
         self.bad_counter = BadSampleCounter(cfg.data.max_bad_fraction)
 
     # --- checkpoints -----------------------------------------------------------------------
@@ -277,7 +278,6 @@ class TokenizerTrainer:
         batches = _batches(dataset, cfg, self.step)
         window_start, window_images = time.perf_counter(), 0
         deadline = time.perf_counter() + 60 * run.max_minutes if run.max_minutes > 0 else None
-        bad_steps = 0
         try:
             while self.step < run.steps:
                 # Checked on log steps only, and agreed by all ranks (DDP needs the same steps).
@@ -290,23 +290,15 @@ class TokenizerTrainer:
                 logs = self.train_step(images)
                 self.step += 1
                 if logs.get("skipped"):
-                    bad_steps += 1
-                    self.skipped_steps += 1
-                    D.print0(f"\nstep {self.step}: non-finite loss or gradients, update skipped "
-                             f"({bad_steps} in a row, {self.skipped_steps} in all): {logs}")
-                    if bad_steps >= run.max_nonfinite_steps:
-                        raise FloatingPointError(
-                            f"{bad_steps} tokenizer steps in a row with a non-finite loss or "
-                            f"gradients at step {self.step}; the last good checkpoint is "
-                            f"{latest_checkpoint(self.ckpt_root)}")
+                    self.bad_steps.skipped(self.step, D.print0)
                 else:
-                    bad_steps = 0
+                    self.bad_steps.good()
                 window_images += images.shape[0] * D.world_size()
                 bar.update(1)
                 if self.step % run.log_every == 0 or self.step == run.steps:
                     elapsed = time.perf_counter() - window_start
                     logs["img_per_s"] = window_images / max(elapsed, 1e-9)
-                    logs["skipped_steps"] = self.skipped_steps
+                    logs["skipped_steps"] = self.bad_steps.total
                     window_start, window_images = time.perf_counter(), 0
                     if run.diagnostics_every and self.step % run.diagnostics_every == 0:
                         logs["diagnostics"] = self.diagnostics(images[:run.diagnostics_images])
