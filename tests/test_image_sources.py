@@ -299,9 +299,14 @@ def test_config_validate_names_key(kw, key):
         ImageDataConfig(**kw).validate()
 
 
-def test_default_config_is_valid():
-    ImageDataConfig().validate()
+def test_default_config_is_valid_and_bad_values_are_named():
+    assert ImageDataConfig().validate() is None  # shapes needs no path
     ImageDataConfig(source="folder", path="/some/where").validate()
+    for kw, key in ((dict(source="folder"), "data.path"), (dict(source="s3"), "data.source"),
+                    (dict(image_size=4), "data.image_size"), (dict(num_workers=-1), "data.num_workers"),
+                    (dict(max_bad_fraction=1.5), "data.max_bad_fraction")):
+        with pytest.raises(ValueError, match=key.replace(".", r"\.")):
+            ImageDataConfig(**kw).validate()
 
 
 def test_folder_train_and_heldout_are_disjoint_and_cover_all(tmp_path):
@@ -322,3 +327,20 @@ def test_shapes_splits():
     assert len(train) == 5 and len(held) == 3
     assert {train[i]["key"] for i in range(5)}.isdisjoint(held[i]["key"] for i in range(3))
     assert held[0]["image"].shape == (3, 32, 32)
+
+
+def test_tokenizer_resume_on_webdataset_is_refused_unless_allowed(tmp_path):
+    """Known gap, refused with a clear message: a webdataset stream restarts at its first shard."""
+    from test_tokenizer_training import tiny_args, train_main
+    from unimodal.config import ConfigError
+
+    for s in range(2):
+        write_shard(tmp_path / f"shard-{s:06d}.tar", 20 * s, 20)
+    data = ["data.source=webdataset", f"data.path={tmp_path}/shard-{{000000..000001}}.tar",
+            "train.checkpoint_every=2", "train.eval_images=2"]
+    main = train_main()
+    main(tiny_args(tmp_path / "run", 2, *data))
+    with pytest.raises(ConfigError, match="allow_inexact_resume"):
+        main(tiny_args(tmp_path / "run", 3, *data) + ["--resume"])
+    metrics = main(tiny_args(tmp_path / "run", 3, *data, "train.allow_inexact_resume=true") + ["--resume"])
+    assert metrics["step"] == 3

@@ -76,8 +76,13 @@ def test_one_process_trains_checkpoints_and_exports(tiny_config, tmp_path):
     launch(tiny_config, out)
     log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2, 3, 4, 5, 6]
-    for key in ("loss", "text_loss", "image_loss", "lr", "grad_norm", "tokens_per_s", "tflops", "mfu"):
-        assert all(key in r and r[key] == r[key] for r in log), key
+    for key in ("loss", "text_loss", "image_loss", "grad_norm", "tokens_per_s", "tflops"):
+        assert all(math.isfinite(r[key]) and r[key] > 0 for r in log), key
+    assert all(0 < r["mfu"] < 1 for r in log)
+    # lr follows warmup (2 steps) then cosine down to 0.1 x (logged after each step's update)
+    lrs = [r["lr"] for r in log]
+    assert lrs[0] == pytest.approx(3e-3) and lrs[-1] == pytest.approx(3e-4)
+    assert all(a >= b for a, b in zip(lrs, lrs[1:]))
     assert log[-1]["loss"] < log[0]["loss"]
     steps = sorted(p.name for p in (out / "checkpoints").iterdir() if p.name.startswith("step_"))
     assert steps == ["step_00000003", "step_00000006"]

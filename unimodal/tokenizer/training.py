@@ -70,6 +70,7 @@ class TokenizerRunConfig:
     threads: int = 0                      # torch CPU threads; 0 = torch's default
     max_minutes: float = 0.0              # stop training after this wall time (then save, evaluate); 0 = off
     max_nonfinite_steps: int = 5          # skipped updates (non-finite loss/gradients) in a row that stop
+    allow_inexact_resume: bool = False    # webdataset sources: resume although the stream restarts
     diagnostics_every: int = 100          # per-step quantizer diagnostics in log.jsonl; 0 = off
     diagnostics_images: int = 32          # images of the batch they use
 
@@ -201,6 +202,12 @@ class TokenizerTrainer:
         if not (path / "train_state.pt").is_file():
             raise FileNotFoundError(f"--resume {path}: not a tokenizer training checkpoint "
                                     "(no train_state.pt)")
+        if self.cfg.data.source == "webdataset" and not self.cfg.train.allow_inexact_resume:
+            raise ConfigError(
+                "--resume with data.source=webdataset is not exact: the stream restarts at its "
+                "first shard, so the resumed run sees other batches than an uninterrupted one. "
+                "Set train.allow_inexact_resume=true to resume anyway (weights, optimizer and step "
+                "are restored exactly), or use an image folder (exact resume).")
         loaded = load_tokenizer(path, self.device)
         self.model.load_state_dict(loaded.state_dict())
         self.disc.load_state_dict(load_file(str(path / "discriminator.safetensors")))

@@ -1,0 +1,88 @@
+"""Checks aimed at plausible one-line bugs that earlier tests let through (issue 11, part 7):
+guidance direction and schedule inside the sampler, EMA direction, gradient clipping reaching
+DeepSpeed, and precision vs recall."""
+
+import pytest
+import torch
+
+import unimodal.model.sampling as sampling
+from unified_fixtures import make_assets, tiny_model
+from unimodal.data.sequences import image_prompt
+from unimodal.model.sampling import ImageSamplingConfig, sample_codes
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("guards")
+    _, tok_dir, tok, vocab, vocab_cfg = make_assets(folder)
+    return tiny_model(vocab, vocab_cfg, tok, tok_dir).eval()
+
+
+def _fixed_block_logits(cond_row: list[float], uncond_row: list[float]):
+    """A stand-in for the network: every position gets these code logits (cond rows first)."""
+    def block_logits(model, cache, valid, next_pos, latent_prev, noise_t, t):
+        rows, _, h, w = latent_prev.shape
+        k = model.vocab.codebook_size
+        logits = torch.full((rows, h * w, k), -10.0)
+        half = rows // 2
+        logits[:half, :, :len(cond_row)] = torch.tensor(cond_row)
+        logits[half:, :, :len(uncond_row)] = torch.tensor(uncond_row)
+        return logits
+    return block_logits
+
+
+def test_guidance_pushes_towards_the_prompt(model, monkeypatch):
+    # cond prefers code 1 a little, uncond prefers code 2 a lot: guidance must pick code 1,
+    # cond + 4 (cond - uncond) = (3.0, -1.5); the swapped formula would pick code 2.
+    monkeypatch.setattr(sampling, "block_logits", _fixed_block_logits([0, 1.0, 0.5], [0, 0.5, 1.0]))
+    prompt = image_prompt(model.vocab, "a red circle")
+    codes = sample_codes(model, [prompt], ImageSamplingConfig(cfg_scale=4, cfg_schedule="constant",
+                                                              temperature=0), seeds=[0])
+    assert (codes == 1).all()
+
+
+def test_linear_guidance_already_acts_at_the_first_step(model, monkeypatch):
+    # At t = 1 of T = 4, lambda_1 = 4 * 1/4 = 1: code 1 scores 1 + 1 * 1 = 2 > 1.2. With the
+    # schedule off by one (lambda_1 = 0) code 2 would win the first step.
+    monkeypatch.setattr(sampling, "block_logits", _fixed_block_logits([0, 1.0, 1.2], [0, 0.0, 1.2]))
+    prompt = image_prompt(model.vocab, "a red circle")
+    codes = sample_codes(model, [prompt], ImageSamplingConfig(cfg_scale=4, cfg_schedule="linear",
+                                                              temperature=0), seeds=[0])
+    assert (codes[:, 0] == 1).all()
+    assert sampling.guidance_scale(4.0, "linear", 1, 4) == 1.0
+    assert sampling.guidance_scale(4.0, "linear", 4, 4) == 4.0
+
+
+def test_ema_moves_a_small_step_towards_the_weights():
+    from unimodal.pretraining.ema import EMA
+
+    layer = torch.nn.Linear(2, 2, bias=False)
+    torch.nn.init.zeros_(layer.weight)
+    ema = EMA(layer, decay=0.9)
+    with torch.no_grad():
+        layer.weight.fill_(1.0)
+    ema.update(layer)
+    torch.testing.assert_close(ema.state_dict()["weight"], torch.full((2, 2), 0.1))  # not 0.9
+
+
+def test_gradient_clipping_reaches_deepspeed():
+    from unimodal.pretraining.config import PretrainConfig
+
+    cfg = PretrainConfig()
+    assert cfg.deepspeed_config(1)["gradient_clipping"] == 1.0
+    cfg.deepspeed = {"gradient_clipping": 0.5}
+    assert cfg.deepspeed_config(1)["gradient_clipping"] == 0.5
+
+
+def test_precision_and_recall_are_not_swapped():
+    """Generated features that collapse onto a few reference points: precise, not diverse."""
+    from unimodal.metrics.generation import LOGITS, POOL_FEATURES, metrics_from_features
+
+    torch.manual_seed(0)
+    reference = torch.randn(400, 8)
+    modes = reference[:6].repeat(10, 1)  # 60 samples near 6 of the 400 reference points
+    generated = modes + 0.001 * torch.randn_like(modes)
+    logits = torch.randn(60, 10)
+    m = metrics_from_features({POOL_FEATURES: generated, LOGITS: logits},
+                              {POOL_FEATURES: reference})
+    assert m["precision"] > 0.9 and m["recall"] < 0.3, m
