@@ -15,7 +15,7 @@ sampling="--cfg-scale ${CFG_SCALE:-2} --temperature ${TEMPERATURE:-0.7}"
 mkdir -p $out/text
 stage() { echo "[$(date +%T)] $*"; }
 stage tokenizer
-$py tokenizers/train_rdpm.py --config configs/rdpm_shapes64_gpu.yaml
+$py tokenizers/train_rdpm.py --config configs/rdpm_shapes64_gpu.yaml train.overwrite=true
 stage "tokenizer ceiling"
 $py eval/recon.py tokenizer=$out/tokenizer/tokenizer out_dir=$out/recon data.source=shapes \
     data.image_size=64 data.num_samples=200000 data.heldout_samples=512 max_images=512 batch_size=128 save_images=false
@@ -30,7 +30,7 @@ stage "pretraining: code heads $heads"
 pids=()
 for head in $heads; do
     $py train/pretrain.py --config configs/uni_shapes_gpu.yaml model.code_head=$head \
-        train.out_dir=$out/pretrain_$head > $out/pretrain_$head.log 2>&1 &
+        train.out_dir=$out/pretrain_$head train.overwrite=true > $out/pretrain_$head.log 2>&1 &
     pids+=($!)
 done
 for pid in "${pids[@]}"; do wait $pid || echo "a job failed (exit $?): see the logs in $out"; done
@@ -47,7 +47,7 @@ for head in $heads; do
         --prefix-steps 0 4 6 8 9 10 $sampling --out $out/generator_$head --device cuda \
         > $out/generator_$head.log 2>&1 &
     pids+=($!)
-    $py eval/sample.py --checkpoint $out/pretrain_$head/export --out $out/samples_$head \
+    $py eval/sample.py --checkpoint $out/pretrain_$head/export --out $out/samples_$head --overwrite \
         --prompts-file $out/heldout_captions.txt $sampling > $out/samples_$head.log 2>&1 &
     pids+=($!)
 done

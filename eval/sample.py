@@ -11,6 +11,7 @@ into --out only when all images are done, so a failed run leaves no partial outp
 
 import argparse
 import json
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -58,7 +59,13 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--compile", action="store_true", help="torch.compile backbone and decoder")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace what --out holds (without it a non-empty --out is refused)")
     args = parser.parse_args(argv)
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()) and not args.overwrite:
+        raise FileExistsError(f"--out {out} is not empty: old and new images would mix; pass "
+                              "--overwrite to replace its contents, or another --out")
     requests = read_requests(args)
     if not Path(args.checkpoint).is_dir():
         raise FileNotFoundError(f"--checkpoint {args.checkpoint}: folder not found")
@@ -72,7 +79,6 @@ def main(argv=None):
     if args.compile:
         compile_for_sampling(model, tokenizer)
     validate_requests(requests, model.vocab, max_prompt_tokens(model))
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}-") as scratch:
         with tqdm(total=len(requests), desc="sample", unit="img") as bar:
@@ -86,9 +92,13 @@ def main(argv=None):
         save_grid(images, Path(scratch) / "grid.png", nrow=min(8, len(images)))
         (Path(scratch) / "samples.json").write_text(json.dumps(
             {"checkpoint": str(args.checkpoint), "sampling": vars(cfg), "images": names}, indent=2))
+        # The scratch folder sits beside --out (same file system): each file lands by a rename,
+        # and with --overwrite the old contents go only once all new files exist.
+        if out.exists():
+            shutil.rmtree(out)
         out.mkdir(parents=True, exist_ok=True)
         for f in Path(scratch).iterdir():
-            shutil.move(str(f), out / f.name)
+            os.replace(f, out / f.name)
     print(f"wrote {len(requests)} images and grid.png to {out}", flush=True)
     return images
 

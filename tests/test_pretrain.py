@@ -241,3 +241,12 @@ def test_nonfinite_losses_skip_the_micro_batch_then_stop_the_run(tiny_config, tm
                            "train.max_nonfinite_steps=2")
     assert done.returncode != 0 and "2 steps in a row with a non-finite loss" in done.stderr
     assert "step_00000003" in done.stderr
+
+
+def test_fresh_run_into_another_runs_folder_is_refused(tiny_config, tmp_path):
+    out = tmp_path / "run"
+    launch(tiny_config, out, "train.steps=1")
+    done = launch(tiny_config, out, "train.steps=1", check=False)
+    assert done.returncode != 0 and "already holds a run" in done.stdout + done.stderr
+    launch(tiny_config, out, "train.steps=2", "train.overwrite=true")
+    assert [json.loads(x)["step"] for x in (out / "log.jsonl").read_text().splitlines()] == [1, 2]

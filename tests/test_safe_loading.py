@@ -68,3 +68,20 @@ def test_tokenizer_resume_refuses_a_planted_training_state(tmp_path):
         main(tiny_args(tmp_path, 3) + ["--resume"])
     assert not marker.exists()
     assert json.loads((tmp_path / "metrics.json").read_text())["step"] == 2
+
+
+def test_atomic_folder_survives_leftovers_of_a_killed_write(tmp_path):
+    from unimodal.checkpointing import atomic_folder, latest_checkpoint
+
+    final = tmp_path / "step_00000005"
+    for leftover in (final.with_name(final.name + ".tmp"), final.with_name(final.name + ".old")):
+        leftover.mkdir()
+        (leftover / "junk").write_text("from a killed write")
+    final.mkdir()
+    (final / "a").write_text("old")
+    with atomic_folder(final) as tmp:
+        (tmp / "a").write_text("new")
+    assert (final / "a").read_text() == "new" and sorted(p.name for p in tmp_path.iterdir()) == [
+        "step_00000005"]
+    (tmp_path / "step_00000009.tmp").mkdir()  # an unfinished write is never the latest
+    assert latest_checkpoint(tmp_path) == final

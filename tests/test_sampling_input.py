@@ -55,3 +55,18 @@ def test_library_checks_prompt_length_and_batch_size(checkpoint):
         generate_images(model, tok, [ImageRequest(caption="blue square " * 100)], cfg)
     images = generate_images(model, tok, [ImageRequest(caption="a red circle")], cfg)
     assert images.shape == (1, 3, 32, 32)
+
+
+def test_sample_script_never_mixes_old_and_new_files(checkpoint, tmp_path):
+    ckpt = str(checkpoint[0])
+    sample = load_script("eval/sample.py").main
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "99999.png").write_bytes(b"stale")
+    args = ["--checkpoint", ckpt, "--out", str(out), "--device", "cpu", "--prompt", "a red circle",
+            "--cfg-scale", "0"]
+    with pytest.raises(FileExistsError, match="--out .* is not empty"):
+        sample(args)
+    sample(args + ["--overwrite"])
+    assert sorted(p.name for p in out.iterdir()) == ["00000.png", "grid.png", "samples.json"]
+    assert not any(p.name.startswith(".out-") for p in tmp_path.iterdir())

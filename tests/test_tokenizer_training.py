@@ -128,3 +128,30 @@ def test_nonfinite_loss_or_gradients_skip_the_update_then_stop(tmp_path, monkeyp
     bad["steps"] = set(range(2, 100))
     with pytest.raises(FloatingPointError, match="3 steps in a row with a non-finite loss or gradients"):
         main(tiny_args(tmp_path / "b", 20, "train.max_nonfinite_steps=3", "model.dead_code_after=0"))
+
+
+def test_one_rule_for_the_out_dir(tmp_path):
+    """A fresh run refuses another run's folder (or replaces it with train.overwrite=true); a
+    resume from an older checkpoint moves later checkpoints and final outputs aside, deleting
+    nothing."""
+    from unimodal.config import ConfigError
+
+    main = train_main()
+    keep = ["train.checkpoint_every=1", "train.keep_checkpoints=10", "train.eval_images=4"]
+    main(tiny_args(tmp_path, 3, *keep))
+    with pytest.raises(ConfigError, match="train.out_dir=.* already holds a run"):
+        main(tiny_args(tmp_path, 3, *keep))
+    main(tiny_args(tmp_path, 3, *keep) + ["--resume", str(tmp_path / "checkpoints/step_00000001")])
+    superseded = list((tmp_path / "superseded").iterdir())
+    assert len(superseded) == 1
+    moved = superseded[0]
+    assert sorted(p.name for p in (moved / "checkpoints").iterdir()) == ["step_00000002", "step_00000003"]
+    assert (moved / "metrics.json").is_file() and (moved / "tokenizer").is_dir()
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir() if p.name.startswith("step_")) \
+        == ["step_00000001", "step_00000002", "step_00000003"]
+    assert json.loads((tmp_path / "metrics.json").read_text())["step"] == 3
+    (tmp_path / "checkpoints" / "step_00000003.old").mkdir()  # a crash between renames
+    (tmp_path / "checkpoints" / "step_00000003.old" / "x").write_text("stale")
+    main(tiny_args(tmp_path, 2, *keep, "train.overwrite=true"))
+    assert not (tmp_path / "checkpoints" / "step_00000003").exists()
+    assert [json.loads(x)["step"] for x in (tmp_path / "log.jsonl").read_text().splitlines()] == [2]

@@ -33,14 +33,22 @@ def atomic_folder(final: str | Path) -> Iterator[Path]:
     """Yield a scratch folder; on success it replaces `final` in one rename."""
     final = Path(final)
     tmp = final.with_name(final.name + ".tmp")
+    old = final.with_name(final.name + ".old")
     shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)  # left by a crash between the two renames below
     tmp.mkdir(parents=True)
     yield tmp
-    old = final.with_name(final.name + ".old")
     if final.exists():
         os.replace(final, old)
     os.replace(tmp, final)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def step_of(checkpoint: str | Path) -> int:
+    m = _STEP_DIR.match(Path(checkpoint).name)
+    if m is None:
+        raise ValueError(f"{checkpoint}: not a step_XXXXXXXX checkpoint folder")
+    return int(m.group(1))
 
 
 def list_checkpoints(root: str | Path) -> list[tuple[int, Path]]:
@@ -141,3 +149,48 @@ class NonFiniteStreak:
             raise FloatingPointError(
                 f"{self.in_a_row} steps in a row with {self.what} at step {step}; the last good "
                 f"checkpoint is {latest_checkpoint(self.ckpt_root)}")
+
+
+# --- one rule for a run's output folder -------------------------------------------------------
+# A fresh run refuses an out_dir that holds another run's files, unless overwrite is set (then
+# they are deleted). A resume from step k moves the checkpoints after k, and the previous run's
+# final outputs, into <out_dir>/superseded/<time>/: nothing is deleted, nothing pruned by mistake,
+# and the final outputs always belong to the run that wrote them.
+
+def check_fresh_out_dir(out_dir: str | Path, run_files: Sequence[str], overwrite: bool,
+                        key: str = "train.out_dir") -> None:
+    """Before a run without --resume: refuse (or, with overwrite, clear) another run's files."""
+    out = Path(out_dir)
+    found = [name for name in run_files if (out / name).exists()]
+    if not found:
+        return
+    if not overwrite:
+        from unimodal.config import ConfigError
+
+        raise ConfigError(f"{key}={out} already holds a run ({', '.join(found)}): pass --resume "
+                          "to continue it, train.overwrite=true to replace it, or another "
+                          f"{key}")
+    for name in found:
+        path = out / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+def supersede_after(out_dir: str | Path, checkpoint: str | Path,
+                    final_outputs: Sequence[str]) -> list[Path]:
+    """Before resuming from `checkpoint` (step k): move later checkpoints and the final outputs
+    into <out_dir>/superseded/<time>/. Returns where they went."""
+    import time
+
+    out, k = Path(out_dir), step_of(checkpoint)
+    later = [p for step, p in list_checkpoints(Path(checkpoint).parent) if step > k]
+    stale = [out / name for name in final_outputs if (out / name).exists()]
+    if not later and not stale:
+        return []
+    target = out / "superseded" / time.strftime("%Y%m%d-%H%M%S")
+    moved = []
+    for path in later + stale:
+        dest = target / path.relative_to(out)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(path, dest)
+        moved.append(dest)
+    return moved

@@ -58,6 +58,7 @@ class LoopConfig:
     peak_tflops: float = 989.0            # per device, for MFU (H100/H200 dense bf16)
     tensorboard: bool = True
     stop_after: int = 0                   # testing aid: exit (like a crash) after this step; 0 = off
+    overwrite: bool = False               # a fresh run may replace another run's files in out_dir
 
 
 @dataclass

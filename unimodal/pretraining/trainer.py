@@ -30,9 +30,14 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from unimodal import distributed as D
-from unimodal.checkpointing import (NonFiniteStreak, atomic_folder,
+from unimodal.checkpointing import (NonFiniteStreak, atomic_folder, check_fresh_out_dir,
                                     deepspeed_checkpoint_globals, latest_checkpoint,
-                                    prune_checkpoints, step_dir_name, weights_only_torch_load)
+                                    prune_checkpoints, step_dir_name, supersede_after,
+                                    weights_only_torch_load)
+
+# What a run writes into train.out_dir, and which of it describes the run's end.
+RUN_FILES = ("log.jsonl", "checkpoints", "export", "tensorboard", "pretrain_config.yaml")
+FINAL_OUTPUTS = ("export",)
 from unimodal.config import save_config
 from unimodal.data.mixture import PackedBatchStream
 from unimodal.model.export import build_unified, save_unified
@@ -138,6 +143,11 @@ class Pretrainer:
         self.stream.load_state_dict(json.loads(data_state.read_text()))
         if self.ema is not None:
             self.ema.load(path / "ema.safetensors")
+        # Only once everything loaded: a failed resume leaves the folder as it was.
+        if self.rank == 0:
+            for moved in supersede_after(self.out_dir, path, FINAL_OUTPUTS):
+                D.print0(f"--resume {path.name}: moved aside {moved}")
+        D.barrier()
         D.print0(f"resumed from {path} at step {self.step}")
 
     def export(self) -> Path:
@@ -271,9 +281,15 @@ class Pretrainer:
 
 
 def pretrain(cfg: PretrainConfig, resume: str | None = None) -> dict:
+    if not resume and not cfg.train.overwrite:  # refuse before building anything
+        check_fresh_out_dir(cfg.train.out_dir, RUN_FILES, overwrite=False)
     trainer = Pretrainer(cfg)
     if resume:
         trainer.resume(resume)
+    elif cfg.train.overwrite:
+        if trainer.rank == 0:
+            check_fresh_out_dir(cfg.train.out_dir, RUN_FILES, overwrite=True)
+        D.barrier()
     try:
         return trainer.run()
     finally:

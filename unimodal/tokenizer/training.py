@@ -30,8 +30,9 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from unimodal import distributed as D
-from unimodal.checkpointing import (NonFiniteStreak, atomic_folder, latest_checkpoint,
-                                    load_torch_file, prune_checkpoints, step_dir_name)
+from unimodal.checkpointing import (NonFiniteStreak, atomic_folder, check_fresh_out_dir,
+                                    latest_checkpoint, load_torch_file, prune_checkpoints,
+                                    step_dir_name, supersede_after)
 from unimodal.config import ConfigError, check_optimizer, save_config
 from unimodal.data.image_sources import (BadSampleCounter, ImageDataConfig, build_image_dataset,
                                          collate_skip_none)
@@ -44,6 +45,11 @@ from unimodal.tokenizer.losses import (PatchDiscriminator, TokenizerLossConfig,
                                        adaptive_gan_weight, build_perceptual, hinge_d_loss)
 from unimodal.tokenizer.rdpm_tokenizer import (RDPMTokenizer, RDPMTokenizerConfig, load_tokenizer,
                                                save_tokenizer)
+
+
+# What a run writes into train.out_dir, and which of it describes the run's end.
+FINAL_OUTPUTS = ("tokenizer", "metrics.json", "reconstructions.png", "step_diagnostics.png")
+RUN_FILES = ("log.jsonl", "checkpoints", "train_config.yaml", *FINAL_OUTPUTS)
 
 
 @dataclass
@@ -71,6 +77,7 @@ class TokenizerRunConfig:
     max_minutes: float = 0.0              # stop training after this wall time (then save, evaluate); 0 = off
     max_nonfinite_steps: int = 5          # skipped updates (non-finite loss/gradients) in a row that stop
     allow_inexact_resume: bool = False    # webdataset sources: resume although the stream restarts
+    overwrite: bool = False               # a fresh run may replace another run's files in out_dir
     diagnostics_every: int = 100          # per-step quantizer diagnostics in log.jsonl; 0 = off
     diagnostics_images: int = 32          # images of the batch they use
 
@@ -215,6 +222,11 @@ class TokenizerTrainer:
         self.opt.load_state_dict(state["opt"])
         self.disc_opt.load_state_dict(state["disc_opt"])
         self.step = int(state["step"])
+        # Only once everything loaded: a failed resume leaves the folder as it was.
+        if D.is_main():
+            for moved in supersede_after(self.out_dir, path, FINAL_OUTPUTS):
+                D.print0(f"--resume {path.name}: moved aside {moved}")
+        D.barrier()
         D.print0(f"resumed from {path} at step {self.step}")
 
     # --- one step --------------------------------------------------------------------------
@@ -399,9 +411,15 @@ class TokenizerTrainer:
 
 
 def train_tokenizer(cfg: TokenizerTrainConfig, resume: str | None = None) -> dict[str, float]:
+    if not resume and not cfg.train.overwrite:  # refuse before building anything
+        check_fresh_out_dir(cfg.train.out_dir, RUN_FILES, overwrite=False)
     trainer = TokenizerTrainer(cfg)
     if resume:
         trainer.resume(resume)
+    elif cfg.train.overwrite:
+        if D.is_main():
+            check_fresh_out_dir(cfg.train.out_dir, RUN_FILES, overwrite=True)
+        D.barrier()
     try:
         return trainer.fit()
     finally:
