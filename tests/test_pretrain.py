@@ -79,6 +79,7 @@ def test_one_process_trains_checkpoints_and_exports(tiny_config, tmp_path):
     for key in ("loss", "text_loss", "image_loss", "grad_norm", "tokens_per_s", "tflops"):
         assert all(math.isfinite(r[key]) and r[key] > 0 for r in log), key
     assert all(0 < r["mfu"] < 1 for r in log)
+    assert log[-1]["bad_samples"] == {"text": 0, "t2i": 0, "c2i": 0}
     # lr follows warmup (2 steps) then cosine down to 0.1 x (logged after each step's update)
     lrs = [r["lr"] for r in log]
     assert lrs[0] == pytest.approx(3e-3) and lrs[-1] == pytest.approx(3e-4)

@@ -65,9 +65,10 @@ class BadSampleCounter:
         if self.seen[source] == self.min_samples:  # good samples only lower the fraction after this
             self.check(source)
 
-    def record_bad(self, source: str, item: str, reason: str) -> None:
-        self.seen[source] = self.seen.get(source, 0) + 1
-        self.bad[source] = self.bad.get(source, 0) + 1
+    def record_bad(self, source: str, item: str, reason: str, count: int = 1) -> None:
+        """`count` bad samples of `source` (a corrupt shard can lose several at once)."""
+        self.seen[source] = self.seen.get(source, 0) + count
+        self.bad[source] = self.bad.get(source, 0) + count
         examples = self.examples.setdefault(source, [])
         if len(examples) < self.max_logged:  # don't flood the log with a broken source
             examples.append(f"{item}: {reason}")

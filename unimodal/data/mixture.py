@@ -352,20 +352,28 @@ class PackedBatchStream:
         self.reader_states = copy.deepcopy(state["readers"])
 
     # bad data -------------------------------------------------------------------------------
+    def bad_data_counts(self) -> dict[str, dict]:
+        """Per source, summed over this rank's workers (as of the last batch each handed out):
+        {"seen", "bad", "too_long", "empty": {source: int}, "examples": {source: [str]}}."""
+        names = [s.name for s in self.cfg.sources]
+        out = {key: dict.fromkeys(names, 0) for key in ("seen", "bad", "too_long", "empty")}
+        out["examples"] = {n: [] for n in names}
+        for state in filter(None, self.reader_states):
+            for i, name in enumerate(names):
+                out["seen"][name] += state["counter"]["seen"].get(name, 0)
+                out["bad"][name] += state["counter"]["bad"].get(name, 0)
+                out["examples"][name] += state["counter"]["examples"].get(name, [])
+                out["too_long"][name] += state["too_long"][i]
+                out["empty"][name] += state["empty"][i]
+        return out
+
     def bad_data_summary(self) -> str:
         """Per source: samples seen, bad, too long, empty, with an example, summed over workers
         (as of the last batch handed out by each)."""
         names = [s.name for s in self.cfg.sources]
-        seen, bad = dict.fromkeys(names, 0), dict.fromkeys(names, 0)
-        too_long, empty = dict.fromkeys(names, 0), dict.fromkeys(names, 0)
-        examples: dict[str, list[str]] = {n: [] for n in names}
-        for state in filter(None, self.reader_states):
-            for i, name in enumerate(names):
-                seen[name] += state["counter"]["seen"].get(name, 0)
-                bad[name] += state["counter"]["bad"].get(name, 0)
-                examples[name] += state["counter"]["examples"].get(name, [])
-                too_long[name] += state["too_long"][i]
-                empty[name] += state["empty"][i]
+        counts = self.bad_data_counts()
+        seen, bad = counts["seen"], counts["bad"]
+        too_long, empty, examples = counts["too_long"], counts["empty"], counts["examples"]
         total_seen, total_bad = sum(seen.values()), sum(bad.values())
         lines = [f"data (rank {self.rank}): {total_seen} samples read, {total_bad} bad "
                  f"({total_bad / max(total_seen, 1):.2%})"]

@@ -16,10 +16,15 @@ Design choices, one line each:
 - A truncated or unreadable tar counts as one bad sample of its source (the samples before the break
   are kept), and only when the shard is entered at sample 0, so a resume does not count it twice.
   A cut exactly at a tar header boundary looks like a normal end and is not detectable.
+- Garbage inside a tar makes Python's tar reader stop early without an error. So after each read
+  the member headers are scanned again, skipping unreadable blocks (`tarfile`'s ignore_zeros),
+  and every sample key seen there but not read is counted bad (header-only: data is seeked over).
 - A reader whose whole share holds no samples stops with a DataError naming the shards.
 """
 
 from __future__ import annotations
+
+import tarfile
 
 import numpy as np
 import webdataset as wds
@@ -29,17 +34,38 @@ from unimodal.data.image_sources import BadSampleCounter, DataError
 _SHARD_ORDER, _SAMPLE_ORDER = 1, 2  # stream tags: different random streams from one seed
 
 
-def read_whole_shard(path: str) -> tuple[list[dict], Exception | None]:
-    """Every sample of a tar in file order, and the error that cut the read short (or None)."""
+def sample_keys_in_tar(path: str) -> set[str]:
+    """The sample keys (member name up to the first dot of its base name, as webdataset groups
+    files) of every member header found, scanning past corrupt blocks."""
+    keys = set()
+    with tarfile.open(path, "r:", ignore_zeros=True) as tar:
+        for member in tar:
+            if member.isfile():
+                folder, _, base = member.name.rpartition("/")
+                keys.add(f"{folder}/{base.split('.', 1)[0]}" if folder else base.split(".", 1)[0])
+    return keys
+
+
+def read_whole_shard(path: str) -> tuple[list[dict], Exception | None, int]:
+    """Every sample of a tar in file order, the error that cut the read short (or None), and how
+    many samples that error cost (at least 1 when there is an error)."""
     samples: list[dict] = []
     ds = wds.WebDataset([path], shardshuffle=False, nodesplitter=None, workersplitter=None,
                         empty_check=False, handler=wds.reraise_exception)
+    err = None
     try:
         for raw in ds:
             samples.append(raw)
-    except Exception as err:  # truncated tar, I/O error, missing file: keep what was read
-        return samples, err
-    return samples, None
+    except Exception as caught:  # truncated tar, I/O error, missing file: keep what was read
+        err = caught
+    try:
+        missing = len(sample_keys_in_tar(path) - {raw["__key__"] for raw in samples})
+    except (OSError, tarfile.TarError):
+        missing = 0
+    if missing and err is None:
+        err = tarfile.ReadError(f"corrupt data inside the tar: {missing} samples after the first "
+                                f"{len(samples)} could not be read")
+    return samples, err, max(missing, 1) if err is not None else 0
 
 
 class SourceShardReader:
@@ -74,10 +100,11 @@ class SourceShardReader:
     def _load(self, epoch: int, position: int, count_errors: bool) -> None:
         index = self._shard_order(epoch)[position]
         path = self.shards[index]
-        samples, err = read_whole_shard(path)
+        samples, err, lost = read_whole_shard(path)
         if err is not None and count_errors:  # the counter logs it
             self.counter.record_bad(self.name, path, f"unreadable tar after {len(samples)} "
-                                                     f"samples: {type(err).__name__}: {err}")
+                                                     f"samples: {type(err).__name__}: {err}",
+                                    count=lost)
         if self.split_samples:
             samples = [s for i, s in enumerate(samples) if (i + index) % self.num_units == self.unit]
         rng = np.random.default_rng([self.seed, _SAMPLE_ORDER, self.source_index, self.unit,

@@ -251,6 +251,8 @@ class Pretrainer:
         if writer:
             writer.close()
         export = self.export()
+        if hasattr(self.stream, "bad_data_summary"):
+            D.print0(self.stream.bad_data_summary())
         D.print0(f"done: {self.step} steps; export -> {export}")
         return last
 
@@ -265,6 +267,10 @@ class Pretrainer:
                   "tokens_per_s": window["tokens"] / max(elapsed, 1e-9),
                   "tflops": tflops, "mfu": tflops / (self.cfg.train.peak_tflops * self.world),
                   "skipped_steps": self.bad_grads.total}
+        if hasattr(self.stream, "bad_data_counts"):  # rank 0's share of the data
+            counts = self.stream.bad_data_counts()
+            record["bad_samples"] = counts["bad"]
+            record["too_long_samples"] = counts["too_long"]
         if self.device.type == "cuda":
             record["peak_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30
         window.update(flops=0.0, tokens=0, time=time.perf_counter())
@@ -275,7 +281,10 @@ class Pretrainer:
             log_file.flush()
         if writer:
             for k, v in record.items():
-                if k != "step":
+                if isinstance(v, dict):  # per-source counts
+                    for source, count in v.items():
+                        writer.add_scalar(f"data/{k}/{source}", count, self.step)
+                elif k != "step":
                     writer.add_scalar(f"train/{k}", v, self.step)
         return record
 
