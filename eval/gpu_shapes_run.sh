@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A short real run on one GPU (<= 10 minutes): the quickstart pipeline at a useful size, then the
 # tokenizer's ceiling (the shapes checker on its reconstructions), prompt following of the unified
-# model, and where generation goes wrong (per-step teacher forcing, shuffled prompts, oracle prefix).
+# model, and where generation goes wrong (per-step teacher forcing, shuffled prompts, oracle prefix),
+# and prompt following against training minutes (eval/accuracy_curve.py on the periodic exports).
 #   bash eval/gpu_shapes_run.sh                  (outputs under runs/gpu_shapes; configs point there)
 #   HEADS="latent shared" bash eval/gpu_shapes_run.sh    train one generator per code head, side by
 #                                                        side, and score each
@@ -52,6 +53,10 @@ for head in $heads; do
     pids+=($!)
 done
 for pid in "${pids[@]}"; do wait $pid || echo "a job failed (exit $?): see the logs in $out"; done
+stage "accuracy against training minutes"
+head0=${heads%% *}
+$py eval/accuracy_curve.py --run $out/pretrain_$head0 --captions 128 --per-class 4 $sampling \
+    --device cuda > $out/accuracy_curve_$head0.log 2>&1 || echo "accuracy curve failed: see the log"
 stage done
 for head in $heads; do
     echo "== code head $head: pretraining loss (step, loss, text_loss, image_loss)"
@@ -59,6 +64,8 @@ for head in $heads; do
     cat $out/generator_$head/generator_diagnostics.md || true
     head -8 $out/shapes_score_$head/shapes_score.md || true
 done
+echo "== accuracy against training minutes ($head0)"
+tail -8 $out/accuracy_curve_$head0.log || true
 echo "== tokenizer (held-out): metrics.json"
 $py -c "import json; m = json.load(open('$out/tokenizer/metrics.json')); print({k: m[k] for k in ('step', 'psnr', 'ssim', 'codebook_usage')}, 'checker:', m.get('checker'))"
 echo "== tokenizer ceiling (eval/recon.py, 512 held-out scenes)"

@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from mixture_fixtures import code_shards, text_shards
-from unified_fixtures import ROOT, make_assets
+from unified_fixtures import ROOT, load_script, make_assets
 from unimodal.config import ConfigError, load_config
 from unimodal.pretraining.config import PretrainConfig
 
@@ -251,3 +251,22 @@ def test_fresh_run_into_another_runs_folder_is_refused(tiny_config, tmp_path):
     assert done.returncode != 0 and "already holds a run" in done.stdout + done.stderr
     launch(tiny_config, out, "train.steps=2", "train.overwrite=true")
     assert [json.loads(x)["step"] for x in (out / "log.jsonl").read_text().splitlines()] == [1, 2]
+
+
+def test_periodic_exports_and_the_accuracy_curve(tiny_config, tmp_path):
+    out = tmp_path / "run"
+    launch(tiny_config, out, "train.steps=4", "train.export_every=2")
+    assert sorted(p.name for p in (out / "exports").iterdir()) == ["step_00000002"]
+    log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    assert all(b["elapsed_s"] > a["elapsed_s"] > 0 for a, b in zip(log, log[1:]))
+    points = load_script("eval/accuracy_curve.py").main(
+        ["--run", str(out), "--captions", "2", "--per-class", "1", "--device", "cpu",
+         "--cfg-scale", "2"])
+    assert [p["step"] for p in points] == [2, 4]
+    assert all(0 <= p["caption"] <= 1 and p["minutes"] > 0 for p in points)
+    assert (out / "accuracy_curve" / "accuracy_curve.png").is_file()
+    scored = out / "accuracy_curve" / "step_00000002" / "shapes_score.json"
+    before = scored.stat().st_mtime_ns
+    load_script("eval/accuracy_curve.py").main(["--run", str(out), "--captions", "2",
+                                                "--per-class", "1", "--device", "cpu"])
+    assert scored.stat().st_mtime_ns == before  # finished scores are kept

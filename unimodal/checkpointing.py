@@ -175,14 +175,16 @@ def check_fresh_out_dir(out_dir: str | Path, run_files: Sequence[str], overwrite
         shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
-def supersede_after(out_dir: str | Path, checkpoint: str | Path,
-                    final_outputs: Sequence[str]) -> list[Path]:
-    """Before resuming from `checkpoint` (step k): move later checkpoints and the final outputs
-    into <out_dir>/superseded/<time>/. Returns where they went."""
+def supersede_after(out_dir: str | Path, checkpoint: str | Path, final_outputs: Sequence[str],
+                    step_folders: Sequence[str] = ()) -> list[Path]:
+    """Before resuming from `checkpoint` (step k): move later checkpoints (and the step_X
+    folders after k in each of `step_folders`, e.g. periodic exports) and the final outputs into
+    <out_dir>/superseded/<time>/. Returns where they went."""
     import time
 
     out, k = Path(out_dir), step_of(checkpoint)
-    later = [p for step, p in list_checkpoints(Path(checkpoint).parent) if step > k]
+    later = [p for root in (Path(checkpoint).parent, *(out / f for f in step_folders))
+             for step, p in list_checkpoints(root) if step > k]
     stale = [out / name for name in final_outputs if (out / name).exists()]
     if not later and not stale:
         return []

@@ -59,6 +59,7 @@ class LoopConfig:
     tensorboard: bool = True
     stop_after: int = 0                   # testing aid: exit (like a crash) after this step; 0 = off
     overwrite: bool = False               # a fresh run may replace another run's files in out_dir
+    export_every: int = 0                 # also export <out_dir>/exports/step_X every N steps (curves)
 
 
 @dataclass
@@ -93,7 +94,7 @@ class PretrainConfig:
         for key in ("steps", "gradient_accumulation", "log_every", "checkpoint_every"):
             if getattr(self.train, key) < 1:
                 raise ConfigError(f"train.{key} must be >= 1")
-        for key in ("keep_checkpoints", "max_nonfinite_steps"):
+        for key in ("keep_checkpoints", "max_nonfinite_steps", "export_every"):
             if getattr(self.train, key) < 0:
                 raise ConfigError(f"train.{key}={getattr(self.train, key)}: must be >= 0")
         if not 0 <= self.train.ema_decay < 1:

@@ -36,7 +36,7 @@ from unimodal.checkpointing import (NonFiniteStreak, atomic_folder, check_fresh_
                                     weights_only_torch_load)
 
 # What a run writes into train.out_dir, and which of it describes the run's end.
-RUN_FILES = ("log.jsonl", "checkpoints", "export", "tensorboard", "pretrain_config.yaml")
+RUN_FILES = ("log.jsonl", "checkpoints", "export", "exports", "tensorboard", "pretrain_config.yaml")
 FINAL_OUTPUTS = ("export",)
 from unimodal.config import save_config
 from unimodal.data.mixture import PackedBatchStream
@@ -145,13 +145,14 @@ class Pretrainer:
             self.ema.load(path / "ema.safetensors")
         # Only once everything loaded: a failed resume leaves the folder as it was.
         if self.rank == 0:
-            for moved in supersede_after(self.out_dir, path, FINAL_OUTPUTS):
+            for moved in supersede_after(self.out_dir, path, FINAL_OUTPUTS, ["exports"]):
                 D.print0(f"--resume {path.name}: moved aside {moved}")
         D.barrier()
         D.print0(f"resumed from {path} at step {self.step}")
 
-    def export(self) -> Path:
-        folder = self.out_dir / "export"
+    def export(self, folder: Path | None = None) -> Path:
+        """The consolidated checkpoint (EMA weights when EMA is on) that eval scripts load."""
+        folder = folder or self.out_dir / "export"
         if self.rank == 0:
             state = self.ema.merged_state(self.model) if self.ema is not None else None
             with atomic_folder(folder) as tmp:
@@ -203,6 +204,7 @@ class Pretrainer:
         batches = iter(self.stream)
         bad_losses = NonFiniteStreak(run.max_nonfinite_steps, self.ckpt_root, "a non-finite loss")
         window = {"flops": 0.0, "tokens": 0, "time": time.perf_counter()}
+        self.run_start = time.perf_counter()
         sums: dict[str, float] = {}
         last: dict = {}
         self.engine.train()
@@ -242,6 +244,8 @@ class Pretrainer:
                 sums = {}
             if self.step % run.checkpoint_every == 0 or self.step == run.steps:
                 self.save_checkpoint()
+            if run.export_every and self.step % run.export_every == 0 and self.step < run.steps:
+                self.export(self.out_dir / "exports" / step_dir_name(self.step))
             if run.stop_after and self.step >= run.stop_after:
                 bar.close()
                 raise SystemExit(f"train.stop_after={run.stop_after}: stopping at step {self.step}")
@@ -260,7 +264,7 @@ class Pretrainer:
         elapsed = time.perf_counter() - window["time"]
         n = max(sums.get("micro", 1), 1)
         tflops = window["flops"] / max(elapsed, 1e-9) / 1e12
-        record = {"step": self.step,
+        record = {"step": self.step, "elapsed_s": time.perf_counter() - self.run_start,
                   **{k: sums[k] / n for k in ("loss", "text_loss", "image_loss") if k in sums},
                   "lr": self.scheduler.get_last_lr()[0],
                   "grad_norm": float(self.engine.get_global_grad_norm() or 0.0),
