@@ -15,6 +15,8 @@ heads=${HEADS:-latent}
 sampling="--cfg-scale ${CFG_SCALE:-2} --temperature ${TEMPERATURE:-0.7}"
 mkdir -p $out/text
 stage() { echo "[$(date +%T)] $*"; }
+stage "GPU tests (flex_attention BlockMask vs the dense SDPA mask, ...)"
+$py -m pytest -q -m gpu tests > $out/gpu_tests.log 2>&1 || echo "GPU tests FAILED: see $out/gpu_tests.log"
 stage tokenizer
 $py tokenizers/train_rdpm.py --config configs/rdpm_shapes64_gpu.yaml train.overwrite=true
 stage "tokenizer ceiling"
@@ -66,6 +68,8 @@ for head in $heads; do
 done
 echo "== accuracy against training minutes ($head0)"
 tail -8 $out/accuracy_curve_$head0.log || true
+echo "== GPU tests"
+tail -1 $out/gpu_tests.log
 echo "== tokenizer (held-out): metrics.json"
 $py -c "import json; m = json.load(open('$out/tokenizer/metrics.json')); print({k: m[k] for k in ('step', 'psnr', 'ssim', 'codebook_usage')}, 'checker:', m.get('checker'))"
 echo "== tokenizer ceiling (eval/recon.py, 512 held-out scenes)"

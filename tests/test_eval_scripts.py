@@ -67,6 +67,21 @@ def test_fid_script_shards_resumes_and_reports(assets, tmp_path):
     assert saved["metrics"] == report["metrics"]
     for key in ("fid", "inception_score", "precision", "recall"):
         assert np.isfinite(saved["metrics"][key])
+    # The reported FID is the FID of these 6 PNGs against the reference folder, recomputed here
+    # from the Inception features and the Frechet distance in float64 numpy (not the script's path).
+    from scipy import linalg
+
+    from unimodal.metrics.generation import InceptionFeatures, image_folder_dataset
+
+    features = InceptionFeatures(assets["inception"], layers=("64",))
+    gen = features(image_folder_dataset(out / "images"))["64"].double().numpy()
+    ref = features(image_folder_dataset(assets["reference"]))["64"].double().numpy()
+    mu_g, mu_r = gen.mean(0), ref.mean(0)
+    cov_g, cov_r = np.cov(gen, rowvar=False), np.cov(ref, rowvar=False)
+    covmean = linalg.sqrtm(cov_g @ cov_r).real
+    expected = float(((mu_g - mu_r) ** 2).sum() + np.trace(cov_g + cov_r - 2 * covmean))
+    assert saved["metrics"]["fid"] == pytest.approx(expected, rel=1e-3, abs=1e-3)
+    assert saved["metrics"]["num_generated"] == 6
     sampling = saved["settings"]["sampling"]
     assert sampling["cfg_scale"] == 2.0 and sampling["cfg_schedule"] == "linear"
     assert sampling["temperature_tau"] == 1.0 and sampling["steps_T"] == 4 and sampling["seed"] == 7
