@@ -16,7 +16,7 @@ sampling="--cfg-scale ${CFG_SCALE:-2} --temperature ${TEMPERATURE:-0.7}"
 mkdir -p $out/text
 stage() { echo "[$(date +%T)] $*"; }
 stage "GPU tests (flex_attention BlockMask vs the dense SDPA mask, ...)"
-$py -m pytest -q -m gpu tests > $out/gpu_tests.log 2>&1 || echo "GPU tests FAILED: see $out/gpu_tests.log"
+$py -m pytest -q -m gpu tests/test_unified_model.py > $out/gpu_tests.log 2>&1 || echo "GPU tests FAILED: see $out/gpu_tests.log"
 stage tokenizer
 $py tokenizers/train_rdpm.py --config configs/rdpm_shapes64_gpu.yaml train.overwrite=true
 stage "tokenizer ceiling"
