@@ -146,4 +146,6 @@ def _cpu_ms(fn) -> float:
 
 
 if __name__ == "__main__":
-    main()
+    from unimodal.cli import run_main
+
+    run_main(main)

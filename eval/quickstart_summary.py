@@ -36,4 +36,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    from unimodal.cli import run_main
+
+    run_main(main)

@@ -113,4 +113,6 @@ def format_table(variants, results: dict) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    from unimodal.cli import run_main
+
+    run_main(main)

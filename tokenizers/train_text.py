@@ -89,4 +89,6 @@ def train_sentencepiece(documents, where: str, out: Path, args) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from unimodal.cli import run_main
+
+    run_main(main)

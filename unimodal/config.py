@@ -61,7 +61,7 @@ def _free_form(base: DictConfig, key: str) -> bool:
 
 def _describe(err: OmegaConfBaseException) -> str:
     key = getattr(err, "full_key", None) or getattr(err, "key", None)
-    msg = getattr(err, "msg", None) or str(err).splitlines()[0]
+    msg = (getattr(err, "msg", None) or str(err)).splitlines()[0]  # omegaconf appends details
     return f"key '{key}': {msg}" if key else msg
 
 
@@ -110,7 +110,7 @@ def load_config(schema: type[T], path: str | Path | None = None,
         try:
             OmegaConf.update(base, key, value, merge=True, force_add=_free_form(base, key))
         except (OmegaConfBaseException, TypeError, ValueError) as err:
-            raise ConfigError(f"command line: key '{key}': {_describe(err)}") from err
+            raise ConfigError(f"command line: {_describe(err)}") from err
     try:
         cfg = OmegaConf.to_object(base)
     except OmegaConfBaseException as err:

@@ -230,8 +230,8 @@ class Pretrainer:
             window["flops"] += self.world * step_flops(
                 self.model, tokens, int(out["text_tokens"]), int(out["image_tokens"]),
                 int((batch["block_ids"] >= 0).sum()), cfg.data.seq_len)
-            for key in ("loss", "text_loss", "image_loss"):
-                sums[key] = sums.get(key, 0.0) + float(out[key])
+            for key in ("loss", "text_loss", "image_loss"):  # summed on the device: no sync
+                sums[key] = sums.get(key, 0.0) + out[key].detach().float()
             sums["micro"] = sums.get("micro", 0) + 1
             if not boundary:
                 continue
@@ -265,7 +265,7 @@ class Pretrainer:
         n = max(sums.get("micro", 1), 1)
         tflops = window["flops"] / max(elapsed, 1e-9) / 1e12
         record = {"step": self.step, "elapsed_s": time.perf_counter() - self.run_start,
-                  **{k: sums[k] / n for k in ("loss", "text_loss", "image_loss") if k in sums},
+                  **{k: float(sums[k]) / n for k in ("loss", "text_loss", "image_loss") if k in sums},
                   "lr": self.scheduler.get_last_lr()[0],
                   "grad_norm": float(self.engine.get_global_grad_norm() or 0.0),
                   "tokens_per_s": window["tokens"] / max(elapsed, 1e-9),

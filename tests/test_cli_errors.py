@@ -1,0 +1,28 @@
+"""Scripts report the errors they explain in one line (exit code 2), not a traceback."""
+
+import os
+import subprocess
+import sys
+
+from unified_fixtures import ROOT
+
+
+def run(*args, env=None):
+    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120, env={**os.environ, **(env or {})})
+
+
+def test_a_config_typo_is_one_line_with_exit_code_2():
+    done = run("tokenizers/train_rdpm.py", "--config", "configs/rdpm_tiny.yaml", "model.widht=3")
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert done.stderr.startswith("error: ") and "widht" in done.stderr.splitlines()[0]
+
+
+def test_bad_cli_input_is_one_line_and_the_traceback_is_on_request(tmp_path):
+    args = ("eval/sample.py", "--checkpoint", str(tmp_path / "nope"), "--prompt", "a red circle",
+            "--out", str(tmp_path / "out"))
+    done = run(*args)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "--checkpoint" in done.stderr.splitlines()[0]
+    assert "Traceback" in run(*args, env={"UNIMODAL_TRACEBACK": "1"}).stderr
