@@ -1,9 +1,12 @@
-"""Paint images with a unified-model checkpoint: prompts or class ids in, PNGs and a grid out.
+"""Sample a unified-model checkpoint: images (prompts or class ids in, PNGs and a grid out) or text.
 
-    python eval/sample.py --checkpoint runs/quickstart/unified/export --prompt "a red circle" \
-        --prompt "a blue square above a green triangle" --out samples/
+    python eval/sample.py --checkpoint runs/quickstart/pretrain/export --prompt "a red circle" \
+        --prompt "a blue square above a green triangle" --out runs/samples
     python eval/sample.py --checkpoint ... --prompts-file prompts.txt --images-per-prompt 4
     python eval/sample.py --checkpoint ... --class-id 3 --class-id 17 --cfg-scale 4 --temperature 1
+    python eval/sample.py --checkpoint ... --modality text --prompt "the red circle is" \
+        --max-new-tokens 40 --temperature 0.8 --top-p 0.9      (streams to the terminal)
+    python eval/sample.py --checkpoint ... --modality text --prompts-file p.txt --out texts.json
 
 Every input is checked before sampling starts; files are written to a scratch folder and moved
 into --out only when all images are done, so a failed run leaves no partial output.
@@ -22,9 +25,12 @@ from tqdm import tqdm
 from unimodal.distributed import pick_device
 from unimodal.images import save_grid, save_png
 from unimodal.model.export import load_unified
-from unimodal.model.sampling import (ImageRequest, ImageSamplingConfig, compile_for_sampling,
-                                     check_batch_size, generate_images, max_prompt_tokens,
-                                     validate_requests)
+from unimodal.model.sampling import (ImageRequest, ImageSamplingConfig, TextSamplingConfig,
+                                     check_batch_size, compile_for_sampling, generate_images,
+                                     generate_text, max_prompt_tokens, validate_requests)
+
+
+DEFAULT_OUT = "runs/samples"
 
 
 def read_requests(args) -> list[ImageRequest]:
@@ -43,6 +49,44 @@ def read_requests(args) -> list[ImageRequest]:
     return [r for r in requests for _ in range(args.images_per_prompt)]
 
 
+def sample_text(args) -> list[dict]:
+    """Text continuations: streamed to stdout for one prompt, printed, or written as JSON."""
+    if args.class_id:
+        raise ValueError("--class-id is for images; --modality text takes --prompt/--prompts-file")
+    prompts = [r.caption for r in read_requests(args)]
+    if not prompts:
+        raise ValueError("nothing to sample: give --prompt or --prompts-file")
+    cfg = TextSamplingConfig(args.max_new_tokens, args.temperature, args.top_k, args.top_p, args.seed)
+    cfg.validate()
+    to_file = args.out != DEFAULT_OUT
+    if to_file and Path(args.out).exists() and not args.overwrite:
+        raise FileExistsError(f"--out {args.out} exists; pass --overwrite to replace it")
+    model, _ = load_unified(args.checkpoint, pick_device(args.device))
+    shown = [""]
+
+    def stream(texts: list[str]) -> None:  # print only what is new since the last token
+        new = texts[0][len(shown[0]):] if texts[0].startswith(shown[0]) else "\n" + texts[0]
+        print(new, end="", flush=True)
+        shown[0] = texts[0]
+
+    streaming = len(prompts) == 1 and not to_file
+    if streaming:
+        print(prompts[0], end="", flush=True)
+    texts = generate_text(model, prompts, cfg, on_step=stream if streaming else None)
+    results = [{"prompt": p, "text": t} for p, t in zip(prompts, texts)]
+    if streaming:
+        print(flush=True)
+    elif to_file:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps({"checkpoint": str(args.checkpoint),
+                                              "sampling": vars(cfg), "texts": results}, indent=2))
+        print(f"wrote {len(results)} continuations to {args.out}", flush=True)
+    else:
+        for r in results:
+            print(f"{r['prompt']}{r['text']}", flush=True)
+    return results
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--checkpoint", required=True, help="consolidated unified-model folder")
@@ -50,7 +94,8 @@ def main(argv=None):
     parser.add_argument("--prompts-file", default=None, help="one prompt per line")
     parser.add_argument("--class-id", type=int, action="append", default=[])
     parser.add_argument("--images-per-prompt", type=int, default=1)
-    parser.add_argument("--out", default="samples")
+    parser.add_argument("--out", default=DEFAULT_OUT,
+                        help="image folder, or for --modality text a .json file (default: stdout)")
     parser.add_argument("--cfg-scale", type=float, default=4.0)
     parser.add_argument("--cfg-schedule", default="linear", choices=["linear", "constant"])
     parser.add_argument("--temperature", type=float, default=1.0)
@@ -61,7 +106,13 @@ def main(argv=None):
     parser.add_argument("--compile", action="store_true", help="torch.compile backbone and decoder")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace what --out holds (without it a non-empty --out is refused)")
+    parser.add_argument("--modality", choices=["image", "text"], default="image",
+                        help="text: continue each prompt with text (stdout, or --out FILE.json)")
+    parser.add_argument("--max-new-tokens", type=int, default=64, help="text only")
+    parser.add_argument("--top-p", type=float, default=1.0, help="text only")
     args = parser.parse_args(argv)
+    if args.modality == "text":
+        return sample_text(args)
     out = Path(args.out)
     if out.exists() and any(out.iterdir()) and not args.overwrite:
         raise FileExistsError(f"--out {out} is not empty: old and new images would mix; pass "

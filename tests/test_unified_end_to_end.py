@@ -1,6 +1,8 @@
 """End to end on CPU: a tiny unified model overfits four captioned shapes images and two sentences;
 sampling from the captions then reproduces the images' codes, and it completes a sentence."""
 
+import json
+
 import pytest
 import torch
 
@@ -78,3 +80,27 @@ def test_sample_script_writes_pngs_and_refuses_bad_input(trained, tmp_path):
     with pytest.raises(FileNotFoundError, match="checkpoint"):
         sample(["--checkpoint", str(tmp_path / "nope"), "--prompt", "a", "--out", str(bad)])
     assert not bad.exists() and not any(p.name.startswith(".bad") for p in tmp_path.iterdir())
+
+
+def test_sample_script_writes_text_streamed_or_to_json(trained, tmp_path, capsys):
+    model, tok = trained[0], trained[1]
+    if model.cfg.code_head != "shared":
+        pytest.skip("the text path does not depend on the code head; checked with 'shared'")
+    save_unified(model, tok, tmp_path / "ckpt")
+    sample = load_script("eval/sample.py").main
+    common = ["--checkpoint", str(tmp_path / "ckpt"), "--modality", "text", "--temperature", "0",
+              "--max-new-tokens", "30", "--device", "cpu"]
+    capsys.readouterr()
+    sample(common + ["--prompt", "the red circle is on the"])
+    printed = capsys.readouterr().out
+    assert printed.startswith("the red circle is on the left of the blue square")
+    out = tmp_path / "texts.json"
+    results = sample(common + ["--prompt", "the red circle is on the", "--prompt", "a green",
+                               "--out", str(out)])
+    saved = json.loads(out.read_text())
+    assert [r["prompt"] for r in saved["texts"]] == ["the red circle is on the", "a green"]
+    assert saved["texts"] == results and results[0]["text"].strip().startswith("left of the blue")
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        sample(common + ["--prompt", "a green", "--out", str(out)])
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        sample(common + ["--prompt", "a", "--max-new-tokens", "0"])

@@ -174,6 +174,14 @@ class TextSamplingConfig:
     top_p: float = 1.0
     seed: int = 0
 
+    def validate(self, prefix: str = "text") -> None:
+        if self.max_new_tokens < 1:
+            raise ValueError(f"{prefix}.max_new_tokens={self.max_new_tokens}: must be >= 1")
+        if not math.isfinite(self.temperature) or self.temperature < 0:
+            raise ValueError(f"{prefix}.temperature={self.temperature}: a finite number >= 0")
+        if not 0 < self.top_p <= 1 or self.top_k < 0:
+            raise ValueError(f"{prefix}.top_p={self.top_p} must be in (0, 1] and top_k >= 0")
+
 
 def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
     if p >= 1.0:
@@ -186,11 +194,22 @@ def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
 
 
 @torch.no_grad()
-def generate_text(model: UnifiedModel, prompts: list[str], cfg: TextSamplingConfig) -> list[str]:
-    """Continue each prompt with text tokens only (image ids are masked out of the softmax)."""
+def generate_text(model: UnifiedModel, prompts: list[str], cfg: TextSamplingConfig,
+                  on_step=None) -> list[str]:
+    """Continue each prompt with text tokens only (image ids are masked out of the softmax).
+
+    `on_step(texts)`, when given, receives every prompt's continuation so far after each new
+    token (for streaming to a terminal)."""
     vocab = model.vocab
     device = model.backbone.head_weight.device
     token_lists = [[vocab.bos_id, *vocab.encode_text(p)] for p in prompts]
+
+    def continuation(prompt_ids: list[int], new_ids: list[int]) -> str:
+        """The new text, decoded with its prompt so a leading space survives the tokenizer."""
+        body = [t for t in prompt_ids[1:] if t != vocab.eos_id]
+        new = [t for t in new_ids if t != vocab.eos_id]
+        prefix, full = vocab.decode_text(body), vocab.decode_text(body + new)
+        return full[len(prefix):] if full.startswith(prefix) else vocab.decode_text(new)
     cache, valid, next_pos, last_hidden = run_prompts(model, token_lists)
     gen = torch.Generator(device).manual_seed(cfg.seed)
     head = model.backbone.head_weight[: vocab.text_size]
@@ -209,6 +228,8 @@ def generate_text(model: UnifiedModel, prompts: list[str], cfg: TextSamplingConf
         for i, tok_id in enumerate(nxt.tolist()):
             if not done[i]:
                 out[i].append(tok_id)
+        if on_step is not None:
+            on_step([continuation(p, ids) for p, ids in zip(token_lists, out)])
         done |= nxt == vocab.eos_id
         if bool(done.all()):
             break
@@ -220,7 +241,7 @@ def generate_text(model: UnifiedModel, prompts: list[str], cfg: TextSamplingConf
                  for (k, v), (nk, nv) in zip(cache, new_kv)]
         next_pos = next_pos + 1
         last_hidden = hidden[:, -1]
-    return [vocab.decode_text([t for t in ids if t != vocab.eos_id]) for ids in out]
+    return [continuation(p, ids) for p, ids in zip(token_lists, out)]
 
 
 def compile_for_sampling(model: UnifiedModel, tokenizer) -> None:
