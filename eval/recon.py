@@ -20,6 +20,7 @@ def main(argv=None):
     metrics = evaluate_reconstruction(cfg)
     print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
                    for k, v in metrics.items()), flush=True)
+    print(f"wrote recon_metrics.json, recon_metrics.md and the PNGs to {cfg.out_dir}", flush=True)
     return metrics
 
 

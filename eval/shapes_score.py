@@ -117,6 +117,8 @@ def main(argv=None):
     report = write_report(out, "shapes_score", metrics, settings, notes,
                           "Prompt following on shapes (accuracy)", table)
     print(table, flush=True)
+    print(f"wrote shapes_score.json, shapes_score.md, shapes_samples.jsonl and images/ to {out}",
+          flush=True)
     return report
 
 
