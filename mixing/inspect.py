@@ -1,7 +1,7 @@
 """Print what a data mixture delivers: shares in samples and tokens, tokens per source, examples.
 
-    python mixing/inspect.py --config configs/mix.yaml
-    python mixing/inspect.py --config configs/mix.yaml batches=500 data.num_workers=0
+    python mixing/inspect.py --config configs/mix_quickstart.yaml      (after train/quickstart.sh)
+    python mixing/inspect.py --config configs/mix_quickstart.yaml batches=500 data.num_workers=0
 
 The YAML (InspectConfig in unimodal/data/mixture_report.py):
     vocab: runs/vocab                  # vocabulary folder (Vocabulary.save)
