@@ -98,7 +98,7 @@ class UnifiedModelConfig:
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     vocab: VocabularyConfig = field(default_factory=VocabularyConfig)
     image_tokenizer: str = ""             # folder written by train_rdpm.py (frozen codebook, decoder)
-    code_head: str = "shared"             # shared | distance | latent (see the module docstring)
+    code_head: str = "shared"             # shared | distance | latent | latent_shared (module docstring)
 
     def validate(self, prefix: str = "model") -> None:
         if self.code_head not in CODE_HEADS:
@@ -136,9 +136,16 @@ class RDPMBlockInput(nn.Module):
             self.head_proj = nn.Linear(width, tok_cfg.latent_dim)  # -> v_hat or z_hat
             # log(1 / tau_t) per step (index t = 1..T): how sharp the softmax over distances is.
             self.log_inv_tau = nn.Parameter(torch.zeros(tok_cfg.steps + 1))
+            # a_t, b_t in float32 per device (not buffers: a bf16 model would round them).
+            self._schedule: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def schedule(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(a_t, b_t) for t = 0..T (index 0 unused) as float32 tensors on `device`."""
+        if device not in self._schedule:
             q = self.quantizer
-            self.register_buffer("alphas", torch.tensor((0.0, *q.alphas)), persistent=False)
-            self.register_buffer("betas", torch.tensor((0.0, *q.betas)), persistent=False)
+            self._schedule[device] = (torch.tensor((0.0, *q.alphas), device=device),
+                                      torch.tensor((0.0, *q.betas), device=device))
+        return self._schedule[device]
 
     def latent_before(self, codes: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
         """z'_{t-1} for each block: codes (N, T, h, w), steps t (N,) in 1..T -> (N, d, h, w)."""
@@ -171,7 +178,8 @@ class RDPMBlockInput(nn.Module):
         """-|v_hat - c_k|^2 / tau_t over the frozen codebook, float32, (M, K)."""
         pred = self.head_proj(hidden).float()
         if self.code_head in ("latent", "latent_shared"):
-            a, b = self.alphas[ctx.steps][:, None], self.betas[ctx.steps][:, None]
+            alphas, betas = self.schedule(pred.device)
+            a, b = alphas[ctx.steps][:, None], betas[ctx.steps][:, None]
             v_hat = a * (pred - ctx.latent_prev.float()) + b * ctx.noise.float()
         else:
             v_hat = pred
