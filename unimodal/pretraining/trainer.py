@@ -20,6 +20,7 @@ Design choices, one line each:
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import time
@@ -67,6 +68,11 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
 class Pretrainer:
     def __init__(self, cfg: PretrainConfig, stream=None):
         """`stream` replaces the configured data (benchmarks feed synthetic batches)."""
+        if not torch.cuda.is_available():
+            # Known CPU noise, said once here instead: DeepSpeed would warn that it fell back to
+            # the CPU accelerator, and torch's extension loader that there is no CUDA runtime.
+            os.environ.setdefault("DS_ACCELERATOR", "cpu")
+            logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
         import deepspeed
 
         self.cfg = cfg

@@ -65,7 +65,9 @@ class PerceptualLoss(nn.Module):
         super().__init__()
         import lpips
 
-        self.lpips = lpips.LPIPS(net="vgg", pretrained=True, pnet_rand=True, verbose=False)
+        with warnings.catch_warnings():  # lpips calls torchvision's deprecated `pretrained=`
+            warnings.filterwarnings("ignore", message=".*(pretrained|weights).*", category=UserWarning)
+            self.lpips = lpips.LPIPS(net="vgg", pretrained=True, pnet_rand=True, verbose=False)
         features = _load_vgg16_features(vgg_weights_path)
         # lpips splits the torchvision trunk into slices whose children keep the original indices.
         for name in ("slice1", "slice2", "slice3", "slice4", "slice5"):
