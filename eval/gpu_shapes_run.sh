@@ -6,12 +6,27 @@
 #   bash eval/gpu_shapes_run.sh                  (outputs under runs/gpu_shapes; configs point there)
 #   HEADS="latent shared" bash eval/gpu_shapes_run.sh    train one generator per code head, side by
 #                                                        side, and score each
+#   VARIANTS="base=model.code_head=latent;deep=model.code_head=latent,model.backbone.num_layers=8"
+#       bash eval/gpu_shapes_run.sh      any pretraining overrides (comma-separated), one generator
+#                                        per variant side by side; a sweep in one call
 # Prints the tables last.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 py=${PYTHON:-python3}
 out=runs/gpu_shapes
-heads=${HEADS:-latent}
+# Variants "name=key=value,key=value;..." (HEADS="a b" is short for one variant per code head).
+spec=${VARIANTS:-}
+if [ -z "$spec" ]; then
+    for h in ${HEADS:-latent}; do spec+="$h=model.code_head=$h;"; done
+fi
+heads=()
+declare -A overrides
+IFS=';' read -ra parts <<< "$spec"
+for part in "${parts[@]}"; do
+    [ -z "$part" ] && continue
+    heads+=("${part%%=*}")
+    overrides[${part%%=*}]="${part#*=}"
+done
 sampling="--cfg-scale ${CFG_SCALE:-2} --temperature ${TEMPERATURE:-0.7}"
 mkdir -p $out/text
 stage() { echo "[$(date +%T)] $*"; }
@@ -29,10 +44,10 @@ $py -c "from unimodal.data.text_corpus import shapes_text_corpus; print('\n'.joi
 $py tokenizers/train_text.py --input $out/text/corpus.txt --out $out/text/text.model --vocab-size 512
 $py tokenizers/encode_text.py --input $out/text/corpus.txt --out-dir $out/text_shards \
     --text-tokenizer $out/text/text.model --shard-size 1000
-stage "pretraining: code heads $heads"
+stage "pretraining: ${heads[*]}"
 pids=()
-for head in $heads; do
-    $py train/pretrain.py --config configs/uni_shapes_gpu.yaml model.code_head=$head \
+for head in "${heads[@]}"; do
+    $py train/pretrain.py --config configs/uni_shapes_gpu.yaml ${overrides[$head]//,/ } \
         train.out_dir=$out/pretrain_$head train.overwrite=true > $out/pretrain_$head.log 2>&1 &
     pids+=($!)
 done
@@ -41,7 +56,7 @@ stage scoring
 # Every scoring job of every head at once: they are small next to one GPU, and mostly start-up.
 $py -c "from unimodal.data.shapes import render_sample; [print(render_sample(1_000_000 + i, 0, 64).caption) for i in range(16)]" > $out/heldout_captions.txt
 pids=()
-for head in $heads; do
+for head in "${heads[@]}"; do
     $py eval/shapes_score.py --checkpoint $out/pretrain_$head/export --captions 256 --per-class 8 \
         $sampling --out $out/shapes_score_$head --device cuda --batch-size 128 \
         > $out/shapes_score_$head.log 2>&1 &
@@ -56,12 +71,12 @@ for head in $heads; do
 done
 for pid in "${pids[@]}"; do wait $pid || echo "a job failed (exit $?): see the logs in $out"; done
 stage "accuracy against training minutes"
-head0=${heads%% *}
+head0=${heads[0]}
 $py eval/accuracy_curve.py --run $out/pretrain_$head0 --captions 128 --per-class 4 $sampling \
     --device cuda > $out/accuracy_curve_$head0.log 2>&1 || echo "accuracy curve failed: see the log"
 stage done
-for head in $heads; do
-    echo "== code head $head: pretraining loss (step, loss, text_loss, image_loss)"
+for head in "${heads[@]}"; do
+    echo "== $head (${overrides[$head]}): pretraining loss (step, loss, text_loss, image_loss)"
     $py -c "import json; r = [json.loads(l) for l in open('$out/pretrain_$head/log.jsonl')][-1]; print(r['step'], round(r['loss'], 3), round(r['text_loss'], 3), round(r['image_loss'], 3))"
     cat $out/generator_$head/generator_diagnostics.md || true
     head -8 $out/shapes_score_$head/shapes_score.md || true
