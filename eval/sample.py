@@ -58,7 +58,7 @@ def sample_text(args) -> list[dict]:
         raise ValueError("nothing to sample: give --prompt or --prompts-file")
     cfg = TextSamplingConfig(args.max_new_tokens, args.temperature, args.top_k, args.top_p, args.seed)
     cfg.validate()
-    to_file = args.out != DEFAULT_OUT
+    to_file = args.out is not None
     if to_file and Path(args.out).exists() and not args.overwrite:
         raise FileExistsError(f"--out {args.out} exists; pass --overwrite to replace it")
     model, _ = load_unified(args.checkpoint, pick_device(args.device))
@@ -94,8 +94,9 @@ def main(argv=None):
     parser.add_argument("--prompts-file", default=None, help="one prompt per line")
     parser.add_argument("--class-id", type=int, action="append", default=[])
     parser.add_argument("--images-per-prompt", type=int, default=1)
-    parser.add_argument("--out", default=DEFAULT_OUT,
-                        help="image folder, or for --modality text a .json file (default: stdout)")
+    parser.add_argument("--out", default=None,
+                        help=f"image folder (default {DEFAULT_OUT}), or for --modality text a "
+                             ".json file (default: stdout)")
     parser.add_argument("--cfg-scale", type=float, default=4.0)
     parser.add_argument("--cfg-schedule", default="linear", choices=["linear", "constant"])
     parser.add_argument("--temperature", type=float, default=1.0)
@@ -113,7 +114,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.modality == "text":
         return sample_text(args)
-    out = Path(args.out)
+    out = Path(args.out or DEFAULT_OUT)
     if out.exists() and any(out.iterdir()) and not args.overwrite:
         raise FileExistsError(f"--out {out} is not empty: old and new images would mix; pass "
                               "--overwrite to replace its contents, or another --out")

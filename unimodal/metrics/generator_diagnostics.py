@@ -61,15 +61,16 @@ def oracle_prefix_accuracy(model, tokenizer, images: torch.Tensor, scenes, seeds
                            batch_size: int = 64) -> dict[int, dict]:
     """Shapes-checker accuracy of images whose first k code maps are the tokenizer's, per k."""
     device = model.backbone.head_weight.device
+    chunks = [slice(start, start + batch_size) for start in range(0, len(scenes), batch_size)]
+    # The real images' codes under the sampling seeds: encoded once, reused for every k.
+    codes = [tokenizer.encode(images[c].to(device), seeds[c]) for c in chunks]
+    prompts = [[image_prompt(model.vocab, s.caption) for s in scenes[c]] for c in chunks]
     out = {}
     for k in prefix_steps:
         accuracy = ShapesAccuracy()
-        for start in range(0, len(scenes), batch_size):
-            chunk = slice(start, start + batch_size)
-            batch_seeds = seeds[chunk]
-            codes = tokenizer.encode(images[chunk].to(device), batch_seeds)
-            prompts = [image_prompt(model.vocab, s.caption) for s in scenes[chunk]]
-            sampled = sample_codes(model, prompts, sampling, batch_seeds, prefix=codes[:, :k])
+        for chunk, chunk_codes, chunk_prompts in zip(chunks, codes, prompts):
+            sampled = sample_codes(model, chunk_prompts, sampling, seeds[chunk],
+                                   prefix=chunk_codes[:, :k])
             decoded = tokenizer.decode(sampled).float().clamp(-1, 1).cpu()
             for image, scene in zip(decoded, scenes[chunk]):
                 spec = spec_from_objects(scene.objects)

@@ -20,10 +20,6 @@ import torch
 
 from unimodal.metrics.reconstruction import psnr_per_image
 
-STEP_KEYS = ("residual_var", "input_var", "content_var", "quant_error", "usage", "perplexity",
-             "prefix_psnr")
-
-
 class StepDiagnostics:
     """Running per-step means over batches of (images, noise) through a tokenizer."""
 

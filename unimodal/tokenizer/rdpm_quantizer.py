@@ -215,7 +215,8 @@ class RDPMQuantizer(nn.Module):
             residual = residual - v_q
             codes.append(idx)
         out = {k: torch.stack(v) for k, v in rows.items()}
-        out["final_error"] = residual.float().pow(2).mean()[None]  # |z - z'_T|^2, the decoder's input error
+        # |z - z'_T|^2: the error the decoder's input starts from.
+        out["final_error"] = residual.float().pow(2).mean()[None]
         return out, torch.stack(codes, dim=1)
 
     @torch.no_grad()

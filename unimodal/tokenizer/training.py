@@ -280,7 +280,8 @@ class TokenizerTrainer:
             d_loss.backward()
             self.disc_opt.step()
             logs["d"] = d_loss.item()
-        logs.update(loss=loss.item(), grad_norm=grad_norm.item(), psnr=psnr_per_image(images, recon.detach()).mean().item(),
+        logs.update(loss=loss.item(), grad_norm=grad_norm.item(),
+                    psnr=psnr_per_image(images, recon.detach()).mean().item(),
                     usage=q.usage, ppl=q.perplexity)
         return logs
 
