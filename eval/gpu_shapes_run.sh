@@ -8,7 +8,8 @@
 #                                                        side, and score each
 #   VARIANTS="base=model.code_head=latent;deep=model.code_head=latent,model.backbone.num_layers=8"
 #       bash eval/gpu_shapes_run.sh      any pretraining overrides (comma-separated), one generator
-#                                        per variant side by side; a sweep in one call
+#                                        per variant side by side; a sweep in one call; commas
+#                                        inside [...] stay in the value: data.step_weights=[1,1,2]
 # Prints the tables last.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,6 +28,22 @@ for part in "${parts[@]}"; do
     heads+=("${part%%=*}")
     overrides[${part%%=*}]="${part#*=}"
 done
+# The overrides of one variant as words: split at commas outside [...] (list values keep theirs).
+split_overrides() {
+    local s=$1 cur="" c i depth=0
+    args=()
+    for ((i = 0; i < ${#s}; i++)); do
+        c=${s:i:1}
+        case $c in
+            "[") depth=$((depth + 1)) ;;
+            "]") depth=$((depth - 1)) ;;
+            ",") if [ $depth -eq 0 ]; then [ -n "$cur" ] && args+=("$cur"); cur=""; continue; fi ;;
+        esac
+        cur+=$c
+    done
+    [ -n "$cur" ] && args+=("$cur")
+    return 0
+}
 sampling="--cfg-scale ${CFG_SCALE:-2} --temperature ${TEMPERATURE:-0.7}"
 mkdir -p $out/text
 stage() { echo "[$(date +%T)] $*"; }
@@ -47,7 +64,8 @@ $py tokenizers/encode_text.py --input $out/text/corpus.txt --out-dir $out/text_s
 stage "pretraining: ${heads[*]}"
 pids=()
 for head in "${heads[@]}"; do
-    $py train/pretrain.py --config configs/uni_shapes_gpu.yaml ${overrides[$head]//,/ } \
+    split_overrides "${overrides[$head]}"
+    $py train/pretrain.py --config configs/uni_shapes_gpu.yaml "${args[@]}" \
         train.out_dir=$out/pretrain_$head train.overwrite=true > $out/pretrain_$head.log 2>&1 &
     pids+=($!)
 done

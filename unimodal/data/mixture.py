@@ -14,6 +14,8 @@ Design choices, one line each:
   shards are never mixed by count, so a source's share does not depend on its shard sizes.
 - Documents: text as `<bos> text <eos>` (cut into pieces <= seq_len when longer, text_shards.py);
   images as prompt (class / caption / <null> at cfg_drop) <boi> + k blocks (sample_documents.py).
+- Block steps: k distinct of 1..T, uniform by default; `step_weights` (T values) biases them, drawn
+  from the same per-draw generator, so a weighted stream is just as reproducible and resumable.
 - Packing is greedy in draw order with `pack_documents`; a document never straddles two rows, and a
   piece that does not fit ends the batch and opens the next one; padding has doc id -1. The segment
   type of a position is its block id: -1 = text or prompt, >= 0 = an image block.
@@ -90,6 +92,9 @@ class DataConfig:
     seq_len: int = 4096                # tokens per packed row
     rows_per_batch: int = 1            # packed rows per micro-batch per rank
     blocks_per_image: int = 2          # k distinct steps per image, 1..T
+    # Which steps the k blocks train: [] = uniform; else T weights >= 0 (at least k > 0), steps
+    # drawn without replacement with probability proportional to the weights of those left.
+    step_weights: list[float] = field(default_factory=list)
     cfg_drop: float = 0.1              # probability that an image prompt becomes <null>
     caption_loss: bool = True          # caption tokens are text targets
     num_workers: int = 2               # DataLoader workers per rank (0 = in the training process)
@@ -114,12 +119,25 @@ class DataConfig:
         for key in ("cfg_drop", "max_bad_fraction"):
             if not 0.0 <= getattr(self, key) <= 1.0:
                 raise ConfigError(f"{prefix}.{key}={getattr(self, key)}: must be in [0, 1]")
+        weights = list(self.step_weights)
+        if weights:
+            if not all(math.isfinite(w) and w >= 0 for w in weights):
+                raise ConfigError(f"{prefix}.step_weights={weights}: each must be a finite "
+                                  "number >= 0")
+            if sum(w > 0 for w in weights) < self.blocks_per_image:
+                raise ConfigError(f"{prefix}.step_weights={weights}: needs at least "
+                                  f"{prefix}.blocks_per_image={self.blocks_per_image} positive "
+                                  "entries (k distinct steps per image)")
 
 
 def check_against_vocabulary(cfg: DataConfig, vocab: Vocabulary, latent_dim: int,
                              prefix: str = "data") -> None:
     """The checks that need the vocabulary: k in 1..T, images fit seq_len, class tokens, tokenizer."""
     kinds = {s.kind for s in cfg.sources}
+    if cfg.step_weights and len(cfg.step_weights) != vocab.steps:
+        raise ConfigError(f"{prefix}.step_weights has {len(cfg.step_weights)} entries, expected "
+                          f"{vocab.steps} (T, the vocabulary's steps: one weight per step 1..T), "
+                          "or [] for uniform")
     if latent_dim < 1:
         raise ConfigError(f"latent_dim={latent_dim}: must be >= 1 (the image tokenizer's d)")
     if kinds & {"class_images", "caption_images"}:
@@ -161,7 +179,7 @@ class MixtureStream:
                         for i, s in enumerate(cfg.sources)]
         self.builders = [SampleDocuments(s.kind, vocab, latent_dim, cfg.seq_len,
                                          cfg.blocks_per_image, cfg.cfg_drop, cfg.caption_loss,
-                                         s.jsonl_field) for s in cfg.sources]
+                                         s.jsonl_field, cfg.step_weights) for s in cfg.sources]
         self.block_shape = (vocab.steps, *vocab.grid)
         self.noise_shape = (latent_dim, *vocab.grid)
         self.draws = 0
@@ -330,6 +348,7 @@ class PackedBatchStream:
                 "seed", "max_bad_fraction", "bad_check_after")
         return {"sources": [asdict(s) for s in self.cfg.sources],
                 **{k: getattr(self.cfg, k) for k in keys},
+                "step_weights": [float(w) for w in self.cfg.step_weights],
                 "workers": self.workers, "rank": self.rank, "world_size": self.world_size}
 
     def state_dict(self) -> dict:
@@ -342,8 +361,9 @@ class PackedBatchStream:
             raise ValueError(f"data stream state version {state.get('version')!r}, this code "
                              f"reads {STATE_VERSION}")
         ours = self._fingerprint()
+        saved_before = {"step_weights": []}    # states saved before the key existed: uniform
         for key, value in ours.items():
-            if state["config"].get(key) != value:
+            if state["config"].get(key, saved_before.get(key)) != value:
                 where = {"workers": "data.num_workers (0 counts as 1)", "rank": "rank",
                          "world_size": "world size"}.get(key, f"data.{key}")
                 raise ValueError(f"cannot resume the data stream exactly: {where} was "

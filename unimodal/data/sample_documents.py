@@ -10,7 +10,9 @@ Design choices, one line each:
   [0, K), the seed an integer in [0, 2^63), the class id in [0, C), the caption non-empty. A failure
   raises ValueError, which the caller counts as a bad sample of the source.
 - The prompt becomes <null> with probability cfg_drop (classifier-free guidance).
-- k blocks at distinct steps drawn uniformly from 1..T, in increasing order.
+- k blocks at distinct steps drawn from 1..T, in increasing order: uniformly, or with
+  data.step_weights one after the other with probability proportional to the weights of the steps
+  not yet drawn (draw_steps); equal weights are the uniform draw, the same random stream.
 - The length is checked before the noise is generated: an image that cannot fit seq_len is dropped
   (DocumentTooLong) without paying for its noise; it is counted apart from bad data.
 - Randomness comes from the caller's numpy Generator, so a document is a pure function of the sample
@@ -52,18 +54,38 @@ def read_codes(raw: dict, vocab: Vocabulary) -> tuple[torch.Tensor, int]:
     return torch.from_numpy(codes.astype(np.int64)), seed
 
 
+def step_probabilities(weights, steps: int) -> np.ndarray | None:
+    """data.step_weights -> probabilities over steps 1..T; None = uniform (empty or all equal)."""
+    if not len(weights) or (len(set(weights)) == 1 and weights[0] > 0):
+        return None
+    w = np.asarray(weights, dtype=np.float64)
+    if w.shape != (steps,) or not (np.isfinite(w).all() and (w >= 0).all()):
+        raise ValueError(f"step weights {list(weights)}: need {steps} finite values >= 0")
+    return w / w.sum()
+
+
+def draw_steps(rng: np.random.Generator, steps: int, k: int,
+               probs: np.ndarray | None = None) -> list[int]:
+    """k distinct steps of 1..T in increasing order; with probs, each draw picks one of the steps
+    left with probability proportional to its weight. probs=None is the original uniform draw."""
+    if probs is None:
+        return np.sort(rng.choice(steps, size=k, replace=False) + 1).tolist()
+    return np.sort(rng.choice(steps, size=k, replace=False, p=probs) + 1).tolist()
+
+
 class SampleDocuments:
     """Turns raw samples of one source kind into documents (a list: text may be cut in pieces)."""
 
     def __init__(self, kind: str, vocab: Vocabulary, latent_dim: int, seq_len: int,
                  blocks_per_image: int, cfg_drop: float, caption_loss: bool,
-                 jsonl_field: str = "text"):
+                 jsonl_field: str = "text", step_weights=()):
         if kind not in KINDS:
             raise ValueError(f"unknown source kind {kind!r}; choose one of {KINDS}")
         self.kind, self.vocab, self.latent_dim, self.seq_len = kind, vocab, latent_dim, seq_len
         self.k, self.cfg_drop, self.caption_loss = blocks_per_image, cfg_drop, caption_loss
         self.jsonl_field = jsonl_field
         self.block_len = vocab.grid[0] * vocab.grid[1]
+        self.step_probs = step_probabilities(step_weights, vocab.steps)
 
     def __call__(self, raw: dict, rng: np.random.Generator) -> list[Document]:
         if self.kind == "text":
@@ -82,7 +104,7 @@ class SampleDocuments:
             if not caption:
                 raise ValueError("missing or empty caption (txt)")
         drop = rng.random() < self.cfg_drop
-        steps = np.sort(rng.choice(self.vocab.steps, size=self.k, replace=False) + 1).tolist()
+        steps = draw_steps(rng, self.vocab.steps, self.k, self.step_probs)
         if drop:
             prompt = image_prompt(self.vocab)
         else:
