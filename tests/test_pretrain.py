@@ -123,6 +123,58 @@ def test_two_processes_zero2(tiny_config, tmp_path):
     assert (out / "export/hf/model.safetensors").is_file()
 
 
+
+def test_two_ranks_resume_on_one_through_a_universal_checkpoint(tiny_config, tmp_path):
+    """2 ranks -> 1 rank: the loaded weights equal the 2-rank ZeRO checkpoint's, and training goes
+    on with the saved LR schedule (the global batch kept by doubling gradient accumulation)."""
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+    from unimodal.model.export import load_unified
+
+    two, one = tmp_path / "two", tmp_path / "one"
+    no_ema = "train.ema_decay=0"  # the export then holds the engine's weights
+    launch(tiny_config, two, no_ema, procs=2)
+    ckpt = two / "checkpoints/step_00000003"
+    done = launch(tiny_config, one, no_ema, "train.steps=3", "train.gradient_accumulation=2",
+                  "--resume", str(ckpt))
+    assert "written by 2 ranks, loading on 1" in done.stdout
+    assert not (ckpt / "universal").exists()  # the source run is left as it was
+    zero = get_fp32_state_dict_from_zero_checkpoint(str(two / "checkpoints"), tag=ckpt.name)
+    loaded = load_unified(one / "export")[0].state_dict()
+    assert len(zero) > 10
+    for name, value in zero.items():
+        assert torch.equal(loaded[name].float(), value.float()), name
+    launch(tiny_config, one, no_ema, "train.gradient_accumulation=2", "--resume", str(ckpt))
+    rows = {r["step"]: r for r in map(json.loads, (one / "log.jsonl").read_text().splitlines())}
+    ref = {r["step"]: r for r in map(json.loads, (two / "log.jsonl").read_text().splitlines())}
+    assert sorted(rows) == [4, 5, 6]
+    for step in (4, 5, 6):
+        assert rows[step]["lr"] == pytest.approx(ref[step]["lr"]) and math.isfinite(rows[step]["loss"])
+
+
+def test_two_nodes_of_one_process_through_the_hostfile_launcher(tiny_config, tmp_path):
+    """The multi-node path of README: one launcher per node (--no_ssh --node_rank), a shared
+    out_dir; each node's rank reads its own part of the data."""
+    hostfile = tmp_path / "hostfile"
+    hostfile.write_text("node-a slots=1\nnode-b slots=1\n")
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    port = str(29400 + os.getpid() % 500)
+    nodes = [subprocess.Popen(
+        [sys.executable, "-m", "deepspeed.launcher.runner", "--hostfile", str(hostfile), "--no_ssh",
+         "--node_rank", str(node), "--master_addr", "127.0.0.1", "--master_port", port,
+         str(ROOT / "train/pretrain.py"), "--config", str(tiny_config), f"train.out_dir={out}",
+         "train.steps=3"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for node in (0, 1)]
+    logs = [node.communicate(timeout=400)[0] for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], "\n".join(x[-3000:] for x in logs)
+    assert "--node_rank=1" in logs[1]
+    ckpt = out / "checkpoints/step_00000003"
+    states = [json.loads((ckpt / f"data_rank{r:05d}.json").read_text()) for r in (0, 1)]
+    assert [(s["config"]["rank"], s["config"]["world_size"]) for s in states] == [(0, 2), (1, 2)]
+    assert states[0]["readers"] != states[1]["readers"]
+    assert sorted(losses(out)) == [1, 2, 3]
+
 def test_bad_configs_fail_before_any_model(tiny_config, tmp_path):
     with pytest.raises(ConfigError, match=r"train\.setps"):
         load_config(PretrainConfig, tiny_config, ["train.setps=3"])

@@ -179,11 +179,14 @@ def supersede_after(out_dir: str | Path, checkpoint: str | Path, final_outputs: 
                     step_folders: Sequence[str] = ()) -> list[Path]:
     """Before resuming from `checkpoint` (step k): move later checkpoints (and the step_X
     folders after k in each of `step_folders`, e.g. periodic exports) and the final outputs into
-    <out_dir>/superseded/<time>/. Returns where they went."""
+    <out_dir>/superseded/<time>/. Returns where they went. A checkpoint of another run (outside
+    out_dir, e.g. resumed on a different number of GPUs) leaves that run's folders untouched."""
     import time
 
     out, k = Path(out_dir), step_of(checkpoint)
-    later = [p for root in (Path(checkpoint).parent, *(out / f for f in step_folders))
+    own = Path(checkpoint).resolve().parent
+    roots = [own] if own.is_relative_to(out.resolve()) else []
+    later = [p for root in (*roots, *(out / f for f in step_folders))
              for step, p in list_checkpoints(root) if step > k]
     stale = [out / name for name in final_outputs if (out / name).exists()]
     if not later and not stale:
@@ -191,7 +194,7 @@ def supersede_after(out_dir: str | Path, checkpoint: str | Path, final_outputs: 
     target = out / "superseded" / time.strftime("%Y%m%d-%H%M%S")
     moved = []
     for path in later + stale:
-        dest = target / path.relative_to(out)
+        dest = target / path.resolve().relative_to(out.resolve())
         dest.parent.mkdir(parents=True, exist_ok=True)
         os.replace(path, dest)
         moved.append(dest)

@@ -10,7 +10,11 @@ Design choices, one line each:
   saved after a bad step the last checkpoint stays good.
 - Checkpoints: DeepSpeed's own (weights, optimizer, LR schedule) in `step_XXXXXXXX.tmp`, plus each
   rank's data-stream state and rank 0's EMA, renamed to `step_XXXXXXXX` once complete; the newest
-  `train.keep_checkpoints` are kept. Resume needs the same number of ranks.
+  `train.keep_checkpoints` are kept.
+- Resume on the same number of ranks is exact (weights, optimizer, schedule, data position). On a
+  different number (2 GPUs -> 1, or a bigger cluster), rank 0 first converts the checkpoint once
+  into DeepSpeed's universal format (`<out_dir>/universal/<step>`), which every ZeRO stage loads at any
+  data-parallel degree; the data stream cannot be re-split exactly, so it restarts (said in the log).
 - The consolidated export (`<out_dir>/export`, EMA weights when EMA is on) is what eval/sample.py
   loads: Hugging Face Llama format + our modules + vocabulary + image tokenizer.
 - Rank 0 logs: progress bar, log.jsonl, TensorBoard: per-modality losses, lr, grad norm, tokens/s,
@@ -19,6 +23,7 @@ Design choices, one line each:
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import math
@@ -37,7 +42,8 @@ from unimodal.checkpointing import (NonFiniteStreak, atomic_folder, check_fresh_
                                     weights_only_torch_load)
 
 # What a run writes into train.out_dir, and which of it describes the run's end.
-RUN_FILES = ("log.jsonl", "checkpoints", "export", "exports", "tensorboard", "pretrain_config.yaml")
+RUN_FILES = ("log.jsonl", "checkpoints", "export", "exports", "tensorboard", "pretrain_config.yaml",
+             "universal")
 FINAL_OUTPUTS = ("export",)
 from unimodal.config import save_config
 from unimodal.data.mixture import PackedBatchStream
@@ -66,8 +72,9 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
 
 
 class Pretrainer:
-    def __init__(self, cfg: PretrainConfig, stream=None):
-        """`stream` replaces the configured data (benchmarks feed synthetic batches)."""
+    def __init__(self, cfg: PretrainConfig, stream=None, load_universal: bool = False):
+        """`stream` replaces the configured data (benchmarks feed synthetic batches);
+        `load_universal` prepares the engine to resume a checkpoint of another world size."""
         if not torch.cuda.is_available():
             # Known CPU noise, said once here instead: DeepSpeed would warn that it fell back to
             # the CPU accelerator, and torch's extension loader that there is no CUDA runtime.
@@ -96,6 +103,9 @@ class Pretrainer:
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(
             s, cfg.optim.warmup_steps, run.steps, cfg.optim.min_lr_ratio))
         self.ds_config = cfg.deepspeed_config(self.world)
+        if load_universal:
+            self.ds_config["checkpoint"] = {**self.ds_config.get("checkpoint", {}),
+                                            "load_universal": True}
         self.engine, _, _, self.scheduler = deepspeed.initialize(
             model=model, optimizer=opt, lr_scheduler=sched, config=self.ds_config)
         self.model = self.engine.module
@@ -116,8 +126,15 @@ class Pretrainer:
         if self.rank == 0:
             self.ckpt_root.mkdir(parents=True, exist_ok=True)
         D.barrier()
-        self.engine.save_checkpoint(str(self.ckpt_root), tag=tmp.name,
-                                    client_state={"step": self.step}, save_latest=False)
+        # The universal-checkpoint marker lets ds_to_universal convert this checkpoint for a
+        # resume on another number of ranks (a plain data-parallel model needs no more than it).
+        from deepspeed.checkpoint.constants import (UNIVERSAL_CHECKPOINT_INFO,
+                                                    UNIVERSAL_CHECKPOINT_VERSION_KEY,
+                                                    UNIVERSAL_CHECKPOINT_VERSION_VALUE)
+        client = {"step": self.step, "world_size": self.world, UNIVERSAL_CHECKPOINT_INFO: {
+            UNIVERSAL_CHECKPOINT_VERSION_KEY: UNIVERSAL_CHECKPOINT_VERSION_VALUE}}
+        self.engine.save_checkpoint(str(self.ckpt_root), tag=tmp.name, client_state=client,
+                                    save_latest=False)
         # Plain JSON: a resume must never unpickle anything from the checkpoint folder.
         (tmp / f"data_rank{self.rank:05d}.json").write_text(json.dumps(self.stream.state_dict()))
         if self.rank == 0 and self.ema is not None:
@@ -131,22 +148,34 @@ class Pretrainer:
         D.barrier()
         return final
 
-    def resume(self, where: str) -> None:
-        path = latest_checkpoint(self.ckpt_root) if where == "latest" else Path(where)
+    def resume(self, path: Path | None) -> None:
+        """Load `path` (from `resolve_resume`); None = nothing to resume, start from scratch."""
         if path is None:
             D.print0(f"--resume: no checkpoint under {self.ckpt_root}; starting from scratch")
             return
-        data_state = path / f"data_rank{self.rank:05d}.json"
-        if not data_state.is_file():
-            raise FileNotFoundError(f"--resume {path}: no {data_state.name}; resume needs a "
-                                    "pretraining checkpoint written with the same number of ranks")
+        saved_world = saved_world_size(path)
+        same_world = saved_world == self.world
+        if same_world != (not self.ds_config.get("checkpoint", {}).get("load_universal")):
+            raise RuntimeError(f"--resume {path}: the engine was built for a "
+                               f"{'different' if same_world else 'same'}-world-size resume")
+        if same_world:
+            load_dir, tag = path.parent, path.name
+        else:
+            load_dir, tag = self._universal(path)
+            D.print0(f"--resume {path}: written by {saved_world} ranks, loading on {self.world} "
+                     f"through the universal checkpoint {load_dir / tag}")
         # DeepSpeed loads its files with weights_only=False; force the safe loader under it.
         with weights_only_torch_load(deepspeed_checkpoint_globals()):
-            _, client = self.engine.load_checkpoint(str(path.parent), tag=path.name)
+            _, client = self.engine.load_checkpoint(str(load_dir), tag=tag)
         if client is None:
             raise FileNotFoundError(f"--resume {path}: DeepSpeed found no checkpoint there")
         self.step = int(client["step"])
-        self.stream.load_state_dict(json.loads(data_state.read_text()))
+        if same_world:
+            self.stream.load_state_dict(json.loads(
+                (path / f"data_rank{self.rank:05d}.json").read_text()))
+        else:
+            D.print0(f"--resume {path}: the data stream of {saved_world} ranks cannot be split "
+                     f"exactly over {self.world}; each rank's stream starts from its beginning")
         if self.ema is not None:
             self.ema.load(path / "ema.safetensors")
         # Only once everything loaded: a failed resume leaves the folder as it was.
@@ -155,6 +184,28 @@ class Pretrainer:
                 D.print0(f"--resume {path.name}: moved aside {moved}")
         D.barrier()
         D.print0(f"resumed from {path} at step {self.step}")
+
+    def _universal(self, path: Path) -> tuple[Path, str]:
+        """Rank 0 converts `path` once into <out_dir>/universal/<step> (the source is left as it
+        is); returns DeepSpeed's (load_dir, tag) for it."""
+        load_dir, tag = self.out_dir / "universal", path.name
+        marker = load_dir / tag / "source.txt"
+        source = str(path.resolve())
+        if self.rank == 0 and not (marker.is_file() and marker.read_text() == source):
+            from deepspeed.checkpoint import ds_to_universal
+
+            D.print0(f"converting {path} to a universal checkpoint in {load_dir / tag} ...")
+            with atomic_folder(load_dir / tag) as tmp:
+                # One worker: no process pool forked from a rank that holds CUDA/NCCL state.
+                args = argparse.Namespace(
+                    input_folder=str(path), output_folder=str(tmp), num_extract_workers=1,
+                    num_merge_workers=1, keep_temp_folder=False, strict=True,
+                    inject_missing_state=False)
+                with weights_only_torch_load(deepspeed_checkpoint_globals()):
+                    ds_to_universal.main(args)
+                (tmp / "source.txt").write_text(source)
+        D.barrier()
+        return load_dir, tag
 
     def export(self, folder: Path | None = None) -> Path:
         """The consolidated checkpoint (EMA weights when EMA is on) that eval scripts load."""
@@ -299,12 +350,33 @@ class Pretrainer:
         return record
 
 
+def saved_world_size(checkpoint: Path) -> int:
+    """How many ranks wrote a pretraining checkpoint (one data-stream file each)."""
+    n = len(list(checkpoint.glob("data_rank*.json")))
+    if n == 0:
+        raise FileNotFoundError(f"--resume {checkpoint}: no data_rank*.json; not a pretraining "
+                                "checkpoint folder (step_XXXXXXXX under <out_dir>/checkpoints)")
+    return n
+
+
+def resolve_resume(cfg: PretrainConfig, where: str) -> Path | None:
+    """`--resume` (= "latest") or `--resume PATH` -> the checkpoint folder, checked; None when
+    "latest" finds nothing."""
+    ckpt_root = Path(cfg.train.out_dir) / "checkpoints"
+    path = latest_checkpoint(ckpt_root) if where == "latest" else Path(where)
+    if path is not None:
+        saved_world_size(path)
+    return path
+
+
 def pretrain(cfg: PretrainConfig, resume: str | None = None) -> dict:
     if not resume and not cfg.train.overwrite:  # refuse before building anything
         check_fresh_out_dir(cfg.train.out_dir, RUN_FILES, overwrite=False)
-    trainer = Pretrainer(cfg)
+    path = resolve_resume(cfg, resume) if resume else None
+    world = int(os.environ.get("WORLD_SIZE", 1))  # set by every launcher (torchrun, deepspeed)
+    trainer = Pretrainer(cfg, load_universal=path is not None and saved_world_size(path) != world)
     if resume:
-        trainer.resume(resume)
+        trainer.resume(path)
     elif cfg.train.overwrite:
         if trainer.rank == 0:
             check_fresh_out_dir(cfg.train.out_dir, RUN_FILES, overwrite=True)
