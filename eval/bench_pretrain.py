@@ -3,12 +3,14 @@ loop (train/pretrain.py's Pretrainer) on synthetic packed batches.
 
     python eval/bench_pretrain.py --config configs/uni_1b.yaml --steps 30 data.rows_per_batch=2
     python eval/bench_pretrain.py --config configs/uni_d12.yaml --steps 30
+    deepspeed --num_gpus 2 eval/bench_pretrain.py --config configs/uni_1b.yaml --json z2.json
 
 Synthetic data with the real layout: a dummy word-level text tokenizer of the config's text size
 (128,000 for the Llama-3 shape), a random-weight RDPM tokenizer of the config's image size, and
 packed rows of text documents and captioned image documents (k blocks of h*w codes). The first
-`--warmup` steps (compilation, allocator) are excluded; the median of the logged windows is
-reported. Prints a table last.
+`--warmup` steps (compilation, allocator) are excluded; the median of the logged windows of
+`--window` steps is reported. Tokens/s is summed over ranks and also given per GPU. Prints a table
+last; `--json` also writes it (eval/gpu_multi_run.sh compares world sizes and ZeRO stages).
 """
 
 import argparse
@@ -87,15 +89,21 @@ def main(argv=None):
     parser.add_argument("--config", required=True)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--window", type=int, default=5, help="optimizer steps per timed window")
     parser.add_argument("--text-vocab", type=int, default=128000)
+    parser.add_argument("--json", default=None, help="also write the result here (rank 0)")
     parser.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)
     args, rest = parser.parse_known_args(argv)
+    if args.steps - args.warmup < args.window:
+        parser.error(f"--steps {args.steps} leaves fewer than one timed window of --window "
+                     f"{args.window} steps after --warmup {args.warmup}")
     tmp = Path(tempfile.mkdtemp())
     tok_cfg = RDPMTokenizerConfig.from_size("paper_f16")
     save_tokenizer(RDPMTokenizer(tok_cfg), tmp / "tok")
     text = dummy_text_tokenizer(tmp / "text", args.text_vocab)
     overrides = [f"model.image_tokenizer={tmp / 'tok'}", f"model.vocab.text_tokenizer={text}",
-                 f"train.out_dir={tmp / 'run'}", f"train.steps={args.steps}", "train.log_every=5",
+                 f"train.out_dir={tmp / 'run'}", f"train.steps={args.steps}",
+                 f"train.log_every={args.window}",
                  f"train.checkpoint_every={10**9}", "train.tensorboard=false",
                  "data.sources=[]", *split_config_args(rest)]
     cfg = load_config(PretrainConfig, args.config, overrides, validate=False)
@@ -118,12 +126,20 @@ def main(argv=None):
           f"{cfg.data.seq_len} | micro-batch {cfg.data.rows_per_batch} rows | ZeRO "
           f"{ds['zero_optimization']['stage']} | bf16 {ds.get('bf16', {}).get('enabled')} | "
           f"act. ckpt {cfg.train.activation_checkpointing} | compile {cfg.train.compile} | "
-          f"steps {args.warmup + 1}-{args.steps}, median of {len(timed)} windows of 5")
-    print("| tokens/s | TFLOP/s | MFU | peak GiB | last loss |")
-    print("|---|---|---|---|---|")
-    print(f"| {med['tokens_per_s']:.0f} | {med['tflops']:.1f} | {med['mfu']:.1%} | {peak:.1f} | "
-          f"{records[-1]['loss']:.3f} |")
-    return med
+          f"steps {args.warmup + 1}-{args.steps}, median of {len(timed)} windows of {args.window}")
+    print("| tokens/s | tokens/s per GPU | TFLOP/s | MFU | peak GiB | last loss |")
+    print("|---|---|---|---|---|---|")
+    print(f"| {med['tokens_per_s']:.0f} | {med['tokens_per_s'] / trainer.world:.0f} | "
+          f"{med['tflops']:.1f} | {med['mfu']:.1%} | {peak:.1f} | {records[-1]['loss']:.3f} |")
+    result = {**med, "tokens_per_s_per_gpu": med["tokens_per_s"] / trainer.world,
+              "world_size": trainer.world, "zero_stage": ds["zero_optimization"]["stage"],
+              "peak_mem_gib": peak, "device": name, "windows": len(timed),
+              "micro_batch_rows": cfg.data.rows_per_batch, "seq_len": cfg.data.seq_len,
+              "gradient_accumulation": cfg.train.gradient_accumulation, "compile": cfg.train.compile}
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=1))
+    return result
 
 
 if __name__ == "__main__":
