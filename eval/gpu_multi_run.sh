@@ -26,14 +26,15 @@ if [ -n "${DRY:-}" ]; then  # CPU: tiny sizes, same steps
     small=(model.backbone.hidden_size=64 model.backbone.num_layers=2 model.backbone.num_heads=2
            model.backbone.num_kv_heads=2 model.backbone.intermediate_size=128 model.vocab.codebook_size=512
            data.rows_per_batch=2 data.seq_len=512 data.num_workers=1 deepspeed.bf16.enabled=false)
-    steps=8; every=3; kill_at=${KILL_AT:-$((4 + RANDOM % 3))}; shards=3; gpu1=()
+    steps=8; every=3; kill_at=${KILL_AT:-4}; shards=3; gpu1=()
 else
     # compile off: the same setting as README's 1-GPU table, and no minutes spent compiling
     bench=(--config configs/uni_1b.yaml --steps 8 --warmup 2 --window 2 train.compile=false)
     tok=(--config configs/rdpm_shapes64_gpu.yaml train.steps=150 train.eval_images=64)
     enc=(data.num_samples=4000 shard_size=1000 device=cuda data.num_workers=8)
     small=(data.rows_per_batch=16 data.num_workers=2)
-    steps=40; every=10; kill_at=${KILL_AT:-$((12 + RANDOM % 17))}; shards=3; gpu1=(env CUDA_VISIBLE_DEVICES=1)
+    # a random step strictly inside a checkpoint interval, so the resume redoes lost steps
+    steps=40; every=10; kill_at=${KILL_AT:-$((10 * (1 + RANDOM % 2) + 2 + RANDOM % 6))}; shards=3; gpu1=(env CUDA_VISIBLE_DEVICES=1)
 fi
 mkdir -p $out
 rm -f $out/scale_*.json $out/kill_step.txt

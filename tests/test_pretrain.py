@@ -322,3 +322,18 @@ def test_periodic_exports_and_the_accuracy_curve(tiny_config, tmp_path):
     load_script("eval/accuracy_curve.py").main(["--run", str(out), "--captions", "2",
                                                 "--per-class", "1", "--device", "cpu"])
     assert scored.stat().st_mtime_ns == before  # finished scores are kept
+
+
+def test_step_flops_count_zero3_partitioned_layers_in_full(tmp_path):
+    """Under ZeRO 3 a rank's parameters are shards (numel 0 here); the FLOPs must not shrink."""
+    from unified_fixtures import tiny_model
+
+    from unimodal.pretraining.flops import step_flops
+
+    _, tok_dir, tok, vocab, vocab_cfg = make_assets(tmp_path)
+    model = tiny_model(vocab, vocab_cfg, tok, tok_dir)
+    full = step_flops(model, 256, 100, 80, 64, 256)
+    for p in model.backbone.model.layers.parameters():
+        p.ds_numel = p.numel()       # what DeepSpeed records before partitioning
+        p.data = p.data.new_empty(0)  # what a ZeRO 3 rank holds between gathers
+    assert step_flops(model, 256, 100, 80, 64, 256) == full

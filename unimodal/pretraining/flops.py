@@ -21,7 +21,9 @@ def step_flops(model: UnifiedModel, tokens: int, text_targets: int, code_targets
                block_tokens: int, seq_len: int) -> float:
     cfg = model.backbone.config
     width, layers = cfg.hidden_size, cfg.num_hidden_layers
-    layer_params = sum(p.numel() for p in model.backbone.model.layers.parameters())
+    # ZeRO 3 leaves each rank a shard (numel() may be 0); ds_numel is the full count.
+    layer_params = sum(getattr(p, "ds_numel", p.numel())
+                       for p in model.backbone.model.layers.parameters())
     d, codes = model.tok_cfg.latent_dim, model.vocab.codebook_size
     code_head = {"shared": width * codes, "latent_shared": width * codes + width * d + d * codes
                  }.get(model.cfg.code_head, width * d + d * codes)
