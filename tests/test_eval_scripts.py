@@ -138,3 +138,33 @@ def test_clip_score_script_samples_prompts_and_scores(assets, tmp_path):
     assert again["metrics"] == pytest.approx(report["metrics"])
     with pytest.raises(FileNotFoundError, match="--clip-weights is required"):
         clip(["--images", str(tmp_path / "clip" / "images"), "--prompts", str(prompts)])
+
+
+def test_multi_gpu_report_compares_scaling_and_resumed_losses(tmp_path, capsys):
+    """eval/gpu_multi_run.sh's table: efficiency against the 1-GPU row, bitwise loss equality."""
+    import json
+
+    def bench(name, world, stage, tok):
+        (tmp_path / f"scale_{name}.json").write_text(json.dumps({
+            "tokens_per_s": tok * world, "tokens_per_s_per_gpu": tok, "tflops": 300.0 * world,
+            "mfu": 0.3, "world_size": world, "zero_stage": stage, "peak_mem_gib": 50.0,
+            "device": "GPU", "windows": 3, "micro_batch_rows": 4, "seq_len": 4096,
+            "gradient_accumulation": 8, "compile": False}))
+
+    def log(run, losses):
+        (tmp_path / run).mkdir()
+        (tmp_path / run / "log.jsonl").write_text("".join(
+            json.dumps({"step": s, "loss": loss, "lr": 1e-3}) + "\n" for s, loss in losses.items()))
+
+    bench("1gpu_zero2", 1, 2, 1000.0)
+    bench("2gpu_zero2", 2, 2, 950.0)
+    log("straight", {1: 4.0, 2: 3.5, 3: 3.25})
+    log("killed", {1: 4.0, 2: 3.5, 3: 3.0})
+    (tmp_path / "kill_step.txt").write_text("2\n")
+    log("one_gpu", {3: 3.3})
+    load_script("eval/multi_gpu_report.py").main(["--run-dir", str(tmp_path)])
+    text = capsys.readouterr().out
+    assert "| 2 | 2 | 1900 | 950 | 95.0% |" in text
+    assert "| 2 | 3 of 3 | 2 | 0.25 | False, False |" in text  # one loss differs by 0.25
+    assert "| 3 | 3.2500 | 3.3000 | True |" in text
+    assert (tmp_path / "multi_gpu.md").read_text().strip() == text.strip()
