@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 
-from unimodal.data.sequences import image_prompt
-from unimodal.model.export import random_class_conditional_model
+from unimodal.model.vocabulary import image_prompt
+from unimodal.random_models import random_class_conditional_model
 from unimodal.model.sampling import ImageSamplingConfig, sample_codes
 
 

@@ -8,7 +8,8 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from unimodal.model.export import random_class_conditional_model, save_unified
+from unimodal.model.export import save_unified
+from unimodal.random_models import random_class_conditional_model
 
 
 def main(argv=None):

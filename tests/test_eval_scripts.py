@@ -10,11 +10,11 @@ import pytest
 from PIL import Image
 
 from unified_fixtures import load_script, make_assets, tiny_model
-from unimodal.data.sequences import image_prompt
+from unimodal.model.vocabulary import image_prompt
 from unimodal.data.shapes import NUM_CLASSES, render_sample
 from unimodal.model.export import load_unified, save_unified
 from unimodal.model.sampling import ImageSamplingConfig, sample_codes
-from unimodal.metrics.reconstruction import to_uint8
+from unimodal.images import to_uint8
 from unimodal.metrics.smoke_weights import (write_clip_config, write_random_clip_weights,
                                             write_random_inception_weights)
 

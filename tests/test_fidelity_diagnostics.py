@@ -160,7 +160,8 @@ def test_oracle_prefix_of_all_steps_is_the_reconstruction(latent_model):
 def test_teacher_forcing_matches_the_training_loss(latent_model):
     """Step-t cross-entropy through the KV-cached sampling path equals the training forward's
     image loss on the same blocks (one caption, one block per step)."""
-    from unimodal.data.sequences import image_document, image_prompt, pack_documents
+    from unimodal.data.sequences import image_document, pack_documents
+    from unimodal.model.vocabulary import image_prompt
 
     model, tok, _ = latent_model
     images, scenes = heldout_scenes(1, 32)

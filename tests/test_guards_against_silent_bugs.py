@@ -7,7 +7,7 @@ import torch
 
 import unimodal.model.sampling as sampling
 from unified_fixtures import make_assets, tiny_model
-from unimodal.data.sequences import image_prompt
+from unimodal.model.vocabulary import image_prompt
 from unimodal.model.sampling import ImageSamplingConfig, sample_codes
 
 

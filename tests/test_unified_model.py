@@ -8,7 +8,8 @@ import torch.nn.functional as F
 from transformers import LlamaForCausalLM
 
 from unified_fixtures import make_assets, tiny_model
-from unimodal.data.sequences import IGNORE, image_document, image_prompt, pack_documents, text_document
+from unimodal.data.sequences import IGNORE, image_document, pack_documents, text_document
+from unimodal.model.vocabulary import image_prompt
 from unimodal.model.attention_mask import build_attention_mask, dense_mask, unified_mask_mod
 from unimodal.model.export import load_unified, save_unified
 from unimodal.model.llama import LlamaBackbone

@@ -164,7 +164,7 @@ def _save_png_atomic(image: torch.Tensor, path: Path) -> None:
 def sample_jobs(model, tokenizer, jobs: list[ImageJob], cfg: ImageSamplingConfig,
                 batch_size: int, progress=None, png_threads: int = 4) -> int:
     """Sample and write every job whose file is missing; returns how many were written."""
-    from unimodal.data.sequences import image_prompt
+    from unimodal.model.vocabulary import image_prompt
 
     check_batch_size(batch_size)
     if jobs:

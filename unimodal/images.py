@@ -8,7 +8,14 @@ import torch
 from PIL import Image
 from torchvision.utils import make_grid
 
-from unimodal.metrics.reconstruction import to_uint8
+
+def to_unit_range(images: torch.Tensor) -> torch.Tensor:
+    return ((images.float() + 1) / 2).clamp(0, 1)
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) in [-1, 1] -> uint8 with the same layout (the rounding used for PNGs)."""
+    return (to_unit_range(images) * 255).round().to(torch.uint8)
 
 
 def tensor_to_pil(image: torch.Tensor) -> Image.Image:

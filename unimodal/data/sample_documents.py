@@ -26,7 +26,8 @@ import io
 import numpy as np
 import torch
 
-from unimodal.data.sequences import Document, image_document, image_prompt
+from unimodal.data.sequences import Document, image_document
+from unimodal.model.vocabulary import image_prompt
 from unimodal.data.text_shards import text_pieces, text_sample_ids
 from unimodal.model.vocabulary import Vocabulary
 

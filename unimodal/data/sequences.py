@@ -45,18 +45,6 @@ def text_document(vocab: Vocabulary, ids: list[int]) -> Document:
     return Document(seq, seq[1:] + [IGNORE], list(range(len(seq))), [-1] * len(seq))
 
 
-def image_prompt(vocab: Vocabulary, caption: str | None = None, class_id: int | None = None
-                 ) -> list[int]:
-    """<bos> (caption | class token | <null>) <boi>."""
-    if caption:
-        body = vocab.encode_text(caption)
-    elif class_id is not None and class_id >= 0:
-        body = [vocab.class_token(class_id)]
-    else:
-        body = [vocab.null_id]
-    return [vocab.bos_id, *body, vocab.boi_id]
-
-
 def image_document(vocab: Vocabulary, prompt: list[int], codes: torch.Tensor, seed: int,
                    steps: list[int], latent_dim: int, prompt_targets: bool) -> Document:
     """Prompt then one block per step in `steps` (1-based), codes (T, h, w)."""

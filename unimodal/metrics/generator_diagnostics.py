@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from unimodal.data.sequences import image_prompt
+from unimodal.model.vocabulary import image_prompt
 from unimodal.data.shapes import render_sample
 from unimodal.metrics.shapes_checker import ShapesAccuracy, score_image, spec_from_objects
 from unimodal.model.sampling import (ImageSamplingConfig, block_logits, run_prompts,

@@ -15,14 +15,7 @@ import torch
 from torchmetrics.functional.image import (peak_signal_noise_ratio,
                                            structural_similarity_index_measure)
 
-
-def to_unit_range(images: torch.Tensor) -> torch.Tensor:
-    return ((images.float() + 1) / 2).clamp(0, 1)
-
-
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """(B, 3, H, W) in [-1, 1] -> uint8 with the same layout (the rounding used for PNGs)."""
-    return (to_unit_range(images) * 255).round().to(torch.uint8)
+from unimodal.images import to_uint8, to_unit_range
 
 
 @torch.no_grad()

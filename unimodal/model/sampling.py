@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
-from unimodal.data.sequences import image_prompt
+from unimodal.model.vocabulary import image_prompt
 from unimodal.model.unified import UnifiedModel
 from unimodal.tokenizer.rdpm_quantizer import rdpm_noise
 

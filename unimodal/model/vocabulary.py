@@ -299,3 +299,15 @@ class Vocabulary:
 
     def __repr__(self) -> str:
         return f"Vocabulary(size={self.size}, text={self.text_size}, code_offset={self.code_offset})"
+
+
+def image_prompt(vocab: Vocabulary, caption: str | None = None, class_id: int | None = None
+                 ) -> list[int]:
+    """<bos> (caption | class token | <null>) <boi>."""
+    if caption:
+        body = vocab.encode_text(caption)
+    elif class_id is not None and class_id >= 0:
+        body = [vocab.class_token(class_id)]
+    else:
+        body = [vocab.null_id]
+    return [vocab.bos_id, *body, vocab.boi_id]

@@ -1,0 +1,1 @@
+"""Pretraining of the unified model with DeepSpeed: config, trainer, EMA, FLOPs."""
