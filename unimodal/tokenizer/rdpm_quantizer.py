@@ -1,4 +1,4 @@
-"""RDPM diffusion quantizer: Algorithm 1 of the RDPM paper (../shared/design/rdpm.md, section 1).
+"""RDPM diffusion quantizer: Algorithm 1 of the RDPM paper (docs/glossary.md, "Algorithm 1").
 
 Design choices, one line each:
 - Shape-agnostic: latents are (B, d, *grid) for any spatial rank (1-D audio, 2-D images, 3-D video).
