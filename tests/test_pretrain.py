@@ -333,6 +333,9 @@ def test_step_flops_count_zero3_partitioned_layers_in_full(tmp_path):
     _, tok_dir, tok, vocab, vocab_cfg = make_assets(tmp_path)
     model = tiny_model(vocab, vocab_cfg, tok, tok_dir)
     full = step_flops(model, 256, 100, 80, 64, 256)
+    # The trainer sums the counts of a log window and converts once: FLOPs must be linear in them.
+    assert step_flops(model, 512, 130, 200, 96, 256) == pytest.approx(
+        full + step_flops(model, 256, 30, 120, 32, 256))
     for p in model.backbone.model.layers.parameters():
         p.ds_numel = p.numel()       # what DeepSpeed records before partitioning
         p.data = p.data.new_empty(0)  # what a ZeRO 3 rank holds between gathers

@@ -17,13 +17,18 @@ from __future__ import annotations
 from unimodal.model.unified import UnifiedModel
 
 
+def layer_parameter_count(model: UnifiedModel) -> int:
+    """Parameters of the decoder layers; count once per run and pass to `step_flops`."""
+    # ZeRO 3 leaves each rank a shard (numel() may be 0); ds_numel is the full count.
+    return sum(getattr(p, "ds_numel", p.numel()) for p in model.backbone.model.layers.parameters())
+
+
 def step_flops(model: UnifiedModel, tokens: int, text_targets: int, code_targets: int,
-               block_tokens: int, seq_len: int) -> float:
+               block_tokens: int, seq_len: int, layer_params: int | None = None) -> float:
     cfg = model.backbone.config
     width, layers = cfg.hidden_size, cfg.num_hidden_layers
-    # ZeRO 3 leaves each rank a shard (numel() may be 0); ds_numel is the full count.
-    layer_params = sum(getattr(p, "ds_numel", p.numel())
-                       for p in model.backbone.model.layers.parameters())
+    if layer_params is None:
+        layer_params = layer_parameter_count(model)
     d, codes = model.tok_cfg.latent_dim, model.vocab.codebook_size
     code_head = {"shared": width * codes, "latent_shared": width * codes + width * d + d * codes
                  }.get(model.cfg.code_head, width * d + d * codes)

@@ -50,7 +50,7 @@ from unimodal.data.mixture import PackedBatchStream
 from unimodal.model.export import build_unified, save_unified
 from unimodal.pretraining.config import PretrainConfig
 from unimodal.pretraining.ema import EMA
-from unimodal.pretraining.flops import step_flops
+from unimodal.pretraining.flops import layer_parameter_count, step_flops
 
 
 def warmup_cosine(step: int, warmup: int, total: int, min_ratio: float) -> float:
@@ -109,6 +109,7 @@ class Pretrainer:
         self.engine, _, _, self.scheduler = deepspeed.initialize(
             model=model, optimizer=opt, lr_scheduler=sched, config=self.ds_config)
         self.model = self.engine.module
+        self.layer_params = layer_parameter_count(self.model)  # once: not per micro-batch
         self.ema = EMA(self.model, run.ema_decay) if run.ema_decay > 0 else None
         self.stream = stream if stream is not None else PackedBatchStream(
             cfg.data, self.vocab, self.tokenizer.cfg.latent_dim, rank=self.rank,
@@ -260,7 +261,7 @@ class Pretrainer:
                    dynamic_ncols=True)
         batches = iter(self.stream)
         bad_losses = NonFiniteStreak(run.max_nonfinite_steps, self.ckpt_root, "a non-finite loss")
-        window = {"flops": 0.0, "tokens": 0, "time": time.perf_counter()}
+        window = self._fresh_window()
         self.run_start = time.perf_counter()
         sums: dict[str, float] = {}
         last: dict = {}
@@ -283,10 +284,11 @@ class Pretrainer:
             if boundary:
                 self.bad_grads.good()
             tokens = batch["input_ids"].numel()
-            window["tokens"] += tokens * self.world
-            window["flops"] += self.world * step_flops(
-                self.model, tokens, int(out["text_tokens"]), int(out["image_tokens"]),
-                int((batch["block_ids"] >= 0).sum()), cfg.data.seq_len)
+            # FLOPs are linear in these counts: sum them on the device, read them on log steps.
+            window["tokens"] += tokens
+            window["text"] += out["text_tokens"]
+            window["code"] += out["image_tokens"]
+            window["block"] += (batch["block_ids"] >= 0).sum()
             for key in ("loss", "text_loss", "image_loss"):  # summed on the device: no sync
                 sums[key] = sums.get(key, 0.0) + out[key].detach().float()
             sums["micro"] = sums.get("micro", 0) + 1
@@ -317,15 +319,23 @@ class Pretrainer:
         D.print0(f"done: {self.step} steps; export -> {export}")
         return last
 
+    def _fresh_window(self) -> dict:
+        zero = torch.zeros((), dtype=torch.long, device=self.device)
+        return {"tokens": 0, "text": zero, "code": zero.clone(), "block": zero.clone(),
+                "time": time.perf_counter()}
+
     def _log(self, sums, window, log_file, writer, bar) -> dict:
         elapsed = time.perf_counter() - window["time"]
         n = max(sums.get("micro", 1), 1)
-        tflops = window["flops"] / max(elapsed, 1e-9) / 1e12
+        flops = self.world * step_flops(
+            self.model, window["tokens"], int(window["text"]), int(window["code"]),
+            int(window["block"]), self.cfg.data.seq_len, self.layer_params)
+        tflops = flops / max(elapsed, 1e-9) / 1e12
         record = {"step": self.step, "elapsed_s": time.perf_counter() - self.run_start,
                   **{k: float(sums[k]) / n for k in ("loss", "text_loss", "image_loss") if k in sums},
                   "lr": self.scheduler.get_last_lr()[0],
                   "grad_norm": float(self.engine.get_global_grad_norm() or 0.0),
-                  "tokens_per_s": window["tokens"] / max(elapsed, 1e-9),
+                  "tokens_per_s": window["tokens"] * self.world / max(elapsed, 1e-9),
                   "tflops": tflops, "mfu": tflops / (self.cfg.train.peak_tflops * self.world),
                   "skipped_steps": self.bad_grads.total}
         if hasattr(self.stream, "bad_data_counts"):  # rank 0's share of the data
@@ -334,7 +344,7 @@ class Pretrainer:
             record["too_long_samples"] = counts["too_long"]
         if self.device.type == "cuda":
             record["peak_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30
-        window.update(flops=0.0, tokens=0, time=time.perf_counter())
+        window.update(self._fresh_window())
         bar.set_postfix({k: f"{record[k]:.3g}" for k in ("loss", "text_loss", "image_loss",
                                                           "tokens_per_s", "mfu") if k in record})
         if log_file:
