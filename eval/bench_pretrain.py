@@ -108,6 +108,7 @@ def main(argv=None):
                  "data.sources=[]", *split_config_args(rest)]
     cfg = load_config(PretrainConfig, args.config, overrides, validate=False)
     cfg.train.checkpoint_every = 10**9
+    cfg.model.resolve_image_geometry()
     vocab = Vocabulary.build(cfg.model.vocab)
     trainer = Pretrainer(cfg, stream=SyntheticStream(vocab, tok_cfg.latent_dim, cfg))
     trainer.save_checkpoint = lambda: None  # timing only

@@ -20,11 +20,11 @@ stage() { echo "[$(date +%T)] $*"; }
 if [ -n "${DRY:-}" ]; then  # CPU: tiny sizes, same steps
     export OMP_NUM_THREADS=1
     bench=(--config configs/uni_tiny.yaml --steps 4 --warmup 1 --window 1 --text-vocab 1000
-           model.vocab.codebook_size=4096 "model.vocab.grid=[16,16]" data.seq_len=1024 data.blocks_per_image=2 data.rows_per_batch=1)
+           data.seq_len=1024 data.blocks_per_image=2 data.rows_per_batch=1)
     tok=(--config configs/rdpm_tiny.yaml train.steps=20 train.device=cpu)
     enc=(data.num_samples=400 shard_size=100 device=cpu precision=fp32 data.num_workers=1)
     small=(model.backbone.hidden_size=64 model.backbone.num_layers=2 model.backbone.num_heads=2
-           model.backbone.num_kv_heads=2 model.backbone.intermediate_size=128 model.vocab.codebook_size=512
+           model.backbone.num_kv_heads=2 model.backbone.intermediate_size=128
            data.rows_per_batch=2 data.seq_len=512 data.num_workers=1 deepspeed.bf16.enabled=false)
     steps=8; every=3; kill_at=${KILL_AT:-4}; shards=3; gpu1=()
 else

@@ -192,6 +192,18 @@ def test_bad_configs_fail_before_any_model(tiny_config, tmp_path):
         load_config(PretrainConfig, tiny_config, ["deepspeed.optimizer.type=AdamW"])
 
 
+
+def test_image_geometry_comes_from_the_image_tokenizer(tiny_config):
+    """K, T and the grid have one source of truth: left out, they are read from the tokenizer;
+    stated, they must agree with it (the error names the key)."""
+    blank = ["model.vocab.codebook_size=0", "model.vocab.steps=0", "model.vocab.grid=[]"]
+    vocab = load_config(PretrainConfig, tiny_config, blank).model.vocab
+    assert (vocab.codebook_size, vocab.steps, list(vocab.grid)) == (64, 4, [8, 8])
+    with pytest.raises(ConfigError, match=r"model\.vocab\.steps=5 but the image tokenizer"):
+        load_config(PretrainConfig, tiny_config, ["model.vocab.steps=5"])
+    with pytest.raises(ConfigError, match=r"model\.vocab\.grid=\[4, 4\]"):
+        load_config(PretrainConfig, tiny_config, ["model.vocab.grid=[4,4]"])
+
 @pytest.mark.parametrize("stage", [1, 3])
 def test_resume_loads_every_zero_stage_without_unpickling_code(tiny_config, tmp_path, stage):
     """Resume goes through the weights_only loader for DeepSpeed's own files, at any ZeRO stage."""

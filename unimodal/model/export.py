@@ -40,6 +40,7 @@ class _UnifiedFile:
 def build_unified(cfg: UnifiedModelConfig, device: str | torch.device = "cpu"
                   ) -> tuple[UnifiedModel, RDPMTokenizer]:
     """Vocabulary, frozen image tokenizer and model from a config (scratch or extended base)."""
+    cfg.resolve_image_geometry()
     tokenizer = load_tokenizer(cfg.image_tokenizer, device)
     vocab = Vocabulary.build(cfg.vocab)
     if cfg.backbone.base_model:

@@ -37,7 +37,8 @@ from unimodal.config import ConfigError
 from unimodal.model.attention_mask import build_attention_mask
 from unimodal.model.llama import LlamaBackbone
 from unimodal.model.vocabulary import Vocabulary, VocabularyConfig
-from unimodal.tokenizer.rdpm_tokenizer import RDPMTokenizerConfig, build_quantizer
+from unimodal.tokenizer.rdpm_tokenizer import (RDPMTokenizerConfig, build_quantizer,
+                                             load_tokenizer_config)
 
 
 def _ffn(width: int) -> int:
@@ -103,6 +104,20 @@ class UnifiedModelConfig:
     def validate(self, prefix: str = "model") -> None:
         if self.code_head not in CODE_HEADS:
             raise ConfigError(f"{prefix}.code_head={self.code_head!r}: choose one of {CODE_HEADS}")
+
+    def resolve_image_geometry(self, prefix: str = "model") -> None:
+        """Fill vocab.codebook_size / steps / grid from the image tokenizer's saved config (the
+        one source of truth); a value the config states must agree with it."""
+        tok = load_tokenizer_config(self.image_tokenizer)
+        for key, theirs in (("codebook_size", tok.codebook_size), ("steps", tok.steps),
+                            ("grid", list(tok.grid))):
+            ours = getattr(self.vocab, key)
+            if not ours:
+                setattr(self.vocab, key, theirs)
+            elif list(ours) != theirs if key == "grid" else ours != theirs:
+                raise ConfigError(f"{prefix}.vocab.{key}={ours!r} but the image tokenizer "
+                                  f"{self.image_tokenizer} has {theirs!r}; drop the key (it is "
+                                  "read from the tokenizer) or use the matching tokenizer")
 
 
 CODE_HEADS = ("shared", "distance", "latent", "latent_shared")

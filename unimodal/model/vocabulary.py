@@ -39,9 +39,12 @@ BASE_SPECIALS = ("<boi>", "<eoi>", "<null>", "<pad>")
 class VocabularyConfig:
     text_tokenizer: str = ""  # sentencepiece .model file, or a local Hugging Face tokenizer folder
     num_classes: int = 0  # C class tokens for class-conditional generation (0 = none)
-    codebook_size: int = 4096  # K of the image tokenizer
-    steps: int = 10  # T code maps per image
-    grid: list[int] = field(default_factory=lambda: [16, 16])  # (h, w) of one code map
+    # The image geometry has one source of truth, the image tokenizer: 0 / [] = read from
+    # model.image_tokenizer (UnifiedModelConfig.resolve_image_geometry); a value given here is
+    # only checked against it.
+    codebook_size: int = 0  # K of the image tokenizer
+    steps: int = 0  # T code maps per image
+    grid: list[int] = field(default_factory=list)  # (h, w) of one code map
 
     def validate(self, prefix: str = "vocab") -> None:
         path = Path(self.text_tokenizer)
@@ -55,7 +58,8 @@ class VocabularyConfig:
                               "tokenizer.json or tokenizer_config.json (not a Hugging Face tokenizer)")
         for key in ("codebook_size", "steps"):
             if getattr(self, key) < 1:
-                raise ConfigError(f"{prefix}.{key}={getattr(self, key)}: must be >= 1")
+                raise ConfigError(f"{prefix}.{key}={getattr(self, key)}: must be >= 1 (0 = from "
+                                  "the image tokenizer, which was not given)")
         if self.num_classes < 0:
             raise ConfigError(f"{prefix}.num_classes={self.num_classes}: must be >= 0")
         if len(self.grid) != 2 or min(self.grid) < 1:

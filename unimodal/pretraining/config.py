@@ -81,6 +81,7 @@ class PretrainConfig:
             raise ConfigError(f"model.backbone.base_model={m.backbone.base_model!r}: not a local "
                               "Hugging Face checkpoint folder (no config.json)")
         m.validate("model")
+        m.resolve_image_geometry("model")
         m.backbone.validate("model.backbone")
         m.vocab.validate("model.vocab")
         self.data.validate("data")

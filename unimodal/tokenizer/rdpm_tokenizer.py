@@ -159,13 +159,23 @@ def save_tokenizer(model: RDPMTokenizer, folder: str | Path) -> None:
     save_config(_TokenizerFile(model.cfg), folder / CONFIG_FILE)
 
 
-def load_tokenizer(folder: str | Path, device: str | torch.device = "cpu") -> RDPMTokenizer:
-    folder = Path(folder)
+def _check_tokenizer_folder(folder: Path) -> None:
     for name in (WEIGHTS_FILE, CONFIG_FILE):
         if not (folder / name).is_file():
             raise FileNotFoundError(f"tokenizer checkpoint {folder} has no {name}; pass the folder "
                                     "written by tokenizers/train_rdpm.py (<out_dir>/tokenizer)")
-    cfg = load_config(_TokenizerFile, folder / CONFIG_FILE).model
+
+
+def load_tokenizer_config(folder: str | Path) -> RDPMTokenizerConfig:
+    """The saved tokenizer's config alone (no weights): K, T, grid, latent width."""
+    folder = Path(folder)
+    _check_tokenizer_folder(folder)
+    return load_config(_TokenizerFile, folder / CONFIG_FILE).model
+
+
+def load_tokenizer(folder: str | Path, device: str | torch.device = "cpu") -> RDPMTokenizer:
+    folder = Path(folder)
+    cfg = load_tokenizer_config(folder)
     model = RDPMTokenizer(cfg)
     model.load_state_dict(load_file(str(folder / WEIGHTS_FILE)))
     return model.to(device).eval()
