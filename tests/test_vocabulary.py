@@ -213,6 +213,10 @@ def test_check_compatible_names_the_first_difference(sp_model, hf_folder):
         vocab.check_compatible(make(hf_folder))
 
 
+# Stated image geometry (in a unified model it is read from the image tokenizer).
+GEOMETRY = dict(codebook_size=64, steps=4, grid=[8, 8])
+
+
 def test_config_validation_names_the_key(tmp_path, sp_model):
     with pytest.raises(ConfigError, match=r"vocab.text_tokenizer='x': file not found"):
         VocabularyConfig(text_tokenizer="x").validate()
@@ -223,10 +227,10 @@ def test_config_validation_names_the_key(tmp_path, sp_model):
     for bad, key in ((dict(steps=0), "vocab.steps"), (dict(codebook_size=0), "vocab.codebook_size"),
                      (dict(num_classes=-1), "vocab.num_classes"), (dict(grid=[16]), "vocab.grid")):
         with pytest.raises(ConfigError, match=key):
-            VocabularyConfig(text_tokenizer=str(sp_model), **bad).validate()
+            VocabularyConfig(text_tokenizer=str(sp_model), **{**GEOMETRY, **bad}).validate()
     (tmp_path / "junk.model").write_bytes(b"not a model")
     with pytest.raises(ConfigError, match=r"vocab.text_tokenizer=.*junk.model.*cannot load"):
-        Vocabulary.build(VocabularyConfig(text_tokenizer=str(tmp_path / "junk.model")))
+        Vocabulary.build(VocabularyConfig(text_tokenizer=str(tmp_path / "junk.model"), **GEOMETRY))
 
 
 def test_config_is_an_omegaconf_section(sp_model):
@@ -234,7 +238,8 @@ def test_config_is_an_omegaconf_section(sp_model):
     class ModelFile:
         vocab: VocabularyConfig = field(default_factory=VocabularyConfig)
 
-    cfg = load_config(ModelFile, overrides=[f"vocab.text_tokenizer={sp_model}", "vocab.grid=[8,8]"])
+    cfg = load_config(ModelFile, overrides=[f"vocab.text_tokenizer={sp_model}", "vocab.grid=[8,8]",
+                                            "vocab.codebook_size=64", "vocab.steps=4"])
     assert Vocabulary.build(cfg.vocab).grid == (8, 8)
     with pytest.raises(ConfigError, match="vocab.steps"):
         load_config(ModelFile, overrides=["vocab.steps=ten"])

@@ -38,7 +38,7 @@ def main(argv=None):
     if args.vocab:
         vocab = Vocabulary.load(args.vocab)
     elif args.text_tokenizer:
-        vocab = Vocabulary.build(VocabularyConfig(text_tokenizer=args.text_tokenizer))  # text ids only
+        vocab = Vocabulary.build(VocabularyConfig.text_only(args.text_tokenizer))
     else:
         vocab = None
     documents = read_documents(args.input, args.jsonl_field)

@@ -46,6 +46,12 @@ class VocabularyConfig:
     steps: int = 0  # T code maps per image
     grid: list[int] = field(default_factory=list)  # (h, w) of one code map
 
+    @classmethod
+    def text_only(cls, text_tokenizer: str) -> "VocabularyConfig":
+        """For text-id work (encoding text shards): text ids come before every image id, so they
+        do not depend on the image geometry, which is set to a placeholder here."""
+        return cls(text_tokenizer=text_tokenizer, codebook_size=1, steps=1, grid=[1, 1])
+
     def validate(self, prefix: str = "vocab") -> None:
         path = Path(self.text_tokenizer)
         if not self.text_tokenizer:
