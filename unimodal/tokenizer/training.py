@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -33,88 +32,23 @@ from unimodal import distributed as D
 from unimodal.checkpointing import (NonFiniteStreak, atomic_folder, check_fresh_out_dir,
                                     latest_checkpoint, load_torch_file, prune_checkpoints,
                                     step_dir_name, supersede_after)
-from unimodal.config import ConfigError, check_optimizer, save_config
-from unimodal.data.image_sources import (BadSampleCounter, ImageDataConfig, build_image_dataset,
-                                         collate_skip_none)
+from unimodal.config import ConfigError, save_config
+from unimodal.data.image_sources import BadSampleCounter, build_image_dataset, collate_skip_none
 from unimodal.images import save_comparison_grid
 from unimodal.metrics.reconstruction import ReconstructionMeter, psnr_per_image
 from unimodal.metrics.shapes_checker import ShapesAccuracy, score_reconstructions
 from unimodal.tokenizer.diagnostics import (StepDiagnostics, latent_gain_stats,
                                             plot_step_diagnostics)
-from unimodal.tokenizer.losses import (PatchDiscriminator, TokenizerLossConfig,
-                                       adaptive_gan_weight, build_perceptual, hinge_d_loss)
-from unimodal.tokenizer.rdpm_tokenizer import (RDPMTokenizer, RDPMTokenizerConfig, load_tokenizer,
-                                               save_tokenizer)
+from unimodal.tokenizer.losses import (PatchDiscriminator, adaptive_gan_weight, build_perceptual,
+                                       hinge_d_loss)
+from unimodal.tokenizer.rdpm_tokenizer import RDPMTokenizer, load_tokenizer, save_tokenizer
+from unimodal.tokenizer.training_config import (OptimConfig, TokenizerRunConfig,  # noqa: F401
+                                               TokenizerTrainConfig)
 
 
 # What a run writes into train.out_dir, and which of it describes the run's end.
 FINAL_OUTPUTS = ("tokenizer", "metrics.json", "reconstructions.png", "step_diagnostics.png")
 RUN_FILES = ("log.jsonl", "checkpoints", "train_config.yaml", *FINAL_OUTPUTS)
-
-
-@dataclass
-class OptimConfig:
-    lr: float = 2e-4
-    betas: list[float] = field(default_factory=lambda: [0.5, 0.9])  # the paper's Adam betas
-    weight_decay: float = 0.0
-    warmup_steps: int = 100
-    grad_clip: float = 1.0                # 0 = off
-
-
-@dataclass
-class TokenizerRunConfig:
-    out_dir: str = "runs/rdpm_tiny"
-    steps: int = 1000
-    batch_size: int = 32                  # per device
-    log_every: int = 10
-    checkpoint_every: int = 500
-    keep_checkpoints: int = 2
-    eval_images: int = 64                 # held-out images for the final metrics
-    seed: int = 0
-    device: str = "auto"                  # auto | cpu | cuda
-    precision: str = "fp32"               # fp32 | bf16 (autocast on CUDA)
-    threads: int = 0                      # torch CPU threads; 0 = torch's default
-    max_minutes: float = 0.0              # stop training after this wall time (then save, evaluate); 0 = off
-    max_nonfinite_steps: int = 5          # skipped updates (non-finite loss/gradients) in a row that stop
-    allow_inexact_resume: bool = False    # webdataset sources: resume although the stream restarts
-    overwrite: bool = False               # a fresh run may replace another run's files in out_dir
-    diagnostics_every: int = 100          # per-step quantizer diagnostics in log.jsonl; 0 = off
-    diagnostics_images: int = 32          # images of the batch they use
-
-
-@dataclass
-class TokenizerTrainConfig:
-    model: RDPMTokenizerConfig = field(default_factory=RDPMTokenizerConfig)
-    loss: TokenizerLossConfig = field(default_factory=TokenizerLossConfig)
-    data: ImageDataConfig = field(default_factory=ImageDataConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    train: TokenizerRunConfig = field(default_factory=TokenizerRunConfig)
-
-    def validate(self) -> None:
-        self.model.validate("model")
-        self.loss.validate("loss")
-        check_optimizer(self.optim, "optim")
-        if self.train.max_nonfinite_steps < 1:
-            raise ConfigError(f"train.max_nonfinite_steps={self.train.max_nonfinite_steps}: must be >= 1")
-        if self.train.keep_checkpoints < 0:
-            raise ConfigError(f"train.keep_checkpoints={self.train.keep_checkpoints}: must be >= 0")
-        if self.train.max_minutes < 0:
-            raise ConfigError(f"train.max_minutes={self.train.max_minutes}: must be >= 0 (0 = off)")
-        try:
-            self.data.validate()
-        except ValueError as err:
-            raise ConfigError(str(err)) from err
-        if self.data.image_size != self.model.image_size:
-            raise ConfigError(f"data.image_size={self.data.image_size} differs from "
-                              f"model.image_size={self.model.image_size}")
-        if self.train.precision not in ("fp32", "bf16"):
-            raise ConfigError(f"train.precision={self.train.precision!r}: choose fp32 or bf16")
-        for key in ("steps", "batch_size", "log_every", "checkpoint_every"):
-            if getattr(self.train, key) < 1:
-                raise ConfigError(f"train.{key} must be >= 1")
-        for key in ("diagnostics_every", "diagnostics_images"):
-            if getattr(self.train, key) < 0:
-                raise ConfigError(f"train.{key} must be >= 0")
 
 
 def _index_batches(n: int, batch: int, seed: int, start_step: int) -> Iterator[list[int]]:
