@@ -152,6 +152,21 @@ def test_two_ranks_resume_on_one_through_a_universal_checkpoint(tiny_config, tmp
         assert rows[step]["lr"] == pytest.approx(ref[step]["lr"]) and math.isfinite(rows[step]["loss"])
 
 
+
+def test_a_planted_pickle_stops_the_universal_conversion(tiny_config, tmp_path):
+    """The 2 -> 1 conversion reads the checkpoint through the same safe loader, and its failure
+    stops the run with one clear cause instead of leaving ranks at a barrier."""
+    from safe_loading_fixtures import plant_payload
+
+    two, one = tmp_path / "two", tmp_path / "one"
+    launch(tiny_config, two, "train.steps=3", "train.ema_decay=0", procs=2)
+    ckpt = two / "checkpoints/step_00000003"
+    marker = plant_payload(ckpt / "zero_pp_rank_1_mp_rank_00_optim_states.pt", tmp_path / "ran")
+    done = launch(tiny_config, one, "train.ema_decay=0", "--resume", str(ckpt), check=False)
+    out = done.stdout + done.stderr
+    assert done.returncode != 0 and "converting it to a universal checkpoint failed" in out
+    assert "refused to load" in out and not marker.exists()
+
 def test_two_nodes_of_one_process_through_the_hostfile_launcher(tiny_config, tmp_path):
     """The multi-node path of README: one launcher per node (--no_ssh --node_rank), a shared
     out_dir; each node's rank reads its own part of the data."""

@@ -72,6 +72,15 @@ def prune_checkpoints(root: str | Path, keep: int) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
+def saved_world_size(checkpoint: Path) -> int:
+    """How many ranks wrote a pretraining checkpoint (one data-stream file each)."""
+    n = len(list(checkpoint.glob("data_rank*.json")))
+    if n == 0:
+        raise FileNotFoundError(f"{checkpoint}: no data_rank*.json; not a pretraining "
+                                "checkpoint folder (step_XXXXXXXX under <out_dir>/checkpoints)")
+    return n
+
+
 class UnsafeFileError(ValueError):
     """A file holds pickled Python objects beyond tensors and plain data; it was not loaded."""
 

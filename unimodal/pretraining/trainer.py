@@ -38,8 +38,8 @@ from tqdm import tqdm
 from unimodal import distributed as D
 from unimodal.checkpointing import (NonFiniteStreak, atomic_folder, check_fresh_out_dir,
                                     deepspeed_checkpoint_globals, latest_checkpoint,
-                                    prune_checkpoints, step_dir_name, supersede_after,
-                                    weights_only_torch_load)
+                                    prune_checkpoints, saved_world_size, step_dir_name,
+                                    supersede_after, weights_only_torch_load)
 
 # What a run writes into train.out_dir, and which of it describes the run's end.
 RUN_FILES = ("log.jsonl", "checkpoints", "export", "exports", "tensorboard", "pretrain_config.yaml",
@@ -192,20 +192,26 @@ class Pretrainer:
         load_dir, tag = self.out_dir / "universal", path.name
         marker = load_dir / tag / "source.txt"
         source = str(path.resolve())
+        failure = None
         if self.rank == 0 and not (marker.is_file() and marker.read_text() == source):
             from deepspeed.checkpoint import ds_to_universal
 
             D.print0(f"converting {path} to a universal checkpoint in {load_dir / tag} ...")
-            with atomic_folder(load_dir / tag) as tmp:
-                # One worker: no process pool forked from a rank that holds CUDA/NCCL state.
-                args = argparse.Namespace(
-                    input_folder=str(path), output_folder=str(tmp), num_extract_workers=1,
-                    num_merge_workers=1, keep_temp_folder=False, strict=True,
-                    inject_missing_state=False)
-                with weights_only_torch_load(deepspeed_checkpoint_globals()):
-                    ds_to_universal.main(args)
-                (tmp / "source.txt").write_text(source)
-        D.barrier()
+            try:
+                with atomic_folder(load_dir / tag) as tmp:
+                    # One worker: no process pool forked from a rank that holds CUDA/NCCL state.
+                    args = argparse.Namespace(
+                        input_folder=str(path), output_folder=str(tmp), num_extract_workers=1,
+                        num_merge_workers=1, keep_temp_folder=False, strict=True,
+                        inject_missing_state=False)
+                    with weights_only_torch_load(deepspeed_checkpoint_globals()):
+                        ds_to_universal.main(args)
+                    (tmp / "source.txt").write_text(source)
+            except Exception as error:  # every rank stops, instead of waiting at a barrier
+                failure = error
+        if D.any_rank(failure is not None, self.device):
+            raise RuntimeError(f"--resume {path}: converting it to a universal checkpoint failed"
+                               + (f": {failure}" if failure else " on rank 0")) from failure
         return load_dir, tag
 
     def export(self, folder: Path | None = None) -> Path:
@@ -358,15 +364,6 @@ class Pretrainer:
                 elif k != "step":
                     writer.add_scalar(f"train/{k}", v, self.step)
         return record
-
-
-def saved_world_size(checkpoint: Path) -> int:
-    """How many ranks wrote a pretraining checkpoint (one data-stream file each)."""
-    n = len(list(checkpoint.glob("data_rank*.json")))
-    if n == 0:
-        raise FileNotFoundError(f"--resume {checkpoint}: no data_rank*.json; not a pretraining "
-                                "checkpoint folder (step_XXXXXXXX under <out_dir>/checkpoints)")
-    return n
 
 
 def resolve_resume(cfg: PretrainConfig, where: str) -> Path | None:
