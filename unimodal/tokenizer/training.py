@@ -84,6 +84,15 @@ def _batches(dataset, cfg: TokenizerTrainConfig, start_step: int) -> Iterator[di
             yield batch
 
 
+def _host_values(logs: dict) -> dict:
+    """Device scalars -> Python floats in one transfer (a log step's only sync for them)."""
+    keys = [k for k, v in logs.items() if torch.is_tensor(v)]
+    if not keys:
+        return logs
+    values = torch.stack([logs[k].float().reshape(()) for k in keys]).tolist()
+    return {**logs, **dict(zip(keys, values))}
+
+
 def _lr_factor(step: int, warmup: int) -> float:
     return min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
 
@@ -168,7 +177,9 @@ class TokenizerTrainer:
         enabled = self.cfg.train.precision == "bf16" and self.device.type == "cuda"
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
 
-    def train_step(self, images: torch.Tensor) -> dict[str, float]:
+    def train_step(self, images: torch.Tensor) -> dict:
+        """One update. Logged values stay on the device (`fit` reads them on log steps only); the
+        one host sync is the finite check that decides whether to apply the step."""
         cfg, lc = self.cfg, self.cfg.loss
         # Every random draw of a step (noise, dead-code picks) is a function of (seed, step,
         # rank), so a resumed run repeats an uninterrupted one exactly.
@@ -183,11 +194,11 @@ class TokenizerTrainer:
         recon = recon.float()
         rec_loss = F.mse_loss(recon, images)
         nll = rec_loss
-        logs = {"rec": rec_loss.item(), "quant": q.loss.item()}
+        logs = {"rec": rec_loss.detach(), "quant": q.loss.detach()}
         if self.perceptual is not None:
             p_loss = self.perceptual(recon, images)
             nll = nll + lc.perceptual_weight * p_loss
-            logs["lpips"] = p_loss.item()
+            logs["lpips"] = p_loss.detach()
         loss = nll + lc.quant_weight * q.loss
         if use_gan:
             with self._autocast():
@@ -195,16 +206,17 @@ class TokenizerTrainer:
             weight = (adaptive_gan_weight(nll, g_loss, self.model.decoder.last_layer_weight)
                       if lc.gan_adaptive_weight else torch.tensor(1.0, device=self.device))
             loss = loss + weight * lc.gan_weight * g_loss
-            logs.update(g=g_loss.item(), gan_w=weight.item())
+            logs.update(g=g_loss.detach(), gan_w=weight.detach())
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         # The norm is taken after DDP's all-reduce, so every rank makes the same skip decision.
         grad_norm = torch.nn.utils.clip_grad_norm_(
             self.model.parameters(), cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else math.inf)
-        if not (math.isfinite(loss.item()) and math.isfinite(grad_norm.item())):
+        logs.update(loss=loss.detach(), grad_norm=grad_norm.detach())
+        if not bool(torch.isfinite(logs["loss"]) & torch.isfinite(logs["grad_norm"])):
             # Skip the update; the step (and its batch) is spent, so resume stays exact.
             self.opt.zero_grad(set_to_none=True)
-            return {**logs, "loss": loss.item(), "grad_norm": grad_norm.item(), "skipped": True}
+            return {**logs, "skipped": True}
         self.opt.step()
         if use_gan:
             with self._autocast():
@@ -213,10 +225,9 @@ class TokenizerTrainer:
             self.disc_opt.zero_grad(set_to_none=True)
             d_loss.backward()
             self.disc_opt.step()
-            logs["d"] = d_loss.item()
-        logs.update(loss=loss.item(), grad_norm=grad_norm.item(),
-                    psnr=psnr_per_image(images, recon.detach()).mean().item(),
-                    usage=q.usage, ppl=q.perplexity)
+            logs["d"] = d_loss.detach()
+        logs.update(psnr=psnr_per_image(images, recon.detach()).mean(), usage=q.usage,
+                    ppl=q.perplexity)
         return logs
 
     # --- the run ---------------------------------------------------------------------------
@@ -250,6 +261,7 @@ class TokenizerTrainer:
                 window_images += images.shape[0] * D.world_size()
                 bar.update(1)
                 if self.step % run.log_every == 0 or self.step == run.steps:
+                    logs = _host_values(logs)
                     elapsed = time.perf_counter() - window_start
                     logs["img_per_s"] = window_images / max(elapsed, 1e-9)
                     logs["skipped_steps"] = self.bad_steps.total
