@@ -11,6 +11,8 @@
 #                                        per variant side by side; a sweep in one call; commas
 #                                        inside [...] stay in the value: data.step_weights=[1,1,2]
 #   CURVE=0 skips the accuracy curve (saves about a minute when three variants share the call)
+#   SAMPLING_SWEEP="1:0.7 4:0.7 2:0.3" also scores the first variant at each CFG scale:temperature
+#       (128 captions, 4 images per class each, all at once next to the main scoring)
 # Prints the tables last.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -88,8 +90,15 @@ for head in "${heads[@]}"; do
         --prompts-file $out/heldout_captions.txt $sampling > $out/samples_$head.log 2>&1 &
     pids+=($!)
 done
-for pid in "${pids[@]}"; do wait $pid || echo "a job failed (exit $?): see the logs in $out"; done
 head0=${heads[0]}
+for setting in ${SAMPLING_SWEEP:-}; do
+    cfg=${setting%%:*} tau=${setting#*:}
+    $py eval/shapes_score.py --checkpoint $out/pretrain_$head0/export --captions 128 --per-class 4 \
+        --cfg-scale $cfg --temperature $tau --out $out/sweep_${head0}_cfg${cfg}_tau${tau} \
+        --device cuda --batch-size 128 > $out/sweep_${head0}_cfg${cfg}_tau${tau}.log 2>&1 &
+    pids+=($!)
+done
+for pid in "${pids[@]}"; do wait $pid || echo "a job failed (exit $?): see the logs in $out"; done
 if [ "${CURVE:-1}" = 1 ]; then
     stage "accuracy against training minutes"
     $py eval/accuracy_curve.py --run $out/pretrain_$head0 --captions 128 --per-class 4 $sampling \
@@ -102,6 +111,13 @@ for head in "${heads[@]}"; do
     cat $out/generator_$head/generator_diagnostics.md || true
     head -8 $out/shapes_score_$head/shapes_score.md || true
 done
+if [ -n "${SAMPLING_SWEEP:-}" ]; then
+    echo "== sampling sweep on $head0 (128 captions, 4 per class): cfg tau | caption whole | class whole"
+    for setting in $SAMPLING_SWEEP; do
+        cfg=${setting%%:*} tau=${setting#*:}
+        $py -c "import json; r = json.load(open('$out/sweep_${head0}_cfg${cfg}_tau${tau}/shapes_score.json')); print('$cfg $tau |', round(r['metrics']['caption']['prompt'], 4), '|', round(r['metrics']['class']['prompt'], 4))" || true
+    done
+fi
 echo "== accuracy against training minutes ($head0)"
 tail -8 $out/accuracy_curve_$head0.log || true
 echo "== GPU tests"
