@@ -48,7 +48,7 @@ bench_pid=$!
     set -e
     "${gpu1[@]}" $py tokenizers/train_rdpm.py "${tok[@]}" train.out_dir=$d/tokenizer train.overwrite=true
     "${gpu1[@]}" $py tokenizers/encode.py tokenizer=$d/tokenizer/tokenizer out_dir=$d/codes \
-        data.source=shapes data.image_size=64 batch_size=256 "${enc[@]}"
+        data.source=shapes data.image_size=64 batch_size=256 overwrite=true "${enc[@]}"
     mkdir -p $d/text
     $py -c "from unimodal.data.text_corpus import shapes_text_corpus; print('\n'.join(shapes_text_corpus(4000, seed=1)))" > $d/text/corpus.txt
     $py tokenizers/train_text.py --input $d/text/corpus.txt --out $d/text/text.model --vocab-size 512

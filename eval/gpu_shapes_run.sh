@@ -59,7 +59,8 @@ $py eval/recon.py tokenizer=$out/tokenizer/tokenizer out_dir=$out/recon data.sou
     data.image_size=64 data.num_samples=200000 data.heldout_samples=512 max_images=512 batch_size=128 save_images=false
 stage encode
 $py tokenizers/encode.py tokenizer=$out/tokenizer/tokenizer out_dir=$out/codes data.source=shapes \
-    data.image_size=64 data.num_samples=20000 data.num_workers=8 shard_size=1000 batch_size=256 device=cuda
+    data.image_size=64 data.num_samples=20000 data.num_workers=8 shard_size=1000 batch_size=256 device=cuda \
+    overwrite=true
 $py -c "from unimodal.data.text_corpus import shapes_text_corpus; print('\n'.join(shapes_text_corpus(4000, seed=1)))" > $out/text/corpus.txt
 $py tokenizers/train_text.py --input $out/text/corpus.txt --out $out/text/text.model --vocab-size 512
 $py tokenizers/encode_text.py --input $out/text/corpus.txt --out-dir $out/text_shards \

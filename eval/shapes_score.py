@@ -47,7 +47,8 @@ def build_jobs(images_dir: Path, captions: list[str], per_class: int) -> list[Im
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     add_sampling_args(parser)
-    parser.add_argument("--out", default="runs/shapes_score")
+    parser.add_argument("--out", default="runs/shapes_score",
+                        help="folder for images/ and the reports (default: %(default)s)")
     parser.add_argument("--captions", type=int, default=300, help="held-out captions to sample")
     parser.add_argument("--per-class", type=int, default=4, help="images per class id; 0 = none")
     parser.add_argument("--heldout-offset", type=int, default=1_000_000,
@@ -113,7 +114,9 @@ def main(argv=None):
     settings = {"sampling": record, "image_size": image_size,
                 "scoring": "per attribute pooled over objects/relations; prompt = all correct"}
     notes = ["class prompts ask for one object of the class's colour and shape (count free)",
-             "ground truth rows: the held-out scenes rendered exactly, the checker's ceiling"]
+             "ground truth rows: the held-out caption scenes rendered exactly (the checker's "
+             "ceiling), scored against their caption and against their scene's class; so both "
+             "rows count --captions images, not the class requests"]
     report = write_report(out, "shapes_score", metrics, settings, notes,
                           "Prompt following on shapes (accuracy)", table)
     print(table, flush=True)

@@ -80,6 +80,31 @@ def test_encode_writes_exact_codes_and_resumes(tokenizer_dir, tmp_path):
         assert (rerun / p.name).read_bytes() == p.read_bytes()
 
 
+def test_encode_refuses_a_folder_with_other_settings_unless_overwrite(tokenizer_dir, tmp_path):
+    encode = load_script("tokenizers/encode.py").main
+    out = tmp_path / "codes"
+    encode(encode_args(tokenizer_dir, out, n=6))
+    before = {p.name: p.read_bytes() for p in out.glob("shard-*.tar")}
+    # Same settings (a faster device setting does not count): a resume that writes nothing.
+    assert encode(encode_args(tokenizer_dir, out, n=6) + ["batch_size=5"])["written"] == 0
+    other_seed = [a for a in encode_args(tokenizer_dir, out, n=6) if a != "seed=7"] + ["seed=8"]
+    with pytest.raises(ConfigError, match=r"out_dir=.*other settings \(seed: 7 -> 8\).*overwrite=true"):
+        encode(other_seed)
+    assert {p.name: p.read_bytes() for p in out.glob("shard-*.tar")} == before  # untouched
+    # overwrite=true starts over: the shards equal a fresh run with the new seed.
+    assert encode(other_seed + ["overwrite=true"])["written"] == 6
+    fresh = tmp_path / "fresh"
+    encode([a.replace(str(out), str(fresh)) for a in other_seed])
+    for name in before:
+        assert (out / name).read_bytes() == (fresh / name).read_bytes() != before[name]
+    # Shards from somewhere else (no settings recorded) are not resumed either.
+    stray = tmp_path / "stray"
+    stray.mkdir()
+    (stray / shard_name(0)).write_bytes(b"")
+    with pytest.raises(ConfigError, match="1 shard file.*no readable settings"):
+        encode(encode_args(tokenizer_dir, stray))
+
+
 def test_encode_config_errors(tokenizer_dir, tmp_path):
     encode = load_script("tokenizers/encode.py").main
     with pytest.raises(ConfigError, match="tokenizer"):

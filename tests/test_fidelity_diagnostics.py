@@ -191,7 +191,7 @@ def test_generator_diagnostics_script(latent_model, tmp_path):
             ["--checkpoint", str(folder / "export"), "--prefix-steps", "9", "--device", "cpu"])
 
 
-def test_recon_script_reports_the_checker_ceiling_and_per_step_table(tmp_path):
+def test_recon_script_reports_the_checker_ceiling_and_per_step_table(tmp_path, capsys):
     tok = tiny_tokenizer(image_size=64, channel_mult=[1, 2, 2, 4])
     save_tokenizer(tok, tmp_path / "tok")
     metrics = load_script("eval/recon.py").main(
@@ -203,3 +203,6 @@ def test_recon_script_reports_the_checker_ceiling_and_per_step_table(tmp_path):
     assert len(report["per_step"]["prefix_psnr"]) == 5
     assert (tmp_path / "recon" / "step_diagnostics.png").is_file()
     assert "| prefix_psnr |" in (tmp_path / "recon" / "recon_metrics.md").read_text()
+    # save_images=false: no per-image folders, and the closing line does not promise them.
+    assert not (tmp_path / "recon" / "original").exists()
+    assert "original/" not in capsys.readouterr().out

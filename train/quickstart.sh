@@ -14,7 +14,7 @@ python tokenizers/train_rdpm.py --config configs/rdpm_tiny.yaml train.out_dir=$o
     train.overwrite=true
 python tokenizers/encode.py tokenizer=$out/tokenizer/tokenizer out_dir=$out/codes data.source=shapes \
     data.image_size=64 data.num_samples=4000 data.num_workers=1 shard_size=1000 batch_size=64 \
-    device=cpu precision=fp32
+    device=cpu precision=fp32 overwrite=true
 mkdir -p $out/text
 python -c "from unimodal.data.text_corpus import shapes_text_corpus; print('\n'.join(shapes_text_corpus(4000, seed=1)))" > $out/text/corpus.txt
 python tokenizers/train_text.py --input $out/text/corpus.txt --out $out/text/text.model --vocab-size 512

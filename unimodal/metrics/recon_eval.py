@@ -63,8 +63,10 @@ def evaluate_reconstruction(cfg: ReconEvalConfig) -> dict:
     tok = load_tokenizer(cfg.tokenizer, device)
     out = Path(cfg.out_dir)
     real_dir, fake_dir = out / "original", out / "reconstruction"
-    for d in (real_dir, fake_dir):
-        d.mkdir(parents=True, exist_ok=True)
+    write_pngs = cfg.save_images or bool(cfg.inception_weights)  # rFID reads the two folders
+    out.mkdir(parents=True, exist_ok=True)
+    for d in (real_dir, fake_dir) if write_pngs else ():
+        d.mkdir(exist_ok=True)
     loader = DataLoader(build_image_dataset(cfg.data, cfg.split), batch_size=cfg.batch_size,
                         collate_fn=collate_skip_none, num_workers=cfg.data.num_workers)
     meter, counts, first = ReconstructionMeter(), torch.zeros(tok.cfg.codebook_size), None
@@ -86,7 +88,7 @@ def evaluate_reconstruction(cfg: ReconEvalConfig) -> dict:
         counts += torch.bincount(codes.flatten().cpu(), minlength=tok.cfg.codebook_size)
         if first is None:
             first = (images[:8].cpu(), recon[:8].cpu())
-        if cfg.save_images or cfg.inception_weights:
+        if write_pngs:
             for img, rec, key in zip(images, recon, keys):
                 name = key.replace("/", "_") + ".png"
                 save_png(img, real_dir / name)

@@ -16,7 +16,11 @@ Design choices, one line each:
   overlaps with the GPU instead of stalling it (it costs about 0.4 ms per 256 px sample).
 - `compile=true` runs the encoder through torch.compile (about 2.5x faster on an H200, see README).
 - Tar headers carry a fixed mtime: the same input gives byte-identical shards.
-- `encode_meta.json` records the tokenizer (config and weights hash), seeds and counts.
+- `encode_meta.json` records the tokenizer (config and weights hash), seeds and counts. It is
+  written before the first shard, and a later run into the same folder must agree with it on
+  everything that changes a shard's content (tokenizer weights, data, split, shard size, seed,
+  precision), or it stops and names the keys: resuming with other settings would mix two
+  encodings in one folder. `overwrite=true` deletes the folder's shards and starts over.
 """
 
 from __future__ import annotations
@@ -59,6 +63,7 @@ class EncodeConfig:
     device: str = "auto"
     precision: str = "bf16"               # encoder autocast on CUDA; nearest-code search is fp32
     compile: bool = False                 # torch.compile the encoder (CUDA)
+    overwrite: bool = False               # delete this folder's shards when its settings differ
 
     def validate(self) -> None:
         if not self.tokenizer:
@@ -75,6 +80,18 @@ class EncodeConfig:
             self.data.validate()
         except ValueError as err:
             raise ConfigError(str(err)) from err
+
+
+# EncodeConfig keys that do not change a shard's bytes (where and how fast it is computed).
+_SPEED_ONLY = ("tokenizer", "out_dir", "batch_size", "device", "compile", "overwrite")
+
+
+def content_settings(cfg: EncodeConfig, tokenizer_sha256: str) -> dict:
+    """Everything that decides the shards' content, as flat JSON-able key -> value."""
+    enc = {k: v for k, v in asdict(cfg).items() if k not in _SPEED_ONLY}
+    data = enc.pop("data")
+    data.pop("num_workers")
+    return {"tokenizer_sha256": tokenizer_sha256, **enc, **{f"data.{k}": v for k, v in data.items()}}
 
 
 def noise_seed(base_seed: int, key: str) -> int:
@@ -213,8 +230,49 @@ class ShardEncoder:
             bar.update(len(recs))
             yield from recs
 
+    def folder_conflict(self, settings: dict) -> str | None:
+        """Why out_dir's existing shards must not be resumed with `settings` (None = fine)."""
+        meta_path = self.out_dir / META_FILE
+        shards = sorted(self.out_dir.glob("shard-*.tar*"))
+        try:
+            stored = json.loads(meta_path.read_text()).get("settings")
+        except (OSError, ValueError, AttributeError):
+            stored = None
+        if stored == settings or not (shards or meta_path.exists()):
+            return None
+        if stored is None:
+            return f"it has {len(shards)} shard file(s) but no readable settings in {META_FILE}"
+        diff = [f"{k}: {stored.get(k)!r} -> {settings.get(k)!r}"
+                for k in sorted(set(stored) | set(settings)) if stored.get(k) != settings.get(k)]
+        return "its shards were encoded with other settings (" + "; ".join(diff) + ")"
+
+    def clear_folder(self) -> None:
+        shards = sorted(self.out_dir.glob("shard-*.tar*"))
+        for path in [*shards, self.out_dir / META_FILE]:
+            path.unlink(missing_ok=True)
+        print(f"overwrite=true: deleted {len(shards)} shard file(s) in {self.out_dir}", flush=True)
+
     def run(self) -> dict:
         cfg = self.cfg
+        weights_sha = file_sha256(Path(cfg.tokenizer) / WEIGHTS_FILE)
+        settings = content_settings(cfg, weights_sha)
+        meta = {"tokenizer": str(cfg.tokenizer), "tokenizer_sha256": weights_sha,
+                "tokenizer_config": describe(self.tokenizer.cfg), "encode": asdict(cfg),
+                "settings": settings,
+                "seed_rule": "blake2b-64('{seed}:{key}') & (2**63-1); eps via rdpm_noise",
+                "shards": None, "shard_size": cfg.shard_size}
+        conflict = self.folder_conflict(settings)   # every rank decides alike: no rank hangs
+        if conflict and not cfg.overwrite:
+            raise ConfigError(f"out_dir={str(self.out_dir)!r}: {conflict}. Finished shards are kept "
+                              "on a rerun, so they would mix with the new ones: use another "
+                              "out_dir, or overwrite=true to delete them and encode again")
+        D.barrier()
+        if D.is_main():
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            if conflict:
+                self.clear_folder()
+            (self.out_dir / META_FILE).write_text(json.dumps(meta, indent=2))
+        D.barrier()
         dataset = build_image_dataset(cfg.data, cfg.split, counter=self.counter)
         tok = self.tokenizer.cfg
         noiser = _WithNoise(dataset, cfg.seed, tok.steps, (tok.latent_dim, *tok.grid))
@@ -222,7 +280,6 @@ class ShardEncoder:
             dataset = _StreamWithNoise(dataset, noiser)
         else:
             dataset = noiser
-        self.out_dir.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
         bar = tqdm(desc="encode", unit="img", disable=not D.is_main(), dynamic_ncols=True)
         if isinstance(dataset, torch.utils.data.IterableDataset):
@@ -234,11 +291,7 @@ class ShardEncoder:
         elapsed = time.perf_counter() - start
         steady = (self.images_after_first / (time.perf_counter() - self.first_batch_done)
                   if self.first_batch_done and self.images_after_first else 0.0)
-        meta = {"tokenizer": str(cfg.tokenizer),
-                "tokenizer_sha256": file_sha256(Path(cfg.tokenizer) / WEIGHTS_FILE),
-                "tokenizer_config": describe(self.tokenizer.cfg), "encode": asdict(cfg),
-                "seed_rule": "blake2b-64('{seed}:{key}') & (2**63-1); eps via rdpm_noise",
-                "shards": total, "shard_size": cfg.shard_size}
+        meta["shards"] = total
         if D.is_main():
             (self.out_dir / META_FILE).write_text(json.dumps(meta, indent=2))
             if self.counter.total_bad:
