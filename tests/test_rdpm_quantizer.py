@@ -149,8 +149,12 @@ def test_dead_codes_are_revived_from_inputs():
     z = torch.randn(4, 4, 4, 4)
     out = q(z, seeds=[0, 1, 2, 3])
     assert out.usage < 0.5
+    assert q.codebook.data[10:].abs().max() > 100  # forward alone changes nothing
+    q.revive_dead_codes(out)
     assert q.codebook.data[10:].abs().max() < 100  # moved next to real inputs
     assert q(z, seeds=[0, 1, 2, 3]).usage > out.usage
+    with pytest.raises(ValueError, match="training mode"):
+        q.revive_dead_codes(q.eval()(z, seeds=[0, 1, 2, 3]))
 
 
 def test_bad_latent_shape_is_a_clear_error():

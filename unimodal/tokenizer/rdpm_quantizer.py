@@ -14,7 +14,9 @@ Design choices, one line each:
   (the paper's Eq. 4; equals codebook + commitment loss with beta = 1).
 - Straight-through estimator over the whole chain: decoder input z + sg(z'_T - z).
 - Dead codes (unused for `dead_code_after` training steps) are re-initialised from this batch's
-  quantizer inputs v_t; counts are all-reduced and new vectors broadcast under torch.distributed.
+  quantizer inputs v_t by `revive_dead_codes`, which the training loop calls after the forward:
+  counts are all-reduced and new vectors broadcast there, so forward (and encode) never runs a
+  collective or a host sync.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from __future__ import annotations
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
@@ -103,8 +105,21 @@ class QuantizerOutput:
     codes: torch.Tensor         # C_1..C_T, int64 (B, T, *grid)
     loss: torch.Tensor          # weighted L_quant, scalar
     step_losses: torch.Tensor   # unweighted mean (v_t - v'_t)^2 per step, (T,), detached
-    usage: float                # fraction of codes used in this batch (all steps)
-    perplexity: float           # exp(entropy) of the batch's code histogram
+    counts: torch.Tensor        # (K,) code histogram of this batch, all steps (summed over ranks
+                                # once revive_dead_codes has run)
+    inputs: list[torch.Tensor] = field(default_factory=list)  # v_t, detached; training only
+
+    # On the device (no host sync): read them on log steps only.
+    @property
+    def usage(self) -> torch.Tensor:
+        """Fraction of the K codes used in this batch."""
+        return (self.counts > 0).float().mean()
+
+    @property
+    def perplexity(self) -> torch.Tensor:
+        """exp(entropy) of the batch's code histogram."""
+        probs = self.counts.float() / self.counts.sum().clamp_min(1)
+        return torch.exp(-(probs * torch.log(probs.clamp_min(1e-12))).sum())
 
 
 class RDPMQuantizer(nn.Module):
@@ -178,12 +193,9 @@ class RDPMQuantizer(nn.Module):
         codes_t = torch.stack(codes, dim=1)
         latent = z + (accum - z).detach()
         counts = torch.bincount(codes_t.flatten(), minlength=self.codebook_size)
-        if self.training and self.dead_code_after > 0:
-            counts = self._track_and_revive(counts, inputs)
-        probs = counts.float() / counts.sum().clamp_min(1)
-        perplexity = torch.exp(-(probs * torch.log(probs.clamp_min(1e-12))).sum()).item()
-        usage = (counts > 0).float().mean().item()
-        return QuantizerOutput(latent, codes_t, loss, step_losses.detach(), usage, perplexity)
+        keep_inputs = self.training and self.dead_code_after > 0
+        return QuantizerOutput(latent, codes_t, loss, step_losses.detach(), counts,
+                               inputs if keep_inputs else [])
 
     @torch.no_grad()
     def step_statistics(self, z: torch.Tensor, noise: torch.Tensor
@@ -220,7 +232,18 @@ class RDPMQuantizer(nn.Module):
         return out, torch.stack(codes, dim=1)
 
     @torch.no_grad()
-    def _track_and_revive(self, counts: torch.Tensor, inputs: list[torch.Tensor]) -> torch.Tensor:
+    @torch.no_grad()
+    def revive_dead_codes(self, out: QuantizerOutput) -> None:
+        """After a training forward: count steps each code went unused and move codes unused for
+        `dead_code_after` steps onto random quantizer inputs of this batch. Under
+        torch.distributed every rank must call it (it sums `out.counts` over ranks in place, and
+        rank 0's new vectors are broadcast); the training loop does, the forward pass never runs
+        collectives. No-op when dead_code_after = 0."""
+        if self.dead_code_after <= 0:
+            return
+        if not out.inputs:
+            raise ValueError("revive_dead_codes needs the output of a forward in training mode")
+        counts, inputs = out.counts, out.inputs
         distributed = dist.is_available() and dist.is_initialized()
         if distributed:
             dist.all_reduce(counts)
@@ -238,4 +261,3 @@ class RDPMQuantizer(nn.Module):
                 dist.broadcast(fresh, src=0)
             self.codebook.data[dead] = fresh
             self.steps_unused[dead] = 0
-        return counts

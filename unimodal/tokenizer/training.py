@@ -191,6 +191,7 @@ class TokenizerTrainer:
         use_gan = self.step >= lc.gan_start and lc.gan_weight > 0
         with self._autocast():
             recon, q = self.train_model(images, noise=noise)
+        self.model.quantizer.revive_dead_codes(q)   # every rank: it sums counts, broadcasts
         recon = recon.float()
         rec_loss = F.mse_loss(recon, images)
         nll = rec_loss
