@@ -18,6 +18,7 @@ import json
 import random
 import statistics
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -27,7 +28,8 @@ from unimodal.data.sequences import image_document, pack_documents, text_documen
 from unimodal.model.vocabulary import Vocabulary
 from unimodal.pretraining.config import PretrainConfig
 from unimodal.pretraining.trainer import Pretrainer
-from unimodal.tokenizer.rdpm_tokenizer import RDPMTokenizer, RDPMTokenizerConfig, save_tokenizer
+from unimodal.tokenizer.rdpm_tokenizer import (RDPMTokenizer, RDPMTokenizerConfig,
+                                             load_tokenizer_config, save_tokenizer)
 
 
 def dummy_text_tokenizer(folder: Path, size: int) -> Path:
@@ -84,6 +86,45 @@ class SyntheticStream:
         pass
 
 
+def profile_steps(trainer: Pretrainer, warmup: int, steps: int):
+    """A profiler that records optimizer steps warmup+1 .. warmup+steps of trainer.run()."""
+    from torch.profiler import ProfilerActivity, profile, schedule
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available()
+                                           else [])
+    prof = profile(activities=activities, schedule=schedule(wait=warmup, warmup=1, active=steps,
+                                                            repeat=1))
+    engine_step, prof.step_times = trainer.engine.step, []
+
+    def step_and_mark(*args, **kwargs):  # the loop calls engine.step once per micro-batch
+        boundary = trainer.engine.is_gradient_accumulation_boundary()
+        result = engine_step(*args, **kwargs)
+        if boundary:
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            prof.step_times.append(time.perf_counter())
+            prof.step()
+        return result
+
+    trainer.engine.step = step_and_mark
+    prof.first_active = warmup + 1    # index into step_times where the recorded steps begin
+    return prof
+
+
+def print_profile(prof, steps: int, rows: int = 15) -> None:
+    events = prof.key_averages()
+    cuda = torch.cuda.is_available()
+    device_us = sum(e.self_device_time_total for e in events) if cuda else 0.0
+    times = prof.step_times[prof.first_active - 1:prof.first_active + steps]
+    wall_us = (times[-1] - times[0]) * 1e6 if len(times) > 1 else float("nan")
+    print(f"\nprofile of {steps} steps: wall {wall_us / steps / 1000:.1f} ms/step")
+    if cuda:
+        print(f"GPU kernels {device_us / steps / 1000:.1f} ms/step (GPU busy "
+              f"{device_us / wall_us:.0%} of wall)")
+        print(events.table(sort_by="self_device_time_total", row_limit=rows))
+    print(events.table(sort_by="self_cpu_time_total", row_limit=rows))
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--config", required=True)
@@ -92,16 +133,26 @@ def main(argv=None):
     parser.add_argument("--window", type=int, default=5, help="optimizer steps per timed window")
     parser.add_argument("--text-vocab", type=int, default=128000)
     parser.add_argument("--json", default=None, help="also write the result here (rank 0)")
+    parser.add_argument("--image-tokenizer", default="",
+                        help="a trained tokenizer folder for the image geometry (default: a "
+                             "random-weight paper_f16 tokenizer, 16x16 codes, K = 4096)")
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="torch.profiler over N optimizer steps after --warmup; prints the "
+                             "ops that take the most GPU and CPU time, and the GPU-busy share")
     parser.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)
     args, rest = parser.parse_known_args(argv)
     if args.steps - args.warmup < args.window:
         parser.error(f"--steps {args.steps} leaves fewer than one timed window of --window "
                      f"{args.window} steps after --warmup {args.warmup}")
     tmp = Path(tempfile.mkdtemp())
-    tok_cfg = RDPMTokenizerConfig.from_size("paper_f16")
-    save_tokenizer(RDPMTokenizer(tok_cfg), tmp / "tok")
+    if args.image_tokenizer:
+        tok_dir = Path(args.image_tokenizer)
+        tok_cfg = load_tokenizer_config(tok_dir)
+    else:
+        tok_cfg, tok_dir = RDPMTokenizerConfig.from_size("paper_f16"), tmp / "tok"
+        save_tokenizer(RDPMTokenizer(tok_cfg), tok_dir)
     text = dummy_text_tokenizer(tmp / "text", args.text_vocab)
-    overrides = [f"model.image_tokenizer={tmp / 'tok'}", f"model.vocab.text_tokenizer={text}",
+    overrides = [f"model.image_tokenizer={tok_dir}", f"model.vocab.text_tokenizer={text}",
                  f"train.out_dir={tmp / 'run'}", f"train.steps={args.steps}",
                  f"train.log_every={args.window}",
                  f"train.checkpoint_every={10**9}", "train.tensorboard=false",
@@ -113,7 +164,12 @@ def main(argv=None):
     trainer = Pretrainer(cfg, stream=SyntheticStream(vocab, tok_cfg.latent_dim, cfg))
     trainer.save_checkpoint = lambda: None  # timing only
     trainer.export = lambda: None
-    trainer.run()
+    prof = profile_steps(trainer, args.warmup, args.profile) if args.profile else None
+    if prof is not None:
+        with prof:
+            trainer.run()
+    else:
+        trainer.run()
     if trainer.rank != 0:
         return None
     records = [json.loads(x) for x in (tmp / "run" / "log.jsonl").read_text().splitlines()]
@@ -137,6 +193,8 @@ def main(argv=None):
               "peak_mem_gib": peak, "device": name, "windows": len(timed),
               "micro_batch_rows": cfg.data.rows_per_batch, "seq_len": cfg.data.seq_len,
               "gradient_accumulation": cfg.train.gradient_accumulation, "compile": cfg.train.compile}
+    if prof is not None:
+        print_profile(prof, args.profile)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=1))

@@ -4,6 +4,7 @@ eval/shapes_score.py and eval/clip_score.py write theirs. (The numbers mean noth
 pipeline, the seeds and the files are what is tested.)"""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -168,3 +169,16 @@ def test_multi_gpu_report_compares_scaling_and_resumed_losses(tmp_path, capsys):
     assert "| 2 | 3 of 3 | 2 | 0.25 | False, False |" in text  # one loss differs by 0.25
     assert "| 3 | 3.2500 | 3.3000 | True |" in text
     assert (tmp_path / "multi_gpu.md").read_text().strip() == text.strip()
+
+
+def test_bench_pretrain_profiles_the_real_loop_on_a_trained_tokenizer_geometry(assets, tmp_path,
+                                                                              capsys):
+    result = load_script("eval/bench_pretrain.py").main(
+        ["--config", "configs/uni_tiny.yaml", "--steps", "6", "--warmup", "2", "--window", "2",
+         "--profile", "2", "--text-vocab", "300",
+         "--image-tokenizer", str(assets["root"] / "image_tokenizer"),
+         "model.backbone.num_layers=1", "data.seq_len=256", "data.rows_per_batch=2"])
+    out = capsys.readouterr().out
+    assert result["tokens_per_s"] > 0 and result["seq_len"] == 256
+    assert re.search(r"profile of 2 steps: wall \d+\.\d ms/step", out)
+    assert "aten::mm" in out and "Self CPU" in out   # the op table of the recorded steps
