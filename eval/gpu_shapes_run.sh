@@ -11,9 +11,9 @@
 #                                        per variant side by side; a sweep in one call; commas
 #                                        inside [...] stay in the value: data.step_weights=[1,1,2]
 #   CURVE=0 skips the accuracy curve (saves about a minute when three variants share the call)
-#   OUT=runs/gs_phi09 TOKENIZER_OVERRIDES="model.phi=0.9" bash eval/gpu_shapes_run.sh
+#   RUN_DIR=runs/gs_phi09 TOKENIZER_OVERRIDES="model.phi=0.9" bash eval/gpu_shapes_run.sh
 #       a second pipeline in its own folder (the configs' runs/gpu_shapes paths are rewritten to
-#       OUT), with overrides for the tokenizer; two such pipelines can share one GPU call.
+#       RUN_DIR), with overrides for the tokenizer; two such pipelines can share one GPU call.
 #       GPU_TESTS=0 skips the GPU tests (run them in one of the two).
 #   SAMPLING_SWEEP="1:0.7 4:0.7 2:0.3" also scores the first variant at each CFG scale:temperature
 #       (128 captions, 4 images per class each, all at once next to the main scoring)
@@ -21,7 +21,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 py=${PYTHON:-python3}
-out=${OUT:-runs/gpu_shapes}
+out=${RUN_DIR:-runs/gpu_shapes}   # RUN_DIR, not OUT: the GPU runner's own output folder is $OUT
 tok_config=configs/rdpm_shapes64_gpu.yaml
 uni_config=configs/uni_shapes_gpu.yaml
 if [ "$out" != runs/gpu_shapes ]; then  # the same configs, pointed at $out
@@ -120,6 +120,7 @@ if [ "${CURVE:-1}" = 1 ]; then
         --device cuda > $out/accuracy_curve_$head0.log 2>&1 || echo "accuracy curve failed: see the log"
 fi
 stage done
+summary() {
 for head in "${heads[@]}"; do
     echo "== $head (${overrides[$head]}): pretraining loss (step, loss, text_loss, image_loss)"
     $py -c "import json; r = [json.loads(l) for l in open('$out/pretrain_$head/log.jsonl')][-1]; print(r['step'], round(r['loss'], 3), round(r['text_loss'], 3), round(r['image_loss'], 3))"
@@ -141,3 +142,5 @@ echo "== tokenizer (held-out): metrics.json"
 $py -c "import json; m = json.load(open('$out/tokenizer/metrics.json')); print({k: m[k] for k in ('step', 'psnr', 'ssim', 'codebook_usage')}, 'checker:', m.get('checker'))"
 echo "== tokenizer ceiling (eval/recon.py, 512 held-out scenes)"
 head -20 $out/recon/recon_metrics.md
+}
+summary 2>&1 | tee $out/summary.txt   # the tables, also kept in a file
