@@ -113,12 +113,12 @@ for setting in ${SAMPLING_SWEEP:-}; do
         --device cuda --batch-size 128 > $out/sweep_${head0}_cfg${cfg}_tau${tau}.log 2>&1 &
     pids+=($!)
 done
-for pid in "${pids[@]}"; do wait $pid || echo "a job failed (exit $?): see the logs in $out"; done
-if [ "${CURVE:-1}" = 1 ]; then
-    stage "accuracy against training minutes"
+if [ "${CURVE:-1}" = 1 ]; then  # accuracy against training minutes, next to the other scoring
     $py eval/accuracy_curve.py --run $out/pretrain_$head0 --captions 128 --per-class 4 $sampling \
-        --device cuda > $out/accuracy_curve_$head0.log 2>&1 || echo "accuracy curve failed: see the log"
+        --device cuda > $out/accuracy_curve_$head0.log 2>&1 &
+    pids+=($!)
 fi
+for pid in "${pids[@]}"; do wait $pid || echo "a job failed (exit $?): see the logs in $out"; done
 stage done
 summary() {
 for head in "${heads[@]}"; do
