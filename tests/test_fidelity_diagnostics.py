@@ -16,7 +16,7 @@ from unimodal.metrics.reconstruction import psnr_per_image
 from unimodal.metrics.shapes_checker import (ShapesAccuracy, score_image, score_reconstructions,
                                              spec_for_key, spec_from_objects)
 from unimodal.model.export import save_unified
-from unimodal.model.sampling import ImageSamplingConfig
+from unimodal.model.sampling import ImageSamplingConfig, guide
 from unimodal.model.unified import RDPMBlockInput, UnifiedModelConfig
 from unimodal.tokenizer.diagnostics import StepDiagnostics, latent_gain_stats, plot_step_diagnostics
 from unimodal.tokenizer.rdpm_quantizer import RDPMQuantizer, rdpm_schedule
@@ -123,6 +123,27 @@ def test_distance_heads_recover_the_quantizer_codes_from_the_true_latent(code_he
         hidden = target.flatten(2).transpose(1, 2).reshape(-1, 4)
         logits = block.distance_logits(hidden, ctx)
         assert torch.equal(logits.argmax(-1), codes[:, t - 1].flatten()), f"step {t}"
+
+
+@pytest.mark.parametrize("code_head", ["distance", "latent"])
+def test_guidance_on_distance_logits_is_an_extrapolated_latent(code_head):
+    """cond + lambda (cond - uncond) over distance logits equals (up to a per-position constant,
+    which softmax ignores) the distance logits of the extrapolated prediction
+    (1 + lambda) pred_cond - lambda pred_uncond: CFG moves the predicted latent, so a large
+    lambda overshoots it (README: "A lower loss is not better prompt following")."""
+    torch.manual_seed(3)
+    tok = tiny_tokenizer()
+    block = RDPMBlockInput(tok.cfg, width=16, code_head=code_head)
+    steps = torch.tensor([4, 5])    # the last two of T = 5
+    ctx = block.context(torch.randn(2, 4, 8, 8), torch.randn(2, 4, 8, 8), steps)
+    cond, uncond, scale = torch.randn(128, 16), torch.randn(128, 16), 2.0
+    with torch.no_grad():
+        block.log_inv_tau.normal_()
+        guided = guide(block.distance_logits(cond, ctx), block.distance_logits(uncond, ctx), scale)
+        moved = block.distance_logits((1 + scale) * cond - scale * uncond, ctx)
+    offset = guided - moved
+    torch.testing.assert_close(offset, offset[:, :1].expand_as(offset), rtol=0, atol=1e-3)
+    assert not torch.equal(guided.argmax(-1), block.distance_logits(cond, ctx).argmax(-1))
 
 
 def test_unknown_code_head_is_a_config_error():

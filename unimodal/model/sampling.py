@@ -10,6 +10,9 @@ Images (class id or caption -> PNG):
 Design choices, one line each:
 - Guidance follows the paper: logits = cond + lambda_t * (cond - uncond); lambda_t = lambda
   (constant) or lambda * t / T ("CFG linear", the paper's best). lambda = 0 skips the <null> pass.
+  With a distance or latent code head this is exactly a move of the predicted latent to
+  (1 + lambda) pred_cond - lambda pred_uncond (a test shows it), so lambda extrapolates in latent
+  space and a large one can overshoot.
 - Gumbel-max: argmax(logits / tau + g), g ~ Gumbel(0, 1); tau = 1 samples the softmax exactly,
   tau -> 0 is argmax. (The paper writes the temperature as a multiplier of the logits.)
 - Prompts are left-padded; padding is masked out of attention and positions start at each
