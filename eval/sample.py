@@ -25,7 +25,8 @@ from tqdm import tqdm
 from unimodal.distributed import pick_device
 from unimodal.images import save_grid, save_png
 from unimodal.model.export import load_unified
-from unimodal.model.sampling import (ImageRequest, ImageSamplingConfig, TextSamplingConfig,
+from unimodal.eval_sampling import add_image_sampling_args, image_sampling_config
+from unimodal.model.sampling import (ImageRequest, TextSamplingConfig,
                                      check_batch_size, compile_for_sampling, generate_images,
                                      generate_text, max_prompt_tokens, validate_requests)
 
@@ -56,7 +57,8 @@ def sample_text(args) -> list[dict]:
     prompts = [r.caption for r in read_requests(args)]
     if not prompts:
         raise ValueError("nothing to sample: give --prompt or --prompts-file")
-    cfg = TextSamplingConfig(args.max_new_tokens, args.temperature, args.top_k, args.top_p, args.seed)
+    cfg = TextSamplingConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                             top_k=args.top_k, top_p=args.top_p, seed=args.seed)
     cfg.validate()
     to_file = args.out is not None
     if to_file and Path(args.out).exists() and not args.overwrite:
@@ -97,11 +99,7 @@ def main(argv=None):
     parser.add_argument("--out", default=None,
                         help=f"image folder (default {DEFAULT_OUT}), or for --modality text a "
                              ".json file (default: stdout)")
-    parser.add_argument("--cfg-scale", type=float, default=4.0)
-    parser.add_argument("--cfg-schedule", default="linear", choices=["linear", "constant"])
-    parser.add_argument("--temperature", type=float, default=1.0)
-    parser.add_argument("--top-k", type=int, default=0)
-    parser.add_argument("--seed", type=int, default=0)
+    add_image_sampling_args(parser)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--compile", action="store_true", help="torch.compile backbone and decoder")
@@ -121,9 +119,7 @@ def main(argv=None):
     requests = read_requests(args)
     if not Path(args.checkpoint).is_dir():
         raise FileNotFoundError(f"--checkpoint {args.checkpoint}: folder not found")
-    cfg = ImageSamplingConfig(args.cfg_scale, args.cfg_schedule, args.temperature, args.top_k,
-                              args.seed)
-    cfg.validate()
+    cfg = image_sampling_config(args)
     check_batch_size(args.batch_size, "--batch-size")
     device = pick_device(args.device)
     model, tokenizer = load_unified(args.checkpoint, device,

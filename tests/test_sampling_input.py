@@ -31,8 +31,10 @@ def test_sample_script_refuses_bad_numbers_batch_size_and_text(checkpoint, tmp_p
     ckpt = str(checkpoint[0])
     sample = load_script("eval/sample.py").main
     base = ["--checkpoint", ckpt, "--out", str(tmp_path / "out"), "--device", "cpu"]
-    with pytest.raises(ValueError, match="cfg_scale=nan"):
+    with pytest.raises(ValueError, match="^--cfg-scale nan: must be a finite number"):
         sample(base + ["--prompt", "a red circle", "--cfg-scale", "nan"])
+    with pytest.raises(ValueError, match="^--temperature -1.0: must be"):
+        sample(base + ["--prompt", "a red circle", "--temperature", "-1"])
     with pytest.raises(ValueError, match="--batch-size=0"):
         sample(base + ["--prompt", "a red circle", "--batch-size", "0"])
     with pytest.raises(ValueError, match="prompt 0 is not valid UTF-8"):
@@ -70,3 +72,18 @@ def test_sample_script_never_mixes_old_and_new_files(checkpoint, tmp_path):
     sample(args + ["--overwrite"])
     assert sorted(p.name for p in out.iterdir()) == ["00000.png", "grid.png", "samples.json"]
     assert not any(p.name.startswith(".out-") for p in tmp_path.iterdir())
+
+
+def test_sampling_flags_are_the_config_fields_with_its_defaults():
+    import argparse
+    from dataclasses import fields
+
+    from unimodal.eval_sampling import (IMAGE_SAMPLING_FLAGS, add_image_sampling_args,
+                                        image_sampling_config)
+
+    assert set(IMAGE_SAMPLING_FLAGS) == {f.name for f in fields(ImageSamplingConfig)}
+    parser = argparse.ArgumentParser()
+    add_image_sampling_args(parser)
+    assert image_sampling_config(parser.parse_args([])) == ImageSamplingConfig()
+    assert image_sampling_config(parser.parse_args(["--cfg-scale", "2", "--top-k", "5"])) == \
+        ImageSamplingConfig(cfg_scale=2.0, top_k=5)

@@ -38,16 +38,44 @@ from unimodal.model.sampling import (ImageRequest, ImageSamplingConfig, check_ba
 SETTINGS_FILE = "sampling.json"
 
 
+# ImageSamplingConfig field -> its command-line flag: the one place the sampling flags are made.
+IMAGE_SAMPLING_FLAGS = {"cfg_scale": "--cfg-scale", "cfg_schedule": "--cfg-schedule",
+                        "temperature": "--temperature", "top_k": "--top-k", "seed": "--seed"}
+
+
+def add_image_sampling_args(parser: argparse.ArgumentParser) -> None:
+    """One flag per ImageSamplingConfig field, with the dataclass's own defaults."""
+    default = ImageSamplingConfig()
+    parser.add_argument("--cfg-scale", type=float, default=default.cfg_scale,
+                        help="guidance lambda; 0 = none (default: %(default)s)")
+    parser.add_argument("--cfg-schedule", default=default.cfg_schedule, choices=["linear", "constant"])
+    parser.add_argument("--temperature", type=float, default=default.temperature,
+                        help="tau; 0 = argmax (default: %(default)s)")
+    parser.add_argument("--top-k", type=int, default=default.top_k, help="0 = all codes")
+    parser.add_argument("--seed", type=int, default=default.seed,
+                        help="image i uses noise seed seed + i (default: %(default)s)")
+
+
+def image_sampling_config(args: argparse.Namespace) -> ImageSamplingConfig:
+    """The validated ImageSamplingConfig of parsed add_image_sampling_args flags; an invalid
+    value is reported under its flag's name."""
+    cfg = ImageSamplingConfig(**{field: getattr(args, field) for field in IMAGE_SAMPLING_FLAGS})
+    try:
+        cfg.validate()
+    except ValueError as err:
+        message = str(err)
+        for field, flag in IMAGE_SAMPLING_FLAGS.items():
+            message = message.replace(f"sampling.{field}=", f"{flag} ")
+        raise ValueError(message) from None
+    return cfg
+
+
 def add_sampling_args(parser: argparse.ArgumentParser, batch_size: int = 32,
                       checkpoint_required: bool = True) -> None:
-    """The options every sampling evaluation shares (same names as eval/sample.py)."""
+    """The options every sampling evaluation shares (the sampling flags as eval/sample.py's)."""
     parser.add_argument("--checkpoint", required=checkpoint_required,
                         help="consolidated unified-model folder")
-    parser.add_argument("--cfg-scale", type=float, default=4.0, help="guidance lambda; 0 = none")
-    parser.add_argument("--cfg-schedule", default="linear", choices=["linear", "constant"])
-    parser.add_argument("--temperature", type=float, default=1.0, help="tau; 0 = argmax")
-    parser.add_argument("--top-k", type=int, default=0)
-    parser.add_argument("--seed", type=int, default=0, help="image i uses noise seed seed + i")
+    add_image_sampling_args(parser)
     parser.add_argument("--batch-size", type=int, default=batch_size, help="images per sampling batch")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--compile", action="store_true", help="torch.compile backbone and decoder")
@@ -56,8 +84,7 @@ def add_sampling_args(parser: argparse.ArgumentParser, batch_size: int = 32,
 
 
 def sampling_config(args) -> ImageSamplingConfig:
-    cfg = ImageSamplingConfig(args.cfg_scale, args.cfg_schedule, args.temperature, args.top_k, args.seed)
-    cfg.validate()
+    cfg = image_sampling_config(args)
     check_batch_size(args.batch_size, "--batch-size")
     return cfg
 
