@@ -101,6 +101,7 @@ def test_kill_and_resume_repeats_the_uninterrupted_losses(tiny_config, tmp_path)
     launch(tiny_config, straight)
     crashed = launch(tiny_config, split, "train.stop_after=4", check=False)
     assert crashed.returncode != 0 and not (split / "export").exists()
+    assert "StoppedEarly: train.stop_after=4: stopping at step 4" in crashed.stderr
     assert sorted(p.name for p in (split / "checkpoints").iterdir()
                   if p.name.startswith("step_")) == ["step_00000003"]
     launch(tiny_config, split, "--resume")

@@ -71,6 +71,12 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
             {"params": no_decay, "weight_decay": 0.0}]
 
 
+class StoppedEarly(RuntimeError):
+    """`train.stop_after` was reached: the run ends like a crash (no export), so tests can check
+    that `--resume` repeats an uninterrupted run. An exception, not SystemExit: a library must
+    not end the process that embeds it."""
+
+
 class Pretrainer:
     def __init__(self, cfg: PretrainConfig, stream=None, load_universal: bool = False):
         """`stream` replaces the configured data (benchmarks feed synthetic batches);
@@ -313,7 +319,10 @@ class Pretrainer:
                 self.export(self.out_dir / "exports" / step_dir_name(self.step))
             if run.stop_after and self.step >= run.stop_after:
                 bar.close()
-                raise SystemExit(f"train.stop_after={run.stop_after}: stopping at step {self.step}")
+                if log_file:
+                    log_file.close()
+                raise StoppedEarly(f"train.stop_after={run.stop_after}: stopping at step "
+                                   f"{self.step} without an export, as a crash would")
         bar.close()
         if log_file:
             log_file.close()
