@@ -49,6 +49,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.images < 2:
         raise ValueError(f"--images {args.images}: need at least 2 (the shuffled check pairs them)")
+    sampling = sampling_config(args)   # validated once, before the model loads
     device = pick_device(args.device)
     model, tokenizer = load_unified(args.checkpoint, device)
     steps = model.tok_cfg.steps
@@ -56,7 +57,7 @@ def main(argv=None):
     if any(not 0 <= k <= steps for k in prefix_steps):
         raise ValueError(f"--prefix-steps {prefix_steps}: each must be in 0..{steps}")
     images, scenes = heldout_scenes(args.images, model.tok_cfg.image_size)
-    seeds = [args.seed + i for i in range(args.images)]
+    seeds = [sampling.image_seed(i) for i in range(args.images)]
     captions = [s.caption for s in scenes]
     per_step = {}
     for name, prompts in (("true prompt", captions), ("shuffled prompt", captions[1:] + captions[:1]),
@@ -71,12 +72,12 @@ def main(argv=None):
                     [n * b for b in r[key]]
         per_step[name] = rows
     oracle = oracle_prefix_accuracy(model, tokenizer, images, scenes, seeds, prefix_steps,
-                                    sampling_config(args), args.batch_size)
+                                    sampling, args.batch_size)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     report = {"checkpoint": args.checkpoint, "images": args.images, "per_step": per_step,
               "oracle_prefix": {str(k): v for k, v in oracle.items()},
-              "sampling": vars(sampling_config(args))}
+              "sampling": vars(sampling)}
     (out / "generator_diagnostics.json").write_text(json.dumps(report, indent=2))
     plot(per_step, out / "generator_diagnostics.png")
     head = "| step t | " + " | ".join(str(t) for t in range(1, steps + 1)) + " |"

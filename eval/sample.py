@@ -136,7 +136,7 @@ def main(argv=None):
             name = f"{i:05d}.png"
             save_png(img, Path(scratch) / name)
             names.append({"file": name, "prompt": req.caption, "class_id": req.class_id,
-                          "seed": cfg.seed + i})
+                          "seed": cfg.image_seed(i)})
         save_grid(images, Path(scratch) / "grid.png", nrow=min(8, len(images)))
         (Path(scratch) / "samples.json").write_text(json.dumps(
             {"checkpoint": str(args.checkpoint), "sampling": vars(cfg), "images": names}, indent=2))

@@ -103,7 +103,7 @@ def main(argv=None):
         score = score_detections(detected, spec)
         accuracy[kind].update(score, spec)
         records.append({"file": job.path.name, "prompt": job.request.caption,
-                        "class_id": job.request.class_id, "seed": cfg.seed + job.index,
+                        "class_id": job.request.class_id, "seed": cfg.image_seed(job.index),
                         "expected": asdict(spec), "detected": [asdict(d) for d in detected],
                         "color": score.color, "shape": score.shape, "position": score.position,
                         "count": score.count, "correct": score.correct})

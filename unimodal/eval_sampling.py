@@ -206,7 +206,7 @@ def sample_jobs(model, tokenizer, jobs: list[ImageJob], cfg: ImageSamplingConfig
         for start in range(0, len(todo), batch_size):
             chunk = todo[start:start + batch_size]
             prompts = [image_prompt(model.vocab, j.request.caption, j.request.class_id) for j in chunk]
-            codes = sample_codes(model, prompts, cfg, seeds=[cfg.seed + j.index for j in chunk])
+            codes = sample_codes(model, prompts, cfg, seeds=[cfg.image_seed(j.index) for j in chunk])
             images = tokenizer.decode(codes).float().clamp(-1, 1).cpu()
             pending.extend(pool.submit(_save_png_atomic, img, j.path) for img, j in zip(images, chunk))
             while len(pending) > 4 * batch_size:  # bound the images waiting for their PNG

@@ -42,6 +42,11 @@ class ImageSamplingConfig:
     top_k: int = 0                        # 0 = all codes
     seed: int = 0                         # image i uses noise seed `seed + i`
 
+    def image_seed(self, index: int) -> int:
+        """The noise seed of image `index` of a run (the one place the rule is written): it
+        depends on the index only, not on batching, sharding or resuming."""
+        return self.seed + index
+
     def validate(self, prefix: str = "sampling") -> None:
         if self.cfg_schedule not in ("linear", "constant"):
             raise ValueError(f"{prefix}.cfg_schedule={self.cfg_schedule!r}: linear or constant")
@@ -122,7 +127,7 @@ def sample_codes(model: UnifiedModel, prompts: list[list[int]], cfg: ImageSampli
     vocab, tok = model.vocab, model.tok_cfg
     device = model.backbone.head_weight.device
     b = len(prompts)
-    seeds = seeds if seeds is not None else [cfg.seed + i for i in range(b)]
+    seeds = seeds if seeds is not None else [cfg.image_seed(i) for i in range(b)]
     guided = cfg.cfg_scale != 0
     null_prompt = image_prompt(vocab)  # <bos> <null> <boi>
     cache, valid, next_pos, _ = run_prompts(model, prompts + [null_prompt] * b if guided else prompts)
@@ -307,7 +312,7 @@ def generate_images(model: UnifiedModel, tokenizer, requests: list[ImageRequest]
     for start in range(0, len(requests), batch_size):
         chunk = requests[start:start + batch_size]
         prompts = [image_prompt(model.vocab, r.caption, r.class_id) for r in chunk]
-        seeds = [cfg.seed + start + i for i in range(len(chunk))]
+        seeds = [cfg.image_seed(start + i) for i in range(len(chunk))]
         codes = sample_codes(model, prompts, cfg, seeds)
         images.append(tokenizer.decode(codes).float().clamp(-1, 1).cpu())
         if progress is not None:
