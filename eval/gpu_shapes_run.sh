@@ -15,6 +15,8 @@
 #       a second pipeline in its own folder (the configs' runs/gpu_shapes paths are rewritten to
 #       RUN_DIR), with overrides for the tokenizer; two such pipelines can share one GPU call.
 #       GPU_TESTS=0 skips the GPU tests (run them in one of the two).
+#   ENCODE_IMAGES=60000 encodes more images for pretraining (default 20000; the config's shard
+#       patterns are rewritten to match)
 #   SAMPLING_SWEEP="1:0.7 4:0.7 2:0.3" also scores the first variant at each CFG scale:temperature
 #       (128 captions, 4 images per class each, all at once next to the main scoring)
 # Prints the tables last.
@@ -24,10 +26,15 @@ py=${PYTHON:-python3}
 out=${RUN_DIR:-runs/gpu_shapes}   # RUN_DIR, not OUT: the GPU runner's own output folder is $OUT
 tok_config=configs/rdpm_shapes64_gpu.yaml
 uni_config=configs/uni_shapes_gpu.yaml
-if [ "$out" != runs/gpu_shapes ]; then  # the same configs, pointed at $out
+# Images encoded for pretraining, in shards of 1000 (ENCODE_IMAGES: more data for longer runs).
+encode_images=${ENCODE_IMAGES:-20000}
+last_shard=$(printf "%06d" $(( (encode_images + 999) / 1000 - 1 )))
+if [ "$out" != runs/gpu_shapes ] || [ "$last_shard" != 000019 ]; then
+    # the same configs, pointed at $out and at every encoded shard
     mkdir -p $out/configs
     sed "s#runs/gpu_shapes/#$out/#g" $tok_config > $out/configs/rdpm.yaml
-    sed "s#runs/gpu_shapes/#$out/#g" $uni_config > $out/configs/uni.yaml
+    sed -e "s#runs/gpu_shapes/#$out/#g" -e "s#shard-{000000..000019}.tar#shard-{000000..$last_shard}.tar#g" \
+        $uni_config > $out/configs/uni.yaml
     tok_config=$out/configs/rdpm.yaml uni_config=$out/configs/uni.yaml
 fi
 # Variants "name=key=value,key=value;..." (HEADS="a b" is short for one variant per code head).
@@ -73,7 +80,7 @@ $py eval/recon.py tokenizer=$out/tokenizer/tokenizer out_dir=$out/recon data.sou
     data.image_size=64 data.num_samples=200000 data.heldout_samples=512 max_images=512 batch_size=128 save_images=false
 stage encode
 $py tokenizers/encode.py tokenizer=$out/tokenizer/tokenizer out_dir=$out/codes data.source=shapes \
-    data.image_size=64 data.num_samples=20000 data.num_workers=8 shard_size=1000 batch_size=256 device=cuda \
+    data.image_size=64 data.num_samples=$encode_images data.num_workers=8 shard_size=1000 batch_size=256 device=cuda \
     overwrite=true
 $py -c "from unimodal.data.text_corpus import shapes_text_corpus; print('\n'.join(shapes_text_corpus(4000, seed=1)))" > $out/text/corpus.txt
 $py tokenizers/train_text.py --input $out/text/corpus.txt --out $out/text/text.model --vocab-size 512
