@@ -117,9 +117,10 @@ class Pretrainer:
         self.model = self.engine.module
         self.layer_params = layer_parameter_count(self.model)  # once: not per micro-batch
         self.ema = EMA(self.model, run.ema_decay) if run.ema_decay > 0 else None
+        # Pinned batches let the host-to-GPU copies in _to_device run asynchronously.
         self.stream = stream if stream is not None else PackedBatchStream(
             cfg.data, self.vocab, self.tokenizer.cfg.latent_dim, rank=self.rank,
-            world_size=self.world)
+            world_size=self.world, pin_memory=cuda)
         self.out_dir = Path(run.out_dir)
         self.ckpt_root = self.out_dir / "checkpoints"
         self.step = 0
@@ -236,7 +237,8 @@ class Pretrainer:
                 for k, v in batch.items()}
 
     def _all_finite(self, loss: torch.Tensor) -> bool:
-        bad = torch.tensor([0.0 if torch.isfinite(loss).item() else 1.0], device=self.device)
+        """Whether every rank's loss is finite: one all-reduce and one host read."""
+        bad = (~torch.isfinite(loss.detach())).float().reshape(1)
         dist.all_reduce(bad)
         return bad.item() == 0
 
