@@ -4,7 +4,11 @@ eval/shapes_score.py and eval/clip_score.py write theirs. (The numbers mean noth
 pipeline, the seeds and the files are what is tested.)"""
 
 import json
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -171,14 +175,20 @@ def test_multi_gpu_report_compares_scaling_and_resumed_losses(tmp_path, capsys):
     assert (tmp_path / "multi_gpu.md").read_text().strip() == text.strip()
 
 
-def test_bench_pretrain_profiles_the_real_loop_on_a_trained_tokenizer_geometry(assets, tmp_path,
-                                                                              capsys):
-    result = load_script("eval/bench_pretrain.py").main(
-        ["--config", "configs/uni_tiny.yaml", "--steps", "6", "--warmup", "2", "--window", "2",
-         "--profile", "2", "--text-vocab", "300",
+def test_bench_pretrain_profiles_the_real_loop_on_a_trained_tokenizer_geometry(assets, tmp_path):
+    # A subprocess: the DeepSpeed process group (and the MASTER_PORT it sets in os.environ) must
+    # not outlive the test inside pytest, where later launches would inherit a busy port.
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, str(root / "eval/bench_pretrain.py"), "--config",
+         str(root / "configs/uni_tiny.yaml"), "--steps", "6", "--warmup", "2", "--window", "2",
+         "--profile", "2", "--text-vocab", "300", "--json", str(tmp_path / "bench.json"),
          "--image-tokenizer", str(assets["root"] / "image_tokenizer"),
-         "model.backbone.num_layers=1", "data.seq_len=256", "data.rows_per_batch=2"])
-    out = capsys.readouterr().out
+         "model.backbone.num_layers=1", "data.seq_len=256", "data.rows_per_batch=2"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((tmp_path / "bench.json").read_text())
     assert result["tokens_per_s"] > 0 and result["seq_len"] == 256
-    assert re.search(r"profile of 2 steps: wall \d+\.\d ms/step", out)
-    assert "aten::mm" in out and "Self CPU" in out   # the op table of the recorded steps
+    assert re.search(r"profile of 2 steps: wall \d+\.\d ms/step", done.stdout)
+    assert "aten::mm" in done.stdout and "Self CPU" in done.stdout   # the recorded steps' ops

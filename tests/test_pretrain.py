@@ -54,8 +54,16 @@ deepspeed:
     return path
 
 
+def clean_env() -> dict[str, str]:
+    """os.environ without the rendezvous variables: an in-process run earlier in this pytest
+    process may have set them, and a child would then reuse a port that is still taken."""
+    rendezvous = {"RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR",
+                  "MASTER_PORT"}
+    return {k: v for k, v in os.environ.items() if k not in rendezvous}
+
+
 def launch(config: Path, out: Path, *extra: str, procs: int = 1, check: bool = True):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    env = {**clean_env(), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", str(procs),
            "--master_port", str(29500 + os.getpid() % 1000 + procs),
            str(ROOT / "train/pretrain.py"), "--config", str(config), f"train.out_dir={out}", *extra]
@@ -174,7 +182,7 @@ def test_two_nodes_of_one_process_through_the_hostfile_launcher(tiny_config, tmp
     hostfile = tmp_path / "hostfile"
     hostfile.write_text("node-a slots=1\nnode-b slots=1\n")
     out = tmp_path / "run"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    env = {**clean_env(), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     port = str(29400 + os.getpid() % 500)
     nodes = [subprocess.Popen(
         [sys.executable, "-m", "deepspeed.launcher.runner", "--hostfile", str(hostfile), "--no_ssh",
@@ -291,7 +299,7 @@ def _launch_nan_run(config, out, where, bad_attempts, *overrides):
     code = ("import sys; sys.path.insert(0, %r); from test_pretrain import run_with_nan; "
             "run_with_nan(*sys.argv[1:4], [int(x) for x in sys.argv[4].split(',')], "
             "*sys.argv[5:])" % str(Path(__file__).parent))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**clean_env(), "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, "-c", code, str(config), str(out), where,
                            ",".join(map(str, bad_attempts)), *overrides],
                           env=env, capture_output=True, text=True, timeout=300)
