@@ -45,14 +45,15 @@ IMAGE_SAMPLING_FLAGS = {"cfg_scale": "--cfg-scale", "cfg_schedule": "--cfg-sched
 
 def add_image_sampling_args(parser: argparse.ArgumentParser) -> None:
     """One flag per ImageSamplingConfig field, with the dataclass's own defaults."""
-    default = ImageSamplingConfig()
-    parser.add_argument("--cfg-scale", type=float, default=default.cfg_scale,
+    default, flag = ImageSamplingConfig(), IMAGE_SAMPLING_FLAGS
+    parser.add_argument(flag["cfg_scale"], type=float, default=default.cfg_scale,
                         help="guidance lambda; 0 = none (default: %(default)s)")
-    parser.add_argument("--cfg-schedule", default=default.cfg_schedule, choices=["linear", "constant"])
-    parser.add_argument("--temperature", type=float, default=default.temperature,
+    parser.add_argument(flag["cfg_schedule"], default=default.cfg_schedule,
+                        choices=["linear", "constant"])
+    parser.add_argument(flag["temperature"], type=float, default=default.temperature,
                         help="tau; 0 = argmax (default: %(default)s)")
-    parser.add_argument("--top-k", type=int, default=default.top_k, help="0 = all codes")
-    parser.add_argument("--seed", type=int, default=default.seed,
+    parser.add_argument(flag["top_k"], type=int, default=default.top_k, help="0 = all codes")
+    parser.add_argument(flag["seed"], type=int, default=default.seed,
                         help="image i uses noise seed seed + i (default: %(default)s)")
 
 
