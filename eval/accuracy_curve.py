@@ -2,25 +2,42 @@
 checker and plot accuracy against training minutes.
 
     python train/pretrain.py --config configs/uni_shapes_gpu.yaml train.export_every=300
-    python eval/accuracy_curve.py --run runs/gpu_shapes/pretrain_latent --captions 128 --per-class 4
+    python eval/accuracy_curve.py run=runs/gpu_shapes/pretrain_latent captions=128 per_class=4 \\
+        sampling.cfg_scale=2
 
 Each export (`<run>/exports/step_X`, and the final `<run>/export`) is scored by eval/shapes_score.py
 in its own process (same sampling options); finished scores are kept, so a rerun only scores new
 exports. The minutes of each step come from the run's log.jsonl (`elapsed_s`). Writes
-accuracy_curve.json and accuracy_curve.png under --out and prints a table last.
+accuracy_curve.json and accuracy_curve.png under `out` and prints a table last.
 """
 
-import argparse
 import json
 import subprocess
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from unimodal.checkpointing import list_checkpoints
+from unimodal.cli import overrides_of, parse_config
+from unimodal.model.sampling import ImageSamplingConfig
 
 SCORE_SCRIPT = Path(__file__).resolve().parent / "shapes_score.py"
-SAMPLING_FLAGS = ("--cfg-scale", "--cfg-schedule", "--temperature", "--top-k", "--seed",
-                  "--batch-size", "--device")
+
+
+@dataclass
+class AccuracyCurveConfig:
+    run: str = ""                         # a pretraining train.out_dir
+    out: str = ""                         # "" = <run>/accuracy_curve
+    captions: int = 128                   # held-out captions per export (eval/shapes_score.py)
+    per_class: int = 4                    # images per class id per export
+    sampling: ImageSamplingConfig = field(default_factory=ImageSamplingConfig)
+    batch_size: int = 32
+    device: str = "auto"
+
+    def validate(self) -> None:
+        self.sampling.validate()
+        if not (Path(self.run) / "log.jsonl").is_file():
+            raise FileNotFoundError(f"run={self.run}: no log.jsonl (not a pretraining out_dir)")
 
 
 def exports_of(run: Path) -> list[tuple[int, Path]]:
@@ -58,31 +75,23 @@ def plot(points: list[dict], path: Path, title: str) -> None:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("--run", required=True, type=Path, help="a pretraining train.out_dir")
-    parser.add_argument("--out", type=Path, default=None, help="default: <run>/accuracy_curve")
-    parser.add_argument("--captions", type=int, default=128)
-    parser.add_argument("--per-class", type=int, default=4)
-    args, sampling = parser.parse_known_args(argv)
-    unknown = [a for a in sampling if a.startswith("--") and a.split("=")[0] not in SAMPLING_FLAGS]
-    if unknown:
-        parser.error(f"unknown options {unknown}; sampling options: {SAMPLING_FLAGS}")
-    if not (args.run / "log.jsonl").is_file():
-        raise FileNotFoundError(f"--run {args.run}: no log.jsonl (not a pretraining out_dir)")
-    exports = exports_of(args.run)
+    args = parse_config(AccuracyCurveConfig, argv, __doc__, __file__)
+    run = Path(args.run)
+    exports = exports_of(run)
     if not exports:
-        raise FileNotFoundError(f"--run {args.run}: no exports (train with train.export_every=N)")
-    out = args.out or args.run / "accuracy_curve"
+        raise FileNotFoundError(f"run={args.run}: no exports (train with train.export_every=N)")
+    out = Path(args.out) if args.out else run / "accuracy_curve"
     out.mkdir(parents=True, exist_ok=True)
-    minutes = minutes_at(args.run)
+    minutes = minutes_at(run)
     points = []
     for step, folder in exports:
         target = out / f"step_{step:08d}"
         report = target / "shapes_score.json"
         if not report.is_file():
-            cmd = [sys.executable, str(SCORE_SCRIPT), "--checkpoint", str(folder), "--out",
-                   str(target), "--captions", str(args.captions), "--per-class",
-                   str(args.per_class), *sampling]
+            cmd = [sys.executable, str(SCORE_SCRIPT), f"checkpoint={folder}", f"out={target}",
+                   f"captions={args.captions}", f"per_class={args.per_class}",
+                   f"batch_size={args.batch_size}", f"device={args.device}",
+                   *overrides_of(args.sampling, "sampling.")]
             print(f"scoring step {step}: {' '.join(cmd)}", flush=True)
             subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
         metrics = json.loads(report.read_text())["metrics"]

@@ -1,28 +1,29 @@
 """CLIP score of a unified-model checkpoint on a prompts file (or of a folder of images).
 
-    torchrun --nproc_per_node 8 eval/clip_score.py --checkpoint runs/t2i/export \
-        --prompts captions_val2014.json --max-prompts 30000 --out runs/clip \
-        --clip-weights /weights/open_clip_vit_b_32.bin
-    python eval/clip_score.py --images samples/ --prompts prompts.txt --clip-weights ...
+    torchrun --nproc_per_node 8 eval/clip_score.py checkpoint=runs/t2i/export \\
+        prompts=captions_val2014.json max_prompts=30000 out=runs/clip \\
+        clip_weights=/weights/open_clip_vit_b_32.bin
+    python eval/clip_score.py images=samples/ prompts=prompts.txt clip_weights=...
 
 Prompt i (one per line, a JSON list, or COCO captions JSON: one caption per image) becomes
-<out>/images/NNNNN.png with noise seed --seed + i (sharded over GPUs, existing files kept), then
-rank 0 scores (image i, --prompt-prefix + prompt i) with open_clip (--clip-model, default
-ViT-B-32; weights from --clip-weights). With --images, the files NNNNN.png of that folder are
+<out>/images/NNNNN.png with noise seed sampling.seed + i (sharded over GPUs, existing files kept),
+then rank 0 scores (image i, prompt_prefix + prompt i) with open_clip (clip_model, default
+ViT-B-32; weights from clip_weights). With images=FOLDER, the files NNNNN.png of that folder are
 scored instead. Reports `cosine_mean` (mean cosine, the GigaGAN/LlamaGen number) and
 `clip_score_100` (mean of 100 x max(cosine, 0), the torchmetrics number) in clip_score.json/.md;
 per-prompt cosines in clip_per_prompt.jsonl.
 """
 
-import argparse
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
 
+from unimodal.cli import parse_config
 from unimodal.distributed import pick_device
-from unimodal.eval_sampling import (ImageJob, add_sampling_args, load_for_sampling, sample_shard,
-                                    sampling_config, sampling_record, setup_device_and_shard)
+from unimodal.eval_sampling import (ImageJob, ShardedSamplingConfig, load_for_sampling,
+                                    sample_shard, sampling_record, setup_device_and_shard)
 from unimodal.metrics.clip_score import (DEFAULT_MODEL, DEFAULT_PREFIX, ClipScorer,
                                          clip_score_summary, clip_weights_or_error, read_prompts,
                                          score_files)
@@ -31,25 +32,29 @@ from unimodal.metrics.report import markdown_table, write_report
 from unimodal.model.sampling import ImageRequest
 
 
+@dataclass
+class ClipScoreConfig(ShardedSamplingConfig):
+    images: str = ""                      # score this folder's NNNNN.png instead of sampling
+    prompts: str = ""                     # prompts file: .txt lines, JSON list, COCO captions
+    max_prompts: int = 0                  # the first N prompts; 0 = all
+    out: str = "runs/clip_score"
+    clip_model: str = DEFAULT_MODEL       # open_clip architecture name
+    clip_weights: str = ""                # local open_clip checkpoint file
+    clip_model_config: str = ""           # open_clip architecture JSON to register (its stem is the name)
+    prompt_prefix: str = DEFAULT_PREFIX
+    clip_batch_size: int = 64
+
+    def validate(self) -> None:
+        super().validate()
+        if bool(self.checkpoint) == bool(self.images):
+            raise ValueError("give exactly one of checkpoint= (sample, then score) or images= (score)")
+        if not self.prompts:
+            raise ValueError("prompts= is required: a prompts file")
+        clip_weights_or_error(self.clip_weights, self.clip_model)
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    add_sampling_args(parser, checkpoint_required=False)  # --checkpoint or --images
-    parser.add_argument("--images", default=None,
-                        help="score this folder's NNNNN.png instead of sampling")
-    parser.add_argument("--prompts", required=True,
-                        help="prompts file: .txt lines, JSON list, COCO captions")
-    parser.add_argument("--max-prompts", type=int, default=0, help="first N prompts; 0 = all")
-    parser.add_argument("--out", default="runs/clip_score")
-    parser.add_argument("--clip-model", default=DEFAULT_MODEL, help="open_clip architecture name")
-    parser.add_argument("--clip-weights", default=None, help="local open_clip checkpoint file")
-    parser.add_argument("--clip-model-config", default=None,
-                        help="open_clip architecture JSON to register (its file stem is the name)")
-    parser.add_argument("--prompt-prefix", default=DEFAULT_PREFIX)
-    parser.add_argument("--clip-batch-size", type=int, default=64)
-    args = parser.parse_args(argv)
-    if (args.checkpoint is None) == (args.images is None):
-        raise ValueError("give exactly one of --checkpoint (sample, then score) or --images (score)")
-    clip_weights_or_error(args.clip_weights, args.clip_model)
+    args = parse_config(ClipScoreConfig, argv, __doc__, __file__)
     prompts = read_prompts(args.prompts, args.max_prompts)
     out = Path(args.out)
     settings = {"prompts_file": str(args.prompts), "prompts": len(prompts),
@@ -62,7 +67,7 @@ def main(argv=None):
         images_dir = Path(args.images)
         settings["images"] = str(images_dir)
     else:
-        cfg = sampling_config(args)
+        cfg = args.sampling
         device, shard_rank, num_shards, distributed = setup_device_and_shard(args)
         model, tokenizer = load_for_sampling(args.checkpoint, device, args.compile)
         record = {**sampling_record(cfg, model, args.checkpoint), "prompts_file": str(args.prompts),
@@ -79,14 +84,14 @@ def main(argv=None):
     files = [images_dir / f"{i:05d}.png" for i in range(len(prompts))]
     missing = [f for f in files if not f.is_file()]
     if missing and args.images:
-        raise FileNotFoundError(f"--images {images_dir}: {len(missing)} of {len(files)} images "
+        raise FileNotFoundError(f"images={images_dir}: {len(missing)} of {len(files)} images "
                                 f"missing (first: {missing[0].name}; image i is NNNNN.png)")
     if missing:
         print(f"{len(files) - len(missing)} of {len(files)} images present: scoring runs once "
               "every shard is done (rerun this command when they are)", flush=True)
         return None
     scorer = ClipScorer(args.clip_weights, args.clip_model, device, args.prompt_prefix,
-                        args.clip_model_config)
+                        args.clip_model_config or None)
     with tqdm(total=len(files), desc="clip", unit="img", dynamic_ncols=True) as bar:
         cosines = score_files(scorer, files, prompts, args.clip_batch_size, bar)
     metrics = clip_score_summary(cosines)

@@ -1,32 +1,61 @@
 """Class-conditional FID, Inception Score, precision and recall of a unified-model checkpoint.
 
-    torchrun --nproc_per_node 8 eval/fid.py --checkpoint runs/imagenet/export --out runs/fid \
-        --reference /data/VIRTUAL_imagenet256_labeled.npz \
-        --inception-weights /weights/weights-inception-2015-12-05-6726825d.pth
-    python eval/fid.py --checkpoint ... --num-classes 28 --per-class 20 --reference shapes_ref/ ...
-    python eval/fid.py --checkpoint ... --shard 3/8 --sample-only       # one shard as its own job
+    torchrun --nproc_per_node 8 eval/fid.py checkpoint=runs/imagenet/export out=runs/fid \\
+        reference=/data/VIRTUAL_imagenet256_labeled.npz \\
+        inception_weights=/weights/weights-inception-2015-12-05-6726825d.pth
+    python eval/fid.py checkpoint=... num_classes=28 per_class=20 reference=shapes_ref/ ...
+    python eval/fid.py checkpoint=... shard=3/8 sample_only=true       # one shard as its own job
 
-Samples --per-class images (default 50) of each of the first --num-classes classes (default: all
+Samples per_class images (default 50) of each of the first num_classes classes (default: all
 the checkpoint's classes; 1000 x 50 = the 50K of the ADM protocol) as <out>/images/CCCC_JJJ.png.
-Image i = class i // per_class uses noise seed --seed + i, so shards over GPUs (i % W == rank)
+Image i = class i // per_class uses noise seed sampling.seed + i, so shards over GPUs (i % W == rank)
 and restarts give the same images; existing PNGs are kept. Then, on rank 0, FID / IS /
-precision / recall through torch-fidelity against --reference: a folder of images, an ADM
+precision / recall through torch-fidelity against `reference`: a folder of images, an ADM
 reference batch .npz (VIRTUAL_imagenet256_labeled.npz, what LlamaGen and VAR report against:
 FID from its mu/sigma, precision/recall from its images), or mu/sigma statistics (.npz, .pt).
 Writes <out>/fid.json and fid.md: the numbers with the sampling settings (CFG scale and schedule,
 tau, T, seeds, checkpoint sha256) and the Inception file's sha256.
 """
 
-import argparse
+from dataclasses import dataclass
 from pathlib import Path
 
-
-from unimodal.eval_sampling import (ImageJob, add_sampling_args, load_for_sampling, sample_shard,
-                                    sampling_config, sampling_record, setup_device_and_shard)
+from unimodal.cli import parse_config
+from unimodal.eval_sampling import (ImageJob, ShardedSamplingConfig, load_for_sampling,
+                                    sample_shard, sampling_record, setup_device_and_shard)
 from unimodal.metrics.generation import (generation_metrics, load_reference,
                                          require_inception_weights, weights_record)
 from unimodal.metrics.report import markdown_table, write_report
 from unimodal.model.sampling import ImageRequest
+
+
+@dataclass
+class FidConfig(ShardedSamplingConfig):
+    out: str = "runs/fid"
+    per_class: int = 50                   # images per class
+    num_classes: int = 0                  # the first N classes; 0 = all
+    reference: str = ""                   # image folder | ADM .npz | mu/sigma file
+    reference_size: int = 0               # resize + centre-crop reference folder images (0 = as is)
+    reference_features: bool = False      # FID against the reference's features even if it has mu/sigma
+    inception_weights: str = ""           # torch-fidelity's weights-inception-2015-12-05-6726825d.pth
+    metrics_batch_size: int = 64
+    num_workers: int = 4                  # image loading for Inception
+    isc_splits: int = 10
+    feature_layer: str = "2048"           # Inception features for FID/PR: 2048 = standard; 768 | 192 | 64 for smoke tests
+    sample_only: bool = False             # write the PNGs, skip the metrics
+
+    def validate(self) -> None:
+        super().validate()
+        if self.per_class < 1:
+            raise ValueError(f"per_class={self.per_class}: must be >= 1")
+        if self.feature_layer not in ("2048", "768", "192", "64"):
+            raise ValueError(f"feature_layer={self.feature_layer!r}: 2048, 768, 192 or 64")
+        if not self.sample_only:  # fail before hours of sampling, not after
+            require_inception_weights(self.inception_weights)
+            if not self.reference:
+                raise ValueError("reference= is required for metrics (or pass sample_only=true)")
+            if not Path(self.reference).exists():
+                raise FileNotFoundError(f"reference={self.reference}: not found")
 
 
 def class_jobs(images_dir: Path, num_classes: int, per_class: int) -> list[ImageJob]:
@@ -37,40 +66,14 @@ def class_jobs(images_dir: Path, num_classes: int, per_class: int) -> list[Image
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    add_sampling_args(parser)
-    parser.add_argument("--out", default="runs/fid")
-    parser.add_argument("--per-class", type=int, default=50)
-    parser.add_argument("--num-classes", type=int, default=0, help="first N classes; 0 = all")
-    parser.add_argument("--reference", default=None, help="image folder | ADM .npz | mu/sigma file")
-    parser.add_argument("--reference-size", type=int, default=0,
-                        help="resize + centre-crop reference folder images to this size (0 = as is)")
-    parser.add_argument("--reference-features", action="store_true",
-                        help="FID against features of the reference images even if it has mu/sigma")
-    parser.add_argument("--inception-weights", default=None,
-                        help="torch-fidelity's weights-inception-2015-12-05-6726825d.pth")
-    parser.add_argument("--metrics-batch-size", type=int, default=64)
-    parser.add_argument("--num-workers", type=int, default=4, help="image loading for Inception")
-    parser.add_argument("--isc-splits", type=int, default=10)
-    parser.add_argument("--feature-layer", default="2048", choices=["2048", "768", "192", "64"],
-                        help="Inception features for FID/PR: 2048 = standard; others for smoke tests")
-    parser.add_argument("--sample-only", action="store_true", help="write the PNGs, skip metrics")
-    args = parser.parse_args(argv)
-    if not args.sample_only:  # fail before hours of sampling, not after
-        require_inception_weights(args.inception_weights)
-        if not args.reference:
-            raise ValueError("--reference is required for metrics (or pass --sample-only)")
-        if not Path(args.reference).exists():
-            raise FileNotFoundError(f"--reference {args.reference}: not found")
-    if args.per_class < 1:
-        raise ValueError(f"--per-class {args.per_class}: must be >= 1")
-    cfg = sampling_config(args)
+    args = parse_config(FidConfig, argv, __doc__, __file__)
+    cfg = args.sampling
     device, shard_rank, num_shards, distributed = setup_device_and_shard(args)
     model, tokenizer = load_for_sampling(args.checkpoint, device, args.compile)
     available = model.vocab.num_classes
     num_classes = args.num_classes or available
     if not 1 <= num_classes <= available:
-        raise ValueError(f"--num-classes {args.num_classes}: the checkpoint has {available} classes")
+        raise ValueError(f"num_classes={args.num_classes}: the checkpoint has {available} classes")
     out = Path(args.out)
     record = {**sampling_record(cfg, model, args.checkpoint), "num_classes": num_classes,
               "per_class": args.per_class}

@@ -1,22 +1,37 @@
 """Where does image generation go wrong? Per-step teacher forcing, the conditioning check and
 oracle-prefix sampling on held-out shapes scenes (see unimodal/metrics/generator_diagnostics.py).
 
-    python eval/generator_diagnostics.py --checkpoint runs/gpu_shapes/pretrain/export --images 128
+    python eval/generator_diagnostics.py checkpoint=runs/gpu_shapes/pretrain/export images=128
 
-Writes generator_diagnostics.json and a PNG of the per-step curves under --out; prints the tables last.
+Writes generator_diagnostics.json and a PNG of the per-step curves under `out`; prints the tables last.
 """
 
-import argparse
 import json
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
+from unimodal.cli import parse_config
 from unimodal.distributed import pick_device
-from unimodal.eval_sampling import add_sampling_args, sampling_config
+from unimodal.eval_sampling import SamplingRunConfig
 from unimodal.metrics.generator_diagnostics import (heldout_scenes, oracle_prefix_accuracy,
                                                     teacher_forced_steps)
 from unimodal.model.export import load_unified
+from unimodal.model.sampling import compile_for_sampling
+
+
+@dataclass
+class DiagnosticsConfig(SamplingRunConfig):
+    batch_size: int = 64                  # images per teacher-forcing and sampling batch
+    images: int = 128                     # held-out scenes
+    prefix_steps: list[int] = field(default_factory=list)  # oracle prefix lengths k; [] = 0, 2, ..., T
+    out: str = "runs/generator_diagnostics"
+
+    def validate(self) -> None:
+        super().validate()
+        if self.images < 2:
+            raise ValueError(f"images={self.images}: need at least 2 (the shuffled check pairs them)")
 
 
 def plot(per_step: dict, path: Path) -> None:
@@ -40,22 +55,16 @@ def plot(per_step: dict, path: Path) -> None:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    add_sampling_args(parser, batch_size=64)
-    parser.add_argument("--images", type=int, default=128, help="held-out scenes")
-    parser.add_argument("--prefix-steps", type=int, nargs="+", default=None,
-                        help="oracle prefix lengths k (default: 0, 2, 4, ..., T)")
-    parser.add_argument("--out", default="runs/generator_diagnostics")
-    args = parser.parse_args(argv)
-    if args.images < 2:
-        raise ValueError(f"--images {args.images}: need at least 2 (the shuffled check pairs them)")
-    sampling = sampling_config(args)   # validated once, before the model loads
+    args = parse_config(DiagnosticsConfig, argv, __doc__, __file__)
+    sampling = args.sampling
     device = pick_device(args.device)
     model, tokenizer = load_unified(args.checkpoint, device)
+    if args.compile:
+        compile_for_sampling(model, tokenizer)
     steps = model.tok_cfg.steps
     prefix_steps = args.prefix_steps or sorted({*range(0, steps + 1, 2), steps})
     if any(not 0 <= k <= steps for k in prefix_steps):
-        raise ValueError(f"--prefix-steps {prefix_steps}: each must be in 0..{steps}")
+        raise ValueError(f"prefix_steps={prefix_steps}: each must be in 0..{steps}")
     images, scenes = heldout_scenes(args.images, model.tok_cfg.image_size)
     seeds = [sampling.image_seed(i) for i in range(args.images)]
     captions = [s.caption for s in scenes]
@@ -77,7 +86,7 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     report = {"checkpoint": args.checkpoint, "images": args.images, "per_step": per_step,
               "oracle_prefix": {str(k): v for k, v in oracle.items()},
-              "sampling": vars(sampling)}
+              "sampling": asdict(sampling)}
     (out / "generator_diagnostics.json").write_text(json.dumps(report, indent=2))
     plot(per_step, out / "generator_diagnostics.png")
     head = "| step t | " + " | ".join(str(t) for t in range(1, steps + 1)) + " |"

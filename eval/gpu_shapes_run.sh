@@ -66,7 +66,7 @@ split_overrides() {
     [ -n "$cur" ] && args+=("$cur")
     return 0
 }
-sampling="--cfg-scale ${CFG_SCALE:-2} --temperature ${TEMPERATURE:-0.7}"
+sampling="sampling.cfg_scale=${CFG_SCALE:-2} sampling.temperature=${TEMPERATURE:-0.7}"
 mkdir -p $out/text
 stage() { echo "[$(date +%T)] $*"; }
 if [ "${GPU_TESTS:-1}" = 1 ]; then
@@ -100,29 +100,29 @@ stage scoring
 $py -c "from unimodal.data.shapes import render_sample; [print(render_sample(1_000_000 + i, 0, 64).caption) for i in range(16)]" > $out/heldout_captions.txt
 pids=()
 for head in "${heads[@]}"; do
-    $py eval/shapes_score.py --checkpoint $out/pretrain_$head/export --captions 256 --per-class 8 \
-        $sampling --out $out/shapes_score_$head --device cuda --batch-size 128 \
+    $py eval/shapes_score.py checkpoint=$out/pretrain_$head/export captions=256 per_class=8 \
+        $sampling out=$out/shapes_score_$head device=cuda batch_size=128 \
         > $out/shapes_score_$head.log 2>&1 &
     pids+=($!)
-    $py eval/generator_diagnostics.py --checkpoint $out/pretrain_$head/export --images 128 \
-        --prefix-steps 0 4 6 8 9 10 $sampling --out $out/generator_$head --device cuda \
+    $py eval/generator_diagnostics.py checkpoint=$out/pretrain_$head/export images=128 \
+        prefix_steps=[0,4,6,8,9,10] $sampling out=$out/generator_$head device=cuda \
         > $out/generator_$head.log 2>&1 &
     pids+=($!)
-    $py eval/sample.py --checkpoint $out/pretrain_$head/export --out $out/samples_$head --overwrite \
-        --prompts-file $out/heldout_captions.txt $sampling > $out/samples_$head.log 2>&1 &
+    $py eval/sample.py checkpoint=$out/pretrain_$head/export out=$out/samples_$head overwrite=true \
+        prompts_file=$out/heldout_captions.txt $sampling > $out/samples_$head.log 2>&1 &
     pids+=($!)
 done
 head0=${heads[0]}
 for setting in ${SAMPLING_SWEEP:-}; do
     cfg=${setting%%:*} tau=${setting#*:}
-    $py eval/shapes_score.py --checkpoint $out/pretrain_$head0/export --captions 128 --per-class 4 \
-        --cfg-scale $cfg --temperature $tau --out $out/sweep_${head0}_cfg${cfg}_tau${tau} \
-        --device cuda --batch-size 128 > $out/sweep_${head0}_cfg${cfg}_tau${tau}.log 2>&1 &
+    $py eval/shapes_score.py checkpoint=$out/pretrain_$head0/export captions=128 per_class=4 \
+        sampling.cfg_scale=$cfg sampling.temperature=$tau out=$out/sweep_${head0}_cfg${cfg}_tau${tau} \
+        device=cuda batch_size=128 > $out/sweep_${head0}_cfg${cfg}_tau${tau}.log 2>&1 &
     pids+=($!)
 done
 if [ "${CURVE:-1}" = 1 ]; then  # accuracy against training minutes, next to the other scoring
-    $py eval/accuracy_curve.py --run $out/pretrain_$head0 --captions 128 --per-class 4 $sampling \
-        --device cuda > $out/accuracy_curve_$head0.log 2>&1 &
+    $py eval/accuracy_curve.py run=$out/pretrain_$head0 captions=128 per_class=4 $sampling \
+        device=cuda > $out/accuracy_curve_$head0.log 2>&1 &
     pids+=($!)
 fi
 for pid in "${pids[@]}"; do wait $pid || echo "a job failed (exit $?): see the logs in $out"; done

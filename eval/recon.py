@@ -7,17 +7,12 @@ Writes recon_metrics.json / .md, reconstructions.png and step_diagnostics.png un
 every image as a PNG in original/ and reconstruction/ unless save_images=false (rFID needs them).
 """
 
-import argparse
-
-from unimodal.config import load_config, split_config_args
+from unimodal.cli import parse_config
 from unimodal.metrics.recon_eval import ReconEvalConfig, evaluate_reconstruction
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("--config", default=None, help="YAML config (ReconEvalConfig); optional")
-    args, rest = parser.parse_known_args(argv)
-    cfg = load_config(ReconEvalConfig, args.config, split_config_args(rest))
+    cfg = parse_config(ReconEvalConfig, argv, __doc__, __file__)
     metrics = evaluate_reconstruction(cfg)
     print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
                    for k, v in metrics.items()), flush=True)

@@ -1,30 +1,30 @@
 """Prompt following on the built-in shapes data, with no pretrained weights (our offline GenEval).
 
-    python eval/shapes_score.py --checkpoint runs/shapes/export --out runs/shapes_score
-    torchrun --nproc_per_node 8 eval/shapes_score.py --checkpoint ... --captions 2000 --per-class 20
+    python eval/shapes_score.py checkpoint=runs/shapes/export out=runs/shapes_score
+    torchrun --nproc_per_node 8 eval/shapes_score.py checkpoint=... captions=2000 per_class=20
 
-Samples one image per held-out caption (shapes scenes --heldout-offset.. with --data-seed; far
-beyond any training split) and --per-class images per class id, then the shapes checker finds
+Samples one image per held-out caption (shapes scenes heldout_offset.. with data_seed; far
+beyond any training split) and per_class images per class id, then the shapes checker finds
 each object's colour, shape and position and scores them against the scene's generating
 attributes: per attribute (colour, shape, position relation, object count) and whole prompt, also
 split by the number of objects. The same held-out scenes rendered exactly (at the model's image
-size) are scored too: the checker's ceiling, ~100%. Image i uses noise seed --seed + i; PNGs are
+size) are scored too: the checker's ceiling, ~100%. Image i uses noise seed sampling.seed + i; PNGs are
 kept in <out>/images (resumable, shardable like eval/fid.py). Writes shapes_score.json / .md and
 shapes_samples.jsonl (expected vs detected per image).
 """
 
-import argparse
 import json
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from unimodal.cli import parse_config
 from unimodal.data.shapes import NUM_CLASSES, render_sample
-from unimodal.eval_sampling import (ImageJob, add_sampling_args, load_for_sampling, sample_shard,
-                                    sampling_config, sampling_record, setup_device_and_shard)
+from unimodal.eval_sampling import (ImageJob, ShardedSamplingConfig, load_for_sampling,
+                                    sample_shard, sampling_record, setup_device_and_shard)
 from unimodal.metrics.report import grouped_table, write_report
 from unimodal.metrics.shapes_checker import (ShapesAccuracy, detect_objects, score_detections,
                                              spec_for_class, spec_from_objects)
@@ -32,6 +32,21 @@ from unimodal.model.sampling import ImageRequest
 
 COLUMNS = ["prompt", "color", "shape", "position", "count", "prompt_1_objects", "prompt_2_objects",
            "prompt_3_objects", "images"]
+
+
+@dataclass
+class ShapesScoreConfig(ShardedSamplingConfig):
+    out: str = "runs/shapes_score"        # folder for images/ and the reports
+    captions: int = 300                   # held-out captions to sample
+    per_class: int = 4                    # images per class id; 0 = none
+    heldout_offset: int = 1_000_000       # first held-out scene (training uses [0, data.num_samples))
+    data_seed: int = 0                    # the shapes data seed
+
+    def validate(self) -> None:
+        super().validate()
+        if self.captions < 0 or self.per_class < 0 or self.captions + self.per_class == 0:
+            raise ValueError(f"captions={self.captions}, per_class={self.per_class}: each must "
+                             "be >= 0, not both 0")
 
 
 def build_jobs(images_dir: Path, captions: list[str], per_class: int) -> list[ImageJob]:
@@ -45,25 +60,14 @@ def build_jobs(images_dir: Path, captions: list[str], per_class: int) -> list[Im
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    add_sampling_args(parser)
-    parser.add_argument("--out", default="runs/shapes_score",
-                        help="folder for images/ and the reports (default: %(default)s)")
-    parser.add_argument("--captions", type=int, default=300, help="held-out captions to sample")
-    parser.add_argument("--per-class", type=int, default=4, help="images per class id; 0 = none")
-    parser.add_argument("--heldout-offset", type=int, default=1_000_000,
-                        help="first held-out scene index (training uses [0, data.num_samples))")
-    parser.add_argument("--data-seed", type=int, default=0, help="the shapes data seed")
-    args = parser.parse_args(argv)
-    if args.captions < 0 or args.per_class < 0 or args.captions + args.per_class == 0:
-        raise ValueError("--captions and --per-class must be >= 0, not both 0")
-    cfg = sampling_config(args)
+    args = parse_config(ShapesScoreConfig, argv, __doc__, __file__)
+    cfg = args.sampling
     device, shard_rank, num_shards, distributed = setup_device_and_shard(args)
     model, tokenizer = load_for_sampling(args.checkpoint, device, args.compile)
     if args.per_class and model.vocab.num_classes != NUM_CLASSES:
-        raise ValueError(f"--per-class {args.per_class}: the checkpoint has "
+        raise ValueError(f"per_class={args.per_class}: the checkpoint has "
                          f"{model.vocab.num_classes} class tokens, the shapes data {NUM_CLASSES}; "
-                         "pass --per-class 0 for captions only")
+                         "pass per_class=0 for captions only")
     image_size = model.tok_cfg.image_size
     # The scene (objects, caption) does not depend on the size: render small here, exactly below.
     scenes = [render_sample(args.heldout_offset + i, args.data_seed, 32) for i in range(args.captions)]
@@ -116,7 +120,7 @@ def main(argv=None):
     notes = ["class prompts ask for one object of the class's colour and shape (count free)",
              "ground truth rows: the held-out caption scenes rendered exactly (the checker's "
              "ceiling), scored against their caption and against their scene's class; so both "
-             "rows count --captions images, not the class requests"]
+             "rows count `captions` images, not the class requests"]
     report = write_report(out, "shapes_score", metrics, settings, notes,
                           "Prompt following on shapes (accuracy)", table)
     print(table, flush=True)

@@ -22,9 +22,7 @@ import sys
 if sys.path and os.path.realpath(sys.path[0] or ".") == os.path.dirname(os.path.realpath(__file__)):
     sys.path.pop(0)
 
-import argparse  # noqa: E402  (after the sys.path fix above)
-
-from unimodal.config import load_config, split_config_args  # noqa: E402
+from unimodal.cli import parse_config  # noqa: E402  (after the sys.path fix above)
 from unimodal.data.mixture import PackedBatchStream  # noqa: E402
 from unimodal.data.mixture_report import (InspectConfig, example_documents,  # noqa: E402
                                           measure_mixture, mixture_table)
@@ -32,10 +30,7 @@ from unimodal.model.vocabulary import Vocabulary  # noqa: E402
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("--config", required=True, help="YAML with vocab, image_tokenizer and data")
-    args, rest = parser.parse_known_args(argv)
-    cfg = load_config(InspectConfig, args.config, split_config_args(rest))
+    cfg = parse_config(InspectConfig, argv, __doc__, __file__)
     vocab = Vocabulary.load(cfg.vocab)
     latent_dim = cfg.resolved_latent_dim()
 

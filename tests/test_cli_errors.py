@@ -20,9 +20,9 @@ def test_a_config_typo_is_one_line_with_exit_code_2():
 
 
 def test_bad_cli_input_is_one_line_and_the_traceback_is_on_request(tmp_path):
-    args = ("eval/sample.py", "--checkpoint", str(tmp_path / "nope"), "--prompt", "a red circle",
-            "--out", str(tmp_path / "out"))
+    args = ("eval/sample.py", f"checkpoint={tmp_path / 'nope'}", "prompts=[a red circle]",
+            f"out={tmp_path / 'out'}")
     done = run(*args)
     assert done.returncode == 2 and "Traceback" not in done.stderr
-    assert "--checkpoint" in done.stderr.splitlines()[0]
+    assert "checkpoint=" in done.stderr.splitlines()[0]
     assert "Traceback" in run(*args, env={"UNIMODAL_TRACEBACK": "1"}).stderr

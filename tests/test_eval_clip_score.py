@@ -102,14 +102,14 @@ def test_read_prompts_formats(tmp_path):
         {"image_id": 3, "id": 7, "caption": "three"}]}
     (tmp_path / "captions_val2014.json").write_text(json.dumps(coco))
     assert read_prompts(tmp_path / "captions_val2014.json") == ["three", "nine"]
-    with pytest.raises(FileNotFoundError, match="--prompts"):
+    with pytest.raises(FileNotFoundError, match="prompts="):
         read_prompts(tmp_path / "missing.txt")
 
 
 def test_missing_clip_weights_name_the_option(tmp_path):
-    with pytest.raises(FileNotFoundError, match="--clip-weights is required.*ViT-B-32"):
+    with pytest.raises(FileNotFoundError, match="clip_weights is required.*ViT-B-32"):
         clip_weights_or_error(None, "ViT-B-32")
-    with pytest.raises(FileNotFoundError, match="--clip-weights=.*nope.bin: file not found"):
+    with pytest.raises(FileNotFoundError, match="clip_weights=.*nope.bin: file not found"):
         clip_weights_or_error(str(tmp_path / "nope.bin"), "ViT-B-32")
-    with pytest.raises(FileNotFoundError, match="--clip-weights"):
+    with pytest.raises(FileNotFoundError, match="clip_weights"):
         ClipScorer(str(tmp_path / "nope.bin"), "ViT-B-32")

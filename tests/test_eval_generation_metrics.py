@@ -111,10 +111,10 @@ def test_statistics_only_references(sets, tmp_path):
 
 
 def test_missing_or_wrong_inception_weights_name_the_option(tmp_path):
-    with pytest.raises(FileNotFoundError, match="--inception-weights.*weights-inception-2015-12-05"):
+    with pytest.raises(FileNotFoundError, match="inception_weights.*weights-inception-2015-12-05"):
         require_inception_weights(None)
-    with pytest.raises(FileNotFoundError, match=r"--inception-weights=.*nope\.pth.*github\.com"):
+    with pytest.raises(FileNotFoundError, match=r"inception_weights=.*nope\.pth.*github\.com"):
         require_inception_weights(str(tmp_path / "nope.pth"))
     torch.save({"not": torch.zeros(1)}, tmp_path / "wrong.pth")
-    with pytest.raises(ValueError, match="--inception-weights"):
+    with pytest.raises(ValueError, match="inception_weights"):
         InceptionFeatures(str(tmp_path / "wrong.pth"))

@@ -23,8 +23,8 @@ from unimodal.images import to_uint8
 from unimodal.metrics.smoke_weights import (write_clip_config, write_random_clip_weights,
                                             write_random_inception_weights)
 
-SAMPLING = ["--cfg-scale", "2", "--temperature", "1", "--seed", "7", "--device", "cpu",
-            "--batch-size", "4"]
+SAMPLING = ["sampling.cfg_scale=2", "sampling.temperature=1", "sampling.seed=7", "device=cpu",
+            "batch_size=4"]
 
 
 @pytest.fixture(scope="module")
@@ -45,12 +45,12 @@ def assets(tmp_path_factory):
 def test_fid_script_shards_resumes_and_reports(assets, tmp_path):
     fid = load_script("eval/fid.py").main
     out = tmp_path / "fid"
-    common = ["--checkpoint", assets["ckpt"], "--out", str(out), "--num-classes", "3",
-              "--per-class", "2", *SAMPLING]
-    assert fid([*common, "--shard", "0/2", "--sample-only"]) is None
+    common = [f"checkpoint={assets['ckpt']}", f"out={out}", "num_classes=3", "per_class=2",
+              *SAMPLING]
+    assert fid([*common, "shard=0/2", "sample_only=true"]) is None
     names = sorted(p.name for p in (out / "images").iterdir())
     assert names == ["0000_000.png", "0001_000.png", "0002_000.png"]  # global indices 0, 2, 4
-    fid([*common, "--shard", "1/2", "--sample-only"])
+    fid([*common, "shard=1/2", "sample_only=true"])
     files = sorted((out / "images").iterdir())
     assert [p.name for p in files] == [f"{c:04d}_{j:03d}.png" for c in range(3) for j in range(2)]
     # Image i is the class i // 2 sample with seed 7 + i, whatever shard drew it.
@@ -63,9 +63,9 @@ def test_fid_script_shards_resumes_and_reports(assets, tmp_path):
     lost = np.asarray(Image.open(files[2]))
     files[2].unlink()  # a lost file is sampled again, identically; the others are kept
     before = {p.name: p.stat().st_mtime_ns for p in files if p.exists()}
-    report = fid([*common, "--reference", assets["reference"], "--inception-weights",
-                  assets["inception"], "--num-workers", "0", "--isc-splits", "2",
-                  "--metrics-batch-size", "8", "--feature-layer", "64"])
+    report = fid([*common, f"reference={assets['reference']}",
+                  f"inception_weights={assets['inception']}", "num_workers=0", "isc_splits=2",
+                  "metrics_batch_size=8", "feature_layer=64"])
     assert all((out / "images" / n).stat().st_mtime_ns == t for n, t in before.items())
     assert np.array_equal(np.asarray(Image.open(files[2])), lost)
     saved = json.loads((out / "fid.json").read_text())
@@ -96,25 +96,24 @@ def test_fid_script_shards_resumes_and_reports(assets, tmp_path):
     assert "| fid |" in (out / "fid.md").read_text()
 
     with pytest.raises(ValueError, match="cfg_scale: 2.0 -> 3.0"):
-        fid([*common, "--cfg-scale", "3", "--sample-only"])
+        fid([*common, "sampling.cfg_scale=3", "sample_only=true"])
 
 
 def test_fid_script_refuses_missing_inception_weights_before_sampling(assets, tmp_path):
     fid = load_script("eval/fid.py").main
-    with pytest.raises(FileNotFoundError, match="--inception-weights is required"):
-        fid(["--checkpoint", assets["ckpt"], "--out", str(tmp_path / "x"),
-             "--reference", assets["reference"]])
-    with pytest.raises(FileNotFoundError, match="--inception-weights=.*missing.pth"):
-        fid(["--checkpoint", assets["ckpt"], "--out", str(tmp_path / "x"),
-             "--reference", assets["reference"], "--inception-weights", str(tmp_path / "missing.pth")])
+    common = [f"checkpoint={assets['ckpt']}", f"out={tmp_path / 'x'}",
+              f"reference={assets['reference']}"]
+    with pytest.raises(FileNotFoundError, match="inception_weights is required"):
+        fid(common)
+    with pytest.raises(FileNotFoundError, match="inception_weights=.*missing.pth"):
+        fid([*common, f"inception_weights={tmp_path / 'missing.pth'}"])
     assert not (tmp_path / "x").exists()
 
 
 def test_shapes_score_script_reports_per_attribute_accuracy(assets, tmp_path):
     out = tmp_path / "shapes"
     report = load_script("eval/shapes_score.py").main(
-        ["--checkpoint", assets["ckpt"], "--out", str(out), "--captions", "5", "--per-class", "1",
-         *SAMPLING])
+        [f"checkpoint={assets['ckpt']}", f"out={out}", "captions=5", "per_class=1", *SAMPLING])
     metrics = json.loads((out / "shapes_score.json").read_text())["metrics"]
     assert metrics == report["metrics"]
     assert metrics["caption"]["images"] == 5 and metrics["class"]["images"] == NUM_CLASSES
@@ -132,17 +131,17 @@ def test_clip_score_script_samples_prompts_and_scores(assets, tmp_path):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a red circle\na blue square above a green triangle\n")
     clip = load_script("eval/clip_score.py").main
-    args = ["--prompts", str(prompts), "--clip-model", "unimodal-tiny-clip", "--clip-weights",
-            str(weights), "--clip-model-config", str(config)]
-    report = clip(["--checkpoint", assets["ckpt"], "--out", str(tmp_path / "clip"), *args, *SAMPLING])
+    args = [f"prompts={prompts}", "clip_model=unimodal-tiny-clip", f"clip_weights={weights}",
+            f"clip_model_config={config}"]
+    report = clip([f"checkpoint={assets['ckpt']}", f"out={tmp_path / 'clip'}", *args, *SAMPLING])
     assert report["metrics"]["pairs"] == 2 and -1 <= report["metrics"]["cosine_mean"] <= 1
     assert report["settings"]["prompt_prefix"] == "A photo depicts "
     # Scoring a folder of existing images gives the same numbers.
-    again = clip(["--images", str(tmp_path / "clip" / "images"), "--out", str(tmp_path / "clip2"),
-                  "--device", "cpu", *args])
+    again = clip([f"images={tmp_path / 'clip' / 'images'}", f"out={tmp_path / 'clip2'}",
+                  "device=cpu", *args])
     assert again["metrics"] == pytest.approx(report["metrics"])
-    with pytest.raises(FileNotFoundError, match="--clip-weights is required"):
-        clip(["--images", str(tmp_path / "clip" / "images"), "--prompts", str(prompts)])
+    with pytest.raises(FileNotFoundError, match="clip_weights is required"):
+        clip([f"images={tmp_path / 'clip' / 'images'}", f"prompts={prompts}"])
 
 
 def test_multi_gpu_report_compares_scaling_and_resumed_losses(tmp_path, capsys):

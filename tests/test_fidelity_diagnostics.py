@@ -200,16 +200,16 @@ def test_teacher_forcing_matches_the_training_loss(latent_model):
 def test_generator_diagnostics_script(latent_model, tmp_path):
     _, _, folder = latent_model
     report = load_script("eval/generator_diagnostics.py").main(
-        ["--checkpoint", str(folder / "export"), "--images", "4", "--batch-size", "2",
-         "--prefix-steps", "0", "4", "--out", str(tmp_path), "--device", "cpu"])
+        [f"checkpoint={folder / 'export'}", "images=4", "batch_size=2", "prefix_steps=[0,4]",
+         f"out={tmp_path}", "device=cpu"])
     saved = json.loads((tmp_path / "generator_diagnostics.json").read_text())
     assert set(saved["per_step"]) == {"true prompt", "shuffled prompt", "no prompt"}
     assert len(saved["per_step"]["true prompt"]["accuracy"]) == 4
     assert set(report["oracle_prefix"]) == {"0", "4"}
     assert (tmp_path / "generator_diagnostics.png").is_file()
-    with pytest.raises(ValueError, match="--prefix-steps"):
+    with pytest.raises(ValueError, match="prefix_steps"):
         load_script("eval/generator_diagnostics.py").main(
-            ["--checkpoint", str(folder / "export"), "--prefix-steps", "9", "--device", "cpu"])
+            [f"checkpoint={folder / 'export'}", "prefix_steps=[9]", "device=cpu"])
 
 
 def test_recon_script_reports_the_checker_ceiling_and_per_step_table(tmp_path, capsys):

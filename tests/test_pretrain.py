@@ -348,15 +348,14 @@ def test_periodic_exports_and_the_accuracy_curve(tiny_config, tmp_path):
     log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
     assert all(b["elapsed_s"] > a["elapsed_s"] > 0 for a, b in zip(log, log[1:]))
     points = load_script("eval/accuracy_curve.py").main(
-        ["--run", str(out), "--captions", "2", "--per-class", "1", "--device", "cpu",
-         "--cfg-scale", "2"])
+        [f"run={out}", "captions=2", "per_class=1", "device=cpu", "sampling.cfg_scale=2"])
     assert [p["step"] for p in points] == [2, 4]
     assert all(0 <= p["caption"] <= 1 and p["minutes"] > 0 for p in points)
     assert (out / "accuracy_curve" / "accuracy_curve.png").is_file()
     scored = out / "accuracy_curve" / "step_00000002" / "shapes_score.json"
     before = scored.stat().st_mtime_ns
-    load_script("eval/accuracy_curve.py").main(["--run", str(out), "--captions", "2",
-                                                "--per-class", "1", "--device", "cpu"])
+    load_script("eval/accuracy_curve.py").main([f"run={out}", "captions=2", "per_class=1",
+                                                "device=cpu", "sampling.cfg_scale=2"])
     assert scored.stat().st_mtime_ns == before  # finished scores are kept
 
 

@@ -1,6 +1,7 @@
 """Sampling input is checked before any sampling: non-finite or negative guidance/temperature,
 batch sizes, prompts longer than the model's context, and text that is not UTF-8."""
 
+import json
 import math
 
 import pytest
@@ -30,21 +31,21 @@ def test_non_finite_or_negative_settings_are_refused(field, value):
 def test_sample_script_refuses_bad_numbers_batch_size_and_text(checkpoint, tmp_path):
     ckpt = str(checkpoint[0])
     sample = load_script("eval/sample.py").main
-    base = ["--checkpoint", ckpt, "--out", str(tmp_path / "out"), "--device", "cpu"]
-    with pytest.raises(ValueError, match="^--cfg-scale nan: must be a finite number"):
-        sample(base + ["--prompt", "a red circle", "--cfg-scale", "nan"])
-    with pytest.raises(ValueError, match="^--temperature -1.0: must be"):
-        sample(base + ["--prompt", "a red circle", "--temperature", "-1"])
-    with pytest.raises(ValueError, match="--batch-size=0"):
-        sample(base + ["--prompt", "a red circle", "--batch-size", "0"])
-    with pytest.raises(ValueError, match="prompt 0 is not valid UTF-8"):
-        sample(base + ["--prompt", "a red \udcff circle"])  # how Python passes non-UTF-8 argv
+    base = [f"checkpoint={ckpt}", f"out={tmp_path / 'out'}", "device=cpu", "prompts=[a red circle]"]
+    with pytest.raises(ValueError, match="^sampling.cfg_scale=nan: must be a finite number"):
+        sample(base + ["sampling.cfg_scale=nan"])
+    with pytest.raises(ValueError, match="^sampling.temperature=-1.0: must be"):
+        sample(base + ["sampling.temperature=-1"])
+    with pytest.raises(ValueError, match="batch_size=0"):
+        sample(base + ["batch_size=0"])
+    with pytest.raises(ValueError, match="prompts"):
+        sample(base[:3] + ["prompts=[a red \udcff circle]"])  # how Python passes non-UTF-8 argv
     bad_file = tmp_path / "prompts.txt"
     bad_file.write_bytes(b"a red circle\n\xff\xfe blue\n")
-    with pytest.raises(ValueError, match=r"--prompts-file .*prompts\.txt: not UTF-8"):
-        sample(base + ["--prompts-file", str(bad_file)])
+    with pytest.raises(ValueError, match=r"prompts_file=.*prompts\.txt: not UTF-8"):
+        sample(base[:3] + [f"prompts_file={bad_file}"])
     with pytest.raises(ValueError, match=r"prompt 1 is \d+ tokens; .* leaves 96"):
-        sample(base + ["--prompt", "a red circle", "--prompt", "a red circle " * 60])
+        sample(base[:3] + ["prompts=" + json.dumps(["a red circle", "a red circle " * 60])])
     assert not (tmp_path / "out").exists()
 
 
@@ -65,25 +66,25 @@ def test_sample_script_never_mixes_old_and_new_files(checkpoint, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "99999.png").write_bytes(b"stale")
-    args = ["--checkpoint", ckpt, "--out", str(out), "--device", "cpu", "--prompt", "a red circle",
-            "--cfg-scale", "0"]
-    with pytest.raises(FileExistsError, match="--out .* is not empty"):
+    args = [f"checkpoint={ckpt}", f"out={out}", "device=cpu", "prompts=[a red circle]",
+            "sampling.cfg_scale=0"]
+    with pytest.raises(FileExistsError, match="out=.* is not empty"):
         sample(args)
-    sample(args + ["--overwrite"])
+    sample(args + ["overwrite=true"])
     assert sorted(p.name for p in out.iterdir()) == ["00000.png", "grid.png", "samples.json"]
     assert not any(p.name.startswith(".out-") for p in tmp_path.iterdir())
 
 
-def test_sampling_flags_are_the_config_fields_with_its_defaults():
-    import argparse
+def test_sampling_keys_are_the_config_fields_with_its_defaults():
     from dataclasses import fields
 
-    from unimodal.eval_sampling import (IMAGE_SAMPLING_FLAGS, add_image_sampling_args,
-                                        image_sampling_config)
+    from unimodal.cli import config_keys, parse_config
 
-    assert set(IMAGE_SAMPLING_FLAGS) == {f.name for f in fields(ImageSamplingConfig)}
-    parser = argparse.ArgumentParser()
-    add_image_sampling_args(parser)
-    assert image_sampling_config(parser.parse_args([])) == ImageSamplingConfig()
-    assert image_sampling_config(parser.parse_args(["--cfg-scale", "2", "--top-k", "5"])) == \
-        ImageSamplingConfig(cfg_scale=2.0, top_k=5)
+    sample = load_script("eval/sample.py")
+    keys = {key for key, *_ in config_keys(sample.SampleConfig)}
+    assert {f"sampling.{f.name}" for f in fields(ImageSamplingConfig)} <= keys
+    assert parse_config(sample.SampleConfig, [], None, sample.__file__).sampling == \
+        ImageSamplingConfig()
+    cfg = parse_config(sample.SampleConfig, ["sampling.cfg_scale=2", "sampling.top_k=5"], None,
+                       sample.__file__)
+    assert cfg.sampling == ImageSamplingConfig(cfg_scale=2.0, top_k=5)

@@ -69,17 +69,17 @@ def test_sample_script_writes_pngs_and_refuses_bad_input(trained, tmp_path):
     save_unified(model, tok, tmp_path / "ckpt")
     sample = load_script("eval/sample.py").main
     out = tmp_path / "samples"
-    sample(["--checkpoint", str(tmp_path / "ckpt"), "--prompt", trained[3][0]["caption"],
-            "--class-id", "3", "--out", str(out), "--cfg-scale", "2", "--device", "cpu"])
+    sample([f"checkpoint={tmp_path / 'ckpt'}", "prompts=" + json.dumps([trained[3][0]["caption"]]),
+            "class_ids=[3]", f"out={out}", "sampling.cfg_scale=2", "device=cpu"])
     assert sorted(p.name for p in out.iterdir()) == ["00000.png", "00001.png", "grid.png",
                                                       "samples.json"]
     bad = tmp_path / "bad"
     with pytest.raises(ValueError, match="class id"):
-        sample(["--checkpoint", str(tmp_path / "ckpt"), "--class-id", "999", "--out", str(bad)])
+        sample([f"checkpoint={tmp_path / 'ckpt'}", "class_ids=[999]", f"out={bad}"])
     with pytest.raises(ValueError, match="empty"):
-        sample(["--checkpoint", str(tmp_path / "ckpt"), "--prompt", " ", "--out", str(bad)])
+        sample([f"checkpoint={tmp_path / 'ckpt'}", "prompts=[' ']", f"out={bad}"])
     with pytest.raises(FileNotFoundError, match="checkpoint"):
-        sample(["--checkpoint", str(tmp_path / "nope"), "--prompt", "a", "--out", str(bad)])
+        sample([f"checkpoint={tmp_path / 'nope'}", "prompts=[a]", f"out={bad}"])
     assert not bad.exists() and not any(p.name.startswith(".bad") for p in tmp_path.iterdir())
 
 
@@ -89,19 +89,18 @@ def test_sample_script_writes_text_streamed_or_to_json(trained, tmp_path, capsys
         pytest.skip("the text path does not depend on the code head; checked with 'shared'")
     save_unified(model, tok, tmp_path / "ckpt")
     sample = load_script("eval/sample.py").main
-    common = ["--checkpoint", str(tmp_path / "ckpt"), "--modality", "text", "--temperature", "0",
-              "--max-new-tokens", "30", "--device", "cpu"]
+    common = [f"checkpoint={tmp_path / 'ckpt'}", "modality=text", "text.temperature=0",
+              "text.max_new_tokens=30", "device=cpu"]
     capsys.readouterr()
-    sample(common + ["--prompt", "the red circle is on the"])
+    sample(common + ["prompts=[the red circle is on the]"])
     printed = capsys.readouterr().out
     assert printed.startswith("the red circle is on the left of the blue square")
     out = tmp_path / "texts.json"
-    results = sample(common + ["--prompt", "the red circle is on the", "--prompt", "a green",
-                               "--out", str(out)])
+    results = sample(common + ["prompts=[the red circle is on the, a green]", f"out={out}"])
     saved = json.loads(out.read_text())
     assert [r["prompt"] for r in saved["texts"]] == ["the red circle is on the", "a green"]
     assert saved["texts"] == results and results[0]["text"].strip().startswith("left of the blue")
-    with pytest.raises(FileExistsError, match="--overwrite"):
-        sample(common + ["--prompt", "a green", "--out", str(out)])
+    with pytest.raises(FileExistsError, match="overwrite=true"):
+        sample(common + ["prompts=[a green]", f"out={out}"])
     with pytest.raises(ValueError, match="max_new_tokens"):
-        sample(common + ["--prompt", "a", "--max-new-tokens", "0"])
+        sample(common + ["prompts=[a]", "text.max_new_tokens=0"])

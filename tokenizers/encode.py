@@ -8,18 +8,13 @@
 Resumable: finished shards are kept; run the same command again after a crash.
 """
 
-import argparse
-
-from unimodal.config import load_config, split_config_args
+from unimodal.cli import parse_config
 from unimodal.tokenizer.encode_shards import EncodeConfig, ShardEncoder
 from unimodal import distributed as D
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("--config", default=None, help="YAML config (EncodeConfig); optional")
-    args, rest = parser.parse_known_args(argv)
-    cfg = load_config(EncodeConfig, args.config, split_config_args(rest))
+    cfg = parse_config(EncodeConfig, argv, __doc__, __file__)
     try:
         return ShardEncoder(cfg).run()
     finally:

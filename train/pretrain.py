@@ -9,21 +9,14 @@
 Overrides: key=value words after the flags, e.g. train.steps=100 deepspeed.zero_optimization.stage=3
 """
 
-import argparse
-
-from unimodal.config import load_config, split_config_args
+from unimodal.cli import parse_config_and_resume
 from unimodal.pretraining.config import PretrainConfig
 from unimodal.pretraining.trainer import pretrain
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("--config", required=True)
-    parser.add_argument("--resume", nargs="?", const="latest", default=None)
-    parser.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)  # from the launcher
-    args, rest = parser.parse_known_args(argv)
-    cfg = load_config(PretrainConfig, args.config, split_config_args(rest))
-    return pretrain(cfg, resume=args.resume)
+    cfg, resume = parse_config_and_resume(PretrainConfig, argv, __doc__, __file__)
+    return pretrain(cfg, resume=resume)
 
 
 if __name__ == "__main__":

@@ -21,13 +21,12 @@ python tokenizers/train_text.py --input $out/text/corpus.txt --out $out/text/tex
 python tokenizers/encode_text.py --input $out/text/corpus.txt --out-dir $out/text_shards \
     --text-tokenizer $out/text/text.model --shard-size 1000
 python train/pretrain.py --config configs/uni_tiny.yaml train.overwrite=true
-python eval/sample.py --checkpoint $out/pretrain/export --out $out/samples --overwrite --device cpu \
-    --prompt "a red circle" --prompt "a blue square above a yellow triangle" \
-    --prompt "a green diamond on the left" --class-id 0 --class-id 9 --class-id 20 \
-    --cfg-scale 2 --temperature 0.7
+python eval/sample.py checkpoint=$out/pretrain/export out=$out/samples overwrite=true device=cpu \
+    prompts="[a red circle, a blue square above a yellow triangle, a green diamond on the left]" \
+    class_ids=[0,9,20] sampling.cfg_scale=2 sampling.temperature=0.7
 python eval/recon.py tokenizer=$out/tokenizer/tokenizer out_dir=$out/recon data.source=shapes \
     data.image_size=64 data.num_samples=20000 max_images=128 save_images=false device=cpu
-python eval/shapes_score.py --checkpoint $out/pretrain/export --captions 64 --per-class 2 \
-    --cfg-scale 2 --temperature 0.7 --out $out/shapes_score --device cpu
+python eval/shapes_score.py checkpoint=$out/pretrain/export captions=64 per_class=2 \
+    sampling.cfg_scale=2 sampling.temperature=0.7 out=$out/shapes_score device=cpu
 python eval/quickstart_summary.py --recon $out/recon --score $out/shapes_score
 echo "done: $out/tokenizer/reconstructions.png, $out/samples/grid.png, $out/shapes_score/shapes_score.md"

@@ -6,7 +6,7 @@ GPU or how often the run was restarted.
 
 Design choices, one line each:
 - Sharding: rank r of W takes the jobs with i % W == r, from torchrun's environment or an explicit
-  `--shard r/W` (separate jobs on several nodes, no process group needed).
+  `shard=r/W` (separate jobs on several nodes, no process group needed).
 - Resume: a job whose file exists is skipped; files are written to a hidden temporary name and
   renamed, so a killed run never leaves a half-written PNG that would count as done.
 - `sampling.json` in the output folder records the settings (CFG scale/schedule, tau, top-k, base
@@ -19,13 +19,12 @@ Design choices, one line each:
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -38,74 +37,46 @@ from unimodal.model.sampling import (ImageRequest, ImageSamplingConfig, check_ba
 SETTINGS_FILE = "sampling.json"
 
 
-# ImageSamplingConfig field -> its command-line flag: the one place the sampling flags are made.
-IMAGE_SAMPLING_FLAGS = {"cfg_scale": "--cfg-scale", "cfg_schedule": "--cfg-schedule",
-                        "temperature": "--temperature", "top_k": "--top-k", "seed": "--seed"}
+@dataclass
+class SamplingRunConfig:
+    """What every script that samples images from a checkpoint takes (the scripts' configs extend it)."""
+    checkpoint: str = ""                  # consolidated unified-model folder
+    sampling: ImageSamplingConfig = field(default_factory=ImageSamplingConfig)
+    batch_size: int = 32                  # images per sampling batch
+    device: str = "auto"                  # auto | cpu | cuda | cuda:N
+    compile: bool = False                 # torch.compile backbone and decoder
+
+    def validate(self) -> None:
+        self.sampling.validate()
+        check_batch_size(self.batch_size)
 
 
-def add_image_sampling_args(parser: argparse.ArgumentParser) -> None:
-    """One flag per ImageSamplingConfig field, with the dataclass's own defaults."""
-    default, flag = ImageSamplingConfig(), IMAGE_SAMPLING_FLAGS
-    parser.add_argument(flag["cfg_scale"], type=float, default=default.cfg_scale,
-                        help="guidance lambda; 0 = none (default: %(default)s)")
-    parser.add_argument(flag["cfg_schedule"], default=default.cfg_schedule,
-                        choices=["linear", "constant"])
-    parser.add_argument(flag["temperature"], type=float, default=default.temperature,
-                        help="tau; 0 = argmax (default: %(default)s)")
-    parser.add_argument(flag["top_k"], type=int, default=default.top_k, help="0 = all codes")
-    parser.add_argument(flag["seed"], type=int, default=default.seed,
-                        help="image i uses noise seed seed + i (default: %(default)s)")
+@dataclass
+class ShardedSamplingConfig(SamplingRunConfig):
+    """A sampling run split over processes or machines (PNG files, resumable)."""
+    shard: str = ""                       # r/W: sample only this shard; "" = torchrun's rank/world size
+
+    def validate(self) -> None:
+        super().validate()
+        parse_shard(self.shard)
 
 
-def image_sampling_config(args: argparse.Namespace) -> ImageSamplingConfig:
-    """The validated ImageSamplingConfig of parsed add_image_sampling_args flags; an invalid
-    value is reported under its flag's name."""
-    cfg = ImageSamplingConfig(**{field: getattr(args, field) for field in IMAGE_SAMPLING_FLAGS})
-    try:
-        cfg.validate()
-    except ValueError as err:
-        message = str(err)
-        for field, flag in IMAGE_SAMPLING_FLAGS.items():
-            message = message.replace(f"sampling.{field}=", f"{flag} ")
-        raise ValueError(message) from None
-    return cfg
-
-
-def add_sampling_args(parser: argparse.ArgumentParser, batch_size: int = 32,
-                      checkpoint_required: bool = True) -> None:
-    """The options every sampling evaluation shares (the sampling flags as eval/sample.py's)."""
-    parser.add_argument("--checkpoint", required=checkpoint_required,
-                        help="consolidated unified-model folder")
-    add_image_sampling_args(parser)
-    parser.add_argument("--batch-size", type=int, default=batch_size, help="images per sampling batch")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    parser.add_argument("--compile", action="store_true", help="torch.compile backbone and decoder")
-    parser.add_argument("--shard", default=None,
-                        help="r/W: sample only this shard (default: torchrun's rank/world size)")
-
-
-def sampling_config(args) -> ImageSamplingConfig:
-    cfg = image_sampling_config(args)
-    check_batch_size(args.batch_size, "--batch-size")
-    return cfg
-
-
-def parse_shard(text: str | None) -> tuple[int, int] | None:
-    if text is None:
+def parse_shard(text: str) -> tuple[int, int] | None:
+    if not text:
         return None
     try:
         r, w = (int(x) for x in text.split("/"))
     except ValueError:
-        raise ValueError(f"--shard {text!r}: expected r/W, e.g. 0/8") from None
+        raise ValueError(f"shard={text!r}: expected r/W, e.g. 0/8") from None
     if not 0 <= r < w:
-        raise ValueError(f"--shard {text!r}: need 0 <= r < W")
+        raise ValueError(f"shard={text!r}: need 0 <= r < W")
     return r, w
 
 
-def setup_device_and_shard(args) -> tuple[torch.device, int, int, bool]:
-    """(device, shard rank, shard count, is_distributed): --shard wins over torchrun's env."""
-    device = pick_device(args.device)
-    shard = parse_shard(args.shard)
+def setup_device_and_shard(cfg: ShardedSamplingConfig) -> tuple[torch.device, int, int, bool]:
+    """(device, shard rank, shard count, is_distributed): shard=r/W wins over torchrun's env."""
+    device = pick_device(cfg.device)
+    shard = parse_shard(cfg.shard)
     if shard is not None:
         return device, shard[0], shard[1], False
     distributed = init_from_env(device)
@@ -117,7 +88,7 @@ def checkpoint_sha256(folder: str | Path) -> str:
     digest = hashlib.sha256()
     files = sorted(folder.rglob("*.safetensors"))
     if not files:
-        raise FileNotFoundError(f"--checkpoint {folder}: no *.safetensors weights")
+        raise FileNotFoundError(f"checkpoint={folder}: no *.safetensors weights")
     for path in files:
         digest.update(str(path.relative_to(folder)).encode())
         with open(path, "rb") as f:
@@ -131,7 +102,7 @@ def load_for_sampling(checkpoint: str, device: torch.device, compile_model: bool
     from unimodal.model.sampling import compile_for_sampling
 
     if not Path(checkpoint).is_dir():
-        raise FileNotFoundError(f"--checkpoint {checkpoint}: folder not found")
+        raise FileNotFoundError(f"checkpoint={checkpoint}: folder not found")
     model, tokenizer = load_unified(checkpoint, device,
                                     torch.bfloat16 if device.type == "cuda" else torch.float32)
     if compile_model:
@@ -160,7 +131,7 @@ def check_resume(out_dir: Path, record: dict) -> bool:
     if diff:
         details = ", ".join(f"{k}: {old.get(k)!r} -> {record.get(k)!r}" for k in diff)
         raise ValueError(f"{out_dir} holds images sampled with other settings ({details}); "
-                         "use another --out folder or delete it")
+                         "use another out= folder or delete it")
     return False
 
 

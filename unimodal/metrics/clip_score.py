@@ -2,7 +2,7 @@
 
 Design choices, one line each:
 - The architecture is an open_clip model name (default ViT-B-32); the weights are a local file
-  (`--clip-weights`); a JSON architecture file can be registered for models open_clip lacks.
+  (`clip_weights=`); a JSON architecture file can be registered for models open_clip lacks.
 - Prompts get a prefix before tokenisation, "A photo depicts " by default (CLIPScore, Hessel et al.
   2021; the GigaGAN evaluation script LlamaGen uses); open_clip truncates at 77 tokens, so the
   prefix always survives.
@@ -30,11 +30,11 @@ def read_prompts(path: str | Path, max_prompts: int = 0) -> list[str]:
     """Prompts from a text file (one per line), a JSON list, or COCO captions JSON."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"--prompts {path}: not found")
+        raise FileNotFoundError(f"prompts={path}: not found")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as err:
-        raise ValueError(f"--prompts {path}: not UTF-8 text (byte {err.start})") from None
+        raise ValueError(f"prompts={path}: not UTF-8 text (byte {err.start})") from None
     if path.suffix == ".json":
         data = json.loads(text)
         if isinstance(data, dict) and "annotations" in data:
@@ -47,20 +47,20 @@ def read_prompts(path: str | Path, max_prompts: int = 0) -> list[str]:
         elif isinstance(data, list) and all(isinstance(p, str) for p in data):
             prompts = list(data)
         else:
-            raise ValueError(f"--prompts {path}: expected COCO captions (with 'annotations') or a "
+            raise ValueError(f"prompts={path}: expected COCO captions (with 'annotations') or a "
                              "JSON list of strings")
     else:
         prompts = text.splitlines()
     prompts = [" ".join(p.split()) for p in prompts if p.strip()]
     if not prompts:
-        raise ValueError(f"--prompts {path}: no prompts in the file")
+        raise ValueError(f"prompts={path}: no prompts in the file")
     return prompts[:max_prompts] if max_prompts > 0 else prompts
 
 
-def clip_weights_or_error(path: str | None, model_name: str, option: str = "--clip-weights") -> str:
+def clip_weights_or_error(path: str | None, model_name: str, option: str = "clip_weights") -> str:
     hint = (f"a local open_clip checkpoint for {model_name} (e.g. open_clip_pytorch_model.bin from "
             "the laion/CLIP-ViT-B-32-laion2B-s34B-b79K Hugging Face repository, or OpenAI's "
-            "ViT-B-32.pt used with --clip-model ViT-B-32-quickgelu); nothing is downloaded")
+            "ViT-B-32.pt used with clip_model=ViT-B-32-quickgelu); nothing is downloaded")
     if not path:
         raise FileNotFoundError(f"{option} is required: {hint}")
     if not Path(path).is_file():
@@ -77,18 +77,18 @@ class ClipScorer:
 
         if config_file:
             if not Path(config_file).is_file():
-                raise FileNotFoundError(f"--clip-model-config {config_file}: not found")
+                raise FileNotFoundError(f"clip_model_config={config_file}: not found")
             open_clip.add_model_config(config_file)
         if model_name not in open_clip.list_models():
-            raise ValueError(f"--clip-model {model_name!r}: not an open_clip architecture (see "
-                             "open_clip.list_models(), or register one with --clip-model-config)")
+            raise ValueError(f"clip_model={model_name!r}: not an open_clip architecture (see "
+                             "open_clip.list_models(), or register one with clip_model_config)")
         self.weights = clip_weights_or_error(weights, model_name)
         self.device, self.prefix, self.model_name = torch.device(device), prefix, model_name
         try:
             model, _, self.transform = open_clip.create_model_and_transforms(
                 model_name, pretrained=self.weights, device=self.device)
         except RuntimeError as err:
-            raise ValueError(f"--clip-weights {weights}: does not fit --clip-model {model_name} "
+            raise ValueError(f"clip_weights={weights}: does not fit clip_model={model_name} "
                              f"({str(err)[:200]})") from err
         self.model = model.eval()
         self.tokenizer = open_clip.get_tokenizer(model_name)

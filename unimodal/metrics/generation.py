@@ -5,7 +5,7 @@ with) over the generated images gives the pool features (FID, precision/recall) 
 (IS); references are a folder of images, a statistics file, or the ADM reference batch.
 
 Design choices, one line each:
-- The Inception weights are a local file (`--inception-weights`); a missing one is an error that
+- The Inception weights are a local file (`inception_weights=`); a missing one is an error that
   names the option, the file and where to get it. Nothing is downloaded.
 - torch-fidelity's own functions compute every number (feature extractor, FID from (mu, sigma),
   IS over splits, k-NN precision/recall); we only feed them, so results match `calculate_metrics`.
@@ -46,7 +46,7 @@ ADM_REFERENCE_NOTE = ("ADM reference batches (e.g. VIRTUAL_imagenet256_labeled.n
 IMAGE_EXTENSIONS = ("png", "jpg", "jpeg")
 
 
-def require_inception_weights(path: str | None, option: str = "--inception-weights") -> str:
+def require_inception_weights(path: str | None, option: str = "inception_weights") -> str:
     """The path if it is a file; otherwise an error naming the option, the file and its source."""
     try:
         return inception_weights_or_error(path, option)
@@ -147,7 +147,7 @@ def load_reference(path: str | Path, resize: int = 0) -> Reference:
     if path.is_dir():
         return Reference(str(path), "folder", image_folder_dataset(path, True, resize), None)
     if not path.is_file():
-        raise FileNotFoundError(f"--reference {path}: not found (a folder of images, an ADM-style "
+        raise FileNotFoundError(f"reference={path}: not found (a folder of images, an ADM-style "
                                 f".npz, or a statistics file; {ADM_REFERENCE_NOTE})")
     if path.suffix == ".npz":
         try:
@@ -157,20 +157,20 @@ def load_reference(path: str | Path, resize: int = 0) -> Reference:
         except ValueError as err:
             if "allow_pickle" not in str(err):
                 raise
-            raise ValueError(f"--reference {path}: refused, it holds pickled Python objects "
+            raise ValueError(f"reference={path}: refused, it holds pickled Python objects "
                              "(object arrays); loading them could run code") from None
         if stats is None and images is None:
-            raise ValueError(f"--reference {path}: an .npz needs `arr_0` (uint8 NHWC images) or "
+            raise ValueError(f"reference={path}: an .npz needs `arr_0` (uint8 NHWC images) or "
                              f"`mu` and `sigma`; it has {sorted(data.files)}")
         return Reference(str(path), "npz", images, stats)
     if path.suffix in (".pt", ".pth"):
-        data = load_torch_file(path, "--reference", allowed_globals=NUMPY_ARRAY_GLOBALS)
+        data = load_torch_file(path, "reference", allowed_globals=NUMPY_ARRAY_GLOBALS)
         stats = _statistics_from_mapping(data) if isinstance(data, dict) else None
         if stats is None:
-            raise ValueError(f"--reference {path}: expected a dict with `mu` and `sigma` "
+            raise ValueError(f"reference={path}: expected a dict with `mu` and `sigma` "
                              "(torch-fidelity's statistics format)")
         return Reference(str(path), "statistics", None, stats)
-    raise ValueError(f"--reference {path}: unknown kind; give a folder, .npz, .pt or .pth")
+    raise ValueError(f"reference={path}: unknown kind; give a folder, .npz, .pt or .pth")
 
 
 # ----------------------------------------------------------------------------------------- features
@@ -179,7 +179,7 @@ class InceptionFeatures:
     requested feature layers (default the 2048-d pool) and the logits."""
 
     def __init__(self, weights_path: str, device: torch.device | str = "cpu", batch_size: int = 64,
-                 num_workers: int = 0, option: str = "--inception-weights",
+                 num_workers: int = 0, option: str = "inception_weights",
                  layers: tuple[str, ...] = (POOL_FEATURES,)):
         from torch_fidelity.utils import create_feature_extractor
 

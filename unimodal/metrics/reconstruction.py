@@ -50,7 +50,7 @@ class ReconstructionMeter:
 _SAFE_COPIES: dict[tuple[str, int, int], str] = {}
 
 
-def inception_weights_or_error(path: str | None, option: str = "--inception-weights") -> str:
+def inception_weights_or_error(path: str | None, option: str = "inception_weights") -> str:
     """Check the Inception weights file and return the path to hand torch-fidelity.
 
     torch-fidelity loads this file with `torch.load(weights_only=False)`, which would run code

@@ -277,7 +277,7 @@ def validate_requests(requests: list[ImageRequest], vocab, max_tokens: int | Non
     """Every problem is found before any sampling starts: empty, non-UTF-8 or over-long prompts
     (`max_tokens`, see `max_prompt_tokens`), unknown class ids."""
     if not requests:
-        raise ValueError("nothing to sample: give --prompt, --prompts-file or --class-id")
+        raise ValueError("nothing to sample: no prompts and no class ids")
     for i, req in enumerate(requests):
         if req.caption is not None:
             if not req.caption.strip():

@@ -1,0 +1,79 @@
+"""One command-line style: every script answers --help; the converted ones list each key of their
+config with its type and default, and refuse an unknown key naming it and the script."""
+
+import re
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from unified_fixtures import ROOT
+from unimodal.cli import config_keys, overrides_of, parse_config
+from unimodal.config import ConfigError
+from unimodal.model.sampling import ImageSamplingConfig
+
+SCRIPTS = sorted(str(p.relative_to(ROOT)) for folder in ("train", "eval", "tokenizers", "mixing")
+                 for p in (ROOT / folder).glob("*.py"))
+# Scripts on `[--config FILE] [key=value ...]` (unimodal.cli.parse_config).
+CONFIG_SCRIPTS = sorted(s for s in SCRIPTS if "parse_config" in (ROOT / s).read_text())
+SAMPLING_SCRIPTS = ["eval/accuracy_curve.py", "eval/clip_score.py", "eval/fid.py",
+                    "eval/generator_diagnostics.py", "eval/sample.py", "eval/shapes_score.py"]
+
+
+def run(*args):
+    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+
+
+@pytest.fixture(scope="module")
+def helps():
+    with ThreadPoolExecutor(2) as pool:
+        return dict(zip(SCRIPTS, pool.map(lambda s: run(s, "--help"), SCRIPTS)))
+
+
+def test_every_script_answers_help(helps):
+    failed = {s: done.stderr[-300:] for s, done in helps.items() if done.returncode != 0}
+    assert not failed
+
+
+def test_config_scripts_list_every_key_with_type_and_default(helps):
+    assert set(SAMPLING_SCRIPTS) <= set(CONFIG_SCRIPTS)
+    for script in CONFIG_SCRIPTS:
+        text = helps[script].stdout
+        assert f"usage: python {script} [--config FILE] [key=value ...]" in text, script
+        rows = text.split("\nkeys of ", 1)[1].splitlines()[1:]
+        keys = [row.split()[0] for row in rows if row.startswith("  ") and len(row.split()) >= 3]
+        assert keys and len(keys) == len(set(keys)), script
+    for script in SAMPLING_SCRIPTS:
+        line = re.search(r"^  sampling\.cfg_scale +float +(\S+)", helps[script].stdout, re.M)
+        assert line and float(line.group(1)) == ImageSamplingConfig().cfg_scale, script
+
+
+def test_an_unknown_key_or_flag_is_one_error_line_naming_it_and_the_script():
+    done = run("eval/shapes_score.py", "sampling.cfg_scael=2")
+    first = done.stderr.splitlines()[0]
+    assert done.returncode == 2 and first.startswith("error: eval/shapes_score.py: ")
+    assert "cfg_scael" in first and "--help" in first
+    done = run("eval/sample.py", "--cfg-scale", "2")
+    assert done.returncode == 2 and "unknown option '--cfg-scale'" in done.stderr.splitlines()[0]
+
+
+def test_help_rows_and_child_overrides_come_from_the_dataclass():
+    rows = {key: (kind, default) for key, kind, default, _ in config_keys(ImageSamplingConfig)}
+    assert rows["cfg_scale"] == ("float", "4.0") and rows["cfg_schedule"] == ("str", "linear")
+    cfg = ImageSamplingConfig(cfg_scale=2.0, cfg_schedule="constant", seed=3)
+    words = overrides_of(cfg, "sampling.")
+    assert "sampling.cfg_schedule=\"constant\"" in words
+
+    from dataclasses import dataclass, field
+
+    @dataclass
+    class Script:
+        sampling: ImageSamplingConfig = field(default_factory=ImageSamplingConfig)
+
+    assert parse_config(Script, words, None, "eval/x.py").sampling == cfg
+    with pytest.raises(ConfigError, match="eval/x.py: .*'nope'"):
+        parse_config(Script, ["nope=1"], None, "eval/x.py")
+    with pytest.raises(ConfigError, match="not key=value"):
+        parse_config(Script, ["sampling.seed"], None, "eval/x.py")
