@@ -1,38 +1,41 @@
 """Benchmark class-conditional image sampling with the unified model (random weights).
 
     python eval/bench_sampling.py                       # depth-12 backbone, 256 px, 16x16 codes, T=10, CFG
-    python eval/bench_sampling.py --size d16 --batch-sizes 1 64 256 --compile-decoder
+    python eval/bench_sampling.py size=d16 batch_sizes=[1,64,256] compile_decoder=true
 
 Builds the named backbone over a vocabulary of 1000 class tokens + K = 4096 codes and the paper's
 RDPM tokenizer (256 px, f16), in bf16, then times `sample_codes` + tokenizer decoding with CUDA
-synchronisation around each phase: median over --iters runs after a warm-up. Reports images/s,
+synchronisation around each phase: median over `iters` runs after a warm-up. Reports images/s,
 latency, and the share of time in the tokenizer's decoder. Prints a table last.
 """
 
-import argparse
 import statistics
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from unimodal.cli import parse_config
 from unimodal.model.vocabulary import image_prompt
 from unimodal.random_models import random_class_conditional_model
 from unimodal.model.sampling import ImageSamplingConfig, sample_codes
 
 
+@dataclass
+class BenchSamplingConfig:
+    size: str = "d12"                     # a named backbone size
+    batch_sizes: list[int] = field(default_factory=lambda: [1, 64, 256])
+    sampling: ImageSamplingConfig = field(default_factory=ImageSamplingConfig)
+    iters: int = 5                        # timed runs per batch size (the median is reported)
+    compile_decoder: bool = False
+    compile_backbone: bool = False
+    profile: bool = False                 # print the top CUDA kernels of one run at the largest batch
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("--size", default="d12")
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 64, 256])
-    parser.add_argument("--cfg-scale", type=float, default=4.0)
-    parser.add_argument("--iters", type=int, default=5)
-    parser.add_argument("--compile-decoder", action="store_true")
-    parser.add_argument("--compile-backbone", action="store_true")
-    parser.add_argument("--profile", action="store_true",
-                        help="print the top CUDA kernels of one run at the largest batch")
-    args = parser.parse_args(argv)
+    args = parse_config(BenchSamplingConfig, argv, __doc__, __file__)
     if not torch.cuda.is_available():
         raise SystemExit("bench_sampling.py needs a CUDA device")
     torch.backends.cuda.matmul.allow_tf32 = True
@@ -45,7 +48,7 @@ def main(argv=None):
     decoder = torch.compile(tokenizer.decoder) if args.compile_decoder else tokenizer.decoder
     if args.compile_backbone:  # what compile_for_sampling does for the backbone
         model.backbone.forward = torch.compile(model.backbone.forward, dynamic=False)
-    sampling = ImageSamplingConfig(cfg_scale=args.cfg_scale, cfg_schedule="linear", temperature=1.0)
+    sampling = args.sampling
     rows = []
     for batch in args.batch_sizes:
         prompts = [image_prompt(vocab, class_id=i % 1000) for i in range(batch)]
@@ -78,7 +81,7 @@ def main(argv=None):
         print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=18, max_name_column_width=60))
     print(f"\n{torch.cuda.get_device_name()} | torch {torch.__version__} | backbone {args.size} "
           f"({params:.0f}M trainable params, bf16) | T={model.tok_cfg.steps}, 16x16 codes, "
-          f"CFG {args.cfg_scale} linear, 256 px | decoder {'compiled' if args.compile_decoder else 'eager'}"
+          f"CFG {sampling.cfg_scale} {sampling.cfg_schedule}, 256 px | decoder {'compiled' if args.compile_decoder else 'eager'}"
           f" bf16 | median of {args.iters}")
     print("| batch | total ms | img/s | generator ms | decoder ms | decoder share | peak GiB |")
     print("|---|---|---|---|---|---|---|")

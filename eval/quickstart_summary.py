@@ -1,12 +1,20 @@
 """Print the quickstart's two shapes-checker numbers side by side: the tokenizer's ceiling (its own
 reconstructions) and the unified model's prompt following.
 
-    python eval/quickstart_summary.py --recon runs/quickstart/recon --score runs/quickstart/shapes_score
+    python eval/quickstart_summary.py recon=runs/quickstart/recon score=runs/quickstart/shapes_score
 """
 
-import argparse
 import json
+from dataclasses import dataclass
 from pathlib import Path
+
+from unimodal.cli import parse_config
+
+
+@dataclass
+class SummaryConfig:
+    recon: str = "runs/quickstart/recon"  # eval/recon.py output folder (shapes data)
+    score: str = "runs/quickstart/shapes_score"  # eval/shapes_score.py output folder
 
 
 def _pct(value) -> str:
@@ -14,10 +22,7 @@ def _pct(value) -> str:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("--recon", required=True, help="eval/recon.py output folder (shapes data)")
-    parser.add_argument("--score", required=True, help="eval/shapes_score.py output folder")
-    args = parser.parse_args(argv)
+    args = parse_config(SummaryConfig, argv, __doc__, __file__)
     ceiling = json.loads((Path(args.recon) / "recon_metrics.json").read_text())["metrics"]
     score = json.loads((Path(args.score) / "shapes_score.json").read_text())["metrics"]
     if "checker_prompt" not in ceiling:

@@ -28,5 +28,5 @@ python eval/recon.py tokenizer=$out/tokenizer/tokenizer out_dir=$out/recon data.
     data.image_size=64 data.num_samples=20000 max_images=128 save_images=false device=cpu
 python eval/shapes_score.py checkpoint=$out/pretrain/export captions=64 per_class=2 \
     sampling.cfg_scale=2 sampling.temperature=0.7 out=$out/shapes_score device=cpu
-python eval/quickstart_summary.py --recon $out/recon --score $out/shapes_score
+python eval/quickstart_summary.py recon=$out/recon score=$out/shapes_score
 echo "done: $out/tokenizer/reconstructions.png, $out/samples/grid.png, $out/shapes_score/shapes_score.md"
