@@ -7,8 +7,10 @@ checker and plot accuracy against training minutes.
 
 Each export (`<run>/exports/step_X`, and the final `<run>/export`) is scored by eval/shapes_score.py
 in its own process (same sampling options); finished scores are kept, so a rerun only scores new
-exports. The minutes of each step come from the run's log.jsonl (`elapsed_s`). Writes
-accuracy_curve.json and accuracy_curve.png under `out` and prints a table last.
+exports. `jobs=N` scores N exports at once (one GPU has room for several of these small jobs,
+which are mostly start-up). The minutes of each step come from the run's log.jsonl
+(`elapsed_s`). Writes accuracy_curve.json and accuracy_curve.png under `out` and prints a table
+last.
 """
 
 import json
@@ -33,9 +35,12 @@ class AccuracyCurveConfig:
     sampling: ImageSamplingConfig = field(default_factory=ImageSamplingConfig)
     batch_size: int = 32
     device: str = "auto"
+    jobs: int = 1                         # exports scored at once, each in its own process
 
     def validate(self) -> None:
         self.sampling.validate()
+        if self.jobs < 1:
+            raise ValueError(f"jobs={self.jobs}: must be >= 1")
         if not (Path(self.run) / "log.jsonl").is_file():
             raise FileNotFoundError(f"run={self.run}: no log.jsonl (not a pretraining out_dir)")
 
@@ -83,17 +88,25 @@ def main(argv=None):
     out = Path(args.out) if args.out else run / "accuracy_curve"
     out.mkdir(parents=True, exist_ok=True)
     minutes = minutes_at(run)
-    points = []
+    pending = []
     for step, folder in exports:
         target = out / f"step_{step:08d}"
-        report = target / "shapes_score.json"
-        if not report.is_file():
-            cmd = [sys.executable, str(SCORE_SCRIPT), f"checkpoint={folder}", f"out={target}",
-                   f"captions={args.captions}", f"per_class={args.per_class}",
-                   f"batch_size={args.batch_size}", f"device={args.device}",
-                   *overrides_of(args.sampling, "sampling.")]
-            print(f"scoring step {step}: {' '.join(cmd)}", flush=True)
-            subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        if not (target / "shapes_score.json").is_file():
+            pending.append([sys.executable, str(SCORE_SCRIPT), f"checkpoint={folder}",
+                            f"out={target}", f"captions={args.captions}",
+                            f"per_class={args.per_class}", f"batch_size={args.batch_size}",
+                            f"device={args.device}", *overrides_of(args.sampling, "sampling.")])
+    for start in range(0, len(pending), args.jobs):
+        wave = pending[start:start + args.jobs]
+        for cmd in wave:
+            print(f"scoring: {' '.join(cmd)}", flush=True)
+        procs = [subprocess.Popen(cmd, stdout=subprocess.DEVNULL) for cmd in wave]
+        for cmd, proc in zip(wave, procs):
+            if proc.wait() != 0:
+                raise subprocess.CalledProcessError(proc.returncode, cmd)
+    points = []
+    for step, _ in exports:
+        report = out / f"step_{step:08d}" / "shapes_score.json"
         metrics = json.loads(report.read_text())["metrics"]
         points.append({"step": step, "minutes": minutes.get(step, float("nan")),
                        "caption": metrics.get("caption", {}).get("prompt") or 0.0,

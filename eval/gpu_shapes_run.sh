@@ -69,16 +69,22 @@ split_overrides() {
 sampling="sampling.cfg_scale=${CFG_SCALE:-2} sampling.temperature=${TEMPERATURE:-0.7}"
 mkdir -p $out/text
 stage() { echo "[$(date +%T)] $*"; }
+# Jobs that only report (GPU tests, the ceiling check) run in the background beside the stages
+# that need the GPU's time; they are waited for before the summary.
+side_pids=()
 if [ "${GPU_TESTS:-1}" = 1 ]; then
-    stage "GPU tests (flex_attention BlockMask vs the dense SDPA mask, ...)"
-    $py -m pytest -q -m gpu tests/test_unified_model.py > $out/gpu_tests.log 2>&1 || echo "GPU tests FAILED: see $out/gpu_tests.log"
+    stage "GPU tests (flex_attention BlockMask vs the dense SDPA mask, ...), beside the tokenizer"
+    ( $py -m pytest -q -m gpu tests/test_unified_model.py > $out/gpu_tests.log 2>&1 \
+        || echo "GPU tests FAILED: see $out/gpu_tests.log" ) &
+    side_pids+=($!)
 fi
 stage "tokenizer ${TOKENIZER_OVERRIDES:-}"
 $py tokenizers/train_rdpm.py --config $tok_config train.overwrite=true ${TOKENIZER_OVERRIDES:-}
-stage "tokenizer ceiling"
+stage "encode, and the tokenizer ceiling beside it"
 $py eval/recon.py tokenizer=$out/tokenizer/tokenizer out_dir=$out/recon data.source=shapes \
-    data.image_size=64 data.num_samples=200000 data.heldout_samples=512 max_images=512 batch_size=128 save_images=false
-stage encode
+    data.image_size=64 data.num_samples=200000 data.heldout_samples=512 max_images=512 batch_size=128 \
+    save_images=false > $out/recon.log 2>&1 &
+side_pids+=($!)
 $py tokenizers/encode.py tokenizer=$out/tokenizer/tokenizer out_dir=$out/codes data.source=shapes \
     data.image_size=64 data.num_samples=$encode_images data.num_workers=8 shard_size=1000 batch_size=256 device=cuda \
     overwrite=true
@@ -122,10 +128,10 @@ for setting in ${SAMPLING_SWEEP:-}; do
 done
 if [ "${CURVE:-1}" = 1 ]; then  # accuracy against training minutes, next to the other scoring
     $py eval/accuracy_curve.py run=$out/pretrain_$head0 captions=128 per_class=4 $sampling \
-        device=cuda > $out/accuracy_curve_$head0.log 2>&1 &
+        device=cuda jobs=8 > $out/accuracy_curve_$head0.log 2>&1 &
     pids+=($!)
 fi
-for pid in "${pids[@]}"; do wait $pid || echo "a job failed (exit $?): see the logs in $out"; done
+for pid in "${pids[@]}" "${side_pids[@]}"; do wait $pid || echo "a job failed (exit $?): see the logs in $out"; done
 stage done
 summary() {
 for head in "${heads[@]}"; do

@@ -347,8 +347,8 @@ def test_periodic_exports_and_the_accuracy_curve(tiny_config, tmp_path):
     assert sorted(p.name for p in (out / "exports").iterdir()) == ["step_00000002"]
     log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
     assert all(b["elapsed_s"] > a["elapsed_s"] > 0 for a, b in zip(log, log[1:]))
-    points = load_script("eval/accuracy_curve.py").main(
-        [f"run={out}", "captions=2", "per_class=1", "device=cpu", "sampling.cfg_scale=2"])
+    points = load_script("eval/accuracy_curve.py").main(  # both exports scored at once
+        [f"run={out}", "captions=2", "per_class=1", "device=cpu", "sampling.cfg_scale=2", "jobs=2"])
     assert [p["step"] for p in points] == [2, 4]
     assert all(0 <= p["caption"] <= 1 and p["minutes"] > 0 for p in points)
     assert (out / "accuracy_curve" / "accuracy_curve.png").is_file()
