@@ -54,6 +54,24 @@ def test_resume_is_exact(tmp_path):
         assert torch.equal(a[k], b[k]), k
 
 
+def test_lr_schedules_warm_up_then_stay_or_decay_to_the_floor():
+    from unimodal.config import load_config
+    from unimodal.tokenizer.training import TokenizerTrainConfig, lr_factor
+
+    def factors(schedule):
+        cfg = load_config(TokenizerTrainConfig, ROOT / "configs/rdpm_tiny.yaml",
+                          ["train.steps=100", "optim.warmup_steps=10", f"optim.schedule={schedule}",
+                           "optim.min_lr_ratio=0.2"])
+        return [lr_factor(step, cfg) for step in range(101)]
+
+    constant, cosine = factors("constant"), factors("cosine")
+    assert constant[:10] == pytest.approx([(s + 1) / 10 for s in range(10)]) == cosine[:10]
+    assert constant[10:] == [1.0] * 91
+    assert cosine[10] == 1.0 and cosine[100] == pytest.approx(0.2)
+    assert cosine[55] == pytest.approx(0.6)  # half way down the cosine
+    assert all(a > b for a, b in zip(cosine[10:100], cosine[11:101]))
+
+
 def test_bad_config_fails_before_training(tmp_path):
     from unimodal.config import ConfigError
 
@@ -97,7 +115,8 @@ def test_diagnostics_on_log_steps_and_time_budget(tmp_path):
 @pytest.mark.parametrize("override, key", [
     ("optim.lr=0", "optim.lr"), ("optim.lr=-1", "optim.lr"), ("optim.warmup_steps=-5", "optim.warmup_steps"),
     ("optim.betas=[0.5,1.5]", "optim.betas"), ("optim.grad_clip=-1", "optim.grad_clip"),
-    ("optim.weight_decay=-0.01", "optim.weight_decay"),
+    ("optim.weight_decay=-0.01", "optim.weight_decay"), ("optim.schedule=linear", "optim.schedule"),
+    ("optim.min_lr_ratio=1.5", "optim.min_lr_ratio"),
     ("train.keep_checkpoints=-1", "train.keep_checkpoints"), ("train.max_minutes=-1", "train.max_minutes"),
     ("train.diagnostics_every=-1", "train.diagnostics_every"), ("model.noise_scale=2", "model.noise_scale"),
     ("model.latent_gain_init=0", "model.latent_gain_init"),

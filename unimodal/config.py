@@ -13,6 +13,7 @@ override it.
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from pathlib import Path
 from typing import Any, Sequence, TypeVar
@@ -135,6 +136,15 @@ def split_config_args(argv: Sequence[str]) -> list[str]:
     if bad:
         raise ConfigError(f"unrecognised arguments {bad}; overrides look like model.width=256")
     return list(argv)
+
+
+def warmup_cosine(step: int, warmup: int, total: int, min_ratio: float) -> float:
+    """The lr factor of `step` (from 0): linear warm-up over `warmup` steps, then a cosine from 1
+    down to `min_ratio` at `total`. A function of the step alone, so a resumed run repeats it."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 def check_optimizer(optim, prefix: str = "optim") -> None:

@@ -45,19 +45,12 @@ from unimodal.checkpointing import (NonFiniteStreak, atomic_folder, check_fresh_
 RUN_FILES = ("log.jsonl", "checkpoints", "export", "exports", "tensorboard", "pretrain_config.yaml",
              "universal")
 FINAL_OUTPUTS = ("export",)
-from unimodal.config import save_config
+from unimodal.config import save_config, warmup_cosine
 from unimodal.data.mixture import PackedBatchStream
 from unimodal.model.export import build_unified, save_unified
 from unimodal.pretraining.config import PretrainConfig
 from unimodal.pretraining.ema import EMA
 from unimodal.pretraining.flops import layer_parameter_count, step_flops
-
-
-def warmup_cosine(step: int, warmup: int, total: int, min_ratio: float) -> float:
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:

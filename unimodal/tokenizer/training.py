@@ -32,7 +32,7 @@ from unimodal import distributed as D
 from unimodal.checkpointing import (NonFiniteStreak, atomic_folder, check_fresh_out_dir,
                                     latest_checkpoint, load_torch_file, prune_checkpoints,
                                     step_dir_name, supersede_after)
-from unimodal.config import ConfigError, save_config
+from unimodal.config import ConfigError, save_config, warmup_cosine
 from unimodal.data.image_sources import BadSampleCounter, build_image_dataset, collate_skip_none
 from unimodal.images import save_comparison_grid
 from unimodal.metrics.reconstruction import ReconstructionMeter, psnr_per_image
@@ -93,8 +93,12 @@ def _host_values(logs: dict) -> dict:
     return {**logs, **dict(zip(keys, values))}
 
 
-def _lr_factor(step: int, warmup: int) -> float:
-    return min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
+def lr_factor(step: int, cfg: TokenizerTrainConfig) -> float:
+    """The lr multiplier of `step`: warm-up, then constant or a cosine ending at train.steps."""
+    optim = cfg.optim
+    if optim.schedule == "cosine":
+        return warmup_cosine(step, optim.warmup_steps, cfg.train.steps, optim.min_lr_ratio)
+    return min(1.0, (step + 1) / optim.warmup_steps) if optim.warmup_steps > 0 else 1.0
 
 
 class TokenizerTrainer:
@@ -186,8 +190,9 @@ class TokenizerTrainer:
         torch.manual_seed((cfg.train.seed * 1_000_003 + self.step) * 1009 + D.rank())
         latent_shape = (cfg.model.latent_dim, *cfg.model.grid)
         noise = torch.randn((images.shape[0], cfg.model.steps, *latent_shape), device=self.device)
+        lr = cfg.optim.lr * lr_factor(self.step, cfg)
         for group in (*self.opt.param_groups, *self.disc_opt.param_groups):
-            group["lr"] = cfg.optim.lr * _lr_factor(self.step, cfg.optim.warmup_steps)
+            group["lr"] = lr
         use_gan = self.step >= lc.gan_start and lc.gan_weight > 0
         with self._autocast():
             recon, q = self.train_model(images, noise=noise)
@@ -195,7 +200,7 @@ class TokenizerTrainer:
         recon = recon.float()
         rec_loss = F.mse_loss(recon, images)
         nll = rec_loss
-        logs = {"rec": rec_loss.detach(), "quant": q.loss.detach()}
+        logs = {"rec": rec_loss.detach(), "quant": q.loss.detach(), "lr": lr}
         if self.perceptual is not None:
             p_loss = self.perceptual(recon, images)
             nll = nll + lc.perceptual_weight * p_loss

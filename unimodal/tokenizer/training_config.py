@@ -18,6 +18,8 @@ class OptimConfig:
     weight_decay: float = 0.0
     warmup_steps: int = 100
     grad_clip: float = 1.0                # 0 = off
+    schedule: str = "constant"            # constant (the paper) | cosine (to lr * min_lr_ratio at train.steps)
+    min_lr_ratio: float = 0.1             # the cosine schedule's last lr, as a fraction of lr
 
 
 @dataclass
@@ -53,6 +55,10 @@ class TokenizerTrainConfig:
         self.model.validate("model")
         self.loss.validate("loss")
         check_optimizer(self.optim, "optim")
+        if self.optim.schedule not in ("constant", "cosine"):
+            raise ConfigError(f"optim.schedule={self.optim.schedule!r}: choose constant or cosine")
+        if not 0 <= self.optim.min_lr_ratio <= 1:
+            raise ConfigError(f"optim.min_lr_ratio={self.optim.min_lr_ratio}: must be in [0, 1]")
         if self.train.max_nonfinite_steps < 1:
             raise ConfigError(f"train.max_nonfinite_steps={self.train.max_nonfinite_steps}: must be >= 1")
         if self.train.keep_checkpoints < 0:
