@@ -4,6 +4,7 @@ through the launcher, exact kill-and-resume, the export, and config errors befor
 import json
 import math
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -62,10 +63,17 @@ def clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in rendezvous}
 
 
+def free_port() -> int:
+    """A port the OS says is free now: parallel test workers (pytest -n) never share one."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def launch(config: Path, out: Path, *extra: str, procs: int = 1, check: bool = True):
     env = {**clean_env(), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", str(procs),
-           "--master_port", str(29500 + os.getpid() % 1000 + procs),
+           "--master_port", str(free_port()),
            str(ROOT / "train/pretrain.py"), "--config", str(config), f"train.out_dir={out}", *extra]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400)
     if check:
