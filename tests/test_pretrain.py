@@ -184,6 +184,7 @@ def test_a_planted_pickle_stops_the_universal_conversion(tiny_config, tmp_path):
     assert done.returncode != 0 and "converting it to a universal checkpoint failed" in out
     assert "refused to load" in out and not marker.exists()
 
+
 def test_two_nodes_of_one_process_through_the_hostfile_launcher(tiny_config, tmp_path):
     """The multi-node path of README: one launcher per node (--no_ssh --node_rank), a shared
     out_dir; each node's rank reads its own part of the data."""
@@ -191,7 +192,7 @@ def test_two_nodes_of_one_process_through_the_hostfile_launcher(tiny_config, tmp
     hostfile.write_text("node-a slots=1\nnode-b slots=1\n")
     out = tmp_path / "run"
     env = {**clean_env(), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    port = str(29400 + os.getpid() % 500)
+    port = str(free_port())
     nodes = [subprocess.Popen(
         [sys.executable, "-m", "deepspeed.launcher.runner", "--hostfile", str(hostfile), "--no_ssh",
          "--node_rank", str(node), "--master_addr", "127.0.0.1", "--master_port", port,
