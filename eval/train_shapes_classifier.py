@@ -1,8 +1,8 @@
 """Train the small shapes classifier whose features give "FD (shapes-classifier features)", once.
 
-    python eval/train_shapes_classifier.py out=runs/shapes_classifier                 # ~3000 steps
-    python eval/train_shapes_classifier.py out=/tmp/c steps=60 batch_size=32 model.image_size=32 \
-        model.channels=[16,32,32] model.feature_dim=64 heldout_images=256          # CPU smoke run
+    python eval/train_shapes_classifier.py out=runs/shapes_classifier num_workers=8   # GPU
+    python eval/train_shapes_classifier.py out=/tmp/c steps=60 batch_size=32 lr=0.005 model.image_size=32 model.channels=[16,32,32] model.feature_dim=64 heldout_images=256
+(the second is the tests' CPU setting: seconds, and above chance, not a classifier to score with)
 
 Renders shapes scenes (unimodal/data/shapes.py), trains the heads in
 unimodal/metrics/shapes_features.py (colour x shape present, object count, per-colour centre,
