@@ -4,7 +4,6 @@ through the launcher, exact kill-and-resume, the export, and config errors befor
 import json
 import math
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from mixture_fixtures import code_shards, text_shards
+from process_fixtures import free_port, finish_group, run_group, start_group
 from unified_fixtures import ROOT, load_script, make_assets
 from unimodal.config import ConfigError, load_config
 from unimodal.pretraining.config import PretrainConfig
@@ -63,19 +63,12 @@ def clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in rendezvous}
 
 
-def free_port() -> int:
-    """A port the OS says is free now: parallel test workers (pytest -n) never share one."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def launch(config: Path, out: Path, *extra: str, procs: int = 1, check: bool = True):
     env = {**clean_env(), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", str(procs),
            "--master_port", str(free_port()),
            str(ROOT / "train/pretrain.py"), "--config", str(config), f"train.out_dir={out}", *extra]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400)
+    done = run_group(cmd, env, timeout=400)
     if check:
         assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
     return done
@@ -193,14 +186,14 @@ def test_two_nodes_of_one_process_through_the_hostfile_launcher(tiny_config, tmp
     out = tmp_path / "run"
     env = {**clean_env(), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     port = str(free_port())
-    nodes = [subprocess.Popen(
+    nodes = [start_group(
         [sys.executable, "-m", "deepspeed.launcher.runner", "--hostfile", str(hostfile), "--no_ssh",
          "--node_rank", str(node), "--master_addr", "127.0.0.1", "--master_port", port,
          str(ROOT / "train/pretrain.py"), "--config", str(tiny_config), f"train.out_dir={out}",
-         "train.steps=3"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        for node in (0, 1)]
-    logs = [node.communicate(timeout=400)[0] for node in nodes]
-    assert [node.returncode for node in nodes] == [0, 0], "\n".join(x[-3000:] for x in logs)
+         "train.steps=3"], env) for node in (0, 1)]
+    done = [finish_group(node, timeout=400) for node in nodes]
+    logs = [d.stdout + d.stderr for d in done]
+    assert [d.returncode for d in done] == [0, 0], "\n".join(x[-3000:] for x in logs)
     assert "--node_rank=1" in logs[1]
     ckpt = out / "checkpoints/step_00000003"
     states = [json.loads((ckpt / f"data_rank{r:05d}.json").read_text()) for r in (0, 1)]

@@ -83,13 +83,14 @@ def test_bad_config_fails_before_training(tmp_path):
 def test_two_process_ddp_on_cpu(tmp_path):
     """torchrun with 2 CPU processes (gloo): DDP, all-reduced dead-code tracking, rank-0 writes."""
     import os
-    import subprocess
     import sys
+
+    from process_fixtures import run_group
 
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            str(ROOT / "tokenizers/train_rdpm.py"), *tiny_args(tmp_path, 6, "train.threads=1")]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    done = run_group(cmd, env, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
     logs = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert logs[-1]["step"] == 6

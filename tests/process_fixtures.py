@@ -1,0 +1,40 @@
+"""Child processes for the multi-process tests: a free port, and a launch that leaves nothing behind.
+
+A launcher (deepspeed, torchrun) forks its ranks; killing only the launcher on a timeout would
+leave the ranks running, holding ports and CPU for the rest of the suite. Each launch gets its
+own process group, and a timeout kills the whole group.
+"""
+
+import os
+import signal
+import socket
+import subprocess
+
+
+def free_port() -> int:
+    """A port the OS says is free now: parallel test workers (pytest -n) never share one."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_group(cmd: list[str], env: dict[str, str], **kw) -> subprocess.Popen:
+    """Popen in a new session (its own process group), output merged into stdout as text."""
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True, **kw)
+
+
+def finish_group(proc: subprocess.Popen, timeout: float) -> subprocess.CompletedProcess:
+    """Wait for `proc`; past `timeout` kill its whole process group and fail with its output."""
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        raise AssertionError(f"{proc.args[:4]}... still running after {timeout} s; killed its "
+                             f"process group\n{(out + err)[-3000:]}") from None
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def run_group(cmd: list[str], env: dict[str, str], timeout: float, **kw) -> subprocess.CompletedProcess:
+    return finish_group(start_group(cmd, env, **kw), timeout)
