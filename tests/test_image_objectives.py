@@ -128,3 +128,66 @@ def test_training_loss_and_sampled_codes_are_pinned(assets, code_head):
     assert float(out["image_loss"]) == pytest.approx(image_loss, rel=1e-6, abs=1e-6)
     shape, flat = PINNED_CODES[code_head]
     assert tuple(codes.shape) == shape and codes.flatten().tolist() == flat
+
+
+def test_registry_names_the_key_and_the_known_objectives(assets):
+    from unimodal.config import ConfigError
+    from unimodal.model.objectives import IMAGE_OBJECTIVES, build_objective
+    from unimodal.model.objectives.rdpm import RDPMObjective
+    from unimodal.model.unified import UnifiedModelConfig
+
+    assert IMAGE_OBJECTIVES == {"rdpm": RDPMObjective}
+    assert UnifiedModelConfig().image_objective == "rdpm"
+    with pytest.raises(ConfigError, match=r"model\.image_objective='maskgit'.*\['rdpm'\]"):
+        UnifiedModelConfig(image_objective="maskgit").validate()
+    with pytest.raises(ConfigError, match=r"model\.image_objective='raster'"):
+        build_objective("raster", assets[3], LATENT_DIM)
+    with pytest.raises(ConfigError, match=r"model\.code_head='mlp'.*latent_shared"):
+        UnifiedModelConfig(code_head="mlp").validate()
+
+
+def test_the_model_uses_its_objective(assets):
+    from unimodal.model.objectives.rdpm import RDPMBlockInput, RDPMObjective
+
+    _, tok_dir, tok, vocab, vocab_cfg = assets
+    model = tiny_model(vocab, vocab_cfg, tok, tok_dir)
+    assert isinstance(model.objective, RDPMObjective)
+    assert isinstance(model.image_input, RDPMBlockInput)  # saved as image_input.safetensors
+
+
+def test_objective_mask_mod_equals_the_dense_mask(assets):
+    """The objective's mask_mod, evaluated pair by pair, is the dense mask the model uses on the
+    CPU, on a packed batch of the real data path (prompts, several blocks, text, padding)."""
+    from unimodal.model.attention_mask import dense_mask
+    from unimodal.model.objectives.rdpm import RDPMObjective
+
+    vocab = assets[3]
+    objective = RDPMObjective(vocab, LATENT_DIM)
+    batch = _batch(vocab)
+    doc_ids, block_ids = batch["doc_ids"][:, :160], batch["block_ids"][:, :160]
+    dense = dense_mask(doc_ids, block_ids, objective.image_rule)[:, 0]
+    mod = objective.mask_mod(doc_ids, block_ids)
+    b, length = doc_ids.shape
+    idx = torch.arange(length)
+    for row in range(b):
+        expected = mod(torch.tensor(row), torch.tensor(0), idx[:, None], idx[None, :])
+        assert torch.equal(dense[row], expected)
+    # The rule itself: a block sees its prompt and its own block only.
+    row = 0
+    blocks = block_ids[row]
+    first = int((blocks == 0).nonzero()[0])
+    second = int((blocks == 1).nonzero()[0])
+    assert dense[row, first, :first].all() and dense[row, first, blocks == 0].all()
+    assert not dense[row, second, blocks == 0].any()
+
+
+def test_empty_blocks_match_a_packed_image_batch(assets):
+    from unimodal.model.objectives.rdpm import RDPMObjective
+
+    vocab = assets[3]
+    batch = _batch(vocab)
+    empty = RDPMObjective(vocab, LATENT_DIM).empty_blocks()
+    assert set(empty) == {k for k in batch if k.startswith("block_") and k != "block_ids"}
+    for key, value in empty.items():
+        assert value.shape[0] == 0 and value.shape[1:] == batch[key].shape[1:]
+        assert value.dtype == batch[key].dtype
