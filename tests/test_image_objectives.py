@@ -123,7 +123,7 @@ def test_training_loss_and_sampled_codes_are_pinned(assets, code_head):
     out = model(batch)
     codes = _sample(model.eval(), vocab, code_head)
     loss, text_loss, image_loss = PINNED_LOSS[code_head]
-    assert float(out["loss"]) == pytest.approx(loss, rel=1e-6, abs=1e-6)
+    assert float(out["loss"].detach()) == pytest.approx(loss, rel=1e-6, abs=1e-6)
     assert float(out["text_loss"]) == pytest.approx(text_loss, rel=1e-6, abs=1e-6)
     assert float(out["image_loss"]) == pytest.approx(image_loss, rel=1e-6, abs=1e-6)
     shape, flat = PINNED_CODES[code_head]
