@@ -17,7 +17,8 @@ from unimodal.metrics.shapes_checker import (ShapesAccuracy, score_image, score_
                                              spec_for_key, spec_from_objects)
 from unimodal.model.export import save_unified
 from unimodal.model.sampling import ImageSamplingConfig, guide
-from unimodal.model.unified import RDPMBlockInput, UnifiedModelConfig
+from unimodal.model.objectives.rdpm import RDPMBlockInput
+from unimodal.model.unified import UnifiedModelConfig
 from unimodal.tokenizer.diagnostics import StepDiagnostics, latent_gain_stats, plot_step_diagnostics
 from unimodal.tokenizer.rdpm_quantizer import RDPMQuantizer, rdpm_schedule
 from unimodal.tokenizer.rdpm_tokenizer import RDPMTokenizer, RDPMTokenizerConfig, save_tokenizer
@@ -181,7 +182,8 @@ def test_oracle_prefix_of_all_steps_is_the_reconstruction(latent_model):
 def test_teacher_forcing_matches_the_training_loss(latent_model):
     """Step-t cross-entropy through the KV-cached sampling path equals the training forward's
     image loss on the same blocks (one caption, one block per step)."""
-    from unimodal.data.sequences import image_document, pack_documents
+    from unimodal.data.sequences import pack_documents
+    from unimodal.model.objectives.rdpm import image_document
     from unimodal.model.vocabulary import image_prompt
 
     model, tok, _ = latent_model

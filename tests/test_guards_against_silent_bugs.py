@@ -5,6 +5,7 @@ DeepSpeed, and precision vs recall."""
 import pytest
 import torch
 
+import unimodal.model.objectives.rdpm as rdpm
 import unimodal.model.sampling as sampling
 from unified_fixtures import make_assets, tiny_model
 from unimodal.model.vocabulary import image_prompt
@@ -34,7 +35,7 @@ def _fixed_block_logits(cond_row: list[float], uncond_row: list[float]):
 def test_guidance_pushes_towards_the_prompt(model, monkeypatch):
     # cond prefers code 1 a little, uncond prefers code 2 a lot: guidance must pick code 1,
     # cond + 4 (cond - uncond) = (3.0, -1.5); the swapped formula would pick code 2.
-    monkeypatch.setattr(sampling, "block_logits", _fixed_block_logits([0, 1.0, 0.5], [0, 0.5, 1.0]))
+    monkeypatch.setattr(rdpm, "block_logits", _fixed_block_logits([0, 1.0, 0.5], [0, 0.5, 1.0]))
     prompt = image_prompt(model.vocab, "a red circle")
     codes = sample_codes(model, [prompt], ImageSamplingConfig(cfg_scale=4, cfg_schedule="constant",
                                                               temperature=0), seeds=[0])
@@ -44,7 +45,7 @@ def test_guidance_pushes_towards_the_prompt(model, monkeypatch):
 def test_linear_guidance_already_acts_at_the_first_step(model, monkeypatch):
     # At t = 1 of T = 4, lambda_1 = 4 * 1/4 = 1: code 1 scores 1 + 1 * 1 = 2 > 1.2. With the
     # schedule off by one (lambda_1 = 0) code 2 would win the first step.
-    monkeypatch.setattr(sampling, "block_logits", _fixed_block_logits([0, 1.0, 1.2], [0, 0.0, 1.2]))
+    monkeypatch.setattr(rdpm, "block_logits", _fixed_block_logits([0, 1.0, 1.2], [0, 0.0, 1.2]))
     prompt = image_prompt(model.vocab, "a red circle")
     codes = sample_codes(model, [prompt], ImageSamplingConfig(cfg_scale=4, cfg_schedule="linear",
                                                               temperature=0), seeds=[0])

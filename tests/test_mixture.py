@@ -19,10 +19,10 @@ from unimodal.config import ConfigError, load_config
 from unimodal.data.image_sources import DataError
 from unimodal.data.mixture import DataConfig, MixtureStream, PackedBatchStream
 from unimodal.data.mixture_report import InspectConfig
-from unimodal.data.sample_documents import draw_steps, step_probabilities
-from unimodal.data.sequences import IGNORE
+from unimodal.model.document import IGNORE
 from unimodal.data.text_shards import text_pieces
 from unimodal.model.attention_mask import dense_mask
+from unimodal.model.objectives.rdpm import RDPMObjective, draw_steps, step_probabilities
 from unimodal.tokenizer.encode_shards import read_code_sample
 from unimodal.tokenizer.rdpm_quantizer import rdpm_noise
 
@@ -137,7 +137,7 @@ def test_packed_batches_never_attend_across_documents(assets, shards):
     doc_ids = torch.cat([b["doc_ids"] for b in batches])
     block_ids = torch.cat([torch.where(b["block_ids"] >= 0, b["block_ids"] + 1000 * i, -1)
                            for i, b in enumerate(batches)])
-    mask = dense_mask(doc_ids, block_ids)[:, 0]
+    mask = dense_mask(doc_ids, block_ids, RDPMObjective.image_rule)[:, 0]
     other_doc = doc_ids[:, :, None] != doc_ids[:, None, :]
     assert not (mask & other_doc).any()                # no token sees another document (or padding)
     assert mask.diagonal(dim1=1, dim2=2).all()
@@ -387,7 +387,7 @@ def test_garbage_inside_a_shard_is_counted_not_swallowed(tmp_path):
 # ------------------------------------------------------------------------------ step weights
 def _block_steps(cfg, vocab, draws):
     stream = MixtureStream(cfg, vocab, LATENT_DIM, unit=0, num_units=1)
-    return [[t for _, t, _ in stream.draw()[1][0].blocks] for _ in range(draws)]
+    return [[b["block_steps"] for b in stream.draw()[1][0].blocks] for _ in range(draws)]
 
 
 def test_empty_step_weights_draw_the_steps_of_before(vocab, shards):

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from unified_fixtures import load_script, make_assets, tiny_model
-from unimodal.data.sequences import image_document, pack_documents, text_document
+from unimodal.data.sequences import pack_documents, text_document
+from unimodal.model.objectives.rdpm import image_document
 from unimodal.model.vocabulary import image_prompt
 from unimodal.data.shapes import ShapesDataset
 from unimodal.model.export import save_unified

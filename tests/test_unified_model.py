@@ -8,14 +8,18 @@ import torch.nn.functional as F
 from transformers import LlamaForCausalLM
 
 from unified_fixtures import make_assets, tiny_model
-from unimodal.data.sequences import IGNORE, image_document, pack_documents, text_document
+from unimodal.data.sequences import pack_documents, text_document
+from unimodal.model.document import IGNORE
 from unimodal.model.vocabulary import image_prompt
 from unimodal.model.attention_mask import build_attention_mask, dense_mask, unified_mask_mod
+from unimodal.model.objectives.rdpm import RDPMObjective, block_logits, image_document
 from unimodal.model.export import load_unified, save_unified
 from unimodal.model.llama import LlamaBackbone
-from unimodal.model.sampling import (block_logits, guide, guidance_scale, gumbel_sample,
+from unimodal.model.sampling import (guide, guidance_scale, gumbel_sample,
                                      run_prompts, top_k_filter, top_p_filter)
 from unimodal.model.unified import BackboneConfig
+
+RULE = RDPMObjective.image_rule   # the default objective's part of the mask
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +35,8 @@ def model(assets):
 
 def _causal(ids):
     b, length = ids.shape
-    return dense_mask(torch.zeros(b, length, dtype=torch.long), torch.full((b, length), -1))
+    return dense_mask(torch.zeros(b, length, dtype=torch.long), torch.full((b, length), -1),
+                      RULE)
 
 
 @pytest.mark.parametrize("tied,kv_heads", [(False, 4), (True, 2)])
@@ -59,8 +64,8 @@ def test_dense_mask_is_exactly_the_mask_mod():
                             [0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1]])
     block_ids = torch.tensor([[-1, -1, 0, 0, 0, 1, 1, -1, -1, -1, -1, -1],
                               [-1, -1, -1, -1, -1, -1, -1, 2, 2, 3, 3, 3]])
-    dense = dense_mask(doc_ids, block_ids)[:, 0]
-    mod = unified_mask_mod(doc_ids, block_ids)
+    dense = dense_mask(doc_ids, block_ids, RULE)[:, 0]
+    mod = unified_mask_mod(doc_ids, block_ids, RULE)
     for b in range(2):
         for q in range(12):
             for k in range(12):
@@ -84,8 +89,8 @@ def test_flex_attention_agrees_with_dense_sdpa_on_cuda():
     block_ids = torch.full((1, 512), -1, device=device)
     block_ids[0, 40:104], block_ids[0, 104:168], block_ids[0, 350:414] = 0, 1, 2
     q, k, v = (torch.randn(1, 4, 512, 32, device=device) for _ in range(3))
-    flex = attend(q, k, v, build_attention_mask(doc_ids, block_ids, use_flex=True))
-    sdpa = attend(q, k, v, build_attention_mask(doc_ids, block_ids, use_flex=False))
+    flex = attend(q, k, v, build_attention_mask(doc_ids, block_ids, RULE, use_flex=True))
+    sdpa = attend(q, k, v, build_attention_mask(doc_ids, block_ids, RULE, use_flex=False))
     torch.testing.assert_close(flex, sdpa, rtol=2e-3, atol=2e-3)
 
 
@@ -102,7 +107,7 @@ def test_loss_matches_a_hand_computation(model, assets):
     batch = _batch(vocab, torch.randint(0, 64, (4, 8, 8)))
     out = model(batch)
     # Reference: full-vocabulary logits everywhere, then the text or code softmax per position.
-    mask = dense_mask(batch["doc_ids"], batch["block_ids"])
+    mask = dense_mask(batch["doc_ids"], batch["block_ids"], RULE)
     hidden, _ = model.backbone(model.embed_sequence(batch)[0], batch["position_ids"], mask)
     logits = F.linear(hidden, model.backbone.head_weight)[0]
     terms_text, terms_code = [], []
@@ -141,7 +146,7 @@ def test_cached_block_logits_equal_full_forward(model, assets):
         prompt = image_prompt(vocab, "a green triangle below a red square")
         doc = image_document(vocab, prompt, codes, 21, [t], 8, True)
         batch = pack_documents([doc], seq_len=len(doc))
-        mask = dense_mask(batch["doc_ids"], batch["block_ids"])
+        mask = dense_mask(batch["doc_ids"], batch["block_ids"], RULE)
         hidden, _ = model.backbone(model.embed_sequence(batch)[0], batch["position_ids"], mask)
         full = model.code_logits(hidden[0, len(prompt):])
         # The sampler's way: prompt once, then the block against its cache (a shorter prompt

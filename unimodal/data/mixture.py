@@ -1,6 +1,7 @@
 """The training stream: weighted sources -> documents -> packed (rows_per_batch, seq_len) batches.
 
-    stream = PackedBatchStream(cfg.data, vocab, latent_dim, rank, world_size)
+    stream = PackedBatchStream(cfg.data, vocab, latent_dim, rank, world_size,
+                               image_objective=cfg.model.image_objective)
     for batch in stream: ...                          # endless; dicts as pack_documents returns
     path.write_text(json.dumps(stream.state_dict()))  # with the checkpoint (plain JSON)
     stream.load_state_dict(json.loads(path.read_text()))            # next batches = the saved run's
@@ -13,14 +14,15 @@ Design choices, one line each:
 - A source's shards are split over readers without overlap and resampled endlessly (shard_reader.py);
   shards are never mixed by count, so a source's share does not depend on its shard sizes.
 - Documents: text as `<bos> text <eos>` (cut into pieces <= seq_len when longer, text_shards.py);
-  images as prompt (class / caption / <null> at cfg_drop) <boi> + k blocks (sample_documents.py).
+  images as prompt (class / caption / <null> at cfg_drop) <boi> + the image part that the image
+  objective lays out (`image_objective`, default rdpm: k blocks; sample_documents.py).
 - Block steps: k distinct of 1..T, uniform by default; `step_weights` (T values) biases them, drawn
   from the same per-draw generator, so a weighted stream is just as reproducible and resumable.
 - Packing is greedy in draw order with `pack_documents`; a document never straddles two rows, and a
   piece that does not fit ends the batch and opens the next one; padding has doc id -1. The segment
   type of a position is its block id: -1 = text or prompt, >= 0 = an image block.
-- Every batch holds the block keys (block_codes, block_steps, block_noise), empty (N = 0) when the
-  batch has no image, so every batch has the same keys.
+- Every batch holds the objective's block keys (rdpm: block_codes, block_steps, block_noise), empty
+  (N = 0, `objective.empty_blocks()`) when the batch has no image, so every batch has the same keys.
 - Logging counts per batch: `source_tokens` (S,) = non-padding tokens placed from each source,
   `source_samples` (S,) = samples that start in this batch, both int64, in data.sources order.
 - The CPU-heavy work (noise from seeds, tokenization, packing) runs in DataLoader workers; each worker
@@ -50,9 +52,11 @@ from unimodal.config import ConfigError
 from unimodal.data.data_config import DataConfig, SourceConfig  # noqa: F401 (re-exported)
 from unimodal.data.image_sources import BadSampleCounter, DataError, expand_urls
 from unimodal.data.sample_documents import DocumentTooLong, SampleDocuments
-from unimodal.data.sequences import Document, pack_documents
+from unimodal.data.sequences import pack_documents
 from unimodal.data.shard_reader import SourceShardReader
 from unimodal.data.text_shards import check_text_shard_meta
+from unimodal.model.document import Document
+from unimodal.model.objectives import build_objective
 from unimodal.model.vocabulary import Vocabulary
 
 STATE_VERSION = 1
@@ -99,7 +103,7 @@ class MixtureStream:
     """The stream of one reader (rank, worker) = unit `unit` of `num_units`; see the docstring."""
 
     def __init__(self, cfg: DataConfig, vocab: Vocabulary, latent_dim: int, unit: int,
-                 num_units: int, state: dict | None = None):
+                 num_units: int, state: dict | None = None, image_objective: str = "rdpm"):
         self.cfg, self.vocab, self.unit = cfg, vocab, unit
         weights = np.array([s.weight for s in cfg.sources], dtype=np.float64)
         self.probs = weights / weights.sum()
@@ -109,9 +113,11 @@ class MixtureStream:
                         for i, s in enumerate(cfg.sources)]
         self.builders = [SampleDocuments(s.kind, vocab, latent_dim, cfg.seq_len,
                                          cfg.blocks_per_image, cfg.cfg_drop, cfg.caption_loss,
-                                         s.jsonl_field, cfg.step_weights) for s in cfg.sources]
-        self.block_shape = (vocab.steps, *vocab.grid)
-        self.noise_shape = (latent_dim, *vocab.grid)
+                                         s.jsonl_field, cfg.step_weights, image_objective)
+                         for s in cfg.sources]
+        self.objective = build_objective(image_objective, vocab, latent_dim,
+                                         blocks_per_image=cfg.blocks_per_image,
+                                         step_weights=cfg.step_weights)
         self.draws = 0
         self.too_long = [0] * len(cfg.sources)
         self.empty = [0] * len(cfg.sources)
@@ -196,10 +202,8 @@ class MixtureStream:
     def pack(self, docs: list[Document], sources: list[int], first: list[bool]) -> dict:
         out = pack_documents(docs, self.cfg.seq_len, rows=self.cfg.rows_per_batch,
                              pad_id=self.vocab.pad_id)
-        if "block_codes" not in out:
-            out.update(block_codes=torch.zeros((0, *self.block_shape), dtype=torch.long),
-                       block_steps=torch.zeros(0, dtype=torch.long),
-                       block_noise=torch.zeros((0, *self.noise_shape), dtype=torch.float32))
+        for key, empty in self.objective.empty_blocks().items():
+            out.setdefault(key, empty)
         tokens = torch.zeros(len(self.cfg.sources), dtype=torch.long)
         samples = torch.zeros(len(self.cfg.sources), dtype=torch.long)
         for doc, s, is_first in zip(docs, sources, first):
@@ -217,8 +221,10 @@ def _as_is(batch):
 class _WorkerStreams(IterableDataset):
     """DataLoader worker w runs logical reader (w + offset) % workers of this rank."""
 
-    def __init__(self, cfg, vocab, latent_dim, rank, workers, num_units, offset, states):
+    def __init__(self, cfg, vocab, latent_dim, rank, workers, num_units, offset, states,
+                 image_objective):
         self.cfg, self.vocab, self.latent_dim = cfg, vocab, latent_dim
+        self.image_objective = image_objective
         self.rank, self.workers, self.num_units = rank, workers, num_units
         self.offset, self.states = offset, states
 
@@ -227,7 +233,7 @@ class _WorkerStreams(IterableDataset):
         logical = ((info.id if info is not None else 0) + self.offset) % self.workers
         stream = MixtureStream(self.cfg, self.vocab, self.latent_dim,
                                self.rank * self.workers + logical, self.num_units,
-                               self.states[logical])
+                               self.states[logical], self.image_objective)
         for batch, state in stream.batches():
             batch["loader_state"] = state
             yield batch
@@ -238,13 +244,14 @@ class PackedBatchStream:
     (rows_per_batch, seq_len), plus the block keys and `source_tokens` / `source_samples` (S,)."""
 
     def __init__(self, cfg: DataConfig, vocab: Vocabulary, latent_dim: int, rank: int = 0,
-                 world_size: int = 1, pin_memory: bool = False):
+                 world_size: int = 1, pin_memory: bool = False, image_objective: str = "rdpm"):
         cfg.validate()
         check_against_vocabulary(cfg, vocab, latent_dim)
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} outside 0..{world_size - 1}")
         self.cfg, self.vocab, self.latent_dim = cfg, vocab, latent_dim
         self.rank, self.world_size, self.pin_memory = rank, world_size, pin_memory
+        self.image_objective = image_objective
         self.source_names = [s.name for s in cfg.sources]   # the order of source_tokens
         self.workers = max(1, cfg.num_workers)       # logical readers of this rank
         self.num_units = world_size * self.workers
@@ -254,7 +261,8 @@ class PackedBatchStream:
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         offset = self.batches_consumed % self.workers
         dataset = _WorkerStreams(self.cfg, self.vocab, self.latent_dim, self.rank, self.workers,
-                                 self.num_units, offset, list(self.reader_states))
+                                 self.num_units, offset, list(self.reader_states),
+                                 self.image_objective)
         if self.cfg.num_workers == 0:
             batches = iter(dataset)
         else:

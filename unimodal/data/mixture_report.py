@@ -19,7 +19,8 @@ import torch
 
 from unimodal.config import ConfigError
 from unimodal.data.mixture import DataConfig, MixtureStream, PackedBatchStream
-from unimodal.data.sequences import Document
+from unimodal.model.document import Document
+from unimodal.model.objectives import ImageObjective
 from unimodal.model.vocabulary import Vocabulary
 
 
@@ -83,7 +84,8 @@ def mixture_table(cfg: DataConfig, stats: dict) -> str:
     return "\n".join(rows)
 
 
-def describe_document(vocab: Vocabulary, doc: Document, max_chars: int = 200) -> str:
+def describe_document(vocab: Vocabulary, doc: Document, objective: ImageObjective,
+                      max_chars: int = 200) -> str:
     if not doc.blocks:
         text = vocab.decode_text(doc.input_ids)
         text = text if len(text) <= max_chars else text[:max_chars] + "..."
@@ -93,11 +95,8 @@ def describe_document(vocab: Vocabulary, doc: Document, max_chars: int = 200) ->
     specials.update({vocab.class_token(c): f"<class_{c}>" for c in range(vocab.num_classes)})
     shown = " ".join(specials.get(i, "") for i in prompt if i in specials)
     caption = vocab.decode_text(prompt)
-    codes = doc.blocks[0][0]
-    steps = [t for _, t, _ in doc.blocks]
     return (f"image, {len(doc)} tokens: prompt {shown!r}{f' caption {caption!r}' if caption else ''}"
-            f", steps {steps}, codes {tuple(codes.shape)}, C_{steps[0]}[0, :8] = "
-            f"{codes[steps[0] - 1, 0, :8].tolist()}")
+            f", {objective.describe(doc)}")
 
 
 def example_documents(cfg: DataConfig, vocab: Vocabulary, latent_dim: int, per_source: int,
@@ -114,5 +113,5 @@ def example_documents(cfg: DataConfig, vocab: Vocabulary, latent_dim: int, per_s
         if shown[name] < per_source:
             shown[name] += 1
             pieces = f" (cut into {len(docs)} pieces; first shown)" if len(docs) > 1 else ""
-            out.append((name, describe_document(vocab, docs[0]) + pieces))
+            out.append((name, describe_document(vocab, docs[0], stream.objective) + pieces))
     return sorted(out, key=lambda item: [s.name for s in cfg.sources].index(item[0]))

@@ -10,11 +10,11 @@ Design choices, one line each:
   [0, K), the seed an integer in [0, 2^63), the class id in [0, C), the caption non-empty. A failure
   raises ValueError, which the caller counts as a bad sample of the source.
 - The prompt becomes <null> with probability cfg_drop (classifier-free guidance).
-- k blocks at distinct steps drawn from 1..T, in increasing order: uniformly, or with
-  data.step_weights one after the other with probability proportional to the weights of the steps
-  not yet drawn (draw_steps); equal weights are the uniform draw, the same random stream.
-- The length is checked before the noise is generated: an image that cannot fit seq_len is dropped
-  (DocumentTooLong) without paying for its noise; it is counted apart from bad data.
+- What an image document shows of its image is the image objective's (`model.image_objective`,
+  `unimodal.model.objectives`): it draws the layout (RDPM: k blocks at distinct steps of 1..T,
+  uniformly or by data.step_weights) and builds the image part.
+- The length is checked before the image part is built: an image that cannot fit seq_len is
+  dropped (DocumentTooLong) without paying for its noise; it is counted apart from bad data.
 - Randomness comes from the caller's numpy Generator, so a document is a pure function of the sample
   and that generator's state.
 """
@@ -26,10 +26,10 @@ import io
 import numpy as np
 import torch
 
-from unimodal.data.sequences import Document, image_document
-from unimodal.model.vocabulary import image_prompt
 from unimodal.data.text_shards import text_pieces, text_sample_ids
-from unimodal.model.vocabulary import Vocabulary
+from unimodal.model.document import Document
+from unimodal.model.objectives import build_objective
+from unimodal.model.vocabulary import Vocabulary, image_prompt
 
 KINDS = ("text", "class_images", "caption_images")
 
@@ -55,38 +55,20 @@ def read_codes(raw: dict, vocab: Vocabulary) -> tuple[torch.Tensor, int]:
     return torch.from_numpy(codes.astype(np.int64)), seed
 
 
-def step_probabilities(weights, steps: int) -> np.ndarray | None:
-    """data.step_weights -> probabilities over steps 1..T; None = uniform (empty or all equal)."""
-    if not len(weights) or (len(set(weights)) == 1 and weights[0] > 0):
-        return None
-    w = np.asarray(weights, dtype=np.float64)
-    if w.shape != (steps,) or not (np.isfinite(w).all() and (w >= 0).all()):
-        raise ValueError(f"step weights {list(weights)}: need {steps} finite values >= 0")
-    return w / w.sum()
-
-
-def draw_steps(rng: np.random.Generator, steps: int, k: int,
-               probs: np.ndarray | None = None) -> list[int]:
-    """k distinct steps of 1..T in increasing order; with probs, each draw picks one of the steps
-    left with probability proportional to its weight. probs=None is the original uniform draw."""
-    if probs is None:
-        return np.sort(rng.choice(steps, size=k, replace=False) + 1).tolist()
-    return np.sort(rng.choice(steps, size=k, replace=False, p=probs) + 1).tolist()
-
-
 class SampleDocuments:
     """Turns raw samples of one source kind into documents (a list: text may be cut in pieces)."""
 
     def __init__(self, kind: str, vocab: Vocabulary, latent_dim: int, seq_len: int,
                  blocks_per_image: int, cfg_drop: float, caption_loss: bool,
-                 jsonl_field: str = "text", step_weights=()):
+                 jsonl_field: str = "text", step_weights=(), image_objective: str = "rdpm"):
         if kind not in KINDS:
             raise ValueError(f"unknown source kind {kind!r}; choose one of {KINDS}")
-        self.kind, self.vocab, self.latent_dim, self.seq_len = kind, vocab, latent_dim, seq_len
-        self.k, self.cfg_drop, self.caption_loss = blocks_per_image, cfg_drop, caption_loss
+        self.kind, self.vocab, self.seq_len = kind, vocab, seq_len
+        self.cfg_drop, self.caption_loss = cfg_drop, caption_loss
         self.jsonl_field = jsonl_field
-        self.block_len = vocab.grid[0] * vocab.grid[1]
-        self.step_probs = step_probabilities(step_weights, vocab.steps)
+        self.objective = build_objective(image_objective, vocab, latent_dim,
+                                         blocks_per_image=blocks_per_image,
+                                         step_weights=step_weights)
 
     def __call__(self, raw: dict, rng: np.random.Generator) -> list[Document]:
         if self.kind == "text":
@@ -105,14 +87,14 @@ class SampleDocuments:
             if not caption:
                 raise ValueError("missing or empty caption (txt)")
         drop = rng.random() < self.cfg_drop
-        steps = draw_steps(rng, self.vocab.steps, self.k, self.step_probs)
+        layout = self.objective.draw_layout(rng)
         if drop:
             prompt = image_prompt(self.vocab)
         else:
             prompt = image_prompt(self.vocab, caption=caption, class_id=class_id)
-        if len(prompt) + self.k * self.block_len > self.seq_len:
-            raise DocumentTooLong(f"prompt of {len(prompt)} + {self.k} blocks of "
-                                  f"{self.block_len} > seq_len {self.seq_len}")
+        image_length = self.objective.image_length(layout)
+        if len(prompt) + image_length > self.seq_len:
+            raise DocumentTooLong(f"prompt of {len(prompt)} + image of {image_length} positions "
+                                  f"> seq_len {self.seq_len}")
         prompt_targets = self.caption_loss and caption is not None and not drop
-        return [image_document(self.vocab, prompt, codes, seed, steps, self.latent_dim,
-                               prompt_targets)]
+        return [self.objective.image_document(prompt, prompt_targets, codes, seed, layout)]

@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from unimodal.model.vocabulary import image_prompt
 from unimodal.data.shapes import render_sample
 from unimodal.metrics.shapes_checker import ShapesAccuracy, score_image, spec_from_objects
-from unimodal.model.sampling import (ImageSamplingConfig, block_logits, run_prompts,
-                                     sample_codes)
+from unimodal.model.objectives.rdpm import block_logits
+from unimodal.model.sampling import ImageSamplingConfig, run_prompts, sample_codes
 from unimodal.tokenizer.rdpm_quantizer import rdpm_noise
 
 HELDOUT_OFFSET = 1_000_000  # the held-out scene indices eval/shapes_score.py uses

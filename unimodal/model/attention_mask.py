@@ -4,11 +4,15 @@ Per token of a packed sequence: `doc_ids` (which document; -1 = padding) and `bl
 text/prompt tokens, else the id of the image block the token belongs to). A query may attend to
 
 - text tokens of its own document at or before it (causal text; a block's prompt is text before it),
-- every token of its own image block (bidirectional within a block),
+- the image tokens of its own document that the image objective's `image_rule` allows
+  (RDPM: every token of its own block, bidirectional within a block; see
+  `unimodal.model.objectives`),
 - itself (so padding rows are never empty),
 
-and never to another document. Other blocks of the same image are not visible: z'_{t-1} in the block
-input carries the history (Markov RDPM).
+and never to another document.
+
+`image_rule(block_ids, b, q_idx, kv_idx)` is the image objective's contribution: a boolean for
+"query q may see image key kv" (kv is an image token; same-document is checked here).
 
 `build_attention_mask` turns the rule into a BlockMask for flex_attention on CUDA, and into the dense
 boolean mask of the very same function (`create_mask`) for SDPA on the CPU, where flex_attention has
@@ -21,32 +25,35 @@ import torch
 from torch.nn.attention.flex_attention import create_block_mask, create_mask
 
 
-def unified_mask_mod(doc_ids: torch.Tensor, block_ids: torch.Tensor):
+def unified_mask_mod(doc_ids: torch.Tensor, block_ids: torch.Tensor, image_rule):
     def mask_mod(b, h, q_idx, kv_idx):
         same_doc = doc_ids[b, q_idx] == doc_ids[b, kv_idx]
         kv_is_text = block_ids[b, kv_idx] < 0
         causal_text = kv_is_text & (kv_idx <= q_idx)
-        same_block = (block_ids[b, q_idx] == block_ids[b, kv_idx]) & (block_ids[b, q_idx] >= 0)
-        return (same_doc & (causal_text | same_block)) | (q_idx == kv_idx)
+        image = image_rule(block_ids, b, q_idx, kv_idx)
+        return (same_doc & (causal_text | image)) | (q_idx == kv_idx)
 
     return mask_mod
 
 
-def dense_mask(doc_ids: torch.Tensor, block_ids: torch.Tensor) -> torch.Tensor:
+def dense_mask(doc_ids: torch.Tensor, block_ids: torch.Tensor, image_rule) -> torch.Tensor:
     """(B, 1, L, L) boolean mask, True = may attend."""
     b, length = doc_ids.shape
-    return create_mask(unified_mask_mod(doc_ids, block_ids), b, None, length, length,
+    return create_mask(unified_mask_mod(doc_ids, block_ids, image_rule), b, None, length, length,
                        device=doc_ids.device)
 
 
-def block_mask(doc_ids: torch.Tensor, block_ids: torch.Tensor):
+def block_mask(doc_ids: torch.Tensor, block_ids: torch.Tensor, image_rule):
     b, length = doc_ids.shape
-    return create_block_mask(unified_mask_mod(doc_ids, block_ids), b, None, length, length,
-                             device=doc_ids.device)
+    return create_block_mask(unified_mask_mod(doc_ids, block_ids, image_rule), b, None, length,
+                             length, device=doc_ids.device)
 
 
-def build_attention_mask(doc_ids: torch.Tensor, block_ids: torch.Tensor, use_flex: bool | None = None):
+def build_attention_mask(doc_ids: torch.Tensor, block_ids: torch.Tensor, image_rule,
+                         use_flex: bool | None = None):
     """BlockMask on CUDA (flex_attention), dense boolean elsewhere (SDPA)."""
     if use_flex is None:
         use_flex = doc_ids.is_cuda
-    return block_mask(doc_ids, block_ids) if use_flex else dense_mask(doc_ids, block_ids)
+    if use_flex:
+        return block_mask(doc_ids, block_ids, image_rule)
+    return dense_mask(doc_ids, block_ids, image_rule)

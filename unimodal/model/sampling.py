@@ -1,24 +1,13 @@
-"""Generation with the unified model: recurrent image sampling (RDPM Algorithm 2) and text.
+"""Generation with the unified model: images (class id or caption -> PNG) and text.
 
-Images (class id or caption -> PNG):
-1. The prompts run once (cond and, with guidance, the <null> prompt); their keys/values are kept.
-2. For t = 1..T: one pass of the h*w block against the cached prompt; code logits ->
-   classifier-free guidance -> Gumbel-max at temperature tau (optional top-k) -> C_t;
-   z'_t = z'_{t-1} + v'(C_t).
-3. The tokenizer decodes the codes.
+Images: `sample_codes` asks the model's image objective for codes (RDPM: the prompts run once,
+then T recurrent block passes against their KV cache, Algorithm 2; see objectives/rdpm.py), and
+the tokenizer decodes them. `generate_images` batches requests, checks them all first, and gives
+image i the noise seed cfg.seed + i whatever the batching.
 
 Design choices, one line each:
-- Guidance follows the paper: logits = cond + lambda_t * (cond - uncond); lambda_t = lambda
-  (constant) or lambda * t / T ("CFG linear", the paper's best). lambda = 0 skips the <null> pass.
-  With a distance or latent code head this is exactly a move of the predicted latent to
-  (1 + lambda) pred_cond - lambda pred_uncond (a test shows it), so lambda extrapolates in latent
-  space and a large one can overshoot.
-- Gumbel-max: argmax(logits / tau + g), g ~ Gumbel(0, 1); tau = 1 samples the softmax exactly,
-  tau -> 0 is argmax. (The paper writes the temperature as a multiplier of the logits.)
-- Prompts are left-padded; padding is masked out of attention and positions start at each
-  prompt's first real token, so a batch gives the same codes as one prompt at a time.
-- eps_t comes from per-image integer seeds (the tokenizer's `rdpm_noise` contract), and the
-  Gumbel noise from a generator seeded by the same seed: results are reproducible from seeds.
+- The rules every image sampler shares (ImageSamplingConfig, guidance, Gumbel-max, top-k, the
+  cached prompt pass) live in sampling_rules.py, below the objectives, and are re-exported here.
 - Text: incremental decoding with a growing KV cache; greedy, temperature, top-k, top-p.
 """
 
@@ -29,149 +18,22 @@ from dataclasses import dataclass
 
 import torch
 
-from unimodal.model.vocabulary import image_prompt
+from unimodal.model.sampling_rules import (ImageSamplingConfig, guidance_scale, guide,  # noqa: F401
+                                           gumbel_sample, run_prompts, top_k_filter)
 from unimodal.model.unified import UnifiedModel
-from unimodal.tokenizer.rdpm_quantizer import rdpm_noise
-
-
-@dataclass
-class ImageSamplingConfig:
-    cfg_scale: float = 4.0                # lambda; 0 = no guidance
-    cfg_schedule: str = "linear"          # linear | constant
-    temperature: float = 1.0              # tau; 0 = argmax
-    top_k: int = 0                        # 0 = all codes
-    seed: int = 0                         # image i uses noise seed `seed + i`
-
-    def image_seed(self, index: int) -> int:
-        """The noise seed of image `index` of a run (the one place the rule is written): it
-        depends on the index only, not on batching, sharding or resuming."""
-        return self.seed + index
-
-    def validate(self, prefix: str = "sampling") -> None:
-        if self.cfg_schedule not in ("linear", "constant"):
-            raise ValueError(f"{prefix}.cfg_schedule={self.cfg_schedule!r}: linear or constant")
-        # NaN passes every comparison, so check finiteness first (NaN guidance gives every class
-        # the same image).
-        for key in ("cfg_scale", "temperature"):
-            value = getattr(self, key)
-            if not math.isfinite(value) or value < 0:
-                raise ValueError(f"{prefix}.{key}={value}: must be a finite number >= 0")
-        if self.top_k < 0:
-            raise ValueError(f"{prefix}.top_k={self.top_k}: must be >= 0 (0 = all codes)")
-
-
-def guidance_scale(cfg_scale: float, schedule: str, step: int, steps: int) -> float:
-    return cfg_scale * step / steps if schedule == "linear" else cfg_scale
-
-
-def guide(cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> torch.Tensor:
-    return cond + scale * (cond - uncond)
-
-
-def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
-    if k <= 0 or k >= logits.shape[-1]:
-        return logits
-    kth = logits.topk(k, dim=-1).values[..., -1:]
-    return logits.masked_fill(logits < kth, float("-inf"))
-
-
-def gumbel_sample(logits: torch.Tensor, temperature: float,
-                  generator: torch.Generator | list[torch.Generator] | None = None) -> torch.Tensor:
-    """argmax(logits / tau + Gumbel noise); a list of generators gives one per row of logits."""
-    if temperature == 0:
-        return logits.argmax(-1)
-    if isinstance(generator, list):
-        u = torch.stack([torch.rand(logits.shape[1:], generator=g, device=logits.device)
-                         for g in generator])
-    else:
-        u = torch.rand(logits.shape, generator=generator, device=logits.device)
-    return (logits / temperature - torch.log(-torch.log(u.clamp_(1e-20, 1.0)))).argmax(-1)
-
-
-def _left_pad(prompts: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, ...]:
-    length = max(len(p) for p in prompts)
-    ids = torch.full((len(prompts), length), pad_id, dtype=torch.long)
-    valid = torch.zeros((len(prompts), length), dtype=torch.bool)
-    for i, p in enumerate(prompts):
-        ids[i, length - len(p):] = torch.tensor(p)
-        valid[i, length - len(p):] = True
-    positions = (valid.long().cumsum(1) - 1).clamp_min(0)
-    return ids.to(device), valid.to(device), positions.to(device)
-
-
-def _prompt_mask(valid: torch.Tensor) -> torch.Tensor:
-    """Causal over real tokens, padding invisible; every row sees itself."""
-    length = valid.shape[1]
-    causal = torch.ones(length, length, dtype=torch.bool, device=valid.device).tril()
-    eye = torch.eye(length, dtype=torch.bool, device=valid.device)
-    return ((causal[None] & valid[:, None, :]) | eye[None])[:, None]
-
-
-@torch.no_grad()
-def run_prompts(model: UnifiedModel, prompts: list[list[int]]):
-    """Prompt pass: (per-layer KV cache, valid mask, next position per row, last hidden state)."""
-    device = model.backbone.head_weight.device
-    ids, valid, positions = _left_pad(prompts, model.vocab.pad_id, device)
-    hidden, cache = model.backbone(model.backbone.embed(ids), positions, _prompt_mask(valid))
-    return cache, valid, positions[:, -1] + 1, hidden[:, -1]
+from unimodal.model.vocabulary import image_prompt
 
 
 @torch.no_grad()
 def sample_codes(model: UnifiedModel, prompts: list[list[int]], cfg: ImageSamplingConfig,
                  seeds: list[int] | None = None, prefix: torch.Tensor | None = None) -> torch.Tensor:
-    """Codes (B, T, h, w) for B prompts (token ids ending in <boi>).
+    """Codes (B, T, h, w) for B prompts (token ids ending in <boi>), drawn by the model's image
+    objective (`model.objective.sample`; RDPM: `objectives.rdpm.sample_codes`). Image i uses
+    noise seed seeds[i] (default cfg.image_seed(i)).
 
-    `prefix` (B, k, h, w): use these codes for steps 1..k instead of sampling them (oracle-prefix
-    diagnostics: the tokenizer's codes of a real image, encoded with the same seeds)."""
-    cfg.validate()
-    vocab, tok = model.vocab, model.tok_cfg
-    device = model.backbone.head_weight.device
-    b = len(prompts)
-    seeds = seeds if seeds is not None else [cfg.image_seed(i) for i in range(b)]
-    guided = cfg.cfg_scale != 0
-    null_prompt = image_prompt(vocab)  # <bos> <null> <boi>
-    cache, valid, next_pos, _ = run_prompts(model, prompts + [null_prompt] * b if guided else prompts)
-    rows = valid.shape[0]
-    h, w = tok.grid
-    noise = rdpm_noise(seeds, tok.steps, (tok.latent_dim, h, w), device=device)
-    if guided:
-        noise = torch.cat([noise, noise])  # cond and uncond rows see the same eps_t
-    # One Gumbel generator per image: an image's codes do not depend on the rest of its batch.
-    gens = [torch.Generator(device).manual_seed(s) for s in seeds]
-    latent = torch.zeros((rows, tok.latent_dim, h, w), device=device)
-    codes = []
-    for t in range(1, tok.steps + 1):
-        logits = block_logits(model, cache, valid, next_pos, latent, noise[:, t - 1], t)
-        if guided:
-            logits = guide(logits[:b], logits[b:],
-                           guidance_scale(cfg.cfg_scale, cfg.cfg_schedule, t, tok.steps))
-        logits = top_k_filter(logits, cfg.top_k)
-        c_t = gumbel_sample(logits, cfg.temperature, gens).view(b, h, w)
-        if prefix is not None and t <= prefix.shape[1]:
-            c_t = prefix[:, t - 1].to(device)
-        codes.append(c_t)
-        step_latent = model.image_input.quantizer.embed_step(c_t).to(latent.dtype)
-        latent = latent + (torch.cat([step_latent, step_latent]) if guided else step_latent)
-    return torch.stack(codes, dim=1)
-
-
-@torch.no_grad()
-def block_logits(model: UnifiedModel, cache, valid: torch.Tensor, next_pos: torch.Tensor,
-                 latent_prev: torch.Tensor, noise_t: torch.Tensor, t: int) -> torch.Tensor:
-    """Code logits (rows, h*w, K) of the step-t block against the cached prompt."""
-    rows, _, h, w = latent_prev.shape
-    hw, device = h * w, latent_prev.device
-    positions = next_pos[:, None] + torch.arange(hw, device=device)[None]
-    # Block queries see the real prompt tokens and their whole block; no mask when nothing is padded.
-    mask = None
-    if not bool(valid.all()):
-        keys = torch.cat([valid, torch.ones(rows, hw, dtype=torch.bool, device=device)], 1)
-        mask = keys[:, None, None, :].expand(rows, 1, hw, -1)
-    steps = torch.full((rows,), t, device=device, dtype=torch.long)
-    x = model.image_input.project(latent_prev, noise_t, steps).to(model.backbone.head_weight.dtype)
-    hidden, _ = model.backbone(x, positions, mask, kv_prefix=cache)
-    ctx = model.image_input.context(latent_prev, noise_t, steps)
-    return model.code_logits(hidden.flatten(0, 1), ctx).view(rows, hw, -1)
+    `prefix` (B, k, h, w): use these codes for the first k steps instead of sampling them
+    (oracle-prefix diagnostics: the tokenizer's codes of a real image, encoded with the same seeds)."""
+    return model.objective.sample(model, prompts, cfg, seeds, prefix)
 
 
 @dataclass

@@ -113,7 +113,7 @@ class Pretrainer:
         # Pinned batches let the host-to-GPU copies in _to_device run asynchronously.
         self.stream = stream if stream is not None else PackedBatchStream(
             cfg.data, self.vocab, self.tokenizer.cfg.latent_dim, rank=self.rank,
-            world_size=self.world, pin_memory=cuda)
+            world_size=self.world, pin_memory=cuda, image_objective=cfg.model.image_objective)
         self.out_dir = Path(run.out_dir)
         self.ckpt_root = self.out_dir / "checkpoints"
         self.step = 0

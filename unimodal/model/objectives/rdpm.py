@@ -1,0 +1,310 @@
+"""The RDPM image objective (the paper's Markov recurrent code prediction), in one file.
+
+Training document:  <bos> prompt <boi> | block(t_1) | ... | block(t_k)
+    k distinct steps t of 1..T per document; a block holds the h*w positions of one step, with
+    positions prefix_len .. prefix_len + h*w - 1 (every block of an image reuses them), input
+    proj(concat(z'_{t-1}, eps_t)) + step_embed[t] built in the model, target code_offset + C_t[i].
+Attention: a block sees its document's prompt and its own block (bidirectional), not the other
+    blocks of its image: z'_{t-1} in the block input carries the history.
+Sampling (Algorithm 2): the prompts run once; for t = 1..T one pass of the h*w block against the
+    cached prompt -> guidance -> Gumbel-max (optional top-k) -> C_t; z'_t = z'_{t-1} + v'(C_t).
+
+Design choices, one line each:
+- k steps drawn uniformly, or with data.step_weights one after the other with probability
+  proportional to the weights of the steps not yet drawn (`draw_steps`); equal weights are the
+  uniform draw, the same random stream.
+- eps_t is regenerated from the sample's seed (CPU, `rdpm_noise`) in loader workers; sampling uses
+  the same per-image seeds, and a Gumbel generator per image seeded by the same seed, so an image
+  does not depend on the rest of its batch.
+- z'_{t-1} is rebuilt inside the model from the codes C_1..C_{t-1} with a frozen copy of the
+  image tokenizer's codebook and shared bias conv.
+- Code head (`model.code_head`): `shared` = the code slice of the one output head; `distance` =
+  predict v_t, logits -|v_hat - c_k|^2 / tau_t over the frozen codebook; `latent` = predict the
+  clean latent z_hat, v_hat = a_t (z_hat - z'_{t-1}) + b_t eps_t exactly as Algorithm 1 does;
+  `latent_shared` = the latent head's logits plus the shared head's code slice.
+- With a distance or latent head, logit-space guidance equals a move of the predicted latent to
+  (1 + lambda) pred_cond - lambda pred_uncond, so a large lambda can overshoot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from unimodal.model.document import IGNORE, Document
+from unimodal.model.objectives import ImageObjective
+from unimodal.model.sampling_rules import (ImageSamplingConfig, guidance_scale, guide,
+                                           gumbel_sample, run_prompts, top_k_filter)
+from unimodal.model.vocabulary import Vocabulary, image_prompt
+from unimodal.tokenizer.rdpm_quantizer import rdpm_noise
+from unimodal.tokenizer.rdpm_tokenizer import RDPMTokenizerConfig, build_quantizer
+
+CODE_HEADS = ("shared", "distance", "latent", "latent_shared")
+
+
+# ------------------------------------------------------------------------ training documents
+def step_probabilities(weights, steps: int) -> np.ndarray | None:
+    """data.step_weights -> probabilities over steps 1..T; None = uniform (empty or all equal)."""
+    if not len(weights) or (len(set(weights)) == 1 and weights[0] > 0):
+        return None
+    w = np.asarray(weights, dtype=np.float64)
+    if w.shape != (steps,) or not (np.isfinite(w).all() and (w >= 0).all()):
+        raise ValueError(f"step weights {list(weights)}: need {steps} finite values >= 0")
+    return w / w.sum()
+
+
+def draw_steps(rng: np.random.Generator, steps: int, k: int,
+               probs: np.ndarray | None = None) -> list[int]:
+    """k distinct steps of 1..T in increasing order; with probs, each draw picks one of the steps
+    left with probability proportional to its weight. probs=None is the original uniform draw."""
+    if probs is None:
+        return np.sort(rng.choice(steps, size=k, replace=False) + 1).tolist()
+    return np.sort(rng.choice(steps, size=k, replace=False, p=probs) + 1).tolist()
+
+
+def image_document(vocab: Vocabulary, prompt: list[int], codes: torch.Tensor, seed: int,
+                   steps: list[int], latent_dim: int, prompt_targets: bool) -> Document:
+    """Prompt then one block per step in `steps` (1-based), codes (T, h, w). Prompt tokens are
+    text targets when `prompt_targets` (captions), else none (class tokens, <null>)."""
+    big_t, h, w = codes.shape
+    noise = rdpm_noise([seed], big_t, (latent_dim, h, w))[0]
+    p = len(prompt)
+    targets = prompt[1:] + [IGNORE] if prompt_targets else [IGNORE] * p
+    doc = Document(list(prompt), targets, list(range(p)), [-1] * p)
+    hw = h * w
+    for t in steps:
+        if not 1 <= t <= big_t:
+            raise ValueError(f"block step {t} outside 1..{big_t}")
+        doc.blocks.append({"block_codes": codes, "block_steps": t, "block_noise": noise[t - 1]})
+        doc.input_ids += [vocab.pad_id] * hw
+        doc.targets += (codes[t - 1].flatten() + vocab.code_offset).tolist()
+        doc.position_ids += list(range(p, p + hw))
+        doc.block_of += [len(doc.blocks) - 1] * hw
+    return doc
+
+
+# ------------------------------------------------------------------------------------ modules
+@dataclass
+class BlockContext:
+    """What the code head needs at each block position, flattened in block position order."""
+    latent_prev: torch.Tensor             # z'_{t-1}, (M, d)
+    noise: torch.Tensor                   # eps_t, (M, d)
+    steps: torch.Tensor                   # t in 1..T, (M,)
+
+    def select(self, mask: torch.Tensor) -> "BlockContext":
+        return BlockContext(self.latent_prev[mask], self.noise[mask], self.steps[mask])
+
+
+class RDPMBlockInput(nn.Module):
+    """The RDPM objective's modules: block inputs proj(concat(z'_{t-1}, eps_t)) + step_embed[t],
+    and the code logits of the chosen code head."""
+
+    def __init__(self, tok_cfg: RDPMTokenizerConfig, width: int, code_head: str = "shared"):
+        super().__init__()
+        self.code_head = code_head
+        self.steps, self.latent_dim = tok_cfg.steps, tok_cfg.latent_dim
+        # Frozen copy of the tokenizer's code -> latent map (codebook + shared bias conv).
+        self.quantizer = build_quantizer(tok_cfg)
+        self.quantizer.requires_grad_(False)
+        self.proj = nn.Linear(2 * tok_cfg.latent_dim, width)
+        self.step_embed = nn.Embedding(tok_cfg.steps + 1, width)  # index t = 1..T
+        if code_head != "shared":
+            self.head_proj = nn.Linear(width, tok_cfg.latent_dim)  # -> v_hat or z_hat
+            # log(1 / tau_t) per step (index t = 1..T): how sharp the softmax over distances is.
+            self.log_inv_tau = nn.Parameter(torch.zeros(tok_cfg.steps + 1))
+            # a_t, b_t in float32 per device (not buffers: a bf16 model would round them).
+            self._schedule: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def init_weights(self, std: float) -> None:
+        nn.init.normal_(self.proj.weight, std=std)
+        nn.init.zeros_(self.proj.bias)
+        nn.init.normal_(self.step_embed.weight, std=std)
+
+    def load_tokenizer(self, tokenizer_state: dict[str, torch.Tensor]) -> None:
+        """Copy the image tokenizer's quantizer weights (codebook, shared bias) into the frozen copy."""
+        prefix = "quantizer."
+        state = {k[len(prefix):]: v for k, v in tokenizer_state.items() if k.startswith(prefix)}
+        self.quantizer.load_state_dict(state)
+
+    def schedule(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(a_t, b_t) for t = 0..T (index 0 unused) as float32 tensors on `device`."""
+        if device not in self._schedule:
+            q = self.quantizer
+            self._schedule[device] = (torch.tensor((0.0, *q.alphas), device=device),
+                                      torch.tensor((0.0, *q.betas), device=device))
+        return self._schedule[device]
+
+    def latent_before(self, codes: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
+        """z'_{t-1} for each block: codes (N, T, h, w), steps t (N,) in 1..T -> (N, d, h, w)."""
+        n, big_t = codes.shape[:2]
+        with torch.no_grad():
+            per_step = self.quantizer.embed_step(codes.flatten(0, 1)).unflatten(0, (n, big_t))
+            keep = torch.arange(big_t, device=codes.device)[None] < (steps[:, None] - 1)
+            return (per_step * keep[:, :, None, None, None]).sum(1)
+
+    def project(self, latent_prev: torch.Tensor, noise: torch.Tensor, steps: torch.Tensor):
+        """(N, d, h, w) z'_{t-1} and eps_t, steps (N,) -> block inputs (N, h*w, width)."""
+        x = torch.cat([latent_prev, noise.to(latent_prev.dtype)], dim=1).flatten(2).transpose(1, 2)
+        return self.proj(x.to(self.proj.weight.dtype)) + self.step_embed(steps)[:, None]
+
+    def forward(self, codes, steps, noise) -> tuple[torch.Tensor, BlockContext]:
+        """Block inputs (N, h*w, width) and the per-position context of the code head."""
+        latent_prev = self.latent_before(codes, steps)
+        return self.project(latent_prev, noise, steps), self.context(latent_prev, noise, steps)
+
+    def embed(self, batch: dict) -> tuple[torch.Tensor, BlockContext] | None:
+        """The packed batch's block inputs and context, in flattened block order; None if none."""
+        if "block_codes" not in batch or batch["block_codes"].shape[0] == 0:
+            return None
+        return self(batch["block_codes"], batch["block_steps"], batch["block_noise"])
+
+    @staticmethod
+    def context(latent_prev: torch.Tensor, noise: torch.Tensor, steps: torch.Tensor) -> BlockContext:
+        """(N, d, h, w) maps and steps (N,) -> per-position context in block position order."""
+        n, d = latent_prev.shape[:2]
+        hw = latent_prev[0, 0].numel()
+        flat = lambda x: x.flatten(2).transpose(1, 2).reshape(n * hw, d)  # noqa: E731
+        return BlockContext(flat(latent_prev), flat(noise.to(latent_prev.dtype)),
+                            steps.repeat_interleave(hw))
+
+    def distance_logits(self, hidden: torch.Tensor, ctx: BlockContext) -> torch.Tensor:
+        """-|v_hat - c_k|^2 / tau_t over the frozen codebook, float32, (M, K)."""
+        pred = self.head_proj(hidden).float()
+        if self.code_head in ("latent", "latent_shared"):
+            alphas, betas = self.schedule(pred.device)
+            a, b = alphas[ctx.steps][:, None], betas[ctx.steps][:, None]
+            v_hat = a * (pred - ctx.latent_prev.float()) + b * ctx.noise.float()
+        else:
+            v_hat = pred
+        codebook = self.quantizer.codebook.float()
+        dist_sq = ((v_hat * v_hat).sum(-1, keepdim=True) - 2 * v_hat @ codebook.t()
+                   + (codebook * codebook).sum(-1))
+        return -dist_sq * self.log_inv_tau[ctx.steps].float().exp()[:, None]
+
+    def code_logits(self, hidden: torch.Tensor, head_codes: torch.Tensor,
+                    ctx: BlockContext | None = None) -> torch.Tensor:
+        """Logits over the K codes, float32 (M, K): hidden (M, W) at block positions, the code
+        rows of the one output head (K, W), and the positions' context (distance/latent heads)."""
+        head = self.code_head
+        shared = (hidden @ head_codes.t()).float() if head in ("shared", "latent_shared") else None
+        if head == "shared":
+            return shared
+        if ctx is None:
+            raise ValueError(f"code_head={head!r} needs the block context")
+        logits = self.distance_logits(hidden, ctx)
+        return logits + shared if shared is not None else logits
+
+
+# ----------------------------------------------------------------------------------- sampling
+@torch.no_grad()
+def sample_codes(model, prompts: list[list[int]], cfg: ImageSamplingConfig,
+                 seeds: list[int] | None = None, prefix: torch.Tensor | None = None) -> torch.Tensor:
+    """Codes (B, T, h, w) for B prompts (token ids ending in <boi>).
+
+    `prefix` (B, k, h, w): use these codes for steps 1..k instead of sampling them (oracle-prefix
+    diagnostics: the tokenizer's codes of a real image, encoded with the same seeds)."""
+    cfg.validate()
+    vocab, tok = model.vocab, model.tok_cfg
+    device = model.backbone.head_weight.device
+    b = len(prompts)
+    seeds = seeds if seeds is not None else [cfg.image_seed(i) for i in range(b)]
+    guided = cfg.cfg_scale != 0
+    null_prompt = image_prompt(vocab)  # <bos> <null> <boi>
+    cache, valid, next_pos, _ = run_prompts(model, prompts + [null_prompt] * b if guided else prompts)
+    rows = valid.shape[0]
+    h, w = tok.grid
+    noise = rdpm_noise(seeds, tok.steps, (tok.latent_dim, h, w), device=device)
+    if guided:
+        noise = torch.cat([noise, noise])  # cond and uncond rows see the same eps_t
+    # One Gumbel generator per image: an image's codes do not depend on the rest of its batch.
+    gens = [torch.Generator(device).manual_seed(s) for s in seeds]
+    latent = torch.zeros((rows, tok.latent_dim, h, w), device=device)
+    codes = []
+    for t in range(1, tok.steps + 1):
+        logits = block_logits(model, cache, valid, next_pos, latent, noise[:, t - 1], t)
+        if guided:
+            logits = guide(logits[:b], logits[b:],
+                           guidance_scale(cfg.cfg_scale, cfg.cfg_schedule, t, tok.steps))
+        logits = top_k_filter(logits, cfg.top_k)
+        c_t = gumbel_sample(logits, cfg.temperature, gens).view(b, h, w)
+        if prefix is not None and t <= prefix.shape[1]:
+            c_t = prefix[:, t - 1].to(device)
+        codes.append(c_t)
+        step_latent = model.image_input.quantizer.embed_step(c_t).to(latent.dtype)
+        latent = latent + (torch.cat([step_latent, step_latent]) if guided else step_latent)
+    return torch.stack(codes, dim=1)
+
+
+@torch.no_grad()
+def block_logits(model, cache, valid: torch.Tensor, next_pos: torch.Tensor,
+                 latent_prev: torch.Tensor, noise_t: torch.Tensor, t: int) -> torch.Tensor:
+    """Code logits (rows, h*w, K) of the step-t block against the cached prompt."""
+    rows, _, h, w = latent_prev.shape
+    hw, device = h * w, latent_prev.device
+    positions = next_pos[:, None] + torch.arange(hw, device=device)[None]
+    # Block queries see the real prompt tokens and their whole block; no mask when nothing is padded.
+    mask = None
+    if not bool(valid.all()):
+        keys = torch.cat([valid, torch.ones(rows, hw, dtype=torch.bool, device=device)], 1)
+        mask = keys[:, None, None, :].expand(rows, 1, hw, -1)
+    steps = torch.full((rows,), t, device=device, dtype=torch.long)
+    x = model.image_input.project(latent_prev, noise_t, steps).to(model.backbone.head_weight.dtype)
+    hidden, _ = model.backbone(x, positions, mask, kv_prefix=cache)
+    ctx = model.image_input.context(latent_prev, noise_t, steps)
+    return model.code_logits(hidden.flatten(0, 1), ctx).view(rows, hw, -1)
+
+
+# ---------------------------------------------------------------------------------- objective
+class RDPMObjective(ImageObjective):
+    """Markov RDPM: k random steps per training document, T recurrent block passes to sample."""
+
+    name = "rdpm"
+    CODE_HEADS = CODE_HEADS
+
+    def __init__(self, vocab: Vocabulary, latent_dim: int, blocks_per_image: int = 1,
+                 step_weights=()):
+        super().__init__(vocab, latent_dim)
+        self.k = blocks_per_image
+        self.block_len = vocab.grid[0] * vocab.grid[1]
+        self.step_probs = step_probabilities(step_weights, vocab.steps)
+
+    def draw_layout(self, rng: np.random.Generator) -> list[int]:
+        return draw_steps(rng, self.vocab.steps, self.k, self.step_probs)
+
+    def image_length(self, layout: list[int]) -> int:
+        return len(layout) * self.block_len
+
+    def image_document(self, prompt: list[int], prompt_targets: bool, codes: torch.Tensor,
+                       seed: int, layout: list[int]) -> Document:
+        return image_document(self.vocab, prompt, codes, seed, layout, self.latent_dim,
+                              prompt_targets)
+
+    def empty_blocks(self) -> dict[str, torch.Tensor]:
+        return {"block_codes": torch.zeros((0, self.vocab.steps, *self.vocab.grid), dtype=torch.long),
+                "block_steps": torch.zeros(0, dtype=torch.long),
+                "block_noise": torch.zeros((0, self.latent_dim, *self.vocab.grid),
+                                           dtype=torch.float32)}
+
+    def describe(self, doc: Document) -> str:
+        codes = doc.blocks[0]["block_codes"]
+        steps = [block["block_steps"] for block in doc.blocks]
+        return (f"steps {steps}, codes {tuple(codes.shape)}, C_{steps[0]}[0, :8] = "
+                f"{codes[steps[0] - 1, 0, :8].tolist()}")
+
+    def build_input(self, tok_cfg: RDPMTokenizerConfig, width: int, code_head: str,
+                    init_std: float) -> RDPMBlockInput:
+        module = RDPMBlockInput(tok_cfg, width, code_head)
+        module.init_weights(init_std)
+        return module
+
+    @staticmethod
+    def image_rule(block_ids: torch.Tensor, b, q_idx, kv_idx):
+        """Bidirectional within the query's own block; other blocks of the image stay hidden."""
+        return (block_ids[b, q_idx] == block_ids[b, kv_idx]) & (block_ids[b, q_idx] >= 0)
+
+    def sample(self, model, prompts: list[list[int]], cfg: ImageSamplingConfig,
+               seeds: list[int] | None = None, prefix: torch.Tensor | None = None) -> torch.Tensor:
+        return sample_codes(model, prompts, cfg, seeds, prefix)

@@ -1,0 +1,101 @@
+"""The pieces every image objective's sampler shares: the sampling options, classifier-free
+guidance, Gumbel-max with top-k, and the prompt pass whose KV cache the image passes reuse.
+
+Design choices, one line each:
+- Guidance follows the RDPM paper: logits = cond + lambda_t * (cond - uncond); lambda_t = lambda
+  (constant) or lambda * t / T ("CFG linear", the paper's best). lambda = 0 skips the <null> pass.
+- Gumbel-max: argmax(logits / tau + g), g ~ Gumbel(0, 1); tau = 1 samples the softmax exactly,
+  tau -> 0 is argmax. (The paper writes the temperature as a multiplier of the logits.)
+- Prompts are left-padded; padding is masked out of attention and positions start at each
+  prompt's first real token, so a batch gives the same codes as one prompt at a time.
+- The model is duck-typed (`backbone`, `vocab`): this module sits below the unified model.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class ImageSamplingConfig:
+    cfg_scale: float = 4.0                # lambda; 0 = no guidance
+    cfg_schedule: str = "linear"          # linear | constant
+    temperature: float = 1.0              # tau; 0 = argmax
+    top_k: int = 0                        # 0 = all codes
+    seed: int = 0                         # image i uses noise seed `seed + i`
+
+    def image_seed(self, index: int) -> int:
+        """The noise seed of image `index` of a run (the one place the rule is written): it
+        depends on the index only, not on batching, sharding or resuming."""
+        return self.seed + index
+
+    def validate(self, prefix: str = "sampling") -> None:
+        if self.cfg_schedule not in ("linear", "constant"):
+            raise ValueError(f"{prefix}.cfg_schedule={self.cfg_schedule!r}: linear or constant")
+        # NaN passes every comparison, so check finiteness first (NaN guidance gives every class
+        # the same image).
+        for key in ("cfg_scale", "temperature"):
+            value = getattr(self, key)
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"{prefix}.{key}={value}: must be a finite number >= 0")
+        if self.top_k < 0:
+            raise ValueError(f"{prefix}.top_k={self.top_k}: must be >= 0 (0 = all codes)")
+
+
+def guidance_scale(cfg_scale: float, schedule: str, step: int, steps: int) -> float:
+    return cfg_scale * step / steps if schedule == "linear" else cfg_scale
+
+
+def guide(cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> torch.Tensor:
+    return cond + scale * (cond - uncond)
+
+
+def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
+    if k <= 0 or k >= logits.shape[-1]:
+        return logits
+    kth = logits.topk(k, dim=-1).values[..., -1:]
+    return logits.masked_fill(logits < kth, float("-inf"))
+
+
+def gumbel_sample(logits: torch.Tensor, temperature: float,
+                  generator: torch.Generator | list[torch.Generator] | None = None) -> torch.Tensor:
+    """argmax(logits / tau + Gumbel noise); a list of generators gives one per row of logits."""
+    if temperature == 0:
+        return logits.argmax(-1)
+    if isinstance(generator, list):
+        u = torch.stack([torch.rand(logits.shape[1:], generator=g, device=logits.device)
+                         for g in generator])
+    else:
+        u = torch.rand(logits.shape, generator=generator, device=logits.device)
+    return (logits / temperature - torch.log(-torch.log(u.clamp_(1e-20, 1.0)))).argmax(-1)
+
+
+def _left_pad(prompts: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, ...]:
+    length = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), length), pad_id, dtype=torch.long)
+    valid = torch.zeros((len(prompts), length), dtype=torch.bool)
+    for i, p in enumerate(prompts):
+        ids[i, length - len(p):] = torch.tensor(p)
+        valid[i, length - len(p):] = True
+    positions = (valid.long().cumsum(1) - 1).clamp_min(0)
+    return ids.to(device), valid.to(device), positions.to(device)
+
+
+def _prompt_mask(valid: torch.Tensor) -> torch.Tensor:
+    """Causal over real tokens, padding invisible; every row sees itself."""
+    length = valid.shape[1]
+    causal = torch.ones(length, length, dtype=torch.bool, device=valid.device).tril()
+    eye = torch.eye(length, dtype=torch.bool, device=valid.device)
+    return ((causal[None] & valid[:, None, :]) | eye[None])[:, None]
+
+
+@torch.no_grad()
+def run_prompts(model, prompts: list[list[int]]):
+    """Prompt pass: (per-layer KV cache, valid mask, next position per row, last hidden state)."""
+    device = model.backbone.head_weight.device
+    ids, valid, positions = _left_pad(prompts, model.vocab.pad_id, device)
+    hidden, cache = model.backbone(model.backbone.embed(ids), positions, _prompt_mask(valid))
+    return cache, valid, positions[:, -1] + 1, hidden[:, -1]
