@@ -166,7 +166,7 @@ def test_multi_gpu_report_compares_scaling_and_resumed_losses(tmp_path, capsys):
     log("killed", {1: 4.0, 2: 3.5, 3: 3.0})
     (tmp_path / "kill_step.txt").write_text("2\n")
     log("one_gpu", {3: 3.3})
-    load_script("eval/multi_gpu_report.py").main(["--run-dir", str(tmp_path)])
+    load_script("eval/multi_gpu_report.py").main([f"run_dir={tmp_path}"])
     text = capsys.readouterr().out
     assert "| 2 | 2 | 1900 | 950 | 95.0% |" in text
     assert "| 2 | 3 of 3 | 2 | 0.25 | False, False |" in text  # one loss differs by 0.25
@@ -179,11 +179,11 @@ def test_bench_pretrain_profiles_the_real_loop_on_a_trained_tokenizer_geometry(a
     # not outlive the test inside pytest, where later launches would inherit a busy port.
     root = Path(__file__).resolve().parents[1]
     done = subprocess.run(
-        [sys.executable, str(root / "eval/bench_pretrain.py"), "--config",
-         str(root / "configs/uni_tiny.yaml"), "--steps", "6", "--warmup", "2", "--window", "2",
-         "--profile", "2", "--text-vocab", "300", "--json", str(tmp_path / "bench.json"),
-         "--image-tokenizer", str(assets["root"] / "image_tokenizer"),
-         "model.backbone.num_layers=1", "data.seq_len=256", "data.rows_per_batch=2"],
+        [sys.executable, str(root / "eval/bench_pretrain.py"),
+         f"pretrain_config={root / 'configs/uni_tiny.yaml'}", "steps=6", "warmup=2", "window=2",
+         "profile=2", "text_vocab=300", f"json={tmp_path / 'bench.json'}",
+         f"image_tokenizer={assets['root'] / 'image_tokenizer'}",
+         "overrides=model.backbone.num_layers=1 data.seq_len=256 data.rows_per_batch=2"],
         capture_output=True, text=True, timeout=300, cwd=tmp_path,
         env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr[-3000:]
