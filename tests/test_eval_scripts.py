@@ -191,3 +191,29 @@ def test_bench_pretrain_profiles_the_real_loop_on_a_trained_tokenizer_geometry(a
     assert result["tokens_per_s"] > 0 and result["seq_len"] == 256
     assert re.search(r"profile of 2 steps: wall \d+\.\d ms/step", done.stdout)
     assert "aten::mm" in done.stdout and "Self CPU" in done.stdout   # the recorded steps' ops
+
+
+def test_tokenizer_ablation_runs_are_the_preset_or_the_variants_after_the_common_overrides():
+    from unimodal.cli import parse_config
+    from unimodal.config import ConfigError
+
+    mod = load_script("eval/tokenizer_ablation.py")
+    config = str(Path(__file__).resolve().parents[1] / "configs/rdpm_tiny.yaml")
+
+    def runs(*words):
+        return parse_config(mod.TokenizerAblationConfig, [f"tokenizer_config={config}", *words],
+                            None, mod.__file__).runs()
+
+    assert list(runs()) == list(mod.PRESETS["default"])
+    table2 = runs("preset=table2", "overrides=train.steps=800 data.num_workers=2")
+    assert list(table2) == list(mod.PRESETS["table2"])
+    assert table2["T6"] == ["train.steps=800", "data.num_workers=2", "model.steps=6",
+                            "model.step_weighting=false", "model.shared_bias=false"]
+    chosen = runs("preset=table2", "variants.rdpm=", 'variants.vq="model.steps=1 optim.lr=6e-4"')
+    assert chosen == {"rdpm": [], "vq": ["model.steps=1", "optim.lr=6e-4"]}
+    with pytest.raises(ConfigError, match=r"variants\.vq: key 'model\.stepz'"):
+        runs("variants.vq=model.stepz=1")
+    with pytest.raises(ConfigError, match=r"overrides: \['train'\] are not key=value"):
+        runs("overrides=train")
+    with pytest.raises(ConfigError, match="preset='nope': choose one of"):
+        runs("preset=nope")
