@@ -1,35 +1,78 @@
 """Benchmark pretraining throughput: tokens/s, TFLOP/s, MFU and peak memory of the real DeepSpeed
 loop (train/pretrain.py's Pretrainer) on synthetic packed batches.
 
-    python eval/bench_pretrain.py --config configs/uni_1b.yaml --steps 30 data.rows_per_batch=2
-    python eval/bench_pretrain.py --config configs/uni_d12.yaml --steps 30
-    deepspeed --num_gpus 2 eval/bench_pretrain.py --config configs/uni_1b.yaml --json z2.json
+    python eval/bench_pretrain.py pretrain_config=configs/uni_1b.yaml steps=30 overrides="data.rows_per_batch=2"
+    python eval/bench_pretrain.py pretrain_config=configs/uni_d12.yaml steps=30
+    deepspeed --num_gpus 2 eval/bench_pretrain.py pretrain_config=configs/uni_1b.yaml json=z2.json
 
-Synthetic data with the real layout: a dummy word-level text tokenizer of the config's text size
-(128,000 for the Llama-3 shape), a random-weight RDPM tokenizer of the config's image size, and
-packed rows of text documents and captioned image documents (k blocks of h*w codes). The first
-`--warmup` steps (compilation, allocator) are excluded; the median of the logged windows of
-`--window` steps is reported. Tokens/s is summed over ranks and also given per GPU. Prints a table
-last; `--json` also writes it (eval/gpu_multi_run.sh compares world sizes and ZeRO stages).
+`pretrain_config` is a train/pretrain.py YAML and `overrides` a string of its key=value words
+(`overrides="model.backbone.num_layers=2 train.compile=false"`); the other keys are the bench's own
+(`--config FILE` is a YAML of those keys). Synthetic data with the real layout: a dummy word-level
+text tokenizer of `text_vocab` ids (128,000 for the Llama-3 shape), a random-weight RDPM tokenizer
+of the paper's image size (or the geometry of `image_tokenizer`), and packed rows of text
+documents and captioned image documents (k blocks of h*w codes). The first `warmup` steps
+(compilation, allocator) are excluded; the median of the logged windows of `window` steps is
+reported. Tokens/s is summed over ranks and also given per GPU. Prints a table last; `json=FILE`
+also writes it (eval/gpu_multi_run.sh compares world sizes and ZeRO stages).
 """
 
-import argparse
 import json
 import random
+import shlex
 import statistics
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from unimodal.config import load_config, split_config_args
+from unimodal.cli import parse_config
+from unimodal.config import ConfigError, load_config
 from unimodal.data.sequences import image_document, pack_documents, text_document
 from unimodal.model.vocabulary import Vocabulary
 from unimodal.pretraining.config import PretrainConfig
 from unimodal.pretraining.trainer import Pretrainer
 from unimodal.tokenizer.rdpm_tokenizer import (RDPMTokenizer, RDPMTokenizerConfig,
                                              load_tokenizer_config, save_tokenizer)
+
+
+@dataclass
+class BenchPretrainConfig:
+    pretrain_config: str = ""             # the train/pretrain.py YAML to time (required)
+    overrides: str = ""                   # key=value words applied to it, e.g. "data.seq_len=1024"
+    steps: int = 30                       # optimizer steps in all
+    warmup: int = 10                      # first steps left out of the timing
+    window: int = 5                       # optimizer steps per timed window (median of windows)
+    text_vocab: int = 128000              # ids of the dummy word-level text tokenizer
+    image_tokenizer: str = ""             # a trained tokenizer folder ("" = random-weight paper_f16)
+    profile: int = 0                      # torch.profiler over N steps after warmup (0 = off)
+    json: str = ""                        # also write the result here (rank 0)
+
+    def validate(self) -> None:
+        if not self.pretrain_config:
+            raise ConfigError("pretrain_config is required (a train/pretrain.py YAML)")
+        if not Path(self.pretrain_config).is_file():
+            raise FileNotFoundError(f"pretrain_config={self.pretrain_config}: no such file")
+        if self.image_tokenizer and not Path(self.image_tokenizer).is_dir():
+            raise FileNotFoundError(f"image_tokenizer={self.image_tokenizer}: no such folder")
+        if min(self.warmup, self.profile) < 0 or min(self.window, self.text_vocab) < 1:
+            raise ConfigError("warmup and profile must be >= 0, window and text_vocab >= 1")
+        if self.steps - self.warmup < self.window:
+            raise ConfigError(f"steps={self.steps} leaves fewer than one timed window of "
+                              f"window={self.window} steps after warmup={self.warmup}")
+        self.pretrain_words()  # the overrides are key=value words
+
+    def pretrain_words(self) -> list[str]:
+        try:
+            words = shlex.split(self.overrides)
+        except ValueError as err:
+            raise ConfigError(f"overrides={self.overrides!r}: {err}") from err
+        bad = [w for w in words if "=" not in w or w.startswith("=") or w.startswith("-")]
+        if bad:
+            raise ConfigError(f"overrides: {bad} are not key=value words of the pretraining "
+                              "config (e.g. overrides=\"model.backbone.num_layers=2\")")
+        return words
 
 
 def dummy_text_tokenizer(folder: Path, size: int) -> Path:
@@ -125,25 +168,20 @@ def print_profile(prof, steps: int, rows: int = 15) -> None:
     print(events.table(sort_by="self_cpu_time_total", row_limit=rows))
 
 
+def load_pretrain_config(args: BenchPretrainConfig, fixed: list[str]) -> PretrainConfig:
+    """The pretraining config: its YAML, then the bench's `fixed` words, then `overrides`."""
+    try:
+        return load_config(PretrainConfig, args.pretrain_config, [*fixed, *args.pretrain_words()],
+                           validate=False)
+    except ConfigError as err:
+        what = str(err).replace("command line: ", "overrides: ")
+        raise ConfigError(f"eval/bench_pretrain.py: pretrain_config={args.pretrain_config}: {what}"
+                          ) from err
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("--config", required=True)
-    parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--warmup", type=int, default=10)
-    parser.add_argument("--window", type=int, default=5, help="optimizer steps per timed window")
-    parser.add_argument("--text-vocab", type=int, default=128000)
-    parser.add_argument("--json", default=None, help="also write the result here (rank 0)")
-    parser.add_argument("--image-tokenizer", default="",
-                        help="a trained tokenizer folder for the image geometry (default: a "
-                             "random-weight paper_f16 tokenizer, 16x16 codes, K = 4096)")
-    parser.add_argument("--profile", type=int, default=0, metavar="N",
-                        help="torch.profiler over N optimizer steps after --warmup; prints the "
-                             "ops that take the most GPU and CPU time, and the GPU-busy share")
-    parser.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)
-    args, rest = parser.parse_known_args(argv)
-    if args.steps - args.warmup < args.window:
-        parser.error(f"--steps {args.steps} leaves fewer than one timed window of --window "
-                     f"{args.window} steps after --warmup {args.warmup}")
+    args = parse_config(BenchPretrainConfig, argv, __doc__, __file__)
+    load_pretrain_config(args, [])  # a bad key fails before any work
     tmp = Path(tempfile.mkdtemp())
     if args.image_tokenizer:
         tok_dir = Path(args.image_tokenizer)
@@ -156,8 +194,8 @@ def main(argv=None):
                  f"train.out_dir={tmp / 'run'}", f"train.steps={args.steps}",
                  f"train.log_every={args.window}",
                  f"train.checkpoint_every={10**9}", "train.tensorboard=false",
-                 "data.sources=[]", *split_config_args(rest)]
-    cfg = load_config(PretrainConfig, args.config, overrides, validate=False)
+                 "data.sources=[]"]
+    cfg = load_pretrain_config(args, overrides)
     cfg.train.checkpoint_every = 10**9
     cfg.model.resolve_image_geometry()
     vocab = Vocabulary.build(cfg.model.vocab)
@@ -179,7 +217,7 @@ def main(argv=None):
     ds = cfg.deepspeed_config(trainer.world)
     params = trainer.model.num_parameters() / 1e9
     name = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
-    print(f"\n{name} x{trainer.world} | {args.config} | {params:.3f}B trainable params | seq "
+    print(f"\n{name} x{trainer.world} | {args.pretrain_config} | {params:.3f}B trainable params | seq "
           f"{cfg.data.seq_len} | micro-batch {cfg.data.rows_per_batch} rows | ZeRO "
           f"{ds['zero_optimization']['stage']} | bf16 {ds.get('bf16', {}).get('enabled')} | "
           f"act. ckpt {cfg.train.activation_checkpointing} | compile {cfg.train.compile} | "

@@ -1,23 +1,35 @@
 """How fast the built-in shapes data renders (CPU), per image size: the loader's cost per sample.
 
-    python eval/bench_shapes.py --sizes 64 128 256 --images 500
+    python eval/bench_shapes.py sizes=[64,128,256] images=500
 
 Prints a table last (median of 5 repeats).
 """
 
-import argparse
 import statistics
 import time
+from dataclasses import dataclass, field
 
+from unimodal.cli import parse_config
+from unimodal.config import ConfigError
 from unimodal.data.shapes import render_sample
 
 
+@dataclass
+class BenchShapesConfig:
+    sizes: list[int] = field(default_factory=lambda: [64, 128, 256])  # image sizes, one row each
+    images: int = 500                     # images rendered per repeat
+    repeats: int = 5                      # timed repeats per size (the median is reported)
+
+    def validate(self) -> None:
+        if not self.sizes or min(self.sizes) < 1:
+            raise ConfigError(f"sizes={self.sizes}: one or more sizes, each >= 1")
+        for key in ("images", "repeats"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key}={getattr(self, key)}: must be >= 1")
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 256])
-    parser.add_argument("--images", type=int, default=500, help="images per repeat")
-    parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args(argv)
+    args = parse_config(BenchShapesConfig, argv, __doc__, __file__)
     rows = []
     for size in args.sizes:
         times = []

@@ -1,23 +1,25 @@
 """Benchmark RDPM tokenizer encoding throughput (img/s) at the paper's configuration.
 
     python eval/bench_tokenizer.py                       # 256 px, f16, K=4096, d=32, T=10
-    python eval/bench_tokenizer.py --batch-sizes 64 256 --variants bf16_cl --iters 20
+    python eval/bench_tokenizer.py batch_sizes=[64,256] variants=[bf16_cl] iters=20
 
 Random weights: throughput does not depend on the values. Each variant is timed with CUDA events
-after warm-up; the median over `--iters` batches is reported. "model" times encoder + T-step
+after warm-up; the median over `iters` batches is reported. "model" times encoder + T-step
 quantizer on noise already on the GPU; "end to end" adds the per-sample CPU noise generation
-(`rdpm_noise`) and its host-to-device copy on the critical path. `--pipeline-images N` then runs
+(`rdpm_noise`) and its host-to-device copy on the critical path. `pipeline_images=N` then runs
 the real tokenizers/encode.py pipeline (ShardEncoder: shapes rendered at 256 px and noise drawn in
 DataLoader workers, compiled bf16 encoder, tar shards written) on N images and reports its
 steady-state img/s. Prints a table last.
 """
 
-import argparse
 import statistics
 import time
+from dataclasses import dataclass, field
 
 import torch
 
+from unimodal.cli import parse_config
+from unimodal.config import ConfigError
 from unimodal.tokenizer.rdpm_quantizer import rdpm_noise
 from unimodal.tokenizer.rdpm_tokenizer import RDPMTokenizer, RDPMTokenizerConfig
 
@@ -28,6 +30,26 @@ VARIANTS = {  # name -> (autocast dtype or None, channels_last, torch.compile)
     "bf16_compile": (torch.bfloat16, False, True),
     "bf16_cl_compile": (torch.bfloat16, True, True),
 }
+
+
+@dataclass
+class BenchTokenizerConfig:
+    size: str = "paper_f16"               # a named tokenizer size (RDPMTokenizerConfig.SIZES)
+    batch_sizes: list[int] = field(default_factory=lambda: [64, 256])
+    variants: list[str] = field(default_factory=lambda: list(VARIANTS))  # timed in this order
+    iters: int = 20                       # timed batches per row (the median is reported)
+    pipeline_images: int = 0              # also run tokenizers/encode.py's pipeline on N images
+    workers: int = 12                     # DataLoader workers of that pipeline
+
+    def validate(self) -> None:
+        RDPMTokenizerConfig.from_size(self.size)  # an unknown size names the choices
+        unknown = [v for v in self.variants if v not in VARIANTS]
+        if unknown or not self.variants:
+            raise ConfigError(f"variants={self.variants}: choose from {list(VARIANTS)}")
+        if not self.batch_sizes or min(self.batch_sizes) < 1:
+            raise ConfigError(f"batch_sizes={self.batch_sizes}: one or more, each >= 1")
+        if self.iters < 1 or self.pipeline_images < 0 or self.workers < 0:
+            raise ConfigError("iters must be >= 1, pipeline_images and workers >= 0")
 
 
 def time_cuda(fn, iters: int, warmup: int = 3) -> float:
@@ -47,14 +69,7 @@ def time_cuda(fn, iters: int, warmup: int = 3) -> float:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("--size", default="paper_f16")
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[64, 256])
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
-    parser.add_argument("--iters", type=int, default=20)
-    parser.add_argument("--pipeline-images", type=int, default=0)
-    parser.add_argument("--workers", type=int, default=12)
-    args = parser.parse_args(argv)
+    args = parse_config(BenchTokenizerConfig, argv, __doc__, __file__)
     if not torch.cuda.is_available():
         raise SystemExit("bench_tokenizer.py needs a CUDA device")
     torch.backends.cudnn.benchmark = True

@@ -19,8 +19,8 @@ ds() { $py -m deepspeed.launcher.runner --master_port $((29500 + RANDOM % 1000))
 stage() { echo "[$(date +%T)] $*"; }
 if [ -n "${DRY:-}" ]; then  # CPU: tiny sizes, same steps
     export OMP_NUM_THREADS=1
-    bench=(--config configs/uni_tiny.yaml --steps 4 --warmup 1 --window 1 --text-vocab 1000
-           data.seq_len=1024 data.blocks_per_image=2 data.rows_per_batch=1)
+    bench=(pretrain_config=configs/uni_tiny.yaml steps=4 warmup=1 window=1 text_vocab=1000)
+    bench_over="data.seq_len=1024 data.blocks_per_image=2 data.rows_per_batch=1"
     tok=(--config configs/rdpm_tiny.yaml train.steps=20 train.device=cpu)
     enc=(data.num_samples=400 shard_size=100 device=cpu precision=fp32 data.num_workers=1)
     small=(model.backbone.hidden_size=64 model.backbone.num_layers=2 model.backbone.num_heads=2
@@ -29,7 +29,8 @@ if [ -n "${DRY:-}" ]; then  # CPU: tiny sizes, same steps
     steps=8; every=3; kill_at=${KILL_AT:-4}; shards=3; gpu1=()
 else
     # compile off: the same setting as README's 1-GPU table, and no minutes spent compiling
-    bench=(--config configs/uni_1b.yaml --steps 8 --warmup 2 --window 2 train.compile=false)
+    bench=(pretrain_config=configs/uni_1b.yaml steps=8 warmup=2 window=2)
+    bench_over="train.compile=false"
     tok=(--config configs/rdpm_shapes64_gpu.yaml train.steps=150 train.eval_images=64)
     enc=(data.num_samples=4000 shard_size=1000 device=cuda data.num_workers=8)
     small=(data.rows_per_batch=16 data.num_workers=2)
@@ -41,8 +42,8 @@ rm -f $out/scale_*.json $out/kill_step.txt
 d=$out/data
 rm -rf $out/one_gpu
 stage "1 GPU (ZeRO 2), beside the shapes data preparation on the other GPU"
-timeout 200 $py -m deepspeed.launcher.runner --master_port 29601 --num_gpus 1 eval/bench_pretrain.py "${bench[@]}" --json $out/scale_1gpu_zero2.json \
-    train.ema_decay=0 deepspeed.zero_optimization.stage=2 > $out/scale_1gpu_zero2.log 2>&1 &
+timeout 200 $py -m deepspeed.launcher.runner --master_port 29601 --num_gpus 1 eval/bench_pretrain.py "${bench[@]}" json=$out/scale_1gpu_zero2.json \
+    "overrides=$bench_over train.ema_decay=0 deepspeed.zero_optimization.stage=2" > $out/scale_1gpu_zero2.log 2>&1 &
 bench_pid=$!
 (
     set -e
@@ -51,16 +52,16 @@ bench_pid=$!
         data.source=shapes data.image_size=64 batch_size=256 overwrite=true "${enc[@]}"
     mkdir -p $d/text
     $py -c "from unimodal.data.text_corpus import shapes_text_corpus; print('\n'.join(shapes_text_corpus(4000, seed=1)))" > $d/text/corpus.txt
-    $py tokenizers/train_text.py --input $d/text/corpus.txt --out $d/text/text.model --vocab-size 512
-    $py tokenizers/encode_text.py --input $d/text/corpus.txt --out-dir $d/text_shards \
-        --text-tokenizer $d/text/text.model --shard-size 1000
+    $py tokenizers/train_text.py "input=[$d/text/corpus.txt]" out=$d/text/text.model vocab_size=512
+    $py tokenizers/encode_text.py "input=[$d/text/corpus.txt]" out_dir=$d/text_shards \
+        text_tokenizer=$d/text/text.model shard_size=1000
 ) > $out/data_prep.log 2>&1 &
 prep_pid=$!
 wait $bench_pid || echo "1-GPU bench failed: see $out/scale_1gpu_zero2.log"
 for stage_ in 1 2 3; do
     stage "2 GPUs, ZeRO $stage_"
-    timeout 200 $py -m deepspeed.launcher.runner --master_port $((29610 + stage_)) --num_gpus 2 eval/bench_pretrain.py "${bench[@]}" --json $out/scale_2gpu_zero$stage_.json \
-        train.ema_decay=0 deepspeed.zero_optimization.stage=$stage_ > $out/scale_2gpu_zero$stage_.log 2>&1 \
+    timeout 200 $py -m deepspeed.launcher.runner --master_port $((29610 + stage_)) --num_gpus 2 eval/bench_pretrain.py "${bench[@]}" json=$out/scale_2gpu_zero$stage_.json \
+        "overrides=$bench_over train.ema_decay=0 deepspeed.zero_optimization.stage=$stage_" > $out/scale_2gpu_zero$stage_.log 2>&1 \
         || echo "2-GPU ZeRO $stage_ bench failed: see $out/scale_2gpu_zero$stage_.log"
 done
 wait $prep_pid || { echo "data preparation failed: see $out/data_prep.log"; exit 1; }
@@ -97,4 +98,4 @@ stage "2 GPUs -> 1 GPU: resume step $every of the straight run"
     --resume $out/straight/checkpoints/step_$(printf %08d $every) > $out/one_gpu.log 2>&1 \
     || echo "1-GPU resume failed: see $out/one_gpu.log"
 stage done
-$py eval/multi_gpu_report.py --run-dir $out
+$py eval/multi_gpu_report.py run_dir=$out

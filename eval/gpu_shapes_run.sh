@@ -89,9 +89,9 @@ $py tokenizers/encode.py tokenizer=$out/tokenizer/tokenizer out_dir=$out/codes d
     data.image_size=64 data.num_samples=$encode_images data.num_workers=8 shard_size=1000 batch_size=256 device=cuda \
     overwrite=true
 $py -c "from unimodal.data.text_corpus import shapes_text_corpus; print('\n'.join(shapes_text_corpus(4000, seed=1)))" > $out/text/corpus.txt
-$py tokenizers/train_text.py --input $out/text/corpus.txt --out $out/text/text.model --vocab-size 512
-$py tokenizers/encode_text.py --input $out/text/corpus.txt --out-dir $out/text_shards \
-    --text-tokenizer $out/text/text.model --shard-size 1000
+$py tokenizers/train_text.py "input=[$out/text/corpus.txt]" out=$out/text/text.model vocab_size=512
+$py tokenizers/encode_text.py "input=[$out/text/corpus.txt]" out_dir=$out/text_shards \
+    text_tokenizer=$out/text/text.model shard_size=1000
 stage "pretraining: ${heads[*]}"
 pids=()
 for head in "${heads[@]}"; do

@@ -1,8 +1,8 @@
 """The tables of eval/gpu_multi_run.sh, from the files its runs left in one folder:
 
-    python eval/multi_gpu_report.py --run-dir runs/gpu_multi
+    python eval/multi_gpu_report.py run_dir=runs/gpu_multi
 
-- Scaling (`scale_<gpus>gpu_zero<stage>.json`, from eval/bench_pretrain.py --json): tokens/s per
+- Scaling (`scale_<gpus>gpu_zero<stage>.json`, from eval/bench_pretrain.py json=FILE): tokens/s per
   GPU of each 2-GPU ZeRO stage against the 1-GPU run of the same micro-batch, i.e. efficiency =
   per-GPU tokens/s at N GPUs / tokens/s at 1 GPU.
 - Kill and resume (`straight/`, `killed/`): the loss of every step of the interrupted-and-resumed
@@ -13,9 +13,23 @@
 Writes `multi_gpu.md` there too.
 """
 
-import argparse
 import json
+from dataclasses import dataclass
 from pathlib import Path
+
+from unimodal.cli import parse_config
+from unimodal.config import ConfigError
+
+
+@dataclass
+class MultiGpuReportConfig:
+    run_dir: str = ""                     # the folder eval/gpu_multi_run.sh wrote (runs/gpu_multi)
+
+    def validate(self) -> None:
+        if not self.run_dir:
+            raise ConfigError("run_dir is required (the folder eval/gpu_multi_run.sh wrote)")
+        if not Path(self.run_dir).is_dir():
+            raise FileNotFoundError(f"run_dir={self.run_dir}: no such folder")
 
 
 def load_log(run: Path) -> dict[int, dict]:
@@ -92,12 +106,7 @@ def one_gpu_table(run_dir: Path) -> list[str]:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("--run-dir", required=True)
-    args = parser.parse_args(argv)
-    run_dir = Path(args.run_dir)
-    if not run_dir.is_dir():
-        raise FileNotFoundError(f"--run-dir {run_dir}: no such folder")
+    run_dir = Path(parse_config(MultiGpuReportConfig, argv, __doc__, __file__).run_dir)
     text = "\n".join([*scaling_table(run_dir), "", *resume_table(run_dir), "",
                       *one_gpu_table(run_dir)])
     (run_dir / "multi_gpu.md").write_text(text + "\n")

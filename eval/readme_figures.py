@@ -1,22 +1,40 @@
 """Make README's pictures from the outputs of a run: labelled original | reconstruction grids and
 prompt -> sample grids with the prompt written under each image.
 
-    python eval/readme_figures.py --reconstructions runs/gpu_shapes/tokenizer/reconstructions.png \
-        --samples runs/gpu_shapes/samples_latent --samples runs/gpu_shapes/samples_shared --out docs
+    python eval/readme_figures.py reconstructions=[runs/gpu_shapes/tokenizer/reconstructions.png] \
+        samples=[runs/gpu_shapes/samples_latent,runs/gpu_shapes/samples_shared] out=docs
 
---reconstructions: a PNG written by the tokenizer trainer or eval/recon.py (originals on the top
-row, reconstructions below). --samples: eval/sample.py output folders (samples.json + PNGs). Each
-figure is saved as docs/<name>.png, small enough to commit (a few tens of KB).
+reconstructions: PNGs written by the tokenizer trainer or eval/recon.py (originals on the top
+row, reconstructions below). samples: eval/sample.py output folders (samples.json + PNGs). Each
+figure is saved as <out>/<name>.png, small enough to commit (a few tens of KB).
 """
 
-import argparse
 import json
 import textwrap
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
+from unimodal.cli import parse_config
+from unimodal.config import ConfigError
+
 WHITE, BLACK = (255, 255, 255), (0, 0, 0)
+
+
+@dataclass
+class ReadmeFiguresConfig:
+    reconstructions: list[str] = field(default_factory=list)  # grid PNGs -> reconstructions[_N].png
+    samples: list[str] = field(default_factory=list)  # eval/sample.py folders -> <folder name>.png
+    out: str = "docs"                     # where the figures go
+
+    def validate(self) -> None:
+        if not self.reconstructions and not self.samples:
+            raise ConfigError("nothing to draw: give reconstructions=[PNG,...] and/or "
+                              "samples=[FOLDER,...]")
+        for path in [*self.reconstructions, *self.samples]:
+            if not Path(path).exists():
+                raise FileNotFoundError(f"{path}: not found")
 
 
 def _font():
@@ -65,23 +83,15 @@ def prompt_grid(samples_dir: Path, out: Path, columns: int = 4, scale: int = 2,
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("--reconstructions", type=Path, action="append", default=[],
-                        help="comparison grid PNG (repeatable); saved as reconstructions[_N].png")
-    parser.add_argument("--samples", type=Path, action="append", default=[],
-                        help="eval/sample.py folder (repeatable); saved as samples_<folder>.png")
-    parser.add_argument("--out", type=Path, default=Path("docs"))
-    args = parser.parse_args(argv)
-    for path in [*args.reconstructions, *args.samples]:
-        if not path.exists():
-            raise FileNotFoundError(f"{path}: not found")
-    args.out.mkdir(parents=True, exist_ok=True)
+    args = parse_config(ReadmeFiguresConfig, argv, __doc__, __file__)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     written = []
-    for i, png in enumerate(args.reconstructions):
+    for i, png in enumerate(map(Path, args.reconstructions)):
         name = "reconstructions.png" if i == 0 else f"reconstructions_{i}.png"
-        written.append(labelled_reconstructions(png, args.out / name))
-    for folder in args.samples:
-        written.append(prompt_grid(folder, args.out / f"{folder.name}.png",
+        written.append(labelled_reconstructions(png, out / name))
+    for folder in map(Path, args.samples):
+        written.append(prompt_grid(folder, out / f"{folder.name}.png",
                                    title=f"{folder.name}: held-out prompts -> samples"))
     for path in written:
         print(f"wrote {path} ({path.stat().st_size // 1024} KB)")

@@ -1,7 +1,7 @@
 """Loader throughput on the CPU, compared with what one GPU consumes at the uni_1b config.
 
     python mixing/benchmark.py                       # about a minute on 2 cores
-    python mixing/benchmark.py --seconds 10 --gpu-tokens-per-s 52000   # a measured trainer rate
+    python mixing/benchmark.py seconds=10 gpu_tokens_per_s=52000   # a measured trainer rate
 
 Writes synthetic shards to a temporary folder at the paper's image setting (T = 10 code maps of
 16x16, K = 4096, d = 32, 1000 classes) and text documents of a few hundred tokens, then measures
@@ -9,10 +9,10 @@ packed tokens/s (rows x seq_len, padding included: what the GPU is fed) of
   1. each source kind alone, one reader in this process with one thread (= one loader worker);
   2. the mixture of configs/uni_1b.yaml (samples: text 0.5 pre-tokenized, captioned images 0.4,
      class images 0.1; 4 rows of 4096 per batch) in this process, and through PackedBatchStream
-     with each --workers count of DataLoader workers (default: data.num_workers); the first batch
+     with each `workers` count of DataLoader workers (default: data.num_workers); the first batch
      (worker start-up) is excluded.
 The GPU side: model FLOPs per token of the 1b backbone (Llama-3.2-1B shape) on the measured mixture
-batches (unimodal.pretraining.flops.step_flops), at --mfu of --peak-tflops; --gpu-tokens-per-s
+batches (unimodal.pretraining.flops.step_flops), at `mfu` of `peak_tflops`; `gpu_tokens_per_s`
 replaces the estimate with a measured rate. Prints a table last.
 """
 
@@ -24,16 +24,18 @@ import sys
 if sys.path and os.path.realpath(sys.path[0] or ".") == os.path.dirname(os.path.realpath(__file__)):
     sys.path.pop(0)
 
-import argparse  # noqa: E402
 import io  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
 from types import SimpleNamespace  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from unimodal.cli import parse_config  # noqa: E402
+from unimodal.config import ConfigError  # noqa: E402
 from unimodal.data.mixture import DataConfig, PackedBatchStream, SourceConfig  # noqa: E402
 from unimodal.data.text_corpus import shapes_text_corpus  # noqa: E402
 from unimodal.data.text_shards import write_shard, write_text_shards  # noqa: E402
@@ -42,6 +44,33 @@ from unimodal.model.unified import BackboneConfig  # noqa: E402
 from unimodal.model.vocabulary import Vocabulary, VocabularyConfig  # noqa: E402
 from unimodal.pretraining.flops import step_flops  # noqa: E402
 from unimodal.tokenizer.rdpm_tokenizer import RDPMTokenizerConfig  # noqa: E402
+
+
+@dataclass
+class LoaderBenchmarkConfig:
+    seconds: float = 6.0                  # timed seconds per row
+    workers: list[int] = field(default_factory=lambda: [DataConfig.num_workers])  # loader workers, a row each
+    seq_len: int = 4096
+    rows_per_batch: int = 4
+    blocks_per_image: int = DataConfig.blocks_per_image
+    shards: int = 4                       # shards per source
+    per_shard: int = 250                  # samples per shard
+    peak_tflops: float = 989.0            # H100 dense bf16
+    mfu: float = 0.5                      # assumed model FLOPs utilisation
+    gpu_tokens_per_s: float = 0.0         # measured tokens/s of one GPU; replaces the FLOPs estimate
+
+    def validate(self) -> None:
+        if self.seconds <= 0:
+            raise ConfigError(f"seconds={self.seconds}: must be > 0")
+        if not self.workers or min(self.workers) < 0:
+            raise ConfigError(f"workers={self.workers}: one or more counts, each >= 0")
+        for key in ("seq_len", "rows_per_batch", "blocks_per_image", "shards", "per_shard"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key}={getattr(self, key)}: must be >= 1")
+        if self.gpu_tokens_per_s < 0 or (not self.gpu_tokens_per_s
+                                         and not (self.peak_tflops > 0 and 0 < self.mfu <= 1)):
+            raise ConfigError("gpu_tokens_per_s must be >= 0; without it peak_tflops > 0 and "
+                              "mfu in (0, 1] give the estimate")
 
 
 def build_vocab(folder: Path, num_classes: int) -> tuple[Vocabulary, RDPMTokenizerConfig]:
@@ -119,20 +148,7 @@ def gpu_flops_per_token(vocab: Vocabulary, tok_cfg: RDPMTokenizerConfig, batches
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=6.0, help="timed seconds per row")
-    parser.add_argument("--workers", type=int, nargs="+", default=[DataConfig.num_workers],
-                        help="DataLoader worker counts of the mixture rows (default: data.num_workers)")
-    parser.add_argument("--seq-len", type=int, default=4096)
-    parser.add_argument("--rows-per-batch", type=int, default=4)
-    parser.add_argument("--blocks-per-image", type=int, default=DataConfig.blocks_per_image)
-    parser.add_argument("--shards", type=int, default=4, help="shards per source")
-    parser.add_argument("--per-shard", type=int, default=250, help="samples per shard")
-    parser.add_argument("--peak-tflops", type=float, default=989.0, help="H100 dense bf16")
-    parser.add_argument("--mfu", type=float, default=0.5, help="assumed model FLOPs utilisation")
-    parser.add_argument("--gpu-tokens-per-s", type=float, default=0.0,
-                        help="measured tokens/s of one GPU; replaces the FLOPs estimate")
-    args = parser.parse_args(argv)
+    args = parse_config(LoaderBenchmarkConfig, argv, __doc__, __file__)
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -167,7 +183,7 @@ def main(argv=None):
             print(f"mixture, {workers} workers: {packed:,.0f} tokens/s", flush=True)
 
     gpu = args.gpu_tokens_per_s or args.mfu * args.peak_tflops * 1e12 / flops
-    source = "measured (--gpu-tokens-per-s)" if args.gpu_tokens_per_s else (
+    source = "measured (gpu_tokens_per_s)" if args.gpu_tokens_per_s else (
         f"estimate: {flops / 1e9:.2f} GFLOP/token at {args.mfu:.0%} MFU of {args.peak_tflops:g} TFLOP/s")
     print(f"\nCPU: {os.cpu_count()} cores, torch {torch.__version__}; {args.rows_per_batch} rows of "
           f"{args.seq_len}, "

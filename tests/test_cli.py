@@ -1,5 +1,5 @@
-"""One command-line style: every script answers --help; the converted ones list each key of their
-config with its type and default, and refuse an unknown key naming it and the script."""
+"""One command-line style: every script answers --help listing each key of its config with its
+type and default, and refuses an unknown key naming it and the script."""
 
 import re
 import subprocess
@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from unified_fixtures import ROOT
+from unified_fixtures import ROOT, load_script
 from unimodal.cli import config_keys, overrides_of, parse_config
 from unimodal.config import ConfigError
 from unimodal.model.sampling import ImageSamplingConfig
@@ -30,6 +30,20 @@ def run(*args):
 def helps():
     with ThreadPoolExecutor(2) as pool:
         return dict(zip(SCRIPTS, pool.map(lambda s: run(s, "--help"), SCRIPTS)))
+
+
+def test_every_script_is_on_parse_config_and_none_on_argparse():
+    assert len(SCRIPTS) >= 20 and CONFIG_SCRIPTS == SCRIPTS
+    on_argparse = [s for s in SCRIPTS if "argparse" in (ROOT / s).read_text()]
+    assert not on_argparse
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_every_script_refuses_an_unknown_key_naming_it_and_the_script(script):
+    with pytest.raises(ConfigError, match=rf"^{re.escape(script)}: .*'no_such_key'.*--help"):
+        load_script(script).main(["no_such_key=1"])
+    with pytest.raises(ConfigError, match=rf"^{re.escape(script)}: unknown option '--no-such-flag'"):
+        load_script(script).main(["--no-such-flag", "1"])
 
 
 def test_every_script_answers_help(helps):

@@ -166,7 +166,7 @@ def test_multi_gpu_report_compares_scaling_and_resumed_losses(tmp_path, capsys):
     log("killed", {1: 4.0, 2: 3.5, 3: 3.0})
     (tmp_path / "kill_step.txt").write_text("2\n")
     log("one_gpu", {3: 3.3})
-    load_script("eval/multi_gpu_report.py").main(["--run-dir", str(tmp_path)])
+    load_script("eval/multi_gpu_report.py").main([f"run_dir={tmp_path}"])
     text = capsys.readouterr().out
     assert "| 2 | 2 | 1900 | 950 | 95.0% |" in text
     assert "| 2 | 3 of 3 | 2 | 0.25 | False, False |" in text  # one loss differs by 0.25
@@ -179,11 +179,11 @@ def test_bench_pretrain_profiles_the_real_loop_on_a_trained_tokenizer_geometry(a
     # not outlive the test inside pytest, where later launches would inherit a busy port.
     root = Path(__file__).resolve().parents[1]
     done = subprocess.run(
-        [sys.executable, str(root / "eval/bench_pretrain.py"), "--config",
-         str(root / "configs/uni_tiny.yaml"), "--steps", "6", "--warmup", "2", "--window", "2",
-         "--profile", "2", "--text-vocab", "300", "--json", str(tmp_path / "bench.json"),
-         "--image-tokenizer", str(assets["root"] / "image_tokenizer"),
-         "model.backbone.num_layers=1", "data.seq_len=256", "data.rows_per_batch=2"],
+        [sys.executable, str(root / "eval/bench_pretrain.py"),
+         f"pretrain_config={root / 'configs/uni_tiny.yaml'}", "steps=6", "warmup=2", "window=2",
+         "profile=2", "text_vocab=300", f"json={tmp_path / 'bench.json'}",
+         f"image_tokenizer={assets['root'] / 'image_tokenizer'}",
+         "overrides=model.backbone.num_layers=1 data.seq_len=256 data.rows_per_batch=2"],
         capture_output=True, text=True, timeout=300, cwd=tmp_path,
         env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr[-3000:]
@@ -191,3 +191,29 @@ def test_bench_pretrain_profiles_the_real_loop_on_a_trained_tokenizer_geometry(a
     assert result["tokens_per_s"] > 0 and result["seq_len"] == 256
     assert re.search(r"profile of 2 steps: wall \d+\.\d ms/step", done.stdout)
     assert "aten::mm" in done.stdout and "Self CPU" in done.stdout   # the recorded steps' ops
+
+
+def test_tokenizer_ablation_runs_are_the_preset_or_the_variants_after_the_common_overrides():
+    from unimodal.cli import parse_config
+    from unimodal.config import ConfigError
+
+    mod = load_script("eval/tokenizer_ablation.py")
+    config = str(Path(__file__).resolve().parents[1] / "configs/rdpm_tiny.yaml")
+
+    def runs(*words):
+        return parse_config(mod.TokenizerAblationConfig, [f"tokenizer_config={config}", *words],
+                            None, mod.__file__).runs()
+
+    assert list(runs()) == list(mod.PRESETS["default"])
+    table2 = runs("preset=table2", "overrides=train.steps=800 data.num_workers=2")
+    assert list(table2) == list(mod.PRESETS["table2"])
+    assert table2["T6"] == ["train.steps=800", "data.num_workers=2", "model.steps=6",
+                            "model.step_weighting=false", "model.shared_bias=false"]
+    chosen = runs("preset=table2", "variants.rdpm=", 'variants.vq="model.steps=1 optim.lr=6e-4"')
+    assert chosen == {"rdpm": [], "vq": ["model.steps=1", "optim.lr=6e-4"]}
+    with pytest.raises(ConfigError, match=r"variants\.vq: key 'model\.stepz'"):
+        runs("variants.vq=model.stepz=1")
+    with pytest.raises(ConfigError, match=r"overrides: \['train'\] are not key=value"):
+        runs("overrides=train")
+    with pytest.raises(ConfigError, match="preset='nope': choose one of"):
+        runs("preset=nope")

@@ -37,17 +37,19 @@ def test_encode_text_writes_shards_the_stream_reads(vocab_dir, tmp_path):
     (tmp_path / "a.txt").write_text("\n".join(docs[:2]) + "\n\n")
     (tmp_path / "b.jsonl").write_text(json.dumps({"body": docs[2]}) + "\n")
     encode = load_script("tokenizers/encode_text.py").main
-    meta = encode(["--input", str(tmp_path / "a.txt"), str(tmp_path / "b.jsonl"), "--jsonl-field",
-                   "body", "--out-dir", str(tmp_path / "ids"), "--vocab", str(folder),
-                   "--shard-size", "2"])
+    meta = encode([f"input=[{tmp_path / 'a.txt'},{tmp_path / 'b.jsonl'}]", "jsonl_field=body",
+                   f"out_dir={tmp_path / 'ids'}", f"vocab={folder}", "shard_size=2"])
     assert meta["documents"] == 3 and meta["shards"] == 2
     assert meta["tokens"] == sum(len(vocab.encode_text(d)) for d in docs)
     pattern = str(tmp_path / "ids" / "shard-{000000..000001}.tar")
     assert set(_read_back(vocab, pattern)) == set(docs)      # endless: every document, repeatedly
     # The same ids from the tokenizer file; raw text shards give the same documents on the fly.
-    encode(["--input", str(tmp_path / "a.txt"), "--out-dir", str(tmp_path / "tok"),
-            "--text-tokenizer", str(text_model), "--no-text"])
-    encode(["--input", str(tmp_path / "a.txt"), "--out-dir", str(tmp_path / "raw"), "--raw"])
+    encode([f"input=[{tmp_path / 'a.txt'}]", f"out_dir={tmp_path / 'tok'}",
+            f"text_tokenizer={text_model}", "keep_text=false"])
+    encode([f"input=[{tmp_path / 'a.txt'}]", f"out_dir={tmp_path / 'raw'}", "raw=true"])
+    with pytest.raises(ConfigError, match="exactly one of vocab"):
+        encode([f"input=[{tmp_path / 'a.txt'}]", f"out_dir={tmp_path / 'x'}", "raw=true",
+                f"vocab={folder}"])
     assert set(_read_back(vocab, str(tmp_path / "tok" / "shard-000000.tar"))) == set(docs[:2])
     assert set(_read_back(vocab, str(tmp_path / "raw" / "shard-000000.tar"))) == set(docs[:2])
     # Shards from another tokenizer are refused before training starts.
@@ -85,7 +87,7 @@ def test_inspect_prints_proportions_tokens_and_examples(vocab_dir, tmp_path, cap
 
 def test_benchmark_runs_and_prints_a_table(capsys):
     result = load_script("mixing/benchmark.py").main(
-        ["--seconds", "0.1", "--shards", "1", "--per-shard", "12", "--seq-len", "1024"])
+        ["seconds=0.1", "shards=1", "per_shard=12", "seq_len=1024"])
     out = capsys.readouterr().out.strip().splitlines()
     assert out[-7].startswith("stream") and "x GPU" in out[-7]
     assert result["gpu_tokens_per_s"] > 0 and result["per_worker_tokens_per_s"] > 0

@@ -220,5 +220,5 @@ def test_render_benchmark_script_runs():
     """Rendering speed is a benchmark (eval/bench_shapes.py), not a timing assert in the suite."""
     from unified_fixtures import load_script
 
-    rows = load_script("eval/bench_shapes.py").main(["--sizes", "32", "--images", "3", "--repeats", "1"])
+    rows = load_script("eval/bench_shapes.py").main(["sizes=[32]", "images=3", "repeats=1"])
     assert rows[0][0] == 32 and rows[0][1] > 0

@@ -41,8 +41,8 @@ def sp_model(tmp_path_factory):
     (folder / "a.txt").write_text("\n".join(corpus[:300]) + "\n\n")
     (folder / "b.jsonl").write_text("\n".join(json.dumps({"body": t}) for t in corpus[300:]))
     out = folder / "tok" / "text.model"
-    train_text(["--input", str(folder / "a.txt"), str(folder / "b.jsonl"), "--jsonl-field", "body",
-                "--out", str(out), "--vocab-size", "320"])
+    train_text([f"input=[{folder / 'a.txt'},{folder / 'b.jsonl'}]", "jsonl_field=body",
+                f"out={out}", "vocab_size=320"])
     return out
 
 
@@ -181,7 +181,7 @@ def test_save_load_is_self_contained(tmp_path, text_tokenizer):
 def test_load_rejects_a_swapped_tokenizer(tmp_path, sp_model):
     make(sp_model).save(tmp_path / "ckpt")
     other = tmp_path / "other.model"
-    train_text(["--shapes-corpus", "100", "--seed", "1", "--out", str(other), "--vocab-size", "300"])
+    train_text(["shapes_corpus=100", "seed=1", f"out={other}", "vocab_size=300"])
     shutil.copyfile(other, tmp_path / "ckpt" / "text_tokenizer.model")
     with pytest.raises(ValueError, match="does not match"):
         Vocabulary.load(tmp_path / "ckpt")
@@ -249,16 +249,18 @@ def test_config_is_an_omegaconf_section(sp_model):
 def test_train_text_errors(tmp_path):
     out = str(tmp_path / "t.model")
     with pytest.raises(FileNotFoundError, match="missing.txt"):
-        train_text(["--input", str(tmp_path / "missing.txt"), "--out", out])
+        train_text([f"input=[{tmp_path / 'missing.txt'}]", f"out={out}"])
     (tmp_path / "blank.txt").write_text("\n  \n")
     (tmp_path / "empty.jsonl").write_text("")
     with pytest.raises(ValueError, match="empty corpus.*blank.txt"):
-        train_text(["--input", str(tmp_path / "blank.txt"), str(tmp_path / "empty.jsonl"), "--out", out])
+        train_text([f"input=[{tmp_path / 'blank.txt'},{tmp_path / 'empty.jsonl'}]", f"out={out}"])
     (tmp_path / "bad.jsonl").write_text('{"text": "fine"}\n{"body": "no text field"}\n')
     with pytest.raises(ValueError, match=r"bad.jsonl:2: no string field 'text'"):
-        train_text(["--input", str(tmp_path / "bad.jsonl"), "--out", out])
-    with pytest.raises(SystemExit):
-        train_text(["--shapes-corpus", "10", "--out", str(tmp_path / "t.bin")])
+        train_text([f"input=[{tmp_path / 'bad.jsonl'}]", f"out={out}"])
+    with pytest.raises(ConfigError, match="out=.*t.bin.*must end in .model"):
+        train_text(["shapes_corpus=10", f"out={tmp_path / 't.bin'}"])
+    with pytest.raises(ConfigError, match="exactly one of input"):
+        train_text([f"input=[{tmp_path / 'bad.jsonl'}]", "shapes_corpus=10", f"out={out}"])
     assert not Path(out).exists()
 
 

@@ -30,7 +30,7 @@ def make_assets(folder: Path, num_classes: int = 28):
     text_model = folder / "text.model"
     if not text_model.exists():
         load_script("tokenizers/train_text.py").main(
-            ["--shapes-corpus", "1500", "--out", str(text_model), "--vocab-size", "300"])
+            ["shapes_corpus=1500", f"out={text_model}", "vocab_size=300"])
     torch.manual_seed(0)
     tok = RDPMTokenizer(tiny_tokenizer_config()).eval()
     torch.nn.init.normal_(tok.quantizer.bias_conv.weight, std=0.05)

@@ -1,51 +1,64 @@
 """Turn .txt / .jsonl files into webdataset text shards for the training mixture.
 
-    python tokenizers/encode_text.py --input a.txt b.jsonl --out-dir shards/text --vocab runs/vocab
-    python tokenizers/encode_text.py --input a.jsonl --out-dir shards/text --text-tokenizer tok/text.model
-    python tokenizers/encode_text.py --input a.txt --out-dir shards/raw --raw   # tokenized on the fly
+    python tokenizers/encode_text.py input=[a.txt,b.jsonl] out_dir=shards/text vocab=runs/vocab
+    python tokenizers/encode_text.py input=[a.jsonl] out_dir=shards/text text_tokenizer=tok/text.model
+    python tokenizers/encode_text.py input=[a.txt] out_dir=shards/raw raw=true   # tokenized on the fly
 
-Inputs: .txt (one document per line) and .jsonl (text under --jsonl-field). Each sample of
-`shard-XXXXXX.tar` holds `ids.npy` (int32 token ids, no bos/eos) and, unless --no-text, the raw
-`txt`; with --raw only `txt`. `encode_text_meta.json` records counts and the tokenizer's
-fingerprint, which the loader checks. Point a `kind: text` source of the data config at
-`<out-dir>/shard-{000000..NNNNNN}.tar`.
+Inputs: .txt (one document per line) and .jsonl (text under jsonl_field). Exactly one of vocab,
+text_tokenizer and raw=true says what is stored: each sample of `shard-XXXXXX.tar` holds `ids.npy`
+(int32 token ids, no bos/eos) and, unless keep_text=false, the raw `txt`; with raw=true only
+`txt`. `encode_text_meta.json` records counts and the tokenizer's fingerprint, which the loader
+checks. Point a `kind: text` source of the data config at `<out_dir>/shard-{000000..NNNNNN}.tar`.
 """
 
-import argparse
+from dataclasses import dataclass, field
 
+from unimodal.cli import parse_config
+from unimodal.config import ConfigError
 from unimodal.data.text_corpus import read_documents
 from unimodal.data.text_shards import write_text_shards
 from unimodal.model.vocabulary import Vocabulary, VocabularyConfig
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("--input", nargs="+", required=True, help=".txt / .jsonl files")
-    parser.add_argument("--out-dir", required=True, help="where shard-XXXXXX.tar files go")
-    tokenizer = parser.add_mutually_exclusive_group(required=True)
-    tokenizer.add_argument("--vocab", help="vocabulary folder (Vocabulary.save) whose text ids to use")
-    tokenizer.add_argument("--text-tokenizer", help="sentencepiece .model or local Hugging Face folder")
-    tokenizer.add_argument("--raw", action="store_true", help="store raw text only (no ids)")
-    parser.add_argument("--jsonl-field", default="text", help="field holding the text in .jsonl files")
-    parser.add_argument("--shard-size", type=int, default=10000, help="documents per shard")
-    parser.add_argument("--no-text", action="store_true", help="store ids only, not the raw text")
-    args = parser.parse_args(argv)
-    if args.shard_size < 1:
-        parser.error(f"--shard-size {args.shard_size}: must be >= 1")
-    if args.raw and args.no_text:
-        parser.error("--raw stores only the text; it cannot be combined with --no-text")
+@dataclass
+class EncodeTextConfig:
+    input: list[str] = field(default_factory=list)  # .txt / .jsonl files
+    out_dir: str = ""                     # where shard-XXXXXX.tar files go
+    vocab: str = ""                       # vocabulary folder (Vocabulary.save) whose text ids to use
+    text_tokenizer: str = ""              # or: a sentencepiece .model or local Hugging Face folder
+    raw: bool = False                     # or: store raw text only (no ids)
+    jsonl_field: str = "text"             # field holding the text in .jsonl files
+    shard_size: int = 10000               # documents per shard
+    keep_text: bool = True                # store the raw txt beside ids.npy (false: ids only)
 
-    if args.vocab:
-        vocab = Vocabulary.load(args.vocab)
-    elif args.text_tokenizer:
-        vocab = Vocabulary.build(VocabularyConfig.text_only(args.text_tokenizer))
+    def validate(self) -> None:
+        if not self.input:
+            raise ConfigError("input is required: input=[a.txt,b.jsonl]")
+        if not self.out_dir:
+            raise ConfigError("out_dir is required (where the shards go)")
+        chosen = [k for k in ("vocab", "text_tokenizer", "raw") if getattr(self, k)]
+        if len(chosen) != 1:
+            raise ConfigError(f"give exactly one of vocab=DIR, text_tokenizer=PATH and raw=true "
+                              f"(got {chosen or 'none'})")
+        if self.shard_size < 1:
+            raise ConfigError(f"shard_size={self.shard_size}: must be >= 1")
+        if self.raw and not self.keep_text:
+            raise ConfigError("raw=true stores only the text; it cannot go with keep_text=false")
+
+
+def main(argv=None):
+    cfg = parse_config(EncodeTextConfig, argv, __doc__, __file__)
+    if cfg.vocab:
+        vocab = Vocabulary.load(cfg.vocab)
+    elif cfg.text_tokenizer:
+        vocab = Vocabulary.build(VocabularyConfig.text_only(cfg.text_tokenizer))
     else:
         vocab = None
-    documents = read_documents(args.input, args.jsonl_field)
-    meta = write_text_shards(documents, args.out_dir, vocab, args.shard_size,
-                             keep_text=not args.no_text)
+    documents = read_documents(cfg.input, cfg.jsonl_field)
+    meta = write_text_shards(documents, cfg.out_dir, vocab, cfg.shard_size,
+                             keep_text=cfg.keep_text)
     what = f"{meta['tokens']} tokens" if meta["pretokenized"] else "raw text"
-    print(f"wrote {meta['documents']} documents ({what}) in {meta['shards']} shards to {args.out_dir}")
+    print(f"wrote {meta['documents']} documents ({what}) in {meta['shards']} shards to {cfg.out_dir}")
     return meta
 
 

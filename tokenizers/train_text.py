@@ -1,43 +1,54 @@
 """Train a sentencepiece text tokenizer for the unified vocabulary.
 
-    python tokenizers/train_text.py --input a.txt b.jsonl --out tok/text.model --vocab-size 512 [--jsonl-field text]
-    python tokenizers/train_text.py --shapes-corpus 20000 --out tok/text.model --vocab-size 512
+    python tokenizers/train_text.py input=[a.txt,b.jsonl] out=tok/text.model vocab_size=512 [jsonl_field=text]
+    python tokenizers/train_text.py shapes_corpus=20000 out=tok/text.model vocab_size=512
 
-Inputs: .txt (one document per line) and .jsonl (text under --jsonl-field), or the built-in
-generated shapes corpus. The model: byte_fallback (any text is encodable, no <unk> in practice),
+Inputs: .txt (one document per line) and .jsonl (text under jsonl_field), or (shapes_corpus=N)
+the built-in generated shapes corpus. The model: byte_fallback (any text is encodable, no <unk> in practice),
 unk=0 bos=1 eos=2 and NO pad id (pad_id=-1): padding is the vocabulary's own <pad> special.
 Normalisation is "identity" without whitespace collapsing, so decode(encode(text)) == text.
 The vocabulary size is a soft limit: a corpus too small for it yields a smaller model.
 """
 
-import argparse
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from unimodal.cli import parse_config
+from unimodal.config import ConfigError
 from unimodal.data.text_corpus import read_documents, shapes_text_corpus
 
 MIN_VOCAB_SIZE = 256 + 3 + 1  # byte pieces, unk/bos/eos, at least one character of the corpus
+MODEL_TYPES = ("bpe", "unigram")
+
+
+@dataclass
+class TrainTextConfig:
+    input: list[str] = field(default_factory=list)  # .txt / .jsonl files
+    shapes_corpus: int = 0                # or: train on N generated shapes documents
+    out: str = ""                         # output model path, ending in .model
+    vocab_size: int = 512                 # a soft limit: a small corpus yields a smaller model
+    model_type: str = "bpe"               # bpe | unigram
+    jsonl_field: str = "text"             # field holding the text in .jsonl files
+    seed: int = 0                         # seed of the shapes corpus
+    max_sentences: int = 2_000_000        # sentencepiece samples at most this many lines
+
+    def validate(self) -> None:
+        if bool(self.input) == bool(self.shapes_corpus):
+            raise ConfigError("give exactly one of input=[FILE,...] and shapes_corpus=N")
+        if self.shapes_corpus < 0:
+            raise ConfigError(f"shapes_corpus={self.shapes_corpus}: must be >= 1")
+        if Path(self.out).suffix != ".model":
+            raise ConfigError(f"out={self.out!r}: must end in .model")
+        if self.vocab_size < MIN_VOCAB_SIZE:
+            raise ConfigError(f"vocab_size={self.vocab_size}: must be >= {MIN_VOCAB_SIZE} "
+                              "(256 byte-fallback pieces + unk/bos/eos + the corpus's characters)")
+        if self.model_type not in MODEL_TYPES:
+            raise ConfigError(f"model_type={self.model_type!r}: choose one of {list(MODEL_TYPES)}")
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--input", nargs="+", help=".txt / .jsonl files")
-    source.add_argument("--shapes-corpus", type=int, metavar="N", help="train on N generated shapes documents")
-    parser.add_argument("--out", required=True, help="output model path, ending in .model")
-    parser.add_argument("--vocab-size", type=int, default=512)
-    parser.add_argument("--model-type", choices=("bpe", "unigram"), default="bpe")
-    parser.add_argument("--jsonl-field", default="text", help="field holding the text in .jsonl files")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the shapes corpus")
-    parser.add_argument("--max-sentences", type=int, default=2_000_000,
-                        help="sentencepiece samples at most this many lines of a large corpus")
-    args = parser.parse_args(argv)
-
+    args = parse_config(TrainTextConfig, argv, __doc__, __file__)
     out = Path(args.out)
-    if out.suffix != ".model":
-        parser.error(f"--out {args.out}: must end in .model")
-    if args.vocab_size < MIN_VOCAB_SIZE:
-        parser.error(f"--vocab-size {args.vocab_size}: must be >= {MIN_VOCAB_SIZE} "
-                     "(256 byte-fallback pieces + unk/bos/eos + the corpus's characters)")
     if args.input:
         documents, where = read_documents(args.input, args.jsonl_field), ", ".join(args.input)
     else:
@@ -49,12 +60,12 @@ def main(argv=None):
 
 
 def spm_processor(path: Path):
-    import sentencepiece as spm  # lazy: --help and argument errors work without it
+    import sentencepiece as spm  # lazy: --help and config errors work without it
 
     return spm.SentencePieceProcessor(model_file=str(path))
 
 
-def train_sentencepiece(documents, where: str, out: Path, args) -> None:
+def train_sentencepiece(documents, where: str, out: Path, args: TrainTextConfig) -> None:
     import sentencepiece as spm
 
     # sentencepiece trains on lines; a multi-line document is split so no line holds a newline.

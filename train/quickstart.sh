@@ -17,9 +17,9 @@ python tokenizers/encode.py tokenizer=$out/tokenizer/tokenizer out_dir=$out/code
     device=cpu precision=fp32 overwrite=true
 mkdir -p $out/text
 python -c "from unimodal.data.text_corpus import shapes_text_corpus; print('\n'.join(shapes_text_corpus(4000, seed=1)))" > $out/text/corpus.txt
-python tokenizers/train_text.py --input $out/text/corpus.txt --out $out/text/text.model --vocab-size 512
-python tokenizers/encode_text.py --input $out/text/corpus.txt --out-dir $out/text_shards \
-    --text-tokenizer $out/text/text.model --shard-size 1000
+python tokenizers/train_text.py "input=[$out/text/corpus.txt]" out=$out/text/text.model vocab_size=512
+python tokenizers/encode_text.py "input=[$out/text/corpus.txt]" out_dir=$out/text_shards \
+    text_tokenizer=$out/text/text.model shard_size=1000
 python train/pretrain.py --config configs/uni_tiny.yaml train.overwrite=true
 python eval/sample.py checkpoint=$out/pretrain/export out=$out/samples overwrite=true device=cpu \
     prompts="[a red circle, a blue square above a yellow triangle, a green diamond on the left]" \

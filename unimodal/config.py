@@ -130,14 +130,6 @@ def save_config(cfg: Any, path: str | Path) -> None:
     Path(path).write_text(to_yaml(cfg))
 
 
-def split_config_args(argv: Sequence[str]) -> list[str]:
-    """Dotlist overrides are the bare `key=value` words left after argparse."""
-    bad = [a for a in argv if "=" not in a or a.startswith("-")]
-    if bad:
-        raise ConfigError(f"unrecognised arguments {bad}; overrides look like model.width=256")
-    return list(argv)
-
-
 def warmup_cosine(step: int, warmup: int, total: int, min_ratio: float) -> float:
     """The lr factor of `step` (from 0): linear warm-up over `warmup` steps, then a cosine from 1
     down to `min_ratio` at `total`. A function of the step alone, so a resumed run repeats it."""
