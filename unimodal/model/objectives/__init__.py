@@ -98,9 +98,12 @@ class ImageObjective:
         raise NotImplementedError
 
 
-from unimodal.model.objectives.rdpm import RDPMObjective  # noqa: E402  (it subclasses the above)
+# The objectives subclass the above, so they are imported after it.
+from unimodal.model.objectives.next_token import NextTokenObjective  # noqa: E402
+from unimodal.model.objectives.rdpm import RDPMObjective  # noqa: E402
 
-IMAGE_OBJECTIVES: dict[str, type[ImageObjective]] = {"rdpm": RDPMObjective}
+IMAGE_OBJECTIVES: dict[str, type[ImageObjective]] = {"rdpm": RDPMObjective,
+                                                     "next_token": NextTokenObjective}
 
 
 def objective_class(name: str, key: str = "model.image_objective") -> type[ImageObjective]:
