@@ -133,14 +133,17 @@ def test_training_loss_and_sampled_codes_are_pinned(assets, code_head):
 def test_registry_names_the_key_and_the_known_objectives(assets):
     from unimodal.config import ConfigError
     from unimodal.model.objectives import IMAGE_OBJECTIVES, build_objective
+    from unimodal.model.objectives.masked import MaskedObjective
     from unimodal.model.objectives.next_token import NextTokenObjective
     from unimodal.model.objectives.rdpm import RDPMObjective
     from unimodal.model.unified import UnifiedModelConfig
 
-    assert IMAGE_OBJECTIVES == {"rdpm": RDPMObjective, "next_token": NextTokenObjective}
+    assert IMAGE_OBJECTIVES == {"rdpm": RDPMObjective, "next_token": NextTokenObjective,
+                                "masked": MaskedObjective}
     assert UnifiedModelConfig().image_objective == "rdpm"
     UnifiedModelConfig(image_objective="next_token").validate()
-    with pytest.raises(ConfigError, match=r"model\.image_objective='maskgit'.*\['next_token', 'rdpm'\]"):
+    with pytest.raises(ConfigError,
+                       match=r"model\.image_objective='maskgit'.*\['masked', 'next_token', 'rdpm'\]"):
         UnifiedModelConfig(image_objective="maskgit").validate()
     with pytest.raises(ConfigError, match=r"model\.image_objective='raster'"):
         build_objective("raster", assets[3], LATENT_DIM)

@@ -80,14 +80,14 @@ def _mask_rows(batch, objective_cls):
 
 
 # ------------------------------------------------------------------------------------ shared
-@pytest.mark.parametrize("objective", ["next_token"])
+@pytest.mark.parametrize("objective", ["next_token", "masked"])
 def test_a_multi_step_tokenizer_is_refused_naming_steps(tmp_path_factory, objective):
     vocab = make_assets(tmp_path_factory.mktemp("assets_t4"))[3]   # T = 4
     with pytest.raises(ConfigError, match=rf"image_objective='{objective}'.*steps=4"):
         build_objective(objective, vocab, LATENT_DIM)
 
 
-@pytest.mark.parametrize("objective", ["next_token"])
+@pytest.mark.parametrize("objective", ["next_token", "masked"])
 def test_data_checks_refuse_step_weights_and_ignore_rdpm_blocks(assets, objective):
     vocab = assets[3]
     sources = [SourceConfig(name="c", kind="class_images", shards="x.tar")]
@@ -101,7 +101,7 @@ def test_data_checks_refuse_step_weights_and_ignore_rdpm_blocks(assets, objectiv
                                  image_objective=objective)
 
 
-@pytest.mark.parametrize("objective", ["next_token"])
+@pytest.mark.parametrize("objective", ["next_token", "masked"])
 def test_loss_falls_through_the_data_path(assets, objective):
     vocab = assets[3]
     model = _model(assets, objective).train()
@@ -110,7 +110,7 @@ def test_loss_falls_through_the_data_path(assets, objective):
     assert np.mean(losses[-3:]) < 0.6 * losses[0], losses
 
 
-@pytest.mark.parametrize("objective", ["next_token"])
+@pytest.mark.parametrize("objective", ["next_token", "masked"])
 def test_sampler_returns_valid_codes(assets, objective):
     vocab = assets[3]
     model = _model(assets, objective).eval()
@@ -131,15 +131,11 @@ def test_next_token_document_predicts_each_code_from_the_ones_before(assets):
     row_targets, blocks = batch["targets"][0], batch["block_ids"][0]
     first = blocks == 0
     flat = codes.flatten() + vocab.code_offset
-    assert torch.equal(row_targets[first], flat_of(_images(vocab)[0], vocab))
+    assert torch.equal(row_targets[first], _images(vocab)[0].flatten() + vocab.code_offset)
     inputs = batch["input_ids"][0][blocks == 1]
     assert inputs[0] == vocab.boi_id and torch.equal(inputs[1:], flat[:-1])
     assert torch.equal(row_targets[blocks == 1], flat)
     assert batch["block_codes"].shape == (4, 1, *vocab.grid)
-
-
-def flat_of(codes, vocab):
-    return codes.flatten() + vocab.code_offset
 
 
 def test_next_token_mask_is_causal_within_the_image(assets):
@@ -202,3 +198,111 @@ def test_next_token_cached_sampling_equals_the_uncached_reference(assets, cfg):
         reference = _uncached_next_token(model, prompts, cfg, seeds)
     assert torch.equal(cached, reference)
     assert len(set(cached.flatten().tolist())) > 1     # not a degenerate constant image
+
+
+# ------------------------------------------------------------------------------------ masked
+def test_masked_documents_score_only_masked_positions_on_a_cosine_schedule(assets):
+    from unimodal.model.objectives.masked import MaskedObjective
+
+    vocab = assets[3]
+    objective = MaskedObjective(vocab, LATENT_DIM)
+    hw = objective.hw
+    rng = np.random.default_rng(0)
+    layouts = [objective.draw_layout(rng) for _ in range(400)]
+    counts = np.array([layout.masked.sum() for layout in layouts])
+    ratios = np.array([layout.ratio for layout in layouts])
+    assert counts.min() >= 1 and counts.max() <= hw
+    assert np.array_equal(counts, np.clip(np.ceil(ratios * hw), 1, hw).astype(int))
+    assert abs(ratios.mean() - 2 / np.pi) < 0.05              # E[cos(pi/2 u)] = 2/pi
+    codes = _images(vocab)[2]
+    doc = objective.image_document(image_prompt(vocab, class_id=2), False, codes, 0, layouts[0])
+    targets = torch.tensor(doc.targets[-hw:])
+    masked = torch.from_numpy(layouts[0].masked)
+    assert torch.equal(targets[masked], codes.flatten()[masked] + vocab.code_offset)
+    assert (targets[~masked] == -100).all() and (torch.tensor(doc.targets[:-hw]) == -100).all()
+    batch = _batch(vocab, "masked")
+    assert batch["block_masked"].shape == (4, *vocab.grid)
+    assert int((batch["targets"] >= 0).sum()) == int(batch["block_masked"].sum())
+
+
+def test_masked_mask_is_bidirectional_within_the_image(assets):
+    from unimodal.model.objectives.masked import MaskedObjective
+
+    vocab = assets[3]
+    batch = {**_batch(vocab, "masked"), "_vocab": vocab}
+    dense = _mask_rows(batch, MaskedObjective)[0]
+    blocks, docs = batch["block_ids"][0], batch["doc_ids"][0]
+    image = (blocks == 1).nonzero()[:, 0]
+    assert dense[image][:, image].all()                            # the whole image both ways
+    prompt = (docs == docs[image[0]]) & (blocks < 0)
+    assert dense[image][:, prompt].all()
+    assert not dense[image][:, blocks == 0].any()
+    assert not dense[prompt][:, image].any()                       # the prompt never sees it
+
+
+def test_masked_schedule_leaves_nothing_masked_after_the_last_pass():
+    from unimodal.model.objectives.masked import still_masked
+
+    left = [still_masked(64, s, 12) for s in range(13)]
+    assert left[0] == 64 and left[-1] == 0 and left == sorted(left, reverse=True)
+
+
+def _one_pass_masked(model, prompts, cfg, seeds):
+    """Reference for S = 1: one uncached forward of each full sequence (prompt + all [MASK])."""
+    from unimodal.model.objectives.masked import MaskLayout, masked_document
+    from unimodal.model.attention_mask import build_attention_mask
+
+    vocab = model.vocab
+    hw, b = vocab.grid[0] * vocab.grid[1], len(prompts)
+    guided = cfg.cfg_scale != 0
+    rows = prompts + ([image_prompt(vocab)] * b if guided else [])
+    blank = torch.zeros((1, *vocab.grid), dtype=torch.long)
+    docs = [masked_document(vocab, p, blank, MaskLayout(1.0, np.ones(hw, bool)), False)
+            for p in rows]
+    batch = pack_documents(docs, seq_len=max(len(d) for d in docs), pad_id=vocab.pad_id)
+    assert batch["input_ids"].shape[0] == len(rows)            # one sequence per row
+    emb, _ = model.embed_sequence(batch)
+    mask = build_attention_mask(batch["doc_ids"], batch["block_ids"], model.objective.image_rule)
+    hidden, _ = model.backbone(emb, batch["position_ids"], mask)
+    logits = model.code_logits(hidden[batch["block_ids"] >= 0]).view(len(rows), hw, -1)
+    if guided:
+        scale = guidance_scale(cfg.cfg_scale, cfg.cfg_schedule, 1, 1)
+        logits = guide(logits[:b], logits[b:], scale)
+    gens = [torch.Generator().manual_seed(s) for s in seeds]
+    codes = gumbel_sample(top_p_filter(top_k_filter(logits, cfg.top_k), cfg.top_p),
+                          cfg.temperature, gens)
+    return codes.view(b, 1, *vocab.grid)
+
+
+@pytest.mark.parametrize("cfg", [
+    ImageSamplingConfig(cfg_scale=0.0, temperature=0.0, mask_steps=1),
+    ImageSamplingConfig(cfg_scale=3.0, cfg_schedule="linear", temperature=1.0, top_k=12,
+                        top_p=0.8, mask_steps=1),
+], ids=["greedy", "cfg_topk_topp"])
+def test_masked_one_pass_sampling_equals_one_forward(assets, cfg):
+    vocab = assets[3]
+    model = _model(assets, "masked").eval()
+    torch.manual_seed(3)
+    model.backbone.init_weights(std=0.3)
+    model.image_input.init_weights(std=0.3)
+    prompts = [image_prompt(vocab, "a red circle above a square"), image_prompt(vocab, class_id=2)]
+    seeds = [17, 4]
+    sampled = sample_codes(model, prompts, cfg, seeds)
+    with torch.no_grad():
+        reference = _one_pass_masked(model, prompts, cfg, seeds)
+    assert torch.equal(sampled, reference)
+    assert len(set(sampled.flatten().tolist())) > 1
+
+
+def test_masked_sampling_passes_matter(assets):
+    """S > 1 passes condition later codes on earlier ones: the result differs from one pass."""
+    vocab = assets[3]
+    model = _model(assets, "masked").eval()
+    torch.manual_seed(3)
+    model.backbone.init_weights(std=0.3)
+    model.image_input.init_weights(std=0.3)
+    prompts = [image_prompt(vocab, class_id=1)]
+    greedy = dict(cfg_scale=0, temperature=0)
+    one = sample_codes(model, prompts, ImageSamplingConfig(**greedy, mask_steps=1))
+    many = sample_codes(model, prompts, ImageSamplingConfig(**greedy))
+    assert not torch.equal(one, many)

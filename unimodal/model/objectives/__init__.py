@@ -99,11 +99,13 @@ class ImageObjective:
 
 
 # The objectives subclass the above, so they are imported after it.
+from unimodal.model.objectives.masked import MaskedObjective  # noqa: E402
 from unimodal.model.objectives.next_token import NextTokenObjective  # noqa: E402
 from unimodal.model.objectives.rdpm import RDPMObjective  # noqa: E402
 
 IMAGE_OBJECTIVES: dict[str, type[ImageObjective]] = {"rdpm": RDPMObjective,
-                                                     "next_token": NextTokenObjective}
+                                                     "next_token": NextTokenObjective,
+                                                     "masked": MaskedObjective}
 
 
 def objective_class(name: str, key: str = "model.image_objective") -> type[ImageObjective]:
