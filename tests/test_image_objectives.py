@@ -133,17 +133,24 @@ def test_training_loss_and_sampled_codes_are_pinned(assets, code_head):
 def test_registry_names_the_key_and_the_known_objectives(assets):
     from unimodal.config import ConfigError
     from unimodal.model.objectives import IMAGE_OBJECTIVES, build_objective
+    from unimodal.model.objectives.masked import MaskedObjective
+    from unimodal.model.objectives.next_token import NextTokenObjective
     from unimodal.model.objectives.rdpm import RDPMObjective
     from unimodal.model.unified import UnifiedModelConfig
 
-    assert IMAGE_OBJECTIVES == {"rdpm": RDPMObjective}
+    assert IMAGE_OBJECTIVES == {"rdpm": RDPMObjective, "next_token": NextTokenObjective,
+                                "masked": MaskedObjective}
     assert UnifiedModelConfig().image_objective == "rdpm"
-    with pytest.raises(ConfigError, match=r"model\.image_objective='maskgit'.*\['rdpm'\]"):
+    UnifiedModelConfig(image_objective="next_token").validate()
+    with pytest.raises(ConfigError,
+                       match=r"model\.image_objective='maskgit'.*\['masked', 'next_token', 'rdpm'\]"):
         UnifiedModelConfig(image_objective="maskgit").validate()
     with pytest.raises(ConfigError, match=r"model\.image_objective='raster'"):
         build_objective("raster", assets[3], LATENT_DIM)
     with pytest.raises(ConfigError, match=r"model\.code_head='mlp'.*latent_shared"):
         UnifiedModelConfig(code_head="mlp").validate()
+    with pytest.raises(ConfigError, match=r"model\.code_head='latent'.*\('shared',\)"):
+        UnifiedModelConfig(image_objective="next_token", code_head="latent").validate()
 
 
 def test_the_model_uses_its_objective(assets):

@@ -80,8 +80,12 @@ def test_dense_mask_is_exactly_the_mask_mod():
 
 
 @pytest.mark.gpu
-def test_flex_attention_agrees_with_dense_sdpa_on_cuda():
+@pytest.mark.parametrize("objective", ["rdpm", "next_token", "masked"])
+def test_flex_attention_agrees_with_dense_sdpa_on_cuda(objective):
     from unimodal.model.llama import attend
+    from unimodal.model.objectives import IMAGE_OBJECTIVES
+
+    rule = IMAGE_OBJECTIVES[objective].image_rule
 
     torch.manual_seed(2)
     device = "cuda"
@@ -89,8 +93,8 @@ def test_flex_attention_agrees_with_dense_sdpa_on_cuda():
     block_ids = torch.full((1, 512), -1, device=device)
     block_ids[0, 40:104], block_ids[0, 104:168], block_ids[0, 350:414] = 0, 1, 2
     q, k, v = (torch.randn(1, 4, 512, 32, device=device) for _ in range(3))
-    flex = attend(q, k, v, build_attention_mask(doc_ids, block_ids, RULE, use_flex=True))
-    sdpa = attend(q, k, v, build_attention_mask(doc_ids, block_ids, RULE, use_flex=False))
+    flex = attend(q, k, v, build_attention_mask(doc_ids, block_ids, rule, use_flex=True))
+    sdpa = attend(q, k, v, build_attention_mask(doc_ids, block_ids, rule, use_flex=False))
     torch.testing.assert_close(flex, sdpa, rtol=2e-3, atol=2e-3)
 
 

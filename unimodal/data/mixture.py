@@ -65,15 +65,41 @@ MAX_BAD_IN_A_ROW = 10_000      # even with max_bad_fraction=1, a source of only 
 
 
 def check_against_vocabulary(cfg: DataConfig, vocab: Vocabulary, latent_dim: int,
-                             prefix: str = "data") -> None:
-    """The checks that need the vocabulary: k in 1..T, images fit seq_len, class tokens, tokenizer."""
+                             prefix: str = "data", image_objective: str = "rdpm") -> None:
+    """The checks that need the vocabulary: k in 1..T (rdpm), images fit seq_len, class tokens,
+    tokenizer. blocks_per_image and step_weights are rdpm's; the T = 1 objectives (next_token,
+    masked) show one whole image per document and refuse step weights."""
     kinds = {s.kind for s in cfg.sources}
+    if latent_dim < 1:
+        raise ConfigError(f"latent_dim={latent_dim}: must be >= 1 (the image tokenizer's d)")
+    if image_objective != "rdpm":
+        if cfg.step_weights:
+            raise ConfigError(f"{prefix}.step_weights={list(cfg.step_weights)}: only "
+                              f"model.image_objective=rdpm draws steps; with "
+                              f"{image_objective!r} give [] (T = 1)")
+        if kinds & {"class_images", "caption_images"}:
+            objective = build_objective(image_objective, vocab, latent_dim)  # checks T = 1
+            need = 3 + objective.image_length(objective.draw_layout(np.random.default_rng(0)))
+            if need > cfg.seq_len:
+                raise ConfigError(f"{prefix}.seq_len={cfg.seq_len}: an image needs at least "
+                                  f"{need} tokens (<bos> prompt <boi> + the "
+                                  f"{vocab.grid[0]}x{vocab.grid[1]} codes); raise it")
+    else:
+        _check_rdpm_blocks(cfg, vocab, prefix, kinds)
+    for i, source in enumerate(cfg.sources):
+        where = f"{prefix}.sources[{i}]"
+        if source.kind == "class_images" and vocab.num_classes == 0:
+            raise ConfigError(f"{where}.kind=class_images needs class tokens, but the vocabulary "
+                              "has num_classes=0")
+        if source.kind == "text":
+            check_text_shard_meta(expand_urls(source.shards), vocab, f"{where}.shards")
+
+
+def _check_rdpm_blocks(cfg: DataConfig, vocab: Vocabulary, prefix: str, kinds: set) -> None:
     if cfg.step_weights and len(cfg.step_weights) != vocab.steps:
         raise ConfigError(f"{prefix}.step_weights has {len(cfg.step_weights)} entries, expected "
                           f"{vocab.steps} (T, the vocabulary's steps: one weight per step 1..T), "
                           "or [] for uniform")
-    if latent_dim < 1:
-        raise ConfigError(f"latent_dim={latent_dim}: must be >= 1 (the image tokenizer's d)")
     if kinds & {"class_images", "caption_images"}:
         if not 1 <= cfg.blocks_per_image <= vocab.steps:
             raise ConfigError(f"{prefix}.blocks_per_image={cfg.blocks_per_image}: must be in "
@@ -84,13 +110,6 @@ def check_against_vocabulary(cfg: DataConfig, vocab: Vocabulary, latent_dim: int
                               f"tokens (<bos> prompt <boi> + {cfg.blocks_per_image} blocks of "
                               f"{vocab.grid[0]}x{vocab.grid[1]}); raise it or lower "
                               f"{prefix}.blocks_per_image")
-    for i, source in enumerate(cfg.sources):
-        where = f"{prefix}.sources[{i}]"
-        if source.kind == "class_images" and vocab.num_classes == 0:
-            raise ConfigError(f"{where}.kind=class_images needs class tokens, but the vocabulary "
-                              "has num_classes=0")
-        if source.kind == "text":
-            check_text_shard_meta(expand_urls(source.shards), vocab, f"{where}.shards")
 
 
 # ------------------------------------------------------------------------- one reader's stream
@@ -246,7 +265,7 @@ class PackedBatchStream:
     def __init__(self, cfg: DataConfig, vocab: Vocabulary, latent_dim: int, rank: int = 0,
                  world_size: int = 1, pin_memory: bool = False, image_objective: str = "rdpm"):
         cfg.validate()
-        check_against_vocabulary(cfg, vocab, latent_dim)
+        check_against_vocabulary(cfg, vocab, latent_dim, image_objective=image_objective)
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} outside 0..{world_size - 1}")
         self.cfg, self.vocab, self.latent_dim = cfg, vocab, latent_dim

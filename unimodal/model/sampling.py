@@ -6,8 +6,8 @@ the tokenizer decodes them. `generate_images` batches requests, checks them all 
 image i the noise seed cfg.seed + i whatever the batching.
 
 Design choices, one line each:
-- The rules every image sampler shares (ImageSamplingConfig, guidance, Gumbel-max, top-k, the
-  cached prompt pass) live in sampling_rules.py, below the objectives, and are re-exported here.
+- The rules every image sampler shares (ImageSamplingConfig, guidance, Gumbel-max, top-k, top-p,
+  the cached prompt pass) live in sampling_rules.py, below the objectives, and are re-exported here.
 - Text: incremental decoding with a growing KV cache; greedy, temperature, top-k, top-p.
 """
 
@@ -19,7 +19,8 @@ from dataclasses import dataclass
 import torch
 
 from unimodal.model.sampling_rules import (ImageSamplingConfig, guidance_scale, guide,  # noqa: F401
-                                           gumbel_sample, run_prompts, top_k_filter)
+                                           gumbel_sample, run_prompts, top_k_filter,
+                                           top_p_filter)
 from unimodal.model.unified import UnifiedModel
 from unimodal.model.vocabulary import image_prompt
 
@@ -51,16 +52,6 @@ class TextSamplingConfig:
             raise ValueError(f"{prefix}.temperature={self.temperature}: a finite number >= 0")
         if not 0 < self.top_p <= 1 or self.top_k < 0:
             raise ValueError(f"{prefix}.top_p={self.top_p} must be in (0, 1] and top_k >= 0")
-
-
-def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
-    if p >= 1.0:
-        return logits
-    sorted_logits, order = logits.sort(dim=-1, descending=True)
-    probs = sorted_logits.softmax(-1)
-    drop = probs.cumsum(-1) - probs > p  # keep the smallest prefix whose mass reaches p
-    sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
-    return torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
 
 
 @torch.no_grad()
@@ -130,7 +121,8 @@ class ImageRequest:
 
 
 def max_prompt_tokens(model: UnifiedModel) -> int:
-    """The longest prompt (with <bos> and <boi>) that leaves room for one image block."""
+    """The longest prompt (with <bos> and <boi>) that leaves room for one image block (h*w
+    positions: an RDPM block, the next_token codes after <boi>, the masked image)."""
     h, w = model.tok_cfg.grid
     return model.backbone.config.max_position_embeddings - h * w
 

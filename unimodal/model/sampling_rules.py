@@ -1,9 +1,11 @@
 """The pieces every image objective's sampler shares: the sampling options, classifier-free
-guidance, Gumbel-max with top-k, and the prompt pass whose KV cache the image passes reuse.
+guidance, Gumbel-max with top-k / top-p, and the prompt pass whose KV cache the image passes reuse.
 
 Design choices, one line each:
 - Guidance follows the RDPM paper: logits = cond + lambda_t * (cond - uncond); lambda_t = lambda
-  (constant) or lambda * t / T ("CFG linear", the paper's best). lambda = 0 skips the <null> pass.
+  (constant) or lambda * t / T ("CFG linear", the paper's best), t / T being the objective's pass
+  over its passes (RDPM: step t of T; next_token: position i of h*w; masked: pass s of S).
+  lambda = 0 skips the <null> pass.
 - Gumbel-max: argmax(logits / tau + g), g ~ Gumbel(0, 1); tau = 1 samples the softmax exactly,
   tau -> 0 is argmax. (The paper writes the temperature as a multiplier of the logits.)
 - Prompts are left-padded; padding is masked out of attention and positions start at each
@@ -25,6 +27,8 @@ class ImageSamplingConfig:
     cfg_schedule: str = "linear"          # linear | constant
     temperature: float = 1.0              # tau; 0 = argmax
     top_k: int = 0                        # 0 = all codes
+    top_p: float = 1.0                    # nucleus mass kept; 1 = all codes
+    mask_steps: int = 12                  # S passes of the masked objective (MaskGIT)
     seed: int = 0                         # image i uses noise seed `seed + i`
 
     def image_seed(self, index: int) -> int:
@@ -43,6 +47,10 @@ class ImageSamplingConfig:
                 raise ValueError(f"{prefix}.{key}={value}: must be a finite number >= 0")
         if self.top_k < 0:
             raise ValueError(f"{prefix}.top_k={self.top_k}: must be >= 0 (0 = all codes)")
+        if not (math.isfinite(self.top_p) and 0 < self.top_p <= 1):
+            raise ValueError(f"{prefix}.top_p={self.top_p}: must be in (0, 1] (1 = all codes)")
+        if self.mask_steps < 1:
+            raise ValueError(f"{prefix}.mask_steps={self.mask_steps}: must be >= 1")
 
 
 def guidance_scale(cfg_scale: float, schedule: str, step: int, steps: int) -> float:
@@ -58,6 +66,16 @@ def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
         return logits
     kth = logits.topk(k, dim=-1).values[..., -1:]
     return logits.masked_fill(logits < kth, float("-inf"))
+
+
+def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
+    if p >= 1.0:
+        return logits
+    sorted_logits, order = logits.sort(dim=-1, descending=True)
+    probs = sorted_logits.softmax(-1)
+    drop = probs.cumsum(-1) - probs > p  # keep the smallest prefix whose mass reaches p
+    sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+    return torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
 
 
 def gumbel_sample(logits: torch.Tensor, temperature: float,

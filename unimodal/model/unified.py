@@ -7,7 +7,8 @@ Design choices, one line each:
   its part of the attention rule (`image_rule`) and sampling; the backbone, the vocabulary and
   the loss are shared. The default `rdpm` embeds a block position of step t as
   `proj(concat(z'_{t-1}, eps_t)) + step_embed[t]` and offers the code heads of `model.code_head`
-  (shared | distance | latent | latent_shared; see objectives/rdpm.py).
+  (shared | distance | latent | latent_shared; see objectives/rdpm.py); `next_token` and
+  `masked` (T = 1 codes) use the shared head only.
 - Text positions embed token ids.
 - One cross-entropy over all target positions: full-vocabulary logits at text positions, and at
   image positions a softmax over the K codes only (cheaper, and no text id can win).

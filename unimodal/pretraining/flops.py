@@ -6,7 +6,8 @@
 P_layers = parameters of the decoder layers (the matmuls every token goes through); the head is
 counted where it runs: full vocabulary V at text targets, the K code rows at image targets
 (H = W * K for the shared code head, W * d + d * K for the distance/latent heads, their sum
-for latent_shared). The
+for latent_shared), and the 2d * W block projector only for rdpm (next_token and masked embed
+codes by lookup, no matmul). The
 attention term is the PaLM convention (QK^T and AV, forward + backward, the full seq_len x seq_len
 score matrix, not reduced for the causal/document mask). Activation recomputation is not counted
 (model FLOPs, not hardware FLOPs). MFU = achieved FLOP/s / (devices x peak FLOP/s).
@@ -34,5 +35,5 @@ def step_flops(model: UnifiedModel, tokens: int, text_targets: int, code_targets
                  }.get(model.cfg.code_head, width * d + d * codes)
     matmul = (layer_params * tokens + width * model.vocab.size * text_targets
               + code_head * code_targets
-              + 2 * model.tok_cfg.latent_dim * width * block_tokens)
+              + (2 * d * width * block_tokens if model.cfg.image_objective == "rdpm" else 0))
     return 6.0 * matmul + 12.0 * layers * width * seq_len * tokens

@@ -32,10 +32,15 @@ to the class. Adding one = one file here + one registry entry. A new objective s
                                 the mask_mod contribution (see attention_mask.py)
     sample(model, prompts, cfg, seeds, prefix) -> codes (B, T, h, w)
 
-Planned (issue 14), each a file here: raster next-token (T = 1 codes, one code per position,
-image_rule = causal within the image, `sample` decodes one position at a time with a growing KV
-cache) and MaskGIT-style masked tokens (T = 1, image_rule = the whole image bidirectional,
-`sample` runs S passes of h*w positions and unmasks the most confident codes each pass).
+The objectives, one file each:
+
+    rdpm        (rdpm.py) the RDPM paper's Markov recurrent code prediction over T code maps:
+                k blocks of random steps per document, block-bidirectional, T block passes to sample
+    next_token  (next_token.py) raster next-token over T = 1 codes: <boi> + codes as token ids,
+                causal within the image, h*w one-position steps against a growing KV cache
+    masked      (masked.py) MaskGIT-style masked tokens over T = 1 codes: cosine-masked image,
+                bidirectional within the image, S = sampling.mask_steps passes that keep the
+                most confident codes
 """
 
 from __future__ import annotations
@@ -98,9 +103,14 @@ class ImageObjective:
         raise NotImplementedError
 
 
-from unimodal.model.objectives.rdpm import RDPMObjective  # noqa: E402  (it subclasses the above)
+# The objectives subclass the above, so they are imported after it.
+from unimodal.model.objectives.masked import MaskedObjective  # noqa: E402
+from unimodal.model.objectives.next_token import NextTokenObjective  # noqa: E402
+from unimodal.model.objectives.rdpm import RDPMObjective  # noqa: E402
 
-IMAGE_OBJECTIVES: dict[str, type[ImageObjective]] = {"rdpm": RDPMObjective}
+IMAGE_OBJECTIVES: dict[str, type[ImageObjective]] = {"rdpm": RDPMObjective,
+                                                     "next_token": NextTokenObjective,
+                                                     "masked": MaskedObjective}
 
 
 def objective_class(name: str, key: str = "model.image_objective") -> type[ImageObjective]:

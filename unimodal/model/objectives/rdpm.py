@@ -7,7 +7,7 @@ Training document:  <bos> prompt <boi> | block(t_1) | ... | block(t_k)
 Attention: a block sees its document's prompt and its own block (bidirectional), not the other
     blocks of its image: z'_{t-1} in the block input carries the history.
 Sampling (Algorithm 2): the prompts run once; for t = 1..T one pass of the h*w block against the
-    cached prompt -> guidance -> Gumbel-max (optional top-k) -> C_t; z'_t = z'_{t-1} + v'(C_t).
+    cached prompt -> guidance -> Gumbel-max (optional top-k, top-p) -> C_t; z'_t = z'_{t-1} + v'(C_t).
 
 Design choices, one line each:
 - k steps drawn uniformly, or with data.step_weights one after the other with probability
@@ -37,7 +37,7 @@ import torch.nn as nn
 from unimodal.model.document import IGNORE, Document
 from unimodal.model.objectives import ImageObjective
 from unimodal.model.sampling_rules import (ImageSamplingConfig, guidance_scale, guide,
-                                           gumbel_sample, run_prompts, top_k_filter)
+                                           gumbel_sample, run_prompts, top_k_filter, top_p_filter)
 from unimodal.model.vocabulary import Vocabulary, image_prompt
 from unimodal.tokenizer.rdpm_quantizer import rdpm_noise
 from unimodal.tokenizer.rdpm_tokenizer import RDPMTokenizerConfig, build_quantizer
@@ -228,7 +228,7 @@ def sample_codes(model, prompts: list[list[int]], cfg: ImageSamplingConfig,
         if guided:
             logits = guide(logits[:b], logits[b:],
                            guidance_scale(cfg.cfg_scale, cfg.cfg_schedule, t, tok.steps))
-        logits = top_k_filter(logits, cfg.top_k)
+        logits = top_p_filter(top_k_filter(logits, cfg.top_k), cfg.top_p)
         c_t = gumbel_sample(logits, cfg.temperature, gens).view(b, h, w)
         if prefix is not None and t <= prefix.shape[1]:
             c_t = prefix[:, t - 1].to(device)
