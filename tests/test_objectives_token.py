@@ -138,14 +138,19 @@ def test_next_token_document_predicts_each_code_from_the_ones_before(assets):
     assert batch["block_codes"].shape == (4, 1, *vocab.grid)
 
 
+def _image_mask(vocab, name: str, objective):
+    """The dense mask of the first packed row, its block and document ids, and the positions of
+    its first image (block id 1)."""
+    batch = {**_batch(vocab, name), "_vocab": vocab}
+    dense = _mask_rows(batch, objective)[0]
+    blocks, docs = batch["block_ids"][0], batch["doc_ids"][0]
+    return dense, blocks, docs, (blocks == 1).nonzero()[:, 0]
+
+
 def test_next_token_mask_is_causal_within_the_image(assets):
     from unimodal.model.objectives.next_token import NextTokenObjective
 
-    vocab = assets[3]
-    batch = {**_batch(vocab, "next_token"), "_vocab": vocab}
-    dense = _mask_rows(batch, NextTokenObjective)[0]
-    blocks, docs = batch["block_ids"][0], batch["doc_ids"][0]
-    image = (blocks == 1).nonzero()[:, 0]
+    dense, blocks, docs, image = _image_mask(assets[3], "next_token", NextTokenObjective)
     sub = dense[image][:, image]
     assert torch.equal(sub, torch.ones_like(sub).tril())           # causal inside the image
     prompt = (docs == docs[image[0]]) & (blocks < 0)
@@ -228,11 +233,7 @@ def test_masked_documents_score_only_masked_positions_on_a_cosine_schedule(asset
 def test_masked_mask_is_bidirectional_within_the_image(assets):
     from unimodal.model.objectives.masked import MaskedObjective
 
-    vocab = assets[3]
-    batch = {**_batch(vocab, "masked"), "_vocab": vocab}
-    dense = _mask_rows(batch, MaskedObjective)[0]
-    blocks, docs = batch["block_ids"][0], batch["doc_ids"][0]
-    image = (blocks == 1).nonzero()[:, 0]
+    dense, blocks, docs, image = _image_mask(assets[3], "masked", MaskedObjective)
     assert dense[image][:, image].all()                            # the whole image both ways
     prompt = (docs == docs[image[0]]) & (blocks < 0)
     assert dense[image][:, prompt].all()

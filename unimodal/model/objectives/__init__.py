@@ -58,6 +58,11 @@ from unimodal.model.sampling_rules import ImageSamplingConfig
 from unimodal.model.vocabulary import Vocabulary
 
 
+def same_block(block_ids: torch.Tensor, b, q_idx, kv_idx):
+    """Query and key sit in the same image block (block id >= 0): the image rules build on it."""
+    return (block_ids[b, q_idx] == block_ids[b, kv_idx]) & (block_ids[b, q_idx] >= 0)
+
+
 class ImageObjective:
     """The interface of an image objective (see the module docstring). Instances are cheap and
     hold no weights: data loader workers build one per source, the model one per model."""
@@ -91,7 +96,8 @@ class ImageObjective:
 
     @staticmethod
     def image_rule(block_ids: torch.Tensor, b, q_idx, kv_idx):
-        raise NotImplementedError
+        """Default: bidirectional within the query's own image block (other blocks hidden)."""
+        return same_block(block_ids, b, q_idx, kv_idx)
 
     def mask_mod(self, doc_ids: torch.Tensor, block_ids: torch.Tensor):
         """The full flex_attention mask_mod: the shared text/document rule plus `image_rule`."""

@@ -28,7 +28,7 @@ import torch.nn as nn
 
 from unimodal.config import ConfigError
 from unimodal.model.document import IGNORE, Document
-from unimodal.model.objectives import ImageObjective
+from unimodal.model.objectives import ImageObjective, same_block
 from unimodal.model.sampling_rules import (ImageSamplingConfig, guidance_scale, guide,
                                            gumbel_sample, run_prompts, top_k_filter, top_p_filter)
 from unimodal.model.vocabulary import Vocabulary, image_prompt
@@ -149,8 +149,7 @@ class NextTokenObjective(ImageObjective):
     @staticmethod
     def image_rule(block_ids: torch.Tensor, b, q_idx, kv_idx):
         """Causal within the query's own image block."""
-        return ((block_ids[b, q_idx] == block_ids[b, kv_idx]) & (block_ids[b, q_idx] >= 0)
-                & (kv_idx <= q_idx))
+        return same_block(block_ids, b, q_idx, kv_idx) & (kv_idx <= q_idx)
 
     def sample(self, model, prompts: list[list[int]], cfg: ImageSamplingConfig,
                seeds: list[int] | None = None, prefix: torch.Tensor | None = None) -> torch.Tensor:

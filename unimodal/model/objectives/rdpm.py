@@ -300,10 +300,7 @@ class RDPMObjective(ImageObjective):
         module.init_weights(init_std)
         return module
 
-    @staticmethod
-    def image_rule(block_ids: torch.Tensor, b, q_idx, kv_idx):
-        """Bidirectional within the query's own block; other blocks of the image stay hidden."""
-        return (block_ids[b, q_idx] == block_ids[b, kv_idx]) & (block_ids[b, q_idx] >= 0)
+    # image_rule: the base class's, bidirectional within the query's own block.
 
     def sample(self, model, prompts: list[list[int]], cfg: ImageSamplingConfig,
                seeds: list[int] | None = None, prefix: torch.Tensor | None = None) -> torch.Tensor:
