@@ -74,10 +74,11 @@ def launch(config: Path, out: Path, *extra: str, procs: int = 1, check: bool = T
     return done
 
 
-def losses(out: Path) -> dict[int, float]:
-    """step -> loss; a resumed run's later records replace the earlier ones."""
+def losses(out: Path, key: str = "loss") -> dict[int, float]:
+    """step -> loss (or another logged `key`); a resumed run's later records replace the earlier
+    ones."""
     rows = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
-    return {r["step"]: r["loss"] for r in rows}
+    return {r["step"]: r[key] for r in rows}
 
 
 def test_one_process_trains_checkpoints_and_exports(tiny_config, tmp_path):
@@ -88,6 +89,8 @@ def test_one_process_trains_checkpoints_and_exports(tiny_config, tmp_path):
     for key in ("loss", "text_loss", "image_loss", "grad_norm", "tokens_per_s", "tflops"):
         assert all(math.isfinite(r[key]) and r[key] > 0 for r in log), key
     assert all(0 < r["mfu"] < 1 for r in log)
+    flops = [r["train_flops"] for r in log]   # cumulative: grows by every step's FLOPs
+    assert all(0 < a < b for a, b in zip(flops, flops[1:]))
     assert log[-1]["bad_samples"] == {"text": 0, "t2i": 0, "c2i": 0}
     # lr follows warmup (2 steps) then cosine down to 0.1 x (logged after each step's update)
     lrs = [r["lr"] for r in log]
@@ -118,6 +121,8 @@ def test_kill_and_resume_repeats_the_uninterrupted_losses(tiny_config, tmp_path)
     assert set(a) == set(b) == set(range(1, 7))
     for step in range(1, 7):
         assert a[step] == b[step], (step, a[step], b[step])
+    # the cumulative FLOPs come back from the checkpoint: the resumed run counts on from step 3
+    assert losses(straight, "train_flops") == losses(split, "train_flops")
     ema_a = load_file(str(straight / "checkpoints/step_00000006/ema.safetensors"))
     ema_b = load_file(str(split / "checkpoints/step_00000006/ema.safetensors"))
     for k in ema_a:

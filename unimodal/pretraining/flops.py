@@ -26,8 +26,15 @@ def layer_parameter_count(model: UnifiedModel) -> int:
 
 def step_flops(model: UnifiedModel, tokens: int, text_targets: int, code_targets: int,
                block_tokens: int, seq_len: int, layer_params: int | None = None) -> float:
-    cfg = model.backbone.config
-    width, layers = cfg.hidden_size, cfg.num_hidden_layers
+    return (matmul_flops(model, tokens, text_targets, code_targets, block_tokens, layer_params)
+            + attention_flops(model, tokens, seq_len))
+
+
+def matmul_flops(model: UnifiedModel, tokens: int, text_targets: int, code_targets: int,
+                 block_tokens: int, layer_params: int | None = None) -> float:
+    """The weight matmuls of forward + backward (6 per multiply-add: 2 forward, 4 backward);
+    tests/test_flops.py checks it against torch's FlopCounterMode for every image objective."""
+    width = model.backbone.config.hidden_size
     if layer_params is None:
         layer_params = layer_parameter_count(model)
     d, codes = model.tok_cfg.latent_dim, model.vocab.codebook_size
@@ -36,4 +43,11 @@ def step_flops(model: UnifiedModel, tokens: int, text_targets: int, code_targets
     matmul = (layer_params * tokens + width * model.vocab.size * text_targets
               + code_head * code_targets
               + (2 * d * width * block_tokens if model.cfg.image_objective == "rdpm" else 0))
-    return 6.0 * matmul + 12.0 * layers * width * seq_len * tokens
+    return 6.0 * matmul
+
+
+def attention_flops(model: UnifiedModel, tokens: int, seq_len: int) -> float:
+    """QK^T and AV over the full seq_len x seq_len matrix, forward + backward (PaLM's count):
+    2 matmuls x 2 FLOPs x 3 (forward, two backward) = 12 per layer, width and key."""
+    cfg = model.backbone.config
+    return 12.0 * cfg.num_hidden_layers * cfg.hidden_size * seq_len * tokens

@@ -2,7 +2,7 @@
 
 Design choices, one line each:
 - The model is plain PyTorch (`UnifiedModel`); DeepSpeed wraps it from outside with a torch AdamW
-  (no weight decay on norms, biases and embeddings) and our warmup + cosine LambdaLR.
+  and our warmup + cosine LambdaLR (optimizer.py).
 - One optimizer step = `train.gradient_accumulation` micro-batches of `data.rows_per_batch` packed
   rows of `data.seq_len` tokens per rank.
 - A non-finite loss (agreed across ranks) drops that micro-batch before backward, so it never
@@ -18,7 +18,7 @@ Design choices, one line each:
 - The consolidated export (`<out_dir>/export`, EMA weights when EMA is on) is what eval/sample.py
   loads: Hugging Face Llama format + our modules + vocabulary + image tokenizer.
 - Rank 0 logs: progress bar, log.jsonl, TensorBoard: per-modality losses, lr, grad norm, tokens/s,
-  TFLOP/s and MFU (flops.py states the formula).
+  TFLOP/s, MFU and the cumulative `train_flops` (flops.py states the formula; checkpointed).
 """
 
 from __future__ import annotations
@@ -45,23 +45,13 @@ from unimodal.checkpointing import (NonFiniteStreak, atomic_folder, check_fresh_
 RUN_FILES = ("log.jsonl", "checkpoints", "export", "exports", "tensorboard", "pretrain_config.yaml",
              "universal")
 FINAL_OUTPUTS = ("export",)
-from unimodal.config import save_config, warmup_cosine
+from unimodal.config import save_config
 from unimodal.data.mixture import PackedBatchStream
 from unimodal.model.export import build_unified, save_unified
 from unimodal.pretraining.config import PretrainConfig
 from unimodal.pretraining.ema import EMA
 from unimodal.pretraining.flops import layer_parameter_count, step_flops
-
-
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        embedding_like = "embed" in name or "norm" in name or p.ndim < 2
-        (no_decay if embedding_like else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay},
-            {"params": no_decay, "weight_decay": 0.0}]
+from unimodal.pretraining.optimizer import build_optimizer
 
 
 class StoppedEarly(RuntimeError):
@@ -97,10 +87,7 @@ class Pretrainer:
             for layer in model.backbone.model.layers:
                 layer.compile()
         self.vocab = model.vocab
-        opt = torch.optim.AdamW(param_groups(model, cfg.optim.weight_decay), lr=cfg.optim.lr,
-                                betas=tuple(cfg.optim.betas), eps=cfg.optim.eps)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(
-            s, cfg.optim.warmup_steps, run.steps, cfg.optim.min_lr_ratio))
+        opt, sched = build_optimizer(model, cfg)
         self.ds_config = cfg.deepspeed_config(self.world)
         if load_universal:
             self.ds_config["checkpoint"] = {**self.ds_config.get("checkpoint", {}),
@@ -117,6 +104,8 @@ class Pretrainer:
         self.out_dir = Path(run.out_dir)
         self.ckpt_root = self.out_dir / "checkpoints"
         self.step = 0
+        self.train_flops = 0.0   # cumulative model FLOPs, all ranks; logged and checkpointed
+        self.window = self._fresh_window()
         self.bad_grads = NonFiniteStreak(run.max_nonfinite_steps, self.ckpt_root,
                                          "non-finite gradients")
 
@@ -132,7 +121,10 @@ class Pretrainer:
         from deepspeed.checkpoint.constants import (UNIVERSAL_CHECKPOINT_INFO,
                                                     UNIVERSAL_CHECKPOINT_VERSION_KEY,
                                                     UNIVERSAL_CHECKPOINT_VERSION_VALUE)
-        client = {"step": self.step, "world_size": self.world, UNIVERSAL_CHECKPOINT_INFO: {
+        # The FLOPs of the steps since the last log step belong to this checkpoint too.
+        flops = self.train_flops + self._window_flops(self.window)
+        client = {"step": self.step, "world_size": self.world, "train_flops": flops,
+                  UNIVERSAL_CHECKPOINT_INFO: {
             UNIVERSAL_CHECKPOINT_VERSION_KEY: UNIVERSAL_CHECKPOINT_VERSION_VALUE}}
         self.engine.save_checkpoint(str(self.ckpt_root), tag=tmp.name, client_state=client,
                                     save_latest=False)
@@ -171,6 +163,7 @@ class Pretrainer:
         if client is None:
             raise FileNotFoundError(f"--resume {path}: DeepSpeed found no checkpoint there")
         self.step = int(client["step"])
+        self.train_flops = float(client.get("train_flops", 0.0))
         if same_world:
             self.stream.load_state_dict(json.loads(
                 (path / f"data_rank{self.rank:05d}.json").read_text()))
@@ -268,7 +261,7 @@ class Pretrainer:
                    dynamic_ncols=True)
         batches = iter(self.stream)
         bad_losses = NonFiniteStreak(run.max_nonfinite_steps, self.ckpt_root, "a non-finite loss")
-        window = self._fresh_window()
+        self.window = window = self._fresh_window()
         self.run_start = time.perf_counter()
         sums: dict[str, float] = {}
         last: dict = {}
@@ -334,14 +327,20 @@ class Pretrainer:
         return {"tokens": 0, "text": zero, "code": zero.clone(), "block": zero.clone(),
                 "time": time.perf_counter()}
 
+    def _window_flops(self, window) -> float:
+        """Model FLOPs of all ranks since the window opened (reads the device counters)."""
+        return self.world * step_flops(
+            self.model, window["tokens"], int(window["text"]), int(window["code"]),
+            int(window["block"]), self.cfg.data.seq_len, self.layer_params)
+
     def _log(self, sums, window, log_file, writer, bar) -> dict:
         elapsed = time.perf_counter() - window["time"]
         n = max(sums.get("micro", 1), 1)
-        flops = self.world * step_flops(
-            self.model, window["tokens"], int(window["text"]), int(window["code"]),
-            int(window["block"]), self.cfg.data.seq_len, self.layer_params)
+        flops = self._window_flops(window)
+        self.train_flops += flops
         tflops = flops / max(elapsed, 1e-9) / 1e12
         record = {"step": self.step, "elapsed_s": time.perf_counter() - self.run_start,
+                  "train_flops": self.train_flops,
                   **{k: float(sums[k]) / n for k in ("loss", "text_loss", "image_loss") if k in sums},
                   "lr": self.scheduler.get_last_lr()[0],
                   "grad_norm": float(self.engine.get_global_grad_norm() or 0.0),

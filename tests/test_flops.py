@@ -1,0 +1,74 @@
+"""Training FLOPs: the hand count in unimodal/pretraining/flops.py against torch's own counter."""
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from unified_fixtures import make_assets, tiny_model
+from unimodal.data.sample_documents import SampleDocuments
+from unimodal.data.sequences import pack_documents
+from unimodal.pretraining.flops import attention_flops, matmul_flops, step_flops
+
+SEQ_LEN = 300
+CASES = [("rdpm", "shared", 4), ("rdpm", "latent", 4), ("rdpm", "latent_shared", 4),
+         ("next_token", "shared", 1), ("masked", "shared", 1)]
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    return {steps: make_assets(tmp_path_factory.mktemp(f"assets_t{steps}"), steps=steps)
+            for steps in (1, 4)}
+
+
+def _batch(vocab, objective: str) -> dict:
+    """Class images and one text document, through the objective's real document builder."""
+    import io
+
+    build = SampleDocuments("class_images", vocab, 8, SEQ_LEN, blocks_per_image=2, cfg_drop=0.0,
+                            caption_loss=False, image_objective=objective)
+    rng, gen = np.random.default_rng(0), torch.Generator().manual_seed(0)
+    docs = []
+    for c in range(4):
+        codes = torch.randint(0, vocab.codebook_size, (vocab.steps, *vocab.grid), generator=gen)
+        buf = io.BytesIO()
+        np.save(buf, codes.numpy().astype(np.uint16))
+        docs += build({"codes.npy": buf.getvalue(), "seed.txt": str(c).encode(),
+                       "cls": str(c).encode()}, rng)
+    return pack_documents(docs, seq_len=SEQ_LEN, pad_id=vocab.pad_id)
+
+
+@pytest.mark.parametrize("objective,code_head,steps", CASES)
+def test_matmul_flops_equal_torchs_flop_counter(assets, objective, code_head, steps):
+    """Forward + backward of one packed batch: the weight-matmul part of step_flops is within 1%
+    of FlopCounterMode (which does not see the CPU attention kernel: that term is checked below)."""
+    _, tok_dir, tok, vocab, vocab_cfg = assets[steps]
+    model = tiny_model(vocab, vocab_cfg, tok, tok_dir, code_head=code_head,
+                       image_objective=objective)
+    batch = _batch(vocab, objective)
+    with FlopCounterMode(display=False) as counter:
+        out = model(batch)
+        out["loss"].backward()
+    counted = counter.get_total_flops()
+    blocks = int((batch["block_ids"] >= 0).sum())
+    hand = matmul_flops(model, batch["input_ids"].numel(), int(out["text_tokens"]),
+                        int(out["image_tokens"]), blocks)
+    assert hand == pytest.approx(counted, rel=0.01), (hand, counted)
+    assert step_flops(model, batch["input_ids"].numel(), int(out["text_tokens"]),
+                      int(out["image_tokens"]), blocks, SEQ_LEN) == pytest.approx(
+        hand + attention_flops(model, batch["input_ids"].numel(), SEQ_LEN))
+
+
+def test_attention_flops_are_the_full_matrix_count(assets):
+    """12 * layers * width * seq_len per token: QK^T and AV (2 FLOPs per multiply-add), forward
+    and the two backward matmuls each; measured here on one layer's math with FlopCounterMode."""
+    _, tok_dir, tok, vocab, vocab_cfg = assets[4]
+    model = tiny_model(vocab, vocab_cfg, tok, tok_dir)
+    cfg = model.backbone.config
+    heads, width, n = cfg.num_attention_heads, cfg.hidden_size, 50
+    q, k, v = (torch.randn(1, heads, n, width // heads, requires_grad=True) for _ in range(3))
+    with FlopCounterMode(display=False) as counter:
+        scores = q @ k.transpose(-1, -2)
+        (scores.softmax(-1) @ v).sum().backward()
+    per_layer = attention_flops(model, n, n) / cfg.num_hidden_layers
+    assert per_layer == counter.get_total_flops()
