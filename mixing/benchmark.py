@@ -137,7 +137,7 @@ def gpu_flops_per_token(vocab: Vocabulary, tok_cfg: RDPMTokenizerConfig, batches
         backbone = LlamaBackbone(backbone_cfg.to_hf(vocab.size))
     # step_flops reads only these attributes of a UnifiedModel (which cannot be built on meta)
     model = SimpleNamespace(backbone=backbone, vocab=vocab, tok_cfg=tok_cfg,
-                            cfg=SimpleNamespace(code_head="shared"))
+                            cfg=SimpleNamespace(code_head="shared", image_objective="rdpm"))
     flops = tokens = 0
     for b in batches:
         has_target, is_block = b["targets"] >= 0, b["block_ids"] >= 0
