@@ -69,7 +69,8 @@ def code_record(key: str, rng: np.random.Generator, class_id: int | None = None,
     return rec
 
 
-def code_shards(folder: Path, tag: str, shards: int, per_shard: int, kind: str) -> str:
+def code_shards(folder: Path, tag: str, shards: int, per_shard: int, kind: str,
+                steps: int = STEPS) -> str:
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(zlib.crc32(tag.encode()))
     for s in range(shards):
@@ -77,9 +78,10 @@ def code_shards(folder: Path, tag: str, shards: int, per_shard: int, kind: str) 
         for i in range(per_shard):
             n = s * per_shard + i
             if kind == "class_images":
-                records.append(code_record(f"{s:03d}-{i:05d}", rng, class_id=n % CLASSES))
+                records.append(code_record(f"{s:03d}-{i:05d}", rng, class_id=n % CLASSES,
+                                           shape=(steps, *GRID)))
             else:
-                records.append(code_record(f"{s:03d}-{i:05d}", rng,
+                records.append(code_record(f"{s:03d}-{i:05d}", rng, shape=(steps, *GRID),
                                            caption=document_text(tag, n, rng, 6)))
         write_tar(folder / f"{tag}-{s:06d}.tar", records)
     return str(folder / f"{tag}-{{000000..{shards - 1:06d}}}.tar")
