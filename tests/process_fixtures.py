@@ -9,6 +9,10 @@ import os
 import signal
 import socket
 import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:
@@ -38,3 +42,23 @@ def finish_group(proc: subprocess.Popen, timeout: float) -> subprocess.Completed
 
 def run_group(cmd: list[str], env: dict[str, str], timeout: float, **kw) -> subprocess.CompletedProcess:
     return finish_group(start_group(cmd, env, **kw), timeout)
+
+
+def clean_env() -> dict[str, str]:
+    """os.environ without the rendezvous variables: an in-process run earlier in this pytest
+    process may have set them, and a child would then reuse a port that is still taken."""
+    rendezvous = {"RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR",
+                  "MASTER_PORT"}
+    return {k: v for k, v in os.environ.items() if k not in rendezvous}
+
+
+def launch(config: Path, out: Path, *extra: str, procs: int = 1, check: bool = True):
+    """train/pretrain.py under the DeepSpeed launcher on `procs` CPU ranks (gloo)."""
+    env = {**clean_env(), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", str(procs),
+           "--master_port", str(free_port()),
+           str(ROOT / "train/pretrain.py"), "--config", str(config), f"train.out_dir={out}", *extra]
+    done = run_group(cmd, env, timeout=400)
+    if check:
+        assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    return done

@@ -3,7 +3,6 @@ through the launcher, exact kill-and-resume, the export, and config errors befor
 
 import json
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from mixture_fixtures import code_shards, text_shards
-from process_fixtures import free_port, finish_group, run_group, start_group
+from process_fixtures import clean_env, finish_group, free_port, launch, start_group
 from unified_fixtures import ROOT, load_script, make_assets
 from unimodal.config import ConfigError, load_config
 from unimodal.pretraining.config import PretrainConfig
@@ -53,25 +52,6 @@ deepspeed:
   zero_optimization: {{stage: 2}}
 """)
     return path
-
-
-def clean_env() -> dict[str, str]:
-    """os.environ without the rendezvous variables: an in-process run earlier in this pytest
-    process may have set them, and a child would then reuse a port that is still taken."""
-    rendezvous = {"RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR",
-                  "MASTER_PORT"}
-    return {k: v for k, v in os.environ.items() if k not in rendezvous}
-
-
-def launch(config: Path, out: Path, *extra: str, procs: int = 1, check: bool = True):
-    env = {**clean_env(), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", str(procs),
-           "--master_port", str(free_port()),
-           str(ROOT / "train/pretrain.py"), "--config", str(config), f"train.out_dir={out}", *extra]
-    done = run_group(cmd, env, timeout=400)
-    if check:
-        assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
-    return done
 
 
 def losses(out: Path, key: str = "loss") -> dict[int, float]:
@@ -383,47 +363,3 @@ def test_step_flops_count_zero3_partitioned_layers_in_full(tmp_path):
         p.data = p.data.new_empty(0)  # what a ZeRO 3 rank holds between gathers
     assert step_flops(model, 256, 100, 80, 64, 256) == full
 
-
-@pytest.mark.parametrize("objective", ["next_token", "masked"])
-def test_token_objectives_train_export_and_sample_through_the_scripts(tmp_path, objective):
-    """A T = 1 tokenizer, `model.image_objective=<objective>`: train/pretrain.py trains and
-    exports, eval/sample.py draws PNGs from the export (the objective travels with it)."""
-    text_model, tok_dir, _, vocab, _ = make_assets(tmp_path / "assets", steps=1)
-    text = text_shards(tmp_path / "text", "text", 1, 30, vocab)
-    c2i = code_shards(tmp_path / "c2i", "c2i", 1, 20, "class_images", steps=1)
-    t2i = code_shards(tmp_path / "t2i", "t2i", 1, 20, "caption_images", steps=1)
-    config = tmp_path / "uni_t1.yaml"
-    config.write_text(f"""
-model:
-  backbone: {{size: tiny}}
-  vocab: {{text_tokenizer: {text_model}, num_classes: 28}}
-  image_tokenizer: {tok_dir}
-  image_objective: {objective}
-data:
-  sources:
-    - {{name: text, kind: text, shards: "{text}", weight: 0.3}}
-    - {{name: c2i, kind: class_images, shards: "{c2i}", weight: 0.4}}
-    - {{name: t2i, kind: caption_images, shards: "{t2i}", weight: 0.3}}
-  seq_len: 256
-  rows_per_batch: 2
-  num_workers: 0
-optim: {{lr: 3.0e-3, warmup_steps: 1}}
-train: {{steps: 3, log_every: 1, checkpoint_every: 3, ema_decay: 0}}
-deepspeed:
-  bf16: {{enabled: false}}
-  zero_optimization: {{stage: 1}}
-""")
-    out = tmp_path / "run"
-    launch(config, out)
-    log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in log] == [1, 2, 3]
-    assert all(math.isfinite(r["image_loss"]) and r["image_loss"] > 0 for r in log)
-    sample = load_script("eval/sample.py").main
-    pngs = tmp_path / "samples"
-    sample([f"checkpoint={out / 'export'}", f"out={pngs}", "device=cpu",
-            "prompts=[a red circle]", "class_ids=[3]", "sampling.mask_steps=2"])
-    assert len(list(pngs.glob("0*.png"))) == 2 and (pngs / "grid.png").is_file()
-    from unimodal.model.export import load_unified
-
-    model, _ = load_unified(out / "export")
-    assert model.cfg.image_objective == objective and model.objective.name == objective
