@@ -63,6 +63,21 @@ def same_block(block_ids: torch.Tensor, b, q_idx, kv_idx):
     return (block_ids[b, q_idx] == block_ids[b, kv_idx]) & (block_ids[b, q_idx] >= 0)
 
 
+def require_single_step(vocab: Vocabulary, objective: str) -> None:
+    """The token objectives model one code map: the image tokenizer must have steps T = 1."""
+    if vocab.steps != 1:
+        raise ConfigError(f"model.image_objective={objective!r} needs an image tokenizer with "
+                          f"steps=1 (T = 1, plain VQ), but the vocabulary has steps={vocab.steps} "
+                          "(vocab.steps, read from model.image_tokenizer); train the tokenizer "
+                          "with steps=1 or use model.image_objective=rdpm")
+
+
+def refuse_prefix(prefix: torch.Tensor | None, objective: str) -> None:
+    if prefix is not None:
+        raise ValueError(f"prefix (oracle codes for the first steps) is an rdpm diagnostic; "
+                         f"model.image_objective={objective!r} has T = 1")
+
+
 class ImageObjective:
     """The interface of an image objective (see the module docstring). Instances are cheap and
     hold no weights: data loader workers build one per source, the model one per model."""

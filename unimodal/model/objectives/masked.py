@@ -34,8 +34,7 @@ import torch
 import torch.nn as nn
 
 from unimodal.model.document import IGNORE, Document
-from unimodal.model.objectives import ImageObjective
-from unimodal.model.objectives.next_token import refuse_prefix, require_single_step
+from unimodal.model.objectives import ImageObjective, refuse_prefix, require_single_step
 from unimodal.model.sampling_rules import (ImageSamplingConfig, guidance_scale, guide,
                                            gumbel_sample, run_prompts, top_k_filter, top_p_filter)
 from unimodal.model.vocabulary import Vocabulary, image_prompt

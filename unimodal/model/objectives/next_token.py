@@ -26,27 +26,12 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from unimodal.config import ConfigError
 from unimodal.model.document import IGNORE, Document
-from unimodal.model.objectives import ImageObjective, same_block
+from unimodal.model.objectives import (ImageObjective, refuse_prefix, require_single_step,
+                                      same_block)
 from unimodal.model.sampling_rules import (ImageSamplingConfig, guidance_scale, guide,
                                            gumbel_sample, run_prompts, top_k_filter, top_p_filter)
 from unimodal.model.vocabulary import Vocabulary, image_prompt
-
-
-def require_single_step(vocab: Vocabulary, objective: str) -> None:
-    """The token objectives model one code map: the image tokenizer must have steps T = 1."""
-    if vocab.steps != 1:
-        raise ConfigError(f"model.image_objective={objective!r} needs an image tokenizer with "
-                          f"steps=1 (T = 1, plain VQ), but the vocabulary has steps={vocab.steps} "
-                          "(vocab.steps, read from model.image_tokenizer); train the tokenizer "
-                          "with steps=1 or use model.image_objective=rdpm")
-
-
-def refuse_prefix(prefix: torch.Tensor | None, objective: str) -> None:
-    if prefix is not None:
-        raise ValueError(f"prefix (oracle codes for the first steps) is an rdpm diagnostic; "
-                         f"model.image_objective={objective!r} has T = 1")
 
 
 # ------------------------------------------------------------------------ training documents
