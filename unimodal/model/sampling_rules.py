@@ -117,3 +117,13 @@ def run_prompts(model, prompts: list[list[int]]):
     ids, valid, positions = _left_pad(prompts, model.vocab.pad_id, device)
     hidden, cache = model.backbone(model.backbone.embed(ids), positions, _prompt_mask(valid))
     return cache, valid, positions[:, -1] + 1, hidden[:, -1]
+
+
+def sampling_logits(logits: torch.Tensor, b: int, cfg: "ImageSamplingConfig", step: int,
+                    steps: int) -> torch.Tensor:
+    """The logits an image sampler draws from at `step` of `steps`: with guidance, rows [:b] are
+    the prompts and rows [b:] their <null> twins (one doubled batch); then top-k and top-p."""
+    if cfg.cfg_scale != 0:
+        logits = guide(logits[:b], logits[b:],
+                       guidance_scale(cfg.cfg_scale, cfg.cfg_schedule, step, steps))
+    return top_p_filter(top_k_filter(logits, cfg.top_k), cfg.top_p)

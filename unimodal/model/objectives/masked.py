@@ -35,8 +35,8 @@ import torch.nn as nn
 
 from unimodal.model.document import IGNORE, Document
 from unimodal.model.objectives import ImageObjective, refuse_prefix, require_single_step
-from unimodal.model.sampling_rules import (ImageSamplingConfig, guidance_scale, guide,
-                                           gumbel_sample, run_prompts, top_k_filter, top_p_filter)
+from unimodal.model.sampling_rules import (ImageSamplingConfig, gumbel_sample, run_prompts,
+                                           sampling_logits)
 from unimodal.model.vocabulary import Vocabulary, image_prompt
 
 
@@ -131,10 +131,7 @@ def sample_codes(model, prompts: list[list[int]], cfg: ImageSamplingConfig,
         hidden, _ = model.backbone(x.to(model.backbone.head_weight.dtype), positions, mask,
                                    kv_prefix=cache)
         logits = model.code_logits(hidden.flatten(0, 1)).view(rows, hw, -1)
-        if guided:
-            logits = guide(logits[:b], logits[b:],
-                           guidance_scale(cfg.cfg_scale, cfg.cfg_schedule, step, steps))
-        logits = top_p_filter(top_k_filter(logits, cfg.top_k), cfg.top_p)
+        logits = sampling_logits(logits, b, cfg, step, steps)
         drawn = gumbel_sample(logits, cfg.temperature, gens)                     # (b, hw)
         open_ = tokens == module.mask_id
         confidence = logits.log_softmax(-1).gather(-1, drawn[..., None])[..., 0]

@@ -29,8 +29,8 @@ import torch.nn as nn
 from unimodal.model.document import IGNORE, Document
 from unimodal.model.objectives import (ImageObjective, refuse_prefix, require_single_step,
                                       same_block)
-from unimodal.model.sampling_rules import (ImageSamplingConfig, guidance_scale, guide,
-                                           gumbel_sample, run_prompts, top_k_filter, top_p_filter)
+from unimodal.model.sampling_rules import (ImageSamplingConfig, gumbel_sample, run_prompts,
+                                           sampling_logits)
 from unimodal.model.vocabulary import Vocabulary, image_prompt
 
 
@@ -80,10 +80,7 @@ def sample_codes(model, prompts: list[list[int]], cfg: ImageSamplingConfig,
     codes = []
     for i in range(hw):
         logits = model.code_logits(hidden)          # (rows, K): the last position predicts c_{i+1}
-        if guided:
-            logits = guide(logits[:b], logits[b:],
-                           guidance_scale(cfg.cfg_scale, cfg.cfg_schedule, i + 1, hw))
-        logits = top_p_filter(top_k_filter(logits, cfg.top_k), cfg.top_p)
+        logits = sampling_logits(logits, b, cfg, i + 1, hw)
         code = gumbel_sample(logits, cfg.temperature, gens)
         codes.append(code)
         if i == hw - 1:

@@ -36,8 +36,8 @@ import torch.nn as nn
 
 from unimodal.model.document import IGNORE, Document
 from unimodal.model.objectives import ImageObjective
-from unimodal.model.sampling_rules import (ImageSamplingConfig, guidance_scale, guide,
-                                           gumbel_sample, run_prompts, top_k_filter, top_p_filter)
+from unimodal.model.sampling_rules import (ImageSamplingConfig, gumbel_sample, run_prompts,
+                                           sampling_logits)
 from unimodal.model.vocabulary import Vocabulary, image_prompt
 from unimodal.tokenizer.rdpm_quantizer import rdpm_noise
 from unimodal.tokenizer.rdpm_tokenizer import RDPMTokenizerConfig, build_quantizer
@@ -225,10 +225,7 @@ def sample_codes(model, prompts: list[list[int]], cfg: ImageSamplingConfig,
     codes = []
     for t in range(1, tok.steps + 1):
         logits = block_logits(model, cache, valid, next_pos, latent, noise[:, t - 1], t)
-        if guided:
-            logits = guide(logits[:b], logits[b:],
-                           guidance_scale(cfg.cfg_scale, cfg.cfg_schedule, t, tok.steps))
-        logits = top_p_filter(top_k_filter(logits, cfg.top_k), cfg.top_p)
+        logits = sampling_logits(logits, b, cfg, t, tok.steps)
         c_t = gumbel_sample(logits, cfg.temperature, gens).view(b, h, w)
         if prefix is not None and t <= prefix.shape[1]:
             c_t = prefix[:, t - 1].to(device)
