@@ -35,6 +35,7 @@ class AccuracyCurveConfig:
     sampling: ImageSamplingConfig = field(default_factory=ImageSamplingConfig)
     batch_size: int = 32
     device: str = "auto"
+    image_decoder: str = ""               # decode with this tokenizer's decoder (eval/shapes_score.py)
     jobs: int = 1                         # exports scored at once, each in its own process
 
     def validate(self) -> None:
@@ -95,7 +96,8 @@ def main(argv=None):
             pending.append([sys.executable, str(SCORE_SCRIPT), f"checkpoint={folder}",
                             f"out={target}", f"captions={args.captions}",
                             f"per_class={args.per_class}", f"batch_size={args.batch_size}",
-                            f"device={args.device}", *overrides_of(args.sampling, "sampling.")])
+                            f"device={args.device}", f"image_decoder={args.image_decoder}",
+                            *overrides_of(args.sampling, "sampling.")])
     for start in range(0, len(pending), args.jobs):
         wave = pending[start:start + args.jobs]
         for cmd in wave:

@@ -69,8 +69,8 @@ def main(argv=None):
     else:
         cfg = args.sampling
         device, shard_rank, num_shards, distributed = setup_device_and_shard(args)
-        model, tokenizer = load_for_sampling(args.checkpoint, device, args.compile)
-        record = {**sampling_record(cfg, model, args.checkpoint), "prompts_file": str(args.prompts),
+        model, tokenizer = load_for_sampling(args, device)
+        record = {**sampling_record(args, model), "prompts_file": str(args.prompts),
                   "prompts": len(prompts)}
         images_dir = out / "images"
         jobs = [ImageJob(i, ImageRequest(caption=p), images_dir / f"{i:05d}.png")

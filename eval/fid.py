@@ -69,13 +69,13 @@ def main(argv=None):
     args = parse_config(FidConfig, argv, __doc__, __file__)
     cfg = args.sampling
     device, shard_rank, num_shards, distributed = setup_device_and_shard(args)
-    model, tokenizer = load_for_sampling(args.checkpoint, device, args.compile)
+    model, tokenizer = load_for_sampling(args, device)
     available = model.vocab.num_classes
     num_classes = args.num_classes or available
     if not 1 <= num_classes <= available:
         raise ValueError(f"num_classes={args.num_classes}: the checkpoint has {available} classes")
     out = Path(args.out)
-    record = {**sampling_record(cfg, model, args.checkpoint), "num_classes": num_classes,
+    record = {**sampling_record(args, model), "num_classes": num_classes,
               "per_class": args.per_class}
     jobs = class_jobs(out / "images", num_classes, args.per_class)
     written, mine = sample_shard(model, tokenizer, out, record, jobs, cfg, args.batch_size,

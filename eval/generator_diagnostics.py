@@ -58,7 +58,7 @@ def main(argv=None):
     args = parse_config(DiagnosticsConfig, argv, __doc__, __file__)
     sampling = args.sampling
     device = pick_device(args.device)
-    model, tokenizer = load_unified(args.checkpoint, device)
+    model, tokenizer = load_unified(args.checkpoint, device, image_decoder=args.image_decoder)
     if args.compile:
         compile_for_sampling(model, tokenizer)
     steps = model.tok_cfg.steps

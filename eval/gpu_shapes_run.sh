@@ -19,6 +19,12 @@
 #       patterns are rewritten to match)
 #   SAMPLING_SWEEP="1:0.7 4:0.7 2:0.3" also scores the first variant at each CFG scale:temperature
 #       (128 captions, 4 images per class each, all at once next to the main scoring)
+#   DECODER_STEPS=1000 fine-tunes the tokenizer's decoder on its frozen codes (cosine lr) beside the
+#       pretraining: the codes, hence the shards and the generator, are unchanged; the ceiling and
+#       the samples are then decoded by it, and each generator is also scored with the first
+#       decoder on the same codes (shapes_score_<name>_base_decoder). 0 = off. DECODER_OVERRIDES
+#       adds tokenizer-training overrides to it.
+#   CAPTIONS=256 PER_CLASS=8: held-out captions and images per class scored per generator
 # Prints the tables last.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -67,6 +73,7 @@ split_overrides() {
     return 0
 }
 sampling="sampling.cfg_scale=${CFG_SCALE:-2} sampling.temperature=${TEMPERATURE:-0.7}"
+captions=${CAPTIONS:-256} per_class=${PER_CLASS:-8}
 mkdir -p $out/text
 stage() { echo "[$(date +%T)] $*"; }
 # Jobs that only report (GPU tests, the ceiling check) run in the background beside the stages
@@ -94,6 +101,20 @@ $py tokenizers/encode_text.py "input=[$out/text/corpus.txt]" out_dir=$out/text_s
     text_tokenizer=$out/text/text.model shard_size=1000
 stage "pretraining: ${heads[*]}"
 pids=()
+decoder_steps=${DECODER_STEPS:-1000}
+decoder=$out/tokenizer/tokenizer   # what decodes sampled codes: the fine-tuned decoder when there is one
+if [ "$decoder_steps" -gt 0 ]; then
+    decoder=$out/tokenizer_ft/tokenizer
+    stage "decoder fine-tune ($decoder_steps steps on frozen codes), beside the pretraining"
+    ( $py tokenizers/train_rdpm.py --config $tok_config ${TOKENIZER_OVERRIDES:-} \
+        train.out_dir=$out/tokenizer_ft train.init_from=$out/tokenizer/tokenizer \
+        train.train_only=decoder train.steps=$decoder_steps optim.schedule=cosine \
+        train.overwrite=true data.num_workers=4 ${DECODER_OVERRIDES:-} > $out/tokenizer_ft.log 2>&1 \
+      && $py eval/recon.py tokenizer=$decoder out_dir=$out/recon_ft data.source=shapes \
+        data.image_size=64 data.num_samples=200000 data.heldout_samples=512 max_images=512 \
+        batch_size=128 save_images=false > $out/recon_ft.log 2>&1 ) &
+    side_pids+=($!)
+fi
 for head in "${heads[@]}"; do
     split_overrides "${overrides[$head]}"
     $py train/pretrain.py --config $uni_config "${args[@]}" \
@@ -101,21 +122,33 @@ for head in "${heads[@]}"; do
     pids+=($!)
 done
 for pid in "${pids[@]}"; do wait $pid || echo "a job failed (exit $?): see the logs in $out"; done
+if [ "$decoder_steps" -gt 0 ]; then  # the decoder must be done before anything is decoded by it
+    wait ${side_pids[-1]} || echo "the decoder fine-tune or its ceiling check failed: see $out/tokenizer_ft.log"
+    unset 'side_pids[-1]'
+    [ -f $decoder/tokenizer.safetensors ] || decoder=$out/tokenizer/tokenizer
+fi
 stage scoring
 # Every scoring job of every head at once: they are small next to one GPU, and mostly start-up.
 $py -c "from unimodal.data.shapes import render_sample; [print(render_sample(1_000_000 + i, 0, 64).caption) for i in range(16)]" > $out/heldout_captions.txt
 pids=()
 for head in "${heads[@]}"; do
-    $py eval/shapes_score.py checkpoint=$out/pretrain_$head/export captions=256 per_class=8 \
-        $sampling out=$out/shapes_score_$head device=cuda batch_size=128 \
-        > $out/shapes_score_$head.log 2>&1 &
+    $py eval/shapes_score.py checkpoint=$out/pretrain_$head/export captions=$captions \
+        per_class=$per_class $sampling out=$out/shapes_score_$head device=cuda batch_size=128 \
+        image_decoder=$decoder > $out/shapes_score_$head.log 2>&1 &
     pids+=($!)
+    if [ "$decoder_steps" -gt 0 ]; then  # the same codes through the first decoder
+        $py eval/shapes_score.py checkpoint=$out/pretrain_$head/export captions=$captions \
+            per_class=$per_class $sampling out=$out/shapes_score_${head}_base_decoder device=cuda \
+            batch_size=128 > $out/shapes_score_${head}_base_decoder.log 2>&1 &
+        pids+=($!)
+    fi
     $py eval/generator_diagnostics.py checkpoint=$out/pretrain_$head/export images=128 \
         prefix_steps=[0,4,6,8,9,10] $sampling out=$out/generator_$head device=cuda \
-        > $out/generator_$head.log 2>&1 &
+        image_decoder=$decoder > $out/generator_$head.log 2>&1 &
     pids+=($!)
     $py eval/sample.py checkpoint=$out/pretrain_$head/export out=$out/samples_$head overwrite=true \
-        prompts_file=$out/heldout_captions.txt $sampling > $out/samples_$head.log 2>&1 &
+        prompts_file=$out/heldout_captions.txt $sampling image_decoder=$decoder \
+        > $out/samples_$head.log 2>&1 &
     pids+=($!)
 done
 head0=${heads[0]}
@@ -123,12 +156,12 @@ for setting in ${SAMPLING_SWEEP:-}; do
     cfg=${setting%%:*} tau=${setting#*:}
     $py eval/shapes_score.py checkpoint=$out/pretrain_$head0/export captions=128 per_class=4 \
         sampling.cfg_scale=$cfg sampling.temperature=$tau out=$out/sweep_${head0}_cfg${cfg}_tau${tau} \
-        device=cuda batch_size=128 > $out/sweep_${head0}_cfg${cfg}_tau${tau}.log 2>&1 &
+        device=cuda batch_size=128 image_decoder=$decoder > $out/sweep_${head0}_cfg${cfg}_tau${tau}.log 2>&1 &
     pids+=($!)
 done
 if [ "${CURVE:-1}" = 1 ]; then  # accuracy against training minutes, next to the other scoring
     $py eval/accuracy_curve.py run=$out/pretrain_$head0 captions=128 per_class=4 $sampling \
-        device=cuda jobs=8 > $out/accuracy_curve_$head0.log 2>&1 &
+        device=cuda jobs=8 image_decoder=$decoder > $out/accuracy_curve_$head0.log 2>&1 &
     pids+=($!)
 fi
 for pid in "${pids[@]}" "${side_pids[@]}"; do wait $pid || echo "a job failed (exit $?): see the logs in $out"; done
@@ -139,6 +172,10 @@ for head in "${heads[@]}"; do
     $py -c "import json; r = [json.loads(l) for l in open('$out/pretrain_$head/log.jsonl')][-1]; print(r['step'], round(r['loss'], 3), round(r['text_loss'], 3), round(r['image_loss'], 3))"
     cat $out/generator_$head/generator_diagnostics.md || true
     head -8 $out/shapes_score_$head/shapes_score.md || true
+    if [ -f $out/shapes_score_${head}_base_decoder/shapes_score.md ]; then
+        echo "-- the same codes through the first decoder (before its fine-tune)"
+        sed -n 3,8p $out/shapes_score_${head}_base_decoder/shapes_score.md
+    fi
 done
 if [ -n "${SAMPLING_SWEEP:-}" ]; then
     echo "== sampling sweep on $head0 (128 captions, 4 per class): cfg tau | caption whole | class whole"
@@ -155,5 +192,10 @@ echo "== tokenizer (held-out): metrics.json"
 $py -c "import json; m = json.load(open('$out/tokenizer/metrics.json')); print({k: m[k] for k in ('step', 'psnr', 'ssim', 'codebook_usage')}, 'checker:', m.get('checker'))"
 echo "== tokenizer ceiling (eval/recon.py, 512 held-out scenes)"
 head -20 $out/recon/recon_metrics.md
+if [ -f $out/tokenizer_ft/metrics.json ]; then
+    echo "== the fine-tuned decoder (same codes): metrics.json, then eval/recon.py"
+    $py -c "import json; m = json.load(open('$out/tokenizer_ft/metrics.json')); print({k: m[k] for k in ('step', 'psnr', 'ssim', 'codebook_usage')}, 'checker:', m.get('checker'))"
+    head -20 $out/recon_ft/recon_metrics.md || true
+fi
 }
 summary 2>&1 | tee $out/summary.txt   # the tables, also kept in a file

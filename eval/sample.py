@@ -80,7 +80,7 @@ def sample_text(args) -> list[dict]:
     to_file = bool(args.out)
     if to_file and Path(args.out).exists() and not args.overwrite:
         raise FileExistsError(f"out={args.out} exists; pass overwrite=true to replace it")
-    model, _ = load_unified(args.checkpoint, pick_device(args.device))
+    model, _ = load_unified(args.checkpoint, pick_device(args.device))  # text: no decoder
     shown = [""]
 
     def stream(texts: list[str]) -> None:  # print only what is new since the last token
@@ -120,7 +120,8 @@ def main(argv=None):
     cfg = args.sampling
     device = pick_device(args.device)
     model, tokenizer = load_unified(args.checkpoint, device,
-                                    torch.bfloat16 if device.type == "cuda" else torch.float32)
+                                    torch.bfloat16 if device.type == "cuda" else torch.float32,
+                                    image_decoder=args.image_decoder)
     if args.compile:
         compile_for_sampling(model, tokenizer)
     validate_requests(requests, model.vocab, max_prompt_tokens(model))
@@ -136,7 +137,8 @@ def main(argv=None):
                           "seed": cfg.image_seed(i)})
         save_grid(images, Path(scratch) / "grid.png", nrow=min(8, len(images)))
         (Path(scratch) / "samples.json").write_text(json.dumps(
-            {"checkpoint": str(args.checkpoint), "sampling": asdict(cfg), "images": names}, indent=2))
+            {"checkpoint": str(args.checkpoint), "image_decoder": args.image_decoder,
+             "sampling": asdict(cfg), "images": names}, indent=2))
         # The scratch folder sits beside `out` (same file system): each file lands by a rename,
         # and with overwrite=true the old contents go only once all new files exist.
         if out.exists():

@@ -63,7 +63,7 @@ def main(argv=None):
     args = parse_config(ShapesScoreConfig, argv, __doc__, __file__)
     cfg = args.sampling
     device, shard_rank, num_shards, distributed = setup_device_and_shard(args)
-    model, tokenizer = load_for_sampling(args.checkpoint, device, args.compile)
+    model, tokenizer = load_for_sampling(args, device)
     if args.per_class and model.vocab.num_classes != NUM_CLASSES:
         raise ValueError(f"per_class={args.per_class}: the checkpoint has "
                          f"{model.vocab.num_classes} class tokens, the shapes data {NUM_CLASSES}; "
@@ -72,7 +72,7 @@ def main(argv=None):
     # The scene (objects, caption) does not depend on the size: render small here, exactly below.
     scenes = [render_sample(args.heldout_offset + i, args.data_seed, 32) for i in range(args.captions)]
     out = Path(args.out)
-    record = {**sampling_record(cfg, model, args.checkpoint), "captions": args.captions,
+    record = {**sampling_record(args, model), "captions": args.captions,
               "per_class": args.per_class, "heldout_offset": args.heldout_offset,
               "data_seed": args.data_seed}
     jobs = build_jobs(out / "images", [s.caption for s in scenes], args.per_class)

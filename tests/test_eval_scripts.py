@@ -125,6 +125,40 @@ def test_shapes_score_script_reports_per_attribute_accuracy(assets, tmp_path):
     assert "| caption |" in table and "| ground truth: caption |" in table
 
 
+def test_sampling_decodes_with_a_fine_tuned_decoder_of_the_same_codes(assets, tmp_path):
+    """image_decoder=FOLDER: the same sampled codes, decoded by that tokenizer's decoder (recorded
+    with its hash); a tokenizer whose quantizer differs is refused by the weight's name."""
+    import torch
+
+    from unimodal.tokenizer.rdpm_tokenizer import load_tokenizer, save_tokenizer
+
+    tuned = load_tokenizer(Path(assets["ckpt"]) / "image_tokenizer")
+    with torch.no_grad():
+        for weight in tuned.decoder.parameters():
+            weight.add_(0.05 * torch.randn_like(weight))
+    save_tokenizer(tuned, tmp_path / "tuned")
+    score = load_script("eval/shapes_score.py").main
+    common = [f"checkpoint={assets['ckpt']}", "captions=2", "per_class=0", *SAMPLING]
+    score([*common, f"out={tmp_path / 'base'}"])
+    score([*common, f"out={tmp_path / 'ft'}", f"image_decoder={tmp_path / 'tuned'}"])
+    record = json.loads((tmp_path / "ft" / "sampling.json").read_text())
+    assert record["image_decoder"] == str(tmp_path / "tuned") and len(record["image_decoder_sha256"]) == 64
+    model, _ = load_unified(assets["ckpt"])
+    codes = sample_codes(model, [image_prompt(model.vocab, caption=render_sample(1_000_000, 0, 32).caption)],
+                         ImageSamplingConfig(cfg_scale=2.0, temperature=1.0), seeds=[7])
+    expected = to_uint8(tuned.decode(codes).clamp(-1, 1))[0].permute(1, 2, 0).numpy()
+    first = sorted((tmp_path / "ft" / "images").iterdir())[0]
+    assert np.array_equal(np.asarray(Image.open(first)), expected)
+    base_first = sorted((tmp_path / "base" / "images").iterdir())[0]
+    assert not np.array_equal(np.asarray(Image.open(base_first)), expected)
+
+    with torch.no_grad():
+        tuned.quantizer.codebook.add_(0.01)
+    save_tokenizer(tuned, tmp_path / "other_codes")
+    with pytest.raises(ValueError, match=r"other_codes: its weight quantizer\.codebook differs"):
+        load_unified(assets["ckpt"], image_decoder=tmp_path / "other_codes")
+
+
 def test_clip_score_script_samples_prompts_and_scores(assets, tmp_path):
     config = write_clip_config(tmp_path / "unimodal-tiny-clip.json")
     weights = write_random_clip_weights("unimodal-tiny-clip", tmp_path / "clip.pt", config)

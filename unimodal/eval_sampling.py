@@ -41,6 +41,8 @@ SETTINGS_FILE = "sampling.json"
 class SamplingRunConfig:
     """What every script that samples images from a checkpoint takes (the scripts' configs extend it)."""
     checkpoint: str = ""                  # consolidated unified-model folder
+    image_decoder: str = ""               # a tokenizer folder whose decoder replaces the checkpoint's
+                                          # (a decoder fine-tuned on the same codes; checked)
     sampling: ImageSamplingConfig = field(default_factory=ImageSamplingConfig)
     batch_size: int = 32                  # images per sampling batch
     device: str = "auto"                  # auto | cpu | cuda | cuda:N
@@ -97,27 +99,34 @@ def checkpoint_sha256(folder: str | Path) -> str:
     return digest.hexdigest()
 
 
-def load_for_sampling(checkpoint: str, device: torch.device, compile_model: bool = False):
+def load_for_sampling(run: SamplingRunConfig, device: torch.device):
+    """The checkpoint's model and tokenizer (bf16 on CUDA), with `run.image_decoder`'s decoder."""
     from unimodal.model.export import load_unified
     from unimodal.model.sampling import compile_for_sampling
 
-    if not Path(checkpoint).is_dir():
-        raise FileNotFoundError(f"checkpoint={checkpoint}: folder not found")
-    model, tokenizer = load_unified(checkpoint, device,
-                                    torch.bfloat16 if device.type == "cuda" else torch.float32)
-    if compile_model:
+    if not Path(run.checkpoint).is_dir():
+        raise FileNotFoundError(f"checkpoint={run.checkpoint}: folder not found")
+    model, tokenizer = load_unified(run.checkpoint, device,
+                                    torch.bfloat16 if device.type == "cuda" else torch.float32,
+                                    image_decoder=run.image_decoder)
+    if run.compile:
         compile_for_sampling(model, tokenizer)
     return model, tokenizer
 
 
-def sampling_record(cfg: ImageSamplingConfig, model, checkpoint: str) -> dict:
+def sampling_record(run: SamplingRunConfig, model) -> dict:
     """Everything that decides which images come out, for reports and the resume check."""
-    tok = model.tok_cfg
-    return {"cfg_scale": cfg.cfg_scale, "cfg_schedule": cfg.cfg_schedule,
-            "temperature_tau": cfg.temperature, "top_k": cfg.top_k, "seed": cfg.seed,
-            "seeds": f"image i uses noise seed {cfg.seed} + i", "steps_T": tok.steps,
-            "grid": list(tok.grid), "image_size": tok.image_size,
-            "checkpoint": str(checkpoint), "checkpoint_sha256": checkpoint_sha256(checkpoint)}
+    cfg, tok = run.sampling, model.tok_cfg
+    record = {"cfg_scale": cfg.cfg_scale, "cfg_schedule": cfg.cfg_schedule,
+              "temperature_tau": cfg.temperature, "top_k": cfg.top_k, "seed": cfg.seed,
+              "seeds": f"image i uses noise seed {cfg.seed} + i", "steps_T": tok.steps,
+              "grid": list(tok.grid), "image_size": tok.image_size,
+              "checkpoint": str(run.checkpoint),
+              "checkpoint_sha256": checkpoint_sha256(run.checkpoint)}
+    if run.image_decoder:
+        record.update(image_decoder=str(run.image_decoder),
+                      image_decoder_sha256=checkpoint_sha256(run.image_decoder))
+    return record
 
 
 def check_resume(out_dir: Path, record: dict) -> bool:

@@ -26,7 +26,8 @@ from transformers import LlamaConfig
 from unimodal.config import load_config, save_config
 from unimodal.model.unified import UnifiedModel, UnifiedModelConfig
 from unimodal.model.vocabulary import Vocabulary
-from unimodal.tokenizer.rdpm_tokenizer import RDPMTokenizer, load_tokenizer, save_tokenizer
+from unimodal.tokenizer.rdpm_tokenizer import (RDPMTokenizer, check_same_codes, load_tokenizer,
+                                               save_tokenizer)
 
 HF_DIR, INPUT_FILE, VOCAB_DIR, TOKENIZER_DIR, CONFIG_FILE = (
     "hf", "image_input.safetensors", "vocabulary", "image_tokenizer", "unified.yaml")
@@ -121,7 +122,10 @@ def save_unified(model: UnifiedModel, tokenizer: RDPMTokenizer, folder: str | Pa
 
 
 def load_unified(folder: str | Path, device: str | torch.device = "cpu",
-                 dtype: torch.dtype = torch.float32) -> tuple[UnifiedModel, RDPMTokenizer]:
+                 dtype: torch.dtype = torch.float32, image_decoder: str | Path = ""
+                 ) -> tuple[UnifiedModel, RDPMTokenizer]:
+    """The model and its tokenizer; `image_decoder` (a tokenizer folder whose quantizer equals the
+    checkpoint's, e.g. a decoder fine-tune) replaces the tokenizer used to decode sampled codes."""
     folder = Path(folder)
     for name in (HF_DIR, INPUT_FILE, VOCAB_DIR, TOKENIZER_DIR, CONFIG_FILE):
         if not (folder / name).exists():
@@ -131,6 +135,10 @@ def load_unified(folder: str | Path, device: str | torch.device = "cpu",
     cfg = load_config(_UnifiedFile, folder / CONFIG_FILE).model
     vocab = Vocabulary.load(folder / VOCAB_DIR)
     tokenizer = load_tokenizer(folder / TOKENIZER_DIR, device)
+    if image_decoder:
+        tuned = load_tokenizer(image_decoder, device)
+        check_same_codes(tokenizer, tuned, f"image_decoder={image_decoder}", parts=("quantizer",))
+        tokenizer = tuned
     hf_config = LlamaConfig.from_pretrained(folder / HF_DIR)
     model = UnifiedModel(cfg, vocab, tokenizer.cfg, hf_config=hf_config)
     missing, unexpected = model.backbone.load_state_dict(

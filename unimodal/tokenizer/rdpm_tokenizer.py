@@ -181,5 +181,24 @@ def load_tokenizer(folder: str | Path, device: str | torch.device = "cpu") -> RD
     return model.to(device).eval()
 
 
+def check_same_codes(base: RDPMTokenizer, other: RDPMTokenizer, other_name: str,
+                     parts: tuple[str, ...] = ("encoder", "quantizer")) -> None:
+    """Raise unless `other` gives codes the meaning `base` gives them: the same config and
+    bit-equal weights in `parts` (a decoder fine-tune, `train.train_only=decoder`, keeps both).
+    Decoding needs only the quantizer (codes -> latent); encoding also needs the encoder."""
+    ours, theirs = describe(base.cfg), describe(other.cfg)
+    differ = sorted(k for k in ours if ours[k] != theirs.get(k))
+    if differ:
+        raise ValueError(f"{other_name}: its tokenizer config differs in "
+                         + ", ".join(f"{k} ({theirs.get(k)!r} there, {ours[k]!r} here)"
+                                     for k in differ))
+    mine, yours = dict(base.named_parameters()), dict(other.named_parameters())
+    for key in mine:  # parameters only: buffers such as dead-code counters do not change codes
+        if key.split(".")[0] in parts and not torch.equal(mine[key].cpu(), yours[key].cpu()):
+            raise ValueError(f"{other_name}: its weight {key} differs, so its codes mean something "
+                             "else; only a decoder fine-tuned on frozen codes "
+                             "(train.train_only=decoder) can replace this decoder")
+
+
 def describe(cfg: RDPMTokenizerConfig) -> dict:
     return {**asdict(cfg), "downsample": cfg.downsample, "grid": list(cfg.grid)}

@@ -41,7 +41,8 @@ from unimodal.tokenizer.diagnostics import (StepDiagnostics, latent_gain_stats,
                                             plot_step_diagnostics)
 from unimodal.tokenizer.losses import (PatchDiscriminator, adaptive_gan_weight, build_perceptual,
                                        hinge_d_loss)
-from unimodal.tokenizer.rdpm_tokenizer import RDPMTokenizer, load_tokenizer, save_tokenizer
+from unimodal.tokenizer.rdpm_tokenizer import (RDPMTokenizer, check_same_codes, load_tokenizer,
+                                               save_tokenizer)
 from unimodal.tokenizer.training_config import (OptimConfig, TokenizerRunConfig,  # noqa: F401
                                                TokenizerTrainConfig)
 
@@ -113,20 +114,33 @@ class TokenizerTrainer:
         self.out_dir = Path(run.out_dir)
         self.ckpt_root = self.out_dir / "checkpoints"
         self.model = RDPMTokenizer(cfg.model).to(self.device)
+        if run.init_from:
+            start = load_tokenizer(run.init_from)
+            check_same_codes(self.model, start, f"train.init_from={run.init_from}", parts=())
+            self.model.load_state_dict(start.state_dict())
+        # Decoder fine-tuning: the codes stay exactly those of `init_from` (frozen encoder and
+        # quantizer, no dead-code revival), so shards already encoded with it stay valid.
+        self.decoder_only = run.train_only == "decoder"
+        if self.decoder_only:
+            self.model.encoder.requires_grad_(False)
+            self.model.quantizer.requires_grad_(False)
         self.disc = PatchDiscriminator(cfg.model.in_channels, cfg.loss.disc_channels,
                                        cfg.loss.disc_layers).to(self.device)
         self.perceptual = build_perceptual(cfg.loss)
         if self.perceptual is not None:
             self.perceptual.to(self.device)
         betas = tuple(cfg.optim.betas)
-        self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.optim.lr, betas=betas,
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.opt = torch.optim.Adam(trainable, lr=cfg.optim.lr, betas=betas,
                                     weight_decay=cfg.optim.weight_decay)
         self.disc_opt = torch.optim.Adam(self.disc.parameters(), lr=cfg.optim.lr, betas=betas,
                                          weight_decay=cfg.optim.weight_decay)
-        self.train_model, self.train_disc = self.model, self.disc
+        # What gets gradients: the whole tokenizer, or only its decoder (fed frozen latents).
+        self.train_model = self.model.decoder if self.decoder_only else self.model
+        self.train_disc = self.disc
         if D.is_distributed():
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.train_model = DistributedDataParallel(self.model, device_ids=ids)
+            self.train_model = DistributedDataParallel(self.train_model, device_ids=ids)
             self.train_disc = DistributedDataParallel(self.disc, device_ids=ids)
         self.step = 0
         self.bad_steps = NonFiniteStreak(run.max_nonfinite_steps, self.ckpt_root,
@@ -195,8 +209,14 @@ class TokenizerTrainer:
             group["lr"] = lr
         use_gan = self.step >= lc.gan_start and lc.gan_weight > 0
         with self._autocast():
-            recon, q = self.train_model(images, noise=noise)
-        self.model.quantizer.revive_dead_codes(q)   # every rank: it sums counts, broadcasts
+            if self.decoder_only:
+                with torch.no_grad():
+                    q = self.model.quantize(images, noise=noise)
+                recon = self.train_model(q.latent)
+            else:
+                recon, q = self.train_model(images, noise=noise)
+        if not self.decoder_only:
+            self.model.quantizer.revive_dead_codes(q)   # every rank: it sums counts, broadcasts
         recon = recon.float()
         rec_loss = F.mse_loss(recon, images)
         nll = rec_loss

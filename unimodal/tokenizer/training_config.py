@@ -41,6 +41,10 @@ class TokenizerRunConfig:
     overwrite: bool = False               # a fresh run may replace another run's files in out_dir
     diagnostics_every: int = 100          # per-step quantizer diagnostics in log.jsonl; 0 = off
     diagnostics_images: int = 32          # images of the batch they use
+    init_from: str = ""                   # a tokenizer folder (<out_dir>/tokenizer) to start from
+    train_only: str = "all"               # all | decoder: fine-tune the decoder of `init_from` on
+                                          # frozen codes (encoder and quantizer keep their weights,
+                                          # so shards encoded with it stay valid)
 
 
 @dataclass
@@ -77,6 +81,11 @@ class TokenizerTrainConfig:
         for key in ("steps", "batch_size", "log_every", "checkpoint_every"):
             if getattr(self.train, key) < 1:
                 raise ConfigError(f"train.{key} must be >= 1")
+        if self.train.train_only not in ("all", "decoder"):
+            raise ConfigError(f"train.train_only={self.train.train_only!r}: choose all or decoder")
+        if self.train.train_only == "decoder" and not self.train.init_from:
+            raise ConfigError("train.train_only=decoder needs train.init_from: the tokenizer "
+                              "folder whose codes the decoder learns to decode")
         for key in ("diagnostics_every", "diagnostics_images"):
             if getattr(self.train, key) < 0:
                 raise ConfigError(f"train.{key} must be >= 0")
