@@ -29,7 +29,7 @@ def tiny_config(tmp_path_factory) -> Path:
     path.write_text(f"""
 model:
   backbone: {{size: tiny}}
-  vocab: {{text_tokenizer: {text_model}, num_classes: 28, codebook_size: 64, steps: 4, grid: [8, 8]}}
+  vocab: {{text_tokenizer: {text_model}, num_classes: 28, codebook_size: 64, code_maps: 4, grid: [8, 8]}}
   image_tokenizer: {tok_dir}
 data:
   sources:
@@ -207,13 +207,16 @@ def test_bad_configs_fail_before_any_model(tiny_config, tmp_path):
 def test_image_geometry_comes_from_the_image_tokenizer(tiny_config):
     """K, T and the grid have one source of truth: left out, they are read from the tokenizer;
     stated, they must agree with it (the error names the key)."""
-    blank = ["model.vocab.codebook_size=0", "model.vocab.steps=0", "model.vocab.grid=[]"]
+    blank = ["model.vocab.codebook_size=0", "model.vocab.code_maps=0", "model.vocab.grid=[]"]
     vocab = load_config(PretrainConfig, tiny_config, blank).model.vocab
-    assert (vocab.codebook_size, vocab.steps, list(vocab.grid)) == (64, 4, [8, 8])
-    with pytest.raises(ConfigError, match=r"model\.vocab\.steps=5 but the image tokenizer"):
-        load_config(PretrainConfig, tiny_config, ["model.vocab.steps=5"])
+    assert (vocab.codebook_size, vocab.code_maps, list(vocab.grid)) == (64, 4, [8, 8])
+    with pytest.raises(ConfigError, match=r"model\.vocab\.code_maps=5 but the image tokenizer"):
+        load_config(PretrainConfig, tiny_config, ["model.vocab.code_maps=5"])
     with pytest.raises(ConfigError, match=r"model\.vocab\.grid=\[4, 4\]"):
         load_config(PretrainConfig, tiny_config, ["model.vocab.grid=[4,4]"])
+    # T was model.vocab.steps, beside train.steps (optimizer steps): the old key names the new one.
+    with pytest.raises(ConfigError, match=r"model\.vocab\.steps was renamed to model\.vocab\.code_maps"):
+        load_config(PretrainConfig, tiny_config, ["model.vocab.steps=4"])
 
 @pytest.mark.parametrize("stage", [1, 3])
 def test_resume_loads_every_zero_stage_without_unpickling_code(tiny_config, tmp_path, stage):
