@@ -310,7 +310,7 @@ def test_nonfinite_gradients_skip_the_step_then_stop_the_run(tiny_config, tmp_pa
     assert "step_00000003" in done.stderr and not (tmp_path / "b/export").exists()
 
 
-def test_nonfinite_losses_skip_the_micro_batch_then_stop_the_run(tiny_config, tmp_path):
+def test_nonfinite_losses_skip_the_step_then_stop_the_run(tiny_config, tmp_path):
     done = _launch_nan_run(tiny_config, tmp_path / "a", "loss", [2], "train.steps=4")
     assert done.returncode == 0, done.stderr[-3000:]
     log = [json.loads(x) for x in (tmp_path / "a/log.jsonl").read_text().splitlines()]
@@ -320,6 +320,18 @@ def test_nonfinite_losses_skip_the_micro_batch_then_stop_the_run(tiny_config, tm
                            "train.max_nonfinite_steps=2")
     assert done.returncode != 0 and "2 steps in a row with a non-finite loss" in done.stderr
     assert "step_00000003" in done.stderr
+
+
+def test_an_optimizer_without_an_overflow_check_stops_before_saving_bad_weights(tiny_config,
+                                                                              tmp_path):
+    """ZeRO 0 in fp32 hands DeepSpeed a plain AdamW, which applies a NaN update: the weight check
+    of the next log/checkpoint step stops the run, and no checkpoint holds the bad weights."""
+    done = _launch_nan_run(tiny_config, tmp_path / "a", "grad", [3], "train.steps=6",
+                           "deepspeed.zero_optimization.stage=0", "train.log_every=2",
+                           "train.checkpoint_every=2")
+    assert done.returncode != 0 and "the optimizer applied an update with non-finite" in done.stderr
+    assert "at or before step 4" in done.stderr and "step_00000002" in done.stderr
+    assert sorted(p.name for p in (tmp_path / "a/checkpoints").iterdir()) == ["step_00000002"]
 
 
 def test_fresh_run_into_another_runs_folder_is_refused(tiny_config, tmp_path):
