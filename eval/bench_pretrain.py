@@ -90,7 +90,7 @@ def dummy_text_tokenizer(folder: Path, size: int) -> Path:
 class SyntheticStream:
     def __init__(self, vocab: Vocabulary, latent_dim: int, cfg: PretrainConfig, distinct: int = 8):
         rng = random.Random(0)
-        t, (h, w), k = vocab.steps, vocab.grid, cfg.data.blocks_per_image
+        t, (h, w), k = vocab.code_maps, vocab.grid, cfg.data.blocks_per_image
         self.batches = []
         for _ in range(distinct):
             docs, used, row = [], 0, 0

@@ -85,7 +85,7 @@ def build_vocab(folder: Path, num_classes: int) -> tuple[Vocabulary, RDPMTokeniz
     tok_cfg = RDPMTokenizerConfig.from_size("paper_f16")
     vocab = Vocabulary.build(VocabularyConfig(
         text_tokenizer=str(folder / "text.model"), num_classes=num_classes,
-        codebook_size=tok_cfg.codebook_size, steps=tok_cfg.steps, grid=list(tok_cfg.grid)))
+        codebook_size=tok_cfg.codebook_size, code_maps=tok_cfg.steps, grid=list(tok_cfg.grid)))
     return vocab, tok_cfg
 
 
@@ -102,7 +102,7 @@ def write_sources(folder: Path, vocab: Vocabulary, shards: int, per_shard: int) 
             records = []
             for i in range(per_shard):
                 buf = io.BytesIO()
-                codes = rng.integers(0, vocab.codebook_size, (vocab.steps, *vocab.grid))
+                codes = rng.integers(0, vocab.codebook_size, (vocab.code_maps, *vocab.grid))
                 np.save(buf, codes.astype(np.uint16))
                 rec = {"__key__": f"{s:03d}-{i:05d}", "codes.npy": buf.getvalue(),
                        "seed.txt": str(int(rng.integers(0, 2**62))).encode()}
@@ -187,7 +187,7 @@ def main(argv=None):
         f"estimate: {flops / 1e9:.2f} GFLOP/token at {args.mfu:.0%} MFU of {args.peak_tflops:g} TFLOP/s")
     print(f"\nCPU: {os.cpu_count()} cores, torch {torch.__version__}; {args.rows_per_batch} rows of "
           f"{args.seq_len}, "
-          f"k = {args.blocks_per_image}, T = {vocab.steps}, {vocab.grid[0]}x{vocab.grid[1]} codes")
+          f"k = {args.blocks_per_image}, T = {vocab.code_maps}, {vocab.grid[0]}x{vocab.grid[1]} codes")
     print(f"one GPU at uni_1b consumes {gpu:,.0f} tokens/s ({source})\n")
     print(f"{'stream':<30} {'workers':<16} {'tokens/s':>11} {'non-pad/s':>11} {'x GPU':>7}")
     for what, workers, packed, placed in rows:

@@ -30,7 +30,7 @@ def _batch(vocab, objective: str) -> dict:
     rng, gen = np.random.default_rng(0), torch.Generator().manual_seed(0)
     docs = []
     for c in range(4):
-        codes = torch.randint(0, vocab.codebook_size, (vocab.steps, *vocab.grid), generator=gen)
+        codes = torch.randint(0, vocab.codebook_size, (vocab.code_maps, *vocab.grid), generator=gen)
         buf = io.BytesIO()
         np.save(buf, codes.numpy().astype(np.uint16))
         docs += build({"codes.npy": buf.getvalue(), "seed.txt": str(c).encode(),

@@ -84,7 +84,7 @@ def _raw_image(codes: torch.Tensor, seed: int, **fields) -> dict:
 def _batch(vocab) -> dict:
     """Two caption images, a class image (one dropped to <null>) and a text, packed in 2 rows."""
     gen = torch.Generator().manual_seed(7)
-    codes = [torch.randint(0, vocab.codebook_size, (vocab.steps, *vocab.grid), generator=gen)
+    codes = [torch.randint(0, vocab.codebook_size, (vocab.code_maps, *vocab.grid), generator=gen)
              for _ in range(3)]
     rng = np.random.default_rng(3)
     kw = dict(vocab=vocab, latent_dim=LATENT_DIM, seq_len=300, blocks_per_image=2,
@@ -117,7 +117,7 @@ def test_training_loss_and_sampled_codes_are_pinned(assets, code_head):
     model = tiny_model(vocab, vocab_cfg, tok, tok_dir, code_head=code_head)
     if code_head != "shared":  # give the latent head non-trivial temperatures
         with torch.no_grad():
-            model.image_input.log_inv_tau.copy_(torch.linspace(-0.5, 0.5, vocab.steps + 1))
+            model.image_input.log_inv_tau.copy_(torch.linspace(-0.5, 0.5, vocab.code_maps + 1))
     batch = _batch(vocab)
     assert batch["block_codes"].shape[0] == 8 and batch["input_ids"].shape[0] >= 2
     out = model(batch)

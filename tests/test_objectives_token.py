@@ -83,7 +83,7 @@ def _mask_rows(batch, objective_cls):
 @pytest.mark.parametrize("objective", ["next_token", "masked"])
 def test_a_multi_step_tokenizer_is_refused_naming_steps(tmp_path_factory, objective):
     vocab = make_assets(tmp_path_factory.mktemp("assets_t4"))[3]   # T = 4
-    with pytest.raises(ConfigError, match=rf"image_objective='{objective}'.*steps=4"):
+    with pytest.raises(ConfigError, match=rf"image_objective='{objective}'.*code_maps=4"):
         build_objective(objective, vocab, LATENT_DIM)
 
 

@@ -29,7 +29,7 @@ def tiny_config(tmp_path_factory) -> Path:
     path.write_text(f"""
 model:
   backbone: {{size: tiny}}
-  vocab: {{text_tokenizer: {text_model}, num_classes: 28, codebook_size: 64, steps: 4, grid: [8, 8]}}
+  vocab: {{text_tokenizer: {text_model}, num_classes: 28, codebook_size: 64, code_maps: 4, grid: [8, 8]}}
   image_tokenizer: {tok_dir}
 data:
   sources:
@@ -207,13 +207,16 @@ def test_bad_configs_fail_before_any_model(tiny_config, tmp_path):
 def test_image_geometry_comes_from_the_image_tokenizer(tiny_config):
     """K, T and the grid have one source of truth: left out, they are read from the tokenizer;
     stated, they must agree with it (the error names the key)."""
-    blank = ["model.vocab.codebook_size=0", "model.vocab.steps=0", "model.vocab.grid=[]"]
+    blank = ["model.vocab.codebook_size=0", "model.vocab.code_maps=0", "model.vocab.grid=[]"]
     vocab = load_config(PretrainConfig, tiny_config, blank).model.vocab
-    assert (vocab.codebook_size, vocab.steps, list(vocab.grid)) == (64, 4, [8, 8])
-    with pytest.raises(ConfigError, match=r"model\.vocab\.steps=5 but the image tokenizer"):
-        load_config(PretrainConfig, tiny_config, ["model.vocab.steps=5"])
+    assert (vocab.codebook_size, vocab.code_maps, list(vocab.grid)) == (64, 4, [8, 8])
+    with pytest.raises(ConfigError, match=r"model\.vocab\.code_maps=5 but the image tokenizer"):
+        load_config(PretrainConfig, tiny_config, ["model.vocab.code_maps=5"])
     with pytest.raises(ConfigError, match=r"model\.vocab\.grid=\[4, 4\]"):
         load_config(PretrainConfig, tiny_config, ["model.vocab.grid=[4,4]"])
+    # T was model.vocab.steps, beside train.steps (optimizer steps): the old key names the new one.
+    with pytest.raises(ConfigError, match=r"model\.vocab\.steps was renamed to model\.vocab\.code_maps"):
+        load_config(PretrainConfig, tiny_config, ["model.vocab.steps=4"])
 
 @pytest.mark.parametrize("stage", [1, 3])
 def test_resume_loads_every_zero_stage_without_unpickling_code(tiny_config, tmp_path, stage):
@@ -307,7 +310,7 @@ def test_nonfinite_gradients_skip_the_step_then_stop_the_run(tiny_config, tmp_pa
     assert "step_00000003" in done.stderr and not (tmp_path / "b/export").exists()
 
 
-def test_nonfinite_losses_skip_the_micro_batch_then_stop_the_run(tiny_config, tmp_path):
+def test_nonfinite_losses_skip_the_step_then_stop_the_run(tiny_config, tmp_path):
     done = _launch_nan_run(tiny_config, tmp_path / "a", "loss", [2], "train.steps=4")
     assert done.returncode == 0, done.stderr[-3000:]
     log = [json.loads(x) for x in (tmp_path / "a/log.jsonl").read_text().splitlines()]
@@ -317,6 +320,18 @@ def test_nonfinite_losses_skip_the_micro_batch_then_stop_the_run(tiny_config, tm
                            "train.max_nonfinite_steps=2")
     assert done.returncode != 0 and "2 steps in a row with a non-finite loss" in done.stderr
     assert "step_00000003" in done.stderr
+
+
+def test_an_optimizer_without_an_overflow_check_stops_before_saving_bad_weights(tiny_config,
+                                                                              tmp_path):
+    """ZeRO 0 in fp32 hands DeepSpeed a plain AdamW, which applies a NaN update: the weight check
+    of the next log/checkpoint step stops the run, and no checkpoint holds the bad weights."""
+    done = _launch_nan_run(tiny_config, tmp_path / "a", "grad", [3], "train.steps=6",
+                           "deepspeed.zero_optimization.stage=0", "train.log_every=2",
+                           "train.checkpoint_every=2")
+    assert done.returncode != 0 and "the optimizer applied an update with non-finite" in done.stderr
+    assert "at or before step 4" in done.stderr and "step_00000002" in done.stderr
+    assert sorted(p.name for p in (tmp_path / "a/checkpoints").iterdir()) == ["step_00000002"]
 
 
 def test_fresh_run_into_another_runs_folder_is_refused(tiny_config, tmp_path):

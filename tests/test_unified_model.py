@@ -198,6 +198,24 @@ def test_export_loads_in_transformers_and_round_trips(model, assets, tmp_path):
     torch.testing.assert_close(loaded(batch)["loss"], model(batch)["loss"])
 
 
+def test_an_export_written_before_the_code_maps_rename_loads(model, assets, tmp_path):
+    """Exports used to name T `steps` in unified.yaml and vocabulary.json (layout version 1)."""
+    import json
+
+    save_unified(model, assets[2], tmp_path / "ckpt")
+    config = tmp_path / "ckpt" / "unified.yaml"
+    assert "code_maps: 4" in config.read_text()
+    config.write_text(config.read_text().replace("code_maps: 4", "steps: 4"))
+    vocab_file = tmp_path / "ckpt" / "vocabulary" / "vocabulary.json"
+    layout = json.loads(vocab_file.read_text())
+    layout["version"], layout["image"]["steps"] = 1, layout["image"].pop("code_maps")
+    vocab_file.write_text(json.dumps(layout))
+    loaded, _ = load_unified(tmp_path / "ckpt")
+    assert loaded.cfg.vocab.code_maps == loaded.vocab.code_maps == 4
+    batch = _batch(assets[3], torch.randint(0, 64, (4, 8, 8)))
+    torch.testing.assert_close(loaded(batch)["loss"], model(batch)["loss"])
+
+
 def test_mismatched_image_tokenizer_is_a_clear_error(assets):
     from unimodal.model.unified import UnifiedModel, UnifiedModelConfig
     from unified_fixtures import tiny_tokenizer_config
@@ -205,7 +223,7 @@ def test_mismatched_image_tokenizer_is_a_clear_error(assets):
     vocab = assets[3]
     with pytest.raises(ValueError, match="codebook_size"):
         UnifiedModel(UnifiedModelConfig(), vocab, tiny_tokenizer_config(codebook_size=128))
-    with pytest.raises(ValueError, match="steps"):
+    with pytest.raises(ValueError, match="code_maps=4 but the image tokenizer has 10"):
         UnifiedModel(UnifiedModelConfig(), vocab, tiny_tokenizer_config(steps=10))
 
 

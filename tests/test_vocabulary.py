@@ -73,7 +73,7 @@ def text_tokenizer(request, sp_model, hf_folder):
 
 
 def make(path, **overrides) -> Vocabulary:
-    cfg = dict(text_tokenizer=str(path), num_classes=28, codebook_size=512, steps=10, grid=[8, 8])
+    cfg = dict(text_tokenizer=str(path), num_classes=28, codebook_size=512, code_maps=10, grid=[8, 8])
     return Vocabulary.build(VocabularyConfig(**{**cfg, **overrides}))
 
 
@@ -169,7 +169,7 @@ def test_save_load_is_self_contained(tmp_path, text_tokenizer):
     loaded = Vocabulary.load(tmp_path / "moved")
     loaded.check_compatible(vocab)
     for name in ("size", "text_size", "bos_id", "eos_id", "pad_id", "boi_id", "eoi_id", "null_id",
-                 "code_offset", "codebook_size", "steps", "grid", "num_classes"):
+                 "code_offset", "codebook_size", "code_maps", "grid", "num_classes"):
         assert getattr(loaded, name) == getattr(vocab, name), name
     assert loaded.class_token(27) == vocab.class_token(27)
     for text in SAMPLE_TEXTS:
@@ -193,10 +193,10 @@ def test_load_rejects_a_swapped_tokenizer(tmp_path, sp_model):
 def test_check_image_tokenizer_names_the_field(sp_model):
     tiny = RDPMTokenizerConfig.from_size("tiny")  # K=512, T=10, 64 px / f8 = 8x8
     make(sp_model).check_image_tokenizer(tiny.codebook_size, tiny.steps, tiny.grid)
-    vocab = make(sp_model, codebook_size=4096, steps=10, grid=[16, 16])
+    vocab = make(sp_model, codebook_size=4096, code_maps=10, grid=[16, 16])
     with pytest.raises(ValueError, match="vocabulary has codebook_size=4096 but the image tokenizer has 512"):
         vocab.check_image_tokenizer(512, 10, (16, 16))
-    with pytest.raises(ValueError, match="steps=10 but the image tokenizer has 8"):
+    with pytest.raises(ValueError, match="code_maps=10 but the image tokenizer has 8"):
         vocab.check_image_tokenizer(4096, 8, (16, 16))
     with pytest.raises(ValueError, match=r"grid=\(16, 16\) but the image tokenizer has \(8, 8\)"):
         vocab.check_image_tokenizer(4096, 10, [8, 8])
@@ -214,7 +214,7 @@ def test_check_compatible_names_the_first_difference(sp_model, hf_folder):
 
 
 # Stated image geometry (in a unified model it is read from the image tokenizer).
-GEOMETRY = dict(codebook_size=64, steps=4, grid=[8, 8])
+GEOMETRY = dict(codebook_size=64, code_maps=4, grid=[8, 8])
 
 
 def test_config_validation_names_the_key(tmp_path, sp_model):
@@ -224,7 +224,7 @@ def test_config_validation_names_the_key(tmp_path, sp_model):
         VocabularyConfig().validate()
     with pytest.raises(ConfigError, match=r"model.vocab.text_tokenizer=.*Hugging Face"):
         VocabularyConfig(text_tokenizer=str(tmp_path)).validate("model.vocab")
-    for bad, key in ((dict(steps=0), "vocab.steps"), (dict(codebook_size=0), "vocab.codebook_size"),
+    for bad, key in ((dict(code_maps=0), "vocab.code_maps"), (dict(codebook_size=0), "vocab.codebook_size"),
                      (dict(num_classes=-1), "vocab.num_classes"), (dict(grid=[16]), "vocab.grid")):
         with pytest.raises(ConfigError, match=key):
             VocabularyConfig(text_tokenizer=str(sp_model), **{**GEOMETRY, **bad}).validate()
@@ -239,10 +239,42 @@ def test_config_is_an_omegaconf_section(sp_model):
         vocab: VocabularyConfig = field(default_factory=VocabularyConfig)
 
     cfg = load_config(ModelFile, overrides=[f"vocab.text_tokenizer={sp_model}", "vocab.grid=[8,8]",
-                                            "vocab.codebook_size=64", "vocab.steps=4"])
+                                            "vocab.codebook_size=64", "vocab.code_maps=4"])
     assert Vocabulary.build(cfg.vocab).grid == (8, 8)
-    with pytest.raises(ConfigError, match="vocab.steps"):
-        load_config(ModelFile, overrides=["vocab.steps=ten"])
+    with pytest.raises(ConfigError, match="vocab.code_maps"):
+        load_config(ModelFile, overrides=["vocab.code_maps=ten"])
+
+
+def test_the_old_key_steps_is_refused_naming_code_maps(tmp_path, sp_model):
+    """T was `vocab.steps`, next to `train.steps` (optimizer steps) in one YAML: a config that
+    still says it fails naming the new key, on the command line and in a file."""
+    @dataclass
+    class ModelFile:
+        vocab: VocabularyConfig = field(default_factory=VocabularyConfig)
+
+    with pytest.raises(ConfigError, match=r"command line: vocab\.steps was renamed to vocab\.code_maps"):
+        load_config(ModelFile, overrides=[f"vocab.text_tokenizer={sp_model}", "vocab.steps=4"])
+    old = tmp_path / "old.yaml"
+    old.write_text(f"vocab: {{text_tokenizer: {sp_model}, codebook_size: 64, steps: 4, grid: [8, 8]}}\n")
+    with pytest.raises(ConfigError, match=r"old\.yaml: vocab\.steps was renamed to vocab\.code_maps"):
+        load_config(ModelFile, old)
+    # A file written before the rename (an export's unified.yaml) is mapped when asked.
+    assert load_config(ModelFile, old, upgrade_renamed=True).vocab.code_maps == 4
+
+
+def test_a_vocabulary_saved_before_the_rename_still_loads(tmp_path, sp_model):
+    """vocabulary.json version 1 named T `image.steps`; load() maps it to `code_maps`."""
+    vocab = make(sp_model, code_maps=7)
+    vocab.save(tmp_path / "old")
+    layout = json.loads((tmp_path / "old" / VOCAB_FILE).read_text())
+    image = layout["image"]
+    layout["version"] = 1
+    layout["image"] = {"codebook_size": image["codebook_size"], "steps": image["code_maps"],
+                       "grid": image["grid"]}
+    (tmp_path / "old" / VOCAB_FILE).write_text(json.dumps(layout, indent=1))
+    loaded = Vocabulary.load(tmp_path / "old")
+    assert loaded.code_maps == 7
+    loaded.check_compatible(vocab)
 
 
 # ----------------------------------------------------------------------------------- train_text.py

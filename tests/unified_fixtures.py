@@ -37,7 +37,7 @@ def make_assets(folder: Path, num_classes: int = 28, steps: int = 4):
     torch.nn.init.normal_(tok.quantizer.bias_conv.weight, std=0.05)
     save_tokenizer(tok, folder / "image_tokenizer")
     vocab_cfg = VocabularyConfig(text_tokenizer=str(text_model), num_classes=num_classes,
-                                 codebook_size=64, steps=steps, grid=[8, 8])
+                                 codebook_size=64, code_maps=steps, grid=[8, 8])
     return text_model, folder / "image_tokenizer", tok, Vocabulary.build(vocab_cfg), vocab_cfg
 
 

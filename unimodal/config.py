@@ -5,6 +5,9 @@ override it.
   file and `a.b=c` dotlist overrides, in that order, and returns a validated dataclass instance.
 - An unknown key or a value of the wrong type fails here, before any heavy work, with a
   `ConfigError` naming the key and the file (or "command line").
+- Renamed keys: a dataclass that defines `RENAMED: ClassVar[dict[str, str]]` (old -> new) refuses
+  an old key with an error naming the new one; `load_config(..., upgrade_renamed=True)` maps it
+  instead (files written by older code, e.g. an export's unified.yaml).
 - Named sizes: a section whose dataclass defines `SIZES: ClassVar[dict[str, dict]]` accepts
   `size: <name>`; the preset's values are applied before the file's own values, so a YAML can say
   `size: tiny` and still override single fields.
@@ -48,6 +51,25 @@ def _apply_size_presets(schema: Any, node: DictConfig, user: dict, where: str, p
         _apply_size_presets(ftype, node[field.name], sub, where, key + ".")
 
 
+def _renamed_keys(schema: Any, user: dict, where: str, upgrade: bool, prefix: str = "") -> bool:
+    """Walk the schema; an old key of a section's `RENAMED` is refused naming the new key, or,
+    with `upgrade`, moved to it in `user` (in place). Returns whether anything moved."""
+    hints = typing.get_type_hints(schema)
+    moved = False
+    for old, new in getattr(schema, "RENAMED", {}).items():
+        if old in user:
+            if not upgrade:
+                raise ConfigError(f"{where}: {prefix}{old} was renamed to {prefix}{new}; "
+                                  f"write {prefix}{new}")
+            user.setdefault(new, user.pop(old))
+            moved = True
+    for field in dataclasses.fields(schema):
+        sub, ftype = user.get(field.name), hints.get(field.name)
+        if dataclasses.is_dataclass(ftype) and isinstance(sub, dict):
+            moved |= _renamed_keys(ftype, sub, where, upgrade, f"{prefix}{field.name}.")
+    return moved
+
+
 def _free_form(base: DictConfig, key: str) -> bool:
     """True when the key lies inside a plain dict section (e.g. `deepspeed:`), where new keys are fine."""
     node: Any = base
@@ -67,9 +89,11 @@ def _describe(err: OmegaConfBaseException) -> str:
 
 
 def load_config(schema: type[T], path: str | Path | None = None,
-                overrides: Sequence[str] = (), validate: bool = True) -> T:
+                overrides: Sequence[str] = (), validate: bool = True,
+                upgrade_renamed: bool = False) -> T:
     """Build a `schema` instance from its defaults, an optional YAML file and dotlist overrides;
-    then run its `validate()` (checks of values and paths) unless `validate=False`."""
+    then run its `validate()` (checks of values and paths) unless `validate=False`.
+    `upgrade_renamed` maps the file's renamed keys (see RENAMED) instead of refusing them."""
     base = OmegaConf.structured(schema)
     layers: list[tuple[str, DictConfig]] = []
     if path is not None:
@@ -84,6 +108,8 @@ def load_config(schema: type[T], path: str | Path | None = None,
         user = OmegaConf.to_container(layer, resolve=False) or {}
         if not isinstance(user, dict):
             raise ConfigError(f"{where}: the top level must be a mapping of sections")
+        if _renamed_keys(schema, user, where, upgrade_renamed):
+            layer = OmegaConf.create(user)
         try:
             _apply_size_presets(schema, base, user, where)
             base = OmegaConf.merge(base, layer)
@@ -99,14 +125,14 @@ def load_config(schema: type[T], path: str | Path | None = None,
             value = yaml.safe_load(text) if text else ""
         except yaml.YAMLError as err:
             raise ConfigError(f"command line: cannot parse the value of {key}: {err}") from err
-        first = key.split(".")[0]
-        if first in {f.name for f in dataclasses.fields(schema)} and key.endswith(".size"):
-            nested: dict = {}
-            cursor = nested
-            parts = key.split(".")
-            for part in parts[:-1]:
-                cursor = cursor.setdefault(part, {})
-            cursor[parts[-1]] = value
+        nested: dict = {}
+        cursor = nested
+        parts = key.split(".")
+        for part in parts[:-1]:
+            cursor = cursor.setdefault(part, {})
+        cursor[parts[-1]] = value
+        _renamed_keys(schema, nested, "command line", upgrade=False)
+        if parts[0] in {f.name for f in dataclasses.fields(schema)} and key.endswith(".size"):
             _apply_size_presets(schema, base, nested, "command line")
         try:
             OmegaConf.update(base, key, value, merge=True, force_add=_free_form(base, key))

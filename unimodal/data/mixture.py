@@ -96,14 +96,14 @@ def check_against_vocabulary(cfg: DataConfig, vocab: Vocabulary, latent_dim: int
 
 
 def _check_rdpm_blocks(cfg: DataConfig, vocab: Vocabulary, prefix: str, kinds: set) -> None:
-    if cfg.step_weights and len(cfg.step_weights) != vocab.steps:
+    if cfg.step_weights and len(cfg.step_weights) != vocab.code_maps:
         raise ConfigError(f"{prefix}.step_weights has {len(cfg.step_weights)} entries, expected "
-                          f"{vocab.steps} (T, the vocabulary's steps: one weight per step 1..T), "
+                          f"{vocab.code_maps} (T, the vocabulary's code_maps: one weight per step 1..T), "
                           "or [] for uniform")
     if kinds & {"class_images", "caption_images"}:
-        if not 1 <= cfg.blocks_per_image <= vocab.steps:
+        if not 1 <= cfg.blocks_per_image <= vocab.code_maps:
             raise ConfigError(f"{prefix}.blocks_per_image={cfg.blocks_per_image}: must be in "
-                              f"1..{vocab.steps} (T, the vocabulary's steps)")
+                              f"1..{vocab.code_maps} (T, the vocabulary's code_maps)")
         need = 3 + cfg.blocks_per_image * vocab.grid[0] * vocab.grid[1]
         if need > cfg.seq_len:
             raise ConfigError(f"{prefix}.seq_len={cfg.seq_len}: an image needs at least {need} "

@@ -44,7 +44,7 @@ def read_codes(raw: dict, vocab: Vocabulary) -> tuple[torch.Tensor, int]:
         if name not in raw:
             raise ValueError(f"missing field {name}; fields {sorted(k for k in raw if not k.startswith('__'))}")
     codes = np.load(io.BytesIO(raw["codes.npy"]), allow_pickle=False)
-    expected = (vocab.steps, *vocab.grid)
+    expected = (vocab.code_maps, *vocab.grid)
     if codes.shape != expected or not np.issubdtype(codes.dtype, np.integer):
         raise ValueError(f"codes of shape {codes.shape} ({codes.dtype}), expected integer {expected}")
     if codes.min() < 0 or codes.max() >= vocab.codebook_size:

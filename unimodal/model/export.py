@@ -132,7 +132,8 @@ def load_unified(folder: str | Path, device: str | torch.device = "cpu",
             raise FileNotFoundError(f"{folder} is not a unified-model checkpoint: {name} is "
                                     "missing (pass a folder written by save_unified / the "
                                     "pretraining export)")
-    cfg = load_config(_UnifiedFile, folder / CONFIG_FILE).model
+    # upgrade_renamed: an export written before a key's rename (vocab.steps) still loads.
+    cfg = load_config(_UnifiedFile, folder / CONFIG_FILE, upgrade_renamed=True).model
     vocab = Vocabulary.load(folder / VOCAB_DIR)
     tokenizer = load_tokenizer(folder / TOKENIZER_DIR, device)
     if image_decoder:

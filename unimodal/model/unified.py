@@ -101,10 +101,11 @@ class UnifiedModelConfig:
             raise ConfigError(f"{prefix}.code_head={self.code_head!r}: choose one of {heads}")
 
     def resolve_image_geometry(self, prefix: str = "model") -> None:
-        """Fill vocab.codebook_size / steps / grid from the image tokenizer's saved config (the
-        one source of truth); a value the config states must agree with it."""
+        """Fill vocab.codebook_size / code_maps / grid from the image tokenizer's saved config
+        (the one source of truth: T is the tokenizer's `steps`); a value the config states must
+        agree with it."""
         tok = load_tokenizer_config(self.image_tokenizer)
-        for key, theirs in (("codebook_size", tok.codebook_size), ("steps", tok.steps),
+        for key, theirs in (("codebook_size", tok.codebook_size), ("code_maps", tok.steps),
                             ("grid", list(tok.grid))):
             ours = getattr(self.vocab, key)
             if not ours:

@@ -1,7 +1,7 @@
 """One vocabulary shared by text and image codes; the only place that decides which id means what.
 
 Design choices:
-- Layout: [0, V_text) text, then specials, then the K image codes shared by all T steps, as an
+- Layout: [0, V_text) text, then specials, then the K image codes shared by all T code maps, as an
   ordered dict of named ranges {name: (start, length)} that is contiguous and covers [0, size).
 - Specials, in this order: <boi> <eoi> <null> <pad>, then <bos>/<eos> only where the text tokenizer
   has none, then <class_0>..<class_{C-1}>. <pad> is always ours, so padding never aliases text.
@@ -25,12 +25,14 @@ import operator
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 
 from unimodal.config import ConfigError
 
-LAYOUT_VERSION = 1
+# 2: image.steps became image.code_maps; load() still reads version 1.
+LAYOUT_VERSION = 2
 VOCAB_FILE = "vocabulary.json"
 BASE_SPECIALS = ("<boi>", "<eoi>", "<null>", "<pad>")
 
@@ -43,14 +45,17 @@ class VocabularyConfig:
     # model.image_tokenizer (UnifiedModelConfig.resolve_image_geometry); a value given here is
     # only checked against it.
     codebook_size: int = 0  # K of the image tokenizer
-    steps: int = 0  # T code maps per image
+    code_maps: int = 0  # T code maps per image (the tokenizer's `steps`)
     grid: list[int] = field(default_factory=list)  # (h, w) of one code map
+    # Old key -> new key: a config that still says `steps` fails naming `code_maps` (`steps` is
+    # also train.steps, optimizer steps, in the same YAML); saved files are mapped on load.
+    RENAMED: ClassVar[dict[str, str]] = {"steps": "code_maps"}
 
     @classmethod
     def text_only(cls, text_tokenizer: str) -> "VocabularyConfig":
         """For text-id work (encoding text shards): text ids come before every image id, so they
         do not depend on the image geometry, which is set to a placeholder here."""
-        return cls(text_tokenizer=text_tokenizer, codebook_size=1, steps=1, grid=[1, 1])
+        return cls(text_tokenizer=text_tokenizer, codebook_size=1, code_maps=1, grid=[1, 1])
 
     def validate(self, prefix: str = "vocab") -> None:
         path = Path(self.text_tokenizer)
@@ -62,7 +67,7 @@ class VocabularyConfig:
         if path.is_dir() and not any((path / n).is_file() for n in ("tokenizer.json", "tokenizer_config.json")):
             raise ConfigError(f"{prefix}.text_tokenizer={self.text_tokenizer!r}: folder has no "
                               "tokenizer.json or tokenizer_config.json (not a Hugging Face tokenizer)")
-        for key in ("codebook_size", "steps"):
+        for key in ("codebook_size", "code_maps"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{prefix}.{key}={getattr(self, key)}: must be >= 1 (0 = from "
                                   "the image tokenizer, which was not given)")
@@ -148,6 +153,17 @@ def _first_difference(a, b, where: str) -> str | None:
     return None if a == b else f"{where}: this vocabulary has {a!r}, the other has {b!r}"
 
 
+def _upgrade_layout(layout: dict) -> dict:
+    """A version-1 vocabulary.json (written before the rename) named T `image.steps`; the rest of
+    the layout is unchanged, so it maps onto version 2 key for key, in place."""
+    if layout.get("version") == 1:
+        image = layout["image"]
+        layout["image"] = {"codebook_size": image["codebook_size"], "code_maps": image["steps"],
+                           "grid": image["grid"]}
+        layout["version"] = 2
+    return layout
+
+
 # ------------------------------------------------------------------------------------ vocabulary
 class Vocabulary:
     """Use build(cfg) or load(folder); the layout dict is exactly what vocabulary.json holds."""
@@ -182,7 +198,8 @@ class Vocabulary:
                      "bos_id": text.bos_id, "eos_id": text.eos_id, "file": text.saved_name},
             # The causes first and what follows from them last, so check_compatible reports
             # "num_classes differs" rather than "ranges.image differs".
-            "image": {"codebook_size": cfg.codebook_size, "steps": cfg.steps, "grid": list(cfg.grid)},
+            "image": {"codebook_size": cfg.codebook_size, "code_maps": cfg.code_maps,
+                      "grid": list(cfg.grid)},
             "num_classes": cfg.num_classes,
             "specials": specials,
             "ranges": {name: list(r) for name, r in ranges.items()},
@@ -200,7 +217,7 @@ class Vocabulary:
         folder = Path(folder)
         if not (folder / VOCAB_FILE).is_file():
             raise FileNotFoundError(f"{folder} has no {VOCAB_FILE}; pass a folder written by Vocabulary.save")
-        layout = json.loads((folder / VOCAB_FILE).read_text())
+        layout = _upgrade_layout(json.loads((folder / VOCAB_FILE).read_text()))
         if layout.get("version") != LAYOUT_VERSION:
             raise ValueError(f"{folder / VOCAB_FILE}: layout version {layout.get('version')!r}, "
                              f"this code reads version {LAYOUT_VERSION}")
@@ -240,7 +257,7 @@ class Vocabulary:
     null_id = property(lambda self: self._special_ids["<null>"])
     code_offset = property(lambda self: self._layout["ranges"]["image"][0])
     codebook_size = property(lambda self: self._layout["image"]["codebook_size"])
-    steps = property(lambda self: self._layout["image"]["steps"])
+    code_maps = property(lambda self: self._layout["image"]["code_maps"])
     grid = property(lambda self: tuple(self._layout["image"]["grid"]))
     num_classes = property(lambda self: self._layout["num_classes"])
 
@@ -280,9 +297,9 @@ class Vocabulary:
                              f"{self.code_offset + self.codebook_size}))")
         return ids - self.code_offset
 
-    def check_image_tokenizer(self, codebook_size: int, steps: int, grid) -> None:
+    def check_image_tokenizer(self, codebook_size: int, code_maps: int, grid) -> None:
         for name, ours, theirs in (("codebook_size", self.codebook_size, int(codebook_size)),
-                                   ("steps", self.steps, int(steps)),
+                                   ("code_maps", self.code_maps, int(code_maps)),
                                    ("grid", self.grid, tuple(int(g) for g in grid))):
             if ours != theirs:
                 raise ValueError(f"vocabulary has {name}={ours} but the image tokenizer has {theirs}")
@@ -300,7 +317,7 @@ class Vocabulary:
             special += f" <class_0>..<class_{self.num_classes - 1}>"
         notes = {"text": f"{self._layout['text']['kind']}, bos={self.bos_id} eos={self.eos_id}",
                  "special": special,
-                 "image": f"K={self.codebook_size}, T={self.steps}, grid {self.grid[0]}x{self.grid[1]}"}
+                 "image": f"K={self.codebook_size}, T={self.code_maps}, grid {self.grid[0]}x{self.grid[1]}"}
         rows = [f"{'range':<8} {'ids':<18} {'count':>7}  notes"]
         for name, (start, length) in self.ranges.items():
             rows.append(f"{name:<8} {f'[{start}, {start + length})':<18} {length:>7}  {notes.get(name, '')}")

@@ -5,9 +5,11 @@ Design choices, one line each:
   and our warmup + cosine LambdaLR (optimizer.py).
 - One optimizer step = `train.gradient_accumulation` micro-batches of `data.rows_per_batch` packed
   rows of `data.seq_len` tokens per rank.
-- A non-finite loss (agreed across ranks) drops that micro-batch before backward, so it never
-  touches the weights; `train.max_nonfinite_steps` in a row stop the run, and since nothing is
-  saved after a bad step the last checkpoint stays good.
+- No host sync per step: losses and token counts are summed on the device and read on log steps.
+- A non-finite loss or gradient never reaches the weights, and is found without a per-step read:
+  the step is skipped by DeepSpeed's own overflow check (nonfinite_guard.py says how);
+  `train.max_nonfinite_steps` skipped steps in a row stop the run, and since nothing is saved
+  after a bad step the last checkpoint stays good.
 - Checkpoints: DeepSpeed's own (weights, optimizer, LR schedule) in `step_XXXXXXXX.tmp`, plus each
   rank's data-stream state and rank 0's EMA, renamed to `step_XXXXXXXX` once complete; the newest
   `train.keep_checkpoints` are kept.
@@ -26,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import os
 import time
 from pathlib import Path
@@ -36,7 +37,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from unimodal import distributed as D
-from unimodal.checkpointing import (NonFiniteStreak, atomic_folder, check_fresh_out_dir,
+from unimodal.checkpointing import (atomic_folder, check_fresh_out_dir,
                                     deepspeed_checkpoint_globals, latest_checkpoint,
                                     prune_checkpoints, saved_world_size, step_dir_name,
                                     supersede_after, weights_only_torch_load)
@@ -51,6 +52,7 @@ from unimodal.model.export import build_unified, save_unified
 from unimodal.pretraining.config import PretrainConfig
 from unimodal.pretraining.ema import EMA
 from unimodal.pretraining.flops import layer_parameter_count, step_flops
+from unimodal.pretraining.nonfinite_guard import NonFiniteGuard
 from unimodal.pretraining.optimizer import build_optimizer
 
 
@@ -106,8 +108,7 @@ class Pretrainer:
         self.step = 0
         self.train_flops = 0.0   # cumulative model FLOPs, all ranks; logged and checkpointed
         self.window = self._fresh_window()
-        self.bad_grads = NonFiniteStreak(run.max_nonfinite_steps, self.ckpt_root,
-                                         "non-finite gradients")
+        self.guard = NonFiniteGuard(run.max_nonfinite_steps, self.ckpt_root, self.device)
 
     # --- checkpoints -----------------------------------------------------------------------
     def save_checkpoint(self) -> Path:
@@ -222,30 +223,6 @@ class Pretrainer:
         return {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v
                 for k, v in batch.items()}
 
-    def _all_finite(self, loss: torch.Tensor) -> bool:
-        """Whether every rank's loss is finite: one all-reduce and one host read."""
-        bad = (~torch.isfinite(loss.detach())).float().reshape(1)
-        dist.all_reduce(bad)
-        return bad.item() == 0
-
-    def _step_was_finite(self) -> bool:
-        """Whether the optimizer step just taken used finite gradients (same answer on all ranks).
-
-        DeepSpeed's ZeRO/fp16 optimizers skip a step whose gradients overflow; an optimizer
-        without that check would apply it, so a non-finite gradient norm after an applied step
-        means the weights are already corrupt, and the run stops at once.
-        """
-        norm = self.engine.get_global_grad_norm()
-        finite = norm is None or math.isfinite(float(norm))
-        if self.engine.was_step_applied():
-            if not finite:
-                raise FloatingPointError(
-                    f"step {self.step + 1}: non-finite gradient norm ({norm}) and the optimizer "
-                    f"applied the step; the last good checkpoint is "
-                    f"{latest_checkpoint(self.ckpt_root)}")
-            return True
-        return False
-
     def run(self) -> dict:
         cfg, run = self.cfg, self.cfg.train
         is_main = self.rank == 0
@@ -260,50 +237,50 @@ class Pretrainer:
         bar = tqdm(total=run.steps, initial=self.step, disable=not is_main, desc="pretrain",
                    dynamic_ncols=True)
         batches = iter(self.stream)
-        bad_losses = NonFiniteStreak(run.max_nonfinite_steps, self.ckpt_root, "a non-finite loss")
         self.window = window = self._fresh_window()
         self.run_start = time.perf_counter()
         sums: dict[str, float] = {}
         last: dict = {}
         self.engine.train()
+        pending: dict = {}   # this optimizer step's loss sums, kept only if its update lands
         while self.step < run.steps:
             batch = self._to_device(next(batches))
             out = self.engine(batch)
-            if not self._all_finite(out["loss"]):
-                bad_losses.skipped(self.step + 1, D.print0)
-                continue
-            bad_losses.good()
-            self.engine.backward(out["loss"])
+            self.engine.backward(self.guard.loss_for_backward(out["loss"]))
             boundary = self.engine.is_gradient_accumulation_boundary()
             self.engine.step()
-            if boundary and not self._step_was_finite():
-                # DeepSpeed skipped the update (inf/NaN gradients, its "OVERFLOW"): the step does
-                # not count, and too many in a row stop the run like non-finite losses do.
-                self.bad_grads.skipped(self.step + 1, D.print0)
-                continue
-            if boundary:
-                self.bad_grads.good()
-            tokens = batch["input_ids"].numel()
-            # FLOPs are linear in these counts: sum them on the device, read them on log steps.
-            window["tokens"] += tokens
+            # FLOPs are linear in these counts (spent whether or not the update lands): sum them
+            # on the device, read them on log steps.
+            window["tokens"] += batch["input_ids"].numel()
             window["text"] += out["text_tokens"]
             window["code"] += out["image_tokens"]
             window["block"] += (batch["block_ids"] >= 0).sum()
             for key in ("loss", "text_loss", "image_loss"):  # summed on the device: no sync
-                sums[key] = sums.get(key, 0.0) + out[key].detach().float()
-            sums["micro"] = sums.get("micro", 0) + 1
+                pending[key] = pending.get(key, 0.0) + out[key].detach().float()
+            pending["micro"] = pending.get("micro", 0) + 1
             if not boundary:
                 continue
+            step_sums, pending = pending, {}
+            if not self.guard.step_applied(self.engine, self.step + 1, D.print0):
+                continue  # skipped (non-finite loss or gradients): the step does not count
+            for key, value in step_sums.items():
+                sums[key] = sums.get(key, 0) + value
             self.step += 1
             if self.ema is not None:
                 self.ema.update(self.model)
             bar.update(1)
-            if self.step % run.log_every == 0 or self.step == run.steps:
+            log_now = self.step % run.log_every == 0 or self.step == run.steps
+            save_now = self.step % run.checkpoint_every == 0 or self.step == run.steps
+            export_now = bool(run.export_every) and self.step % run.export_every == 0 \
+                and self.step < run.steps
+            if log_now or save_now or export_now:
+                self.guard.check_weights(self.model, self.step)  # nothing is logged or saved after a bad step
+            if log_now:
                 last = self._log(sums, window, log_file, writer, bar)
                 sums = {}
-            if self.step % run.checkpoint_every == 0 or self.step == run.steps:
+            if save_now:
                 self.save_checkpoint()
-            if run.export_every and self.step % run.export_every == 0 and self.step < run.steps:
+            if export_now:
                 self.export(self.out_dir / "exports" / step_dir_name(self.step))
             if run.stop_after and self.step >= run.stop_after:
                 bar.close()
@@ -346,7 +323,7 @@ class Pretrainer:
                   "grad_norm": float(self.engine.get_global_grad_norm() or 0.0),
                   "tokens_per_s": window["tokens"] * self.world / max(elapsed, 1e-9),
                   "tflops": tflops, "mfu": tflops / (self.cfg.train.peak_tflops * self.world),
-                  "skipped_steps": self.bad_grads.total}
+                  "skipped_steps": self.guard.skipped}
         if hasattr(self.stream, "bad_data_counts"):  # rank 0's share of the data
             counts = self.stream.bad_data_counts()
             record["bad_samples"] = counts["bad"]

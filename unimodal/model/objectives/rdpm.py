@@ -266,10 +266,10 @@ class RDPMObjective(ImageObjective):
         super().__init__(vocab, latent_dim)
         self.k = blocks_per_image
         self.block_len = vocab.grid[0] * vocab.grid[1]
-        self.step_probs = step_probabilities(step_weights, vocab.steps)
+        self.step_probs = step_probabilities(step_weights, vocab.code_maps)
 
     def draw_layout(self, rng: np.random.Generator) -> list[int]:
-        return draw_steps(rng, self.vocab.steps, self.k, self.step_probs)
+        return draw_steps(rng, self.vocab.code_maps, self.k, self.step_probs)
 
     def image_length(self, layout: list[int]) -> int:
         return len(layout) * self.block_len
@@ -280,7 +280,7 @@ class RDPMObjective(ImageObjective):
                               prompt_targets)
 
     def empty_blocks(self) -> dict[str, torch.Tensor]:
-        return {"block_codes": torch.zeros((0, self.vocab.steps, *self.vocab.grid), dtype=torch.long),
+        return {"block_codes": torch.zeros((0, self.vocab.code_maps, *self.vocab.grid), dtype=torch.long),
                 "block_steps": torch.zeros(0, dtype=torch.long),
                 "block_noise": torch.zeros((0, self.latent_dim, *self.vocab.grid),
                                            dtype=torch.float32)}
