@@ -13,16 +13,16 @@ import torch
 
 from unimodal.data.shapes import NUM_CLASSES, render_sample
 from unimodal.distributed import pick_device
-from unimodal.eval_sampling import load_for_sampling
 from unimodal.metrics.generation import ImageArrayDataset, Reference, generation_metrics
 from unimodal.metrics.shapes_checker import (ShapesAccuracy, score_image, spec_for_class,
                                              spec_from_objects)
 from unimodal.metrics.shapes_features import (heldout_renders, load_classifier,
                                               shapes_frechet_distance, shapes_statistics)
+from unimodal.model.export import load_unified
 from unimodal.model.sampling import ImageRequest, generate_images
 from unimodal.model.vocabulary import image_prompt
-from unimodal.objective_study.config import ScoreConfig
 from unimodal.model.sampling_rules import ImageSamplingConfig
+from unimodal.objective_study.config import ScoreConfig
 from unimodal.pretraining.inference_cost import inference_flops, ms_per_image, sampling_steps
 
 ATTRIBUTES = ("prompt", "color", "shape", "position", "count")
@@ -59,7 +59,9 @@ class Scorer:
 
     def score(self, export: str) -> dict:
         cfg, sampling = self.cfg, self.sampling
-        model, tokenizer = load_for_sampling(export, self.device)
+        # bf16 on CUDA, as the eval scripts load for sampling (eval_sampling.load_for_sampling).
+        dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
+        model, tokenizer = load_unified(export, self.device, dtype)
         pairs = self.requests()
         images = generate_images(model, tokenizer, [r for r, _ in pairs], sampling, cfg.batch_size)
         caption_acc, class_acc = ShapesAccuracy(), ShapesAccuracy()
