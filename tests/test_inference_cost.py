@@ -4,7 +4,6 @@ torch's FlopCounterMode while each objective's real sampler draws one image, and
 import math
 
 import pytest
-import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import unimodal.model.llama as llama
