@@ -31,6 +31,10 @@ NEEDS_EXTRAS = {
     "unimodal.metrics.shapes_features": {"eval"},
     "unimodal.metrics.generator_diagnostics": {"eval", "train"},
     "unimodal.tokenizer.diagnostics": {"eval"}, "unimodal.tokenizer.training": {"eval"},
+    "unimodal.pretraining.inference_cost": {"train"},
+    "unimodal.objective_study.cell": {"train"}, "unimodal.objective_study.prepare": {"eval"},
+    "unimodal.objective_study.report": {"eval"}, "unimodal.objective_study.scoring": {"eval", "train"},
+    "unimodal.objective_study.study": {"eval", "train"},
 }
 
 PROBE = """

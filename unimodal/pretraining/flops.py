@@ -37,13 +37,27 @@ def matmul_flops(model: UnifiedModel, tokens: int, text_targets: int, code_targe
     width = model.backbone.config.hidden_size
     if layer_params is None:
         layer_params = layer_parameter_count(model)
-    d, codes = model.tok_cfg.latent_dim, model.vocab.codebook_size
-    code_head = {"shared": width * codes, "latent_shared": width * codes + width * d + d * codes
-                 }.get(model.cfg.code_head, width * d + d * codes)
     matmul = (layer_params * tokens + width * model.vocab.size * text_targets
-              + code_head * code_targets
-              + (2 * d * width * block_tokens if model.cfg.image_objective == "rdpm" else 0))
+              + code_head_parameters(model) * code_targets
+              + block_projector_parameters(model) * block_tokens)
     return 6.0 * matmul
+
+
+def code_head_parameters(model: UnifiedModel) -> int:
+    """Multiply-adds per image target of the code head: W * K (shared), W * d + d * K
+    (distance, latent), their sum (latent_shared)."""
+    width = model.backbone.config.hidden_size
+    d, codes = model.tok_cfg.latent_dim, model.vocab.codebook_size
+    return {"shared": width * codes, "latent_shared": width * codes + width * d + d * codes
+            }.get(model.cfg.code_head, width * d + d * codes)
+
+
+def block_projector_parameters(model: UnifiedModel) -> int:
+    """Multiply-adds per image position of the block input: rdpm's 2d -> W projector; the token
+    objectives embed codes by lookup (no matmul)."""
+    if model.cfg.image_objective != "rdpm":
+        return 0
+    return 2 * model.tok_cfg.latent_dim * model.backbone.config.hidden_size
 
 
 def attention_flops(model: UnifiedModel, tokens: int, seq_len: int) -> float:

@@ -1,0 +1,34 @@
+"""Compare image objectives on one backbone at fixed training FLOPs, on the shapes data.
+
+    python eval/objectives.py --config configs/objectives_shapes.yaml            # GPU grid, resumable
+    python eval/objectives.py --config configs/objectives_tiny.yaml score.classifier=runs/c   # CPU
+
+A grid of objectives (rdpm, next_token, masked) x model sizes x training FLOPs budgets. Prepared
+once in <out>/prepare (or prepare.dir): a text tokenizer, an RDPM image tokenizer (T =
+prepare.rdpm_steps) and a plain VQ one (T = 1, the same codebook size) with their code shards.
+Each cell trains through the pretraining library (train/pretrain.py's) for budget / FLOPs-per-step
+steps, exports, and is scored: shapes prompt following (whole prompt, per attribute, class
+prompts), "FD (shapes-classifier features)" (score.classifier, from eval/train_shapes_classifier.py),
+Inception FID when score.inception_weights is given, training FLOPs, inference FLOPs per image and
+ms/image at score.timing_batch_sizes. A finished cell writes <out>/cells/<cell>/result.json
+atomically; a rerun skips it. Writes <out>/results.md and three PNG plots; prints the table last.
+"""
+
+from pathlib import Path
+
+from unimodal.cli import parse_config
+from unimodal.objective_study.config import ObjectivesStudyConfig
+from unimodal.objective_study.study import run_study
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main(argv=None):
+    cfg = parse_config(ObjectivesStudyConfig, argv, __doc__, __file__)
+    return run_study(cfg, ROOT)
+
+
+if __name__ == "__main__":
+    from unimodal.cli import run_main
+
+    run_main(main)

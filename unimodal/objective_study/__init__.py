@@ -1,0 +1,16 @@
+"""The compute-controlled comparison of image objectives (eval/objectives.py is the entry point).
+
+A grid of objectives x model sizes x training FLOPs budgets on the shapes data, one backbone:
+
+    config.py    ObjectivesStudyConfig: the grid, what is prepared once, scoring; validated first
+    prepare.py   the text tokenizer, an RDPM (T = rdpm_steps) and a plain VQ (T = 1) image
+                 tokenizer of the same codebook size, and their code shards, once per grid
+    cell.py      one cell: its pretraining config, steps = budget / FLOPs of one step, training
+    scoring.py   prompt following, FD (shapes-classifier features), Inception FID (with weights),
+                 inference FLOPs and ms/image
+    report.py    results.md and the plots
+    study.py     the loop: resumable (a finished cell's result.json is written atomically and a
+                 rerun skips it), progress per cell, the table last
+
+It sits on the top floor: it uses the trainer, the metrics, the data and the model.
+"""

@@ -1,0 +1,132 @@
+"""The config of the objectives study (eval/objectives.py): the grid, what is prepared once, the
+training base, and the scoring. Everything here is checked before anything heavy runs."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from unimodal.config import ConfigError
+from unimodal.model.objectives import IMAGE_OBJECTIVES
+from unimodal.model.sampling_rules import ImageSamplingConfig
+
+
+@dataclass
+class ModelSize:
+    name: str = "s"                       # the size's name in the table and the cell folders
+    hidden_size: int = 64                 # W
+    num_layers: int = 2
+    num_heads: int = 4
+    num_kv_heads: int = 4
+    intermediate_size: int = 256          # SwiGLU hidden size
+
+    def backbone_overrides(self) -> list[str]:
+        return [f"model.backbone.{key}={getattr(self, key)}" for key in
+                ("hidden_size", "num_layers", "num_heads", "num_kv_heads", "intermediate_size")]
+
+
+@dataclass
+class PrepareConfig:
+    """The tokenizers and code shards every cell shares, made once in `dir` (or given there)."""
+    dir: str = ""                         # "" = <out>/prepare; another run's folder shares its files
+    tokenizer_config: str = "configs/rdpm_tiny.yaml"   # base of both image tokenizers
+    tokenizer_overrides: str = ""         # key=value words on top of it, for both
+    rdpm_steps: int = 10                  # T of the rdpm objective's tokenizer
+    tokenizer_steps: int = 500            # optimizer steps of each image tokenizer
+    image_size: int = 64
+    train_images: int = 4000              # shapes scenes encoded for pretraining
+    shard_size: int = 1000
+    text_corpus: int = 4000               # sentences of the built-in shapes corpus for the text tokenizer
+    text_vocab_size: int = 512
+    device: str = "auto"                  # tokenizer training and encoding
+
+
+@dataclass
+class ScoreConfig:
+    captions: int = 128                   # held-out caption prompts per cell
+    per_class: int = 2                    # class-prompt images per class id per cell
+    heldout_offset: int = 1_000_000       # first held-out scene (eval/shapes_score.py's)
+    data_seed: int = 0
+    classifier: str = "runs/shapes_classifier"   # folder of eval/train_shapes_classifier.py
+    reference_images: int = 1000          # held-out renders for the FD reference statistics
+    inception_weights: str = ""           # a local Inception .pth enables Inception FID (torch-fidelity)
+    batch_size: int = 64                  # sampling batch
+    timing_batch_sizes: list[int] = field(default_factory=lambda: [1, 64])  # ms/image at these
+    timing_repeats: int = 2               # timed batches after one untimed warm-up batch
+    device: str = "auto"
+
+
+@dataclass
+class ObjectivesStudyConfig:
+    out: str = "runs/objectives"          # run folder: prepare/, cells/, results.md, plots
+    objectives: list[str] = field(default_factory=lambda: ["rdpm", "next_token", "masked"])
+    sizes: list[ModelSize] = field(default_factory=lambda: [ModelSize()])
+    budgets: list[float] = field(default_factory=lambda: [1e12, 4e12])  # training FLOPs per cell
+    rdpm_code_head: str = "latent"        # model.code_head of the rdpm cells (the others: shared)
+    pretrain_config: str = "configs/uni_tiny.yaml"   # the training base of every cell
+    pretrain_overrides: str = ""          # key=value words on top of it, for every cell
+    flops_batches: int = 4                # packed batches averaged for the FLOPs of one step
+    prepare: PrepareConfig = field(default_factory=PrepareConfig)
+    score: ScoreConfig = field(default_factory=ScoreConfig)
+    sampling: ImageSamplingConfig = field(default_factory=ImageSamplingConfig)
+
+    def validate(self) -> None:
+        if not self.objectives:
+            raise ConfigError("objectives: empty grid; name at least one of "
+                              f"{sorted(IMAGE_OBJECTIVES)}")
+        for name in self.objectives:
+            if name not in IMAGE_OBJECTIVES:
+                raise ConfigError(f"objectives: unknown image objective {name!r}; choose from "
+                                  f"{sorted(IMAGE_OBJECTIVES)}")
+        if len(set(self.objectives)) != len(self.objectives):
+            raise ConfigError(f"objectives={self.objectives}: each name once")
+        if not self.sizes:
+            raise ConfigError("sizes: empty grid; give at least one model size")
+        names = [s.name for s in self.sizes]
+        if len(set(names)) != len(names) or not all(n and n.replace("_", "").isalnum() for n in names):
+            raise ConfigError(f"sizes: names {names} must be distinct, non-empty, letters/digits/_")
+        for i, s in enumerate(self.sizes):
+            if min(s.hidden_size, s.num_layers, s.num_heads, s.num_kv_heads, s.intermediate_size) < 1:
+                raise ConfigError(f"sizes[{i}] ({s.name}): every field must be >= 1")
+            if s.hidden_size % s.num_heads or s.num_heads % s.num_kv_heads:
+                raise ConfigError(f"sizes[{i}] ({s.name}): hidden_size divisible by num_heads, "
+                                  "num_heads by num_kv_heads")
+        if not self.budgets:
+            raise ConfigError("budgets: empty grid; give at least one training FLOPs budget")
+        for b in self.budgets:
+            if not (math.isfinite(b) and b > 0):
+                raise ConfigError(f"budgets: {b} is not a positive finite number of FLOPs")
+        if len(set(self.budgets)) != len(self.budgets):
+            raise ConfigError(f"budgets={self.budgets}: each budget once")
+        for key in ("pretrain_config", "prepare.tokenizer_config"):
+            path = self.pretrain_config if key == "pretrain_config" else self.prepare.tokenizer_config
+            if not Path(path).is_file():
+                raise ConfigError(f"{key}={path!r}: file not found")
+        p, s = self.prepare, self.score
+        for key, value in (("prepare.rdpm_steps", p.rdpm_steps), ("prepare.tokenizer_steps", p.tokenizer_steps),
+                           ("prepare.train_images", p.train_images), ("prepare.shard_size", p.shard_size),
+                           ("prepare.text_corpus", p.text_corpus), ("flops_batches", self.flops_batches),
+                           ("score.batch_size", s.batch_size), ("score.timing_repeats", s.timing_repeats)):
+            if value < 1:
+                raise ConfigError(f"{key}={value}: must be >= 1")
+        if p.rdpm_steps < 2 and "rdpm" in self.objectives:
+            raise ConfigError(f"prepare.rdpm_steps={p.rdpm_steps}: rdpm needs T >= 2 (T = 1 is "
+                              "the token objectives' plain VQ)")
+        if s.captions < 0 or s.per_class < 0 or s.captions + s.per_class == 0:
+            raise ConfigError(f"score.captions={s.captions}, score.per_class={s.per_class}: each "
+                              ">= 0, not both 0")
+        if s.captions + 28 * s.per_class < 2 or s.reference_images < 2:
+            raise ConfigError("score: the Fréchet distance needs >= 2 generated images and "
+                              "score.reference_images >= 2")
+        if not s.timing_batch_sizes or min(s.timing_batch_sizes) < 1:
+            raise ConfigError(f"score.timing_batch_sizes={s.timing_batch_sizes}: sizes >= 1")
+        if not (Path(s.classifier) / "weights.safetensors").is_file():
+            raise ConfigError(f"score.classifier={s.classifier!r}: no shapes classifier there "
+                              "(train one once: python eval/train_shapes_classifier.py out=...)")
+        if s.inception_weights and not Path(s.inception_weights).is_file():
+            raise ConfigError(f"score.inception_weights={s.inception_weights!r}: file not found")
+        self.sampling.validate("sampling")
+
+    def prepare_dir(self) -> Path:
+        return Path(self.prepare.dir) if self.prepare.dir else Path(self.out) / "prepare"
