@@ -48,7 +48,7 @@ def test_inference_flops_equal_torchs_flop_counter(assets, monkeypatch, objectiv
     monkeypatch.setattr(llama.F, "scaled_dot_product_attention", _math_attention)
     with FlopCounterMode(display=False) as counter:
         codes = model.objective.sample(model, [prompt], cfg, [0])
-    assert codes.shape == (1, vocab.steps, *vocab.grid)
+    assert codes.shape == (1, vocab.code_maps, *vocab.grid)
     counted = counter.get_total_flops()
     hand = inference_flops(model, len(prompt), cfg=cfg)
     assert hand == pytest.approx(counted, rel=0.01), (hand, counted)

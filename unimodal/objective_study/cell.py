@@ -65,7 +65,7 @@ def cell_pretrain_config(cfg: ObjectivesStudyConfig, cell: Cell, prepared: Prepa
                          SourceConfig(name="shapes_c2i", kind="class_images", shards=shards, weight=0.33)]
     if cell.objective != "rdpm":
         pcfg.data.step_weights = []
-    for key in ("steps", "grid", "codebook_size"):   # read from the cell's tokenizer
+    for key in ("code_maps", "grid", "codebook_size"):   # read from the cell's tokenizer
         setattr(pcfg.model.vocab, key, type(getattr(pcfg.model.vocab, key))())
     pcfg.validate()
     return pcfg
