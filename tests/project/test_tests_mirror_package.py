@@ -128,3 +128,16 @@ def test_test_folders_mirror_package_folders():
         assert (rel.parts[0] in NOT_MIRRORS | {TOP} and len(rel.parts) == 1) or \
             (PACKAGE / rel).is_dir(), f"tests/{rel.as_posix()} mirrors no folder of unimodal/"
         assert (folder / "__init__.py").is_file(), f"tests/{rel.as_posix()} needs an __init__.py"
+
+
+def test_no_test_module_imports_another():
+    """Shared helpers live in the fixture modules at tests/: a test module imported by its plain
+    name only resolves from its own folder, so it breaks when the two files sit apart."""
+    wrong = []
+    for path in sorted(TESTS.rglob("test_*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            wrong += [f"{path.relative_to(ROOT)}:{node.lineno} imports {name}" for name in names
+                      if name.split(".")[-1].startswith("test_")]
+    assert not wrong, "move the shared helpers into a fixture module:\n  " + "\n  ".join(wrong)
