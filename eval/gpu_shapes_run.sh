@@ -81,7 +81,7 @@ stage() { echo "[$(date +%T)] $*"; }
 side_pids=()
 if [ "${GPU_TESTS:-1}" = 1 ]; then
     stage "GPU tests (flex_attention BlockMask vs the dense SDPA mask, ...), beside the tokenizer"
-    ( $py -m pytest -q -m gpu tests/test_unified_model.py > $out/gpu_tests.log 2>&1 \
+    ( $py -m pytest -q -m gpu tests/model/test_unified.py > $out/gpu_tests.log 2>&1 \
         || echo "GPU tests FAILED: see $out/gpu_tests.log" ) &
     side_pids+=($!)
 fi

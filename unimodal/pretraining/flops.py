@@ -33,7 +33,8 @@ def step_flops(model: UnifiedModel, tokens: int, text_targets: int, code_targets
 def matmul_flops(model: UnifiedModel, tokens: int, text_targets: int, code_targets: int,
                  block_tokens: int, layer_params: int | None = None) -> float:
     """The weight matmuls of forward + backward (6 per multiply-add: 2 forward, 4 backward);
-    tests/test_flops.py checks it against torch's FlopCounterMode for every image objective."""
+    tests/pretraining/test_flops.py checks it against torch's FlopCounterMode for every image
+    objective."""
     width = model.backbone.config.hidden_size
     if layer_params is None:
         layer_params = layer_parameter_count(model)

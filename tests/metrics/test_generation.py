@@ -118,3 +118,17 @@ def test_missing_or_wrong_inception_weights_name_the_option(tmp_path):
     torch.save({"not": torch.zeros(1)}, tmp_path / "wrong.pth")
     with pytest.raises(ValueError, match="inception_weights"):
         InceptionFeatures(str(tmp_path / "wrong.pth"))
+
+
+def test_precision_and_recall_are_not_swapped():
+    """Generated features that collapse onto a few reference points: precise, not diverse."""
+    from unimodal.metrics.generation import LOGITS
+
+    torch.manual_seed(0)
+    reference = torch.randn(400, 8)
+    modes = reference[:6].repeat(10, 1)  # 60 samples near 6 of the 400 reference points
+    generated = modes + 0.001 * torch.randn_like(modes)
+    logits = torch.randn(60, 10)
+    m = metrics_from_features({POOL_FEATURES: generated, LOGITS: logits},
+                              {POOL_FEATURES: reference})
+    assert m["precision"] > 0.9 and m["recall"] < 0.3, m

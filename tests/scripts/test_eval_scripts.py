@@ -211,7 +211,7 @@ def test_multi_gpu_report_compares_scaling_and_resumed_losses(tmp_path, capsys):
 def test_bench_pretrain_profiles_the_real_loop_on_a_trained_tokenizer_geometry(assets, tmp_path):
     # A subprocess: the DeepSpeed process group (and the MASTER_PORT it sets in os.environ) must
     # not outlive the test inside pytest, where later launches would inherit a busy port.
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     done = subprocess.run(
         [sys.executable, str(root / "eval/bench_pretrain.py"),
          f"pretrain_config={root / 'configs/uni_tiny.yaml'}", "steps=6", "warmup=2", "window=2",
@@ -232,7 +232,7 @@ def test_tokenizer_ablation_runs_are_the_preset_or_the_variants_after_the_common
     from unimodal.config import ConfigError
 
     mod = load_script("eval/tokenizer_ablation.py")
-    config = str(Path(__file__).resolve().parents[1] / "configs/rdpm_tiny.yaml")
+    config = str(Path(__file__).resolve().parents[2] / "configs/rdpm_tiny.yaml")
 
     def runs(*words):
         return parse_config(mod.TokenizerAblationConfig, [f"tokenizer_config={config}", *words],

@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 
 from process_fixtures import clean_env
-from test_pretrain import tiny_config  # noqa: F401  (the fixture)
 
 READS = ("item", "tolist", "cpu", "numpy", "__bool__", "__int__", "__float__", "__index__")
 
@@ -87,9 +86,11 @@ def count_host_reads(config: str, out: str, *overrides: str) -> None:
     print("HOST_READS " + json.dumps({"loop": loop, "allowed": allowed[0]}))
 
 
-def test_no_host_reads_between_log_steps(tiny_config, tmp_path):  # noqa: F811
-    code = ("import sys; sys.path.insert(0, %r); from test_pretrain_host_syncs import "
-            "count_host_reads; count_host_reads(*sys.argv[1:])" % str(Path(__file__).parent))
+def test_no_host_reads_between_log_steps(tiny_config, tmp_path):
+    # This folder for test_trainer_host_syncs, tests/ for the fixture modules it imports.
+    code = ("import sys; sys.path[:0] = %r; from test_trainer_host_syncs import "
+            "count_host_reads; count_host_reads(*sys.argv[1:])"
+            % [str(Path(__file__).parent), str(Path(__file__).parents[1])])
     overrides = ["train.steps=6", "train.log_every=3", "train.checkpoint_every=3",
                  "train.gradient_accumulation=2"]
     done = subprocess.run([sys.executable, "-c", code, str(tiny_config), str(tmp_path / "run"),

@@ -17,7 +17,7 @@ from unimodal.data.text_corpus import read_documents, shapes_text_corpus
 from unimodal.model.vocabulary import BASE_SPECIALS, VOCAB_FILE, Vocabulary, VocabularyConfig
 from unimodal.tokenizer.rdpm_tokenizer import RDPMTokenizerConfig
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_TEXTS = ["the red circle is on the left of the blue square.",
                 "Zürich ✓ — unseen characters go through byte fallback",
                 "two  spaces\nand a newline"]

@@ -56,7 +56,7 @@ def test_inception_weights_are_loaded_safely_and_handed_on_as_a_clean_copy(tmp_p
 
 
 def test_tokenizer_resume_refuses_a_planted_training_state(tmp_path):
-    from test_tokenizer_training import tiny_args, train_main
+    from tokenizer_training_fixtures import tiny_args, train_main
 
     main = train_main()
     main(tiny_args(tmp_path, 2, "train.checkpoint_every=1", "train.eval_images=4"))

@@ -18,7 +18,7 @@ from unimodal.metrics.shapes_features import (METRIC_NAME, ClassifierTrainingCon
                                               shapes_frechet_distance, shapes_statistics,
                                               train_classifier)
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TINY = ShapesClassifierConfig(image_size=32, channels=[16, 32, 32], feature_dim=64)
 HELDOUT = 2_000_000
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import tomllib
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCRIPT_DIRS = ("tokenizers", "mixing", "train", "eval")
 
 

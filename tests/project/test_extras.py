@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 # optional package (import name) -> the extra that installs it
 OPTIONAL = {"transformers": "train", "deepspeed": "train", "sentencepiece": "train",

@@ -17,7 +17,7 @@ from unimodal.tokenizer.encode_shards import noise_seed, read_code_sample, shard
 from unimodal.tokenizer.rdpm_tokenizer import (RDPMTokenizer, RDPMTokenizerConfig, load_tokenizer,
                                                save_tokenizer)
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def load_script(rel):

@@ -331,7 +331,7 @@ def test_shapes_splits():
 
 def test_tokenizer_resume_on_webdataset_is_refused_unless_allowed(tmp_path):
     """Known gap, refused with a clear message: a webdataset stream restarts at its first shard."""
-    from test_tokenizer_training import tiny_args, train_main
+    from tokenizer_training_fixtures import tiny_args, train_main
     from unimodal.config import ConfigError
 
     for s in range(2):
