@@ -2,7 +2,8 @@
 eval/bench_pretrain.py, never by tests):
 
 - `model.loss_chunk_tokens`: the chunked head + cross-entropy gives the plain path's loss and
-  gradients, for text-only, image-only and mixed batches, every code head and objective;
+  gradients, for text-only, image-only and mixed batches, every code head and objective, and
+  keeps no (targets x vocabulary) tensor for the backward;
 - `eval/bench_pretrain.py peer=true`: the one table with the plain transformers peer, whose two
   MFU conventions differ by exactly half of flops.py's attention term.
 """
@@ -91,7 +92,7 @@ def test_chunked_loss_equals_the_plain_loss_and_gradients(assets, kind, objectiv
     assert any(g.abs().sum() > 0 for g in got_grads.values())
 
 
-def test_chunked_functions_match_one_pass_and_keep_no_logits_under_no_grad():
+def test_chunked_functions_match_one_pass_at_every_chunk_size():
     """The library functions alone: weights scaled by a non-unit upstream gradient, chunk sizes
     below, at and above the row count, and an inference pass that needs no gradient."""
     torch.manual_seed(0)
@@ -178,3 +179,30 @@ def test_bench_pretrain_peer_refuses_a_launcher_and_unknown_precision(monkeypatc
     with pytest.raises(ConfigError, match="peer=true compares one GPU"):
         parse("peer=true")
     assert parse("peer=false").peer is False
+
+
+@pytest.mark.parametrize("chunked", [True, False])
+def test_no_tensor_of_all_logits_is_saved_for_backward(chunked):
+    """What autograd packs for the backward (and, inside the chunked function, per chunk): the
+    plain path keeps the (targets x vocabulary) logits; the chunked one never more than a chunk's."""
+    torch.manual_seed(0)
+    rows, width, vocab, chunk = 256, 16, 300, 32
+    hidden = torch.randn(rows, width, requires_grad=True)
+    weight = torch.randn(vocab, width, requires_grad=True)
+    targets = torch.randint(0, vocab, (rows,))
+    sizes = []
+
+    def pack(t):
+        sizes.append(t.numel())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        if chunked:
+            for fn in (lambda: linear_cross_entropy_sum(hidden, weight, targets, chunk),
+                       lambda: chunked_cross_entropy_sum(lambda h, _: h @ weight.t(), hidden,
+                                                         targets, None, chunk)):
+                fn().backward()
+        else:
+            torch.nn.functional.cross_entropy(hidden @ weight.t(), targets,
+                                              reduction="sum").backward()
+    assert (max(sizes) <= chunk * vocab) == chunked, (max(sizes), rows * vocab)
