@@ -14,9 +14,21 @@ documents and captioned image documents (k blocks of h*w codes). The first `warm
 (compilation, allocator) are excluded; the median of the logged windows of `window` steps is
 reported. Tokens/s is summed over ranks and also given per GPU. Prints a table last; `json=FILE`
 also writes it (eval/gpu_multi_run.sh compares world sizes and ZeRO stages).
+
+MFU is given under both conventions: attention over the full seq^2 score matrix (LLM Foundry,
+torchtitan; flops.py's count) and causal-halved (Megatron: half of the attention term dropped).
+
+`peer=true` (one GPU, no launcher) then times a plain transformers `LlamaForCausalLM` of the same
+shape in the same process (unimodal/pretraining/transformers_peer.py): same seq_len, micro-batch,
+gradient accumulation, AdamW, clipping and timing, trained by a plain PyTorch loop (no DeepSpeed:
+one GPU has nothing for ZeRO to shard), eager and `torch.compile`d, bf16 on CUDA
+(`peer_precision`). The last table then holds the project and both peer runs, with the ratio of
+the project's tokens/s to each.
 """
 
+import gc
 import json
+import os
 import random
 import shlex
 import statistics
@@ -32,7 +44,9 @@ from unimodal.config import ConfigError, load_config
 from unimodal.data.sequences import image_document, pack_documents, text_document
 from unimodal.model.vocabulary import Vocabulary
 from unimodal.pretraining.config import PretrainConfig
+from unimodal.pretraining.flops import attention_flops, causal_halved
 from unimodal.pretraining.trainer import Pretrainer
+from unimodal.pretraining.transformers_peer import PRECISIONS, time_peer
 from unimodal.tokenizer.rdpm_tokenizer import (RDPMTokenizer, RDPMTokenizerConfig,
                                              load_tokenizer_config, save_tokenizer)
 
@@ -48,6 +62,9 @@ class BenchPretrainConfig:
     image_tokenizer: str = ""             # a trained tokenizer folder ("" = random-weight paper_f16)
     profile: int = 0                      # torch.profiler over N steps after warmup (0 = off)
     json: str = ""                        # also write the result here (rank 0)
+    peer: bool = False                    # also time the plain transformers peer (one GPU)
+    peer_precision: str = "autocast"      # CUDA: autocast (fp32 weights, bf16 autocast) | bf16
+    peer_compile_backend: str = "inductor"  # torch.compile backend of the compiled peer run
 
     def validate(self) -> None:
         if not self.pretrain_config:
@@ -62,6 +79,13 @@ class BenchPretrainConfig:
             raise ConfigError(f"steps={self.steps} leaves fewer than one timed window of "
                               f"window={self.window} steps after warmup={self.warmup}")
         self.pretrain_words()  # the overrides are key=value words
+        if self.peer and int(os.environ.get("WORLD_SIZE", 1)) > 1:
+            raise ConfigError("peer=true compares one GPU with one GPU: run without a launcher")
+        if self.peer_precision not in PRECISIONS:
+            raise ConfigError(f"peer_precision={self.peer_precision!r}: choose one of {PRECISIONS}")
+        if self.peer and not self.peer_compile_backend:
+            raise ConfigError("peer_compile_backend: a torch.compile backend (inductor) is needed "
+                              "for the compiled peer run")
 
     def pretrain_words(self) -> list[str]:
         try:
@@ -168,6 +192,27 @@ def print_profile(prof, steps: int, rows: int = 15) -> None:
     print(events.table(sort_by="self_cpu_time_total", row_limit=rows))
 
 
+def print_peer_table(result: dict, cfg: PretrainConfig) -> None:
+    """The project and the transformers peer runs in one table (one GPU each)."""
+    peers = result["peers"]
+    rows = [("project (DeepSpeed)", result)] + [
+        (f"transformers peer, {name}" + (f" ({peer['compile']})" if name != "eager" else ""), peer)
+        for name, peer in peers.items()]
+    print(f"\nproject vs plain transformers LlamaForCausalLM | seq {cfg.data.seq_len} | "
+          f"micro-batch {cfg.data.rows_per_batch} rows x {cfg.train.gradient_accumulation} "
+          f"accumulated | peer {peers['eager']['precision']} | MFU against "
+          f"{cfg.train.peak_tflops:g} TFLOP/s")
+    print("| run | tokens/s | TFLOP/s full attn | TFLOP/s causal-halved | MFU full attn | "
+          "MFU causal-halved | peak GiB | project tokens/s / this |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, r in rows:
+        ratio = result["tokens_per_s"] / r["tokens_per_s"]
+        print(f"| {name} | {r['tokens_per_s']:.0f} | {r['tflops']:.1f} | {r['tflops_causal']:.1f} "
+              f"| {r['mfu']:.1%} | {r['mfu_causal']:.1%} | {r['peak_mem_gib']:.1f} "
+              f"| {ratio:.2f}x |")
+    print(f"project / compiled peer: {result['ratio_to_compiled_peer']:.2f}x tokens/s")
+
+
 def load_pretrain_config(args: BenchPretrainConfig, fixed: list[str]) -> PretrainConfig:
     """The pretraining config: its YAML, then the bench's `fixed` words, then `overrides`."""
     try:
@@ -212,7 +257,13 @@ def main(argv=None):
         return None
     records = [json.loads(x) for x in (tmp / "run" / "log.jsonl").read_text().splitlines()]
     timed = [r for r in records if r["step"] > args.warmup]
-    med = {k: statistics.median(r[k] for r in timed) for k in ("tokens_per_s", "tflops", "mfu")}
+    seq, peak_tflops = cfg.data.seq_len, cfg.train.peak_tflops
+    for r in timed:  # Megatron's convention: half of this window's attention term dropped
+        attention = attention_flops(trainer.model, r["tokens_per_s"], seq) / 1e12
+        r["tflops_causal"] = causal_halved(r["tflops"], attention)
+        r["mfu_causal"] = r["tflops_causal"] / (peak_tflops * trainer.world)
+    med = {k: statistics.median(r[k] for r in timed)
+           for k in ("tokens_per_s", "tflops", "mfu", "tflops_causal", "mfu_causal")}
     peak = max(r.get("peak_mem_gib", 0) for r in records)
     ds = cfg.deepspeed_config(trainer.world)
     params = trainer.model.num_parameters() / 1e9
@@ -222,10 +273,12 @@ def main(argv=None):
           f"{ds['zero_optimization']['stage']} | bf16 {ds.get('bf16', {}).get('enabled')} | "
           f"act. ckpt {cfg.train.activation_checkpointing} | compile {cfg.train.compile} | "
           f"steps {args.warmup + 1}-{args.steps}, median of {len(timed)} windows of {args.window}")
-    print("| tokens/s | tokens/s per GPU | TFLOP/s | MFU | peak GiB | last loss |")
-    print("|---|---|---|---|---|---|")
+    print("| tokens/s | tokens/s per GPU | TFLOP/s | MFU | MFU causal-halved | peak GiB "
+          "| last loss |")
+    print("|---|---|---|---|---|---|---|")
     print(f"| {med['tokens_per_s']:.0f} | {med['tokens_per_s'] / trainer.world:.0f} | "
-          f"{med['tflops']:.1f} | {med['mfu']:.1%} | {peak:.1f} | {records[-1]['loss']:.3f} |")
+          f"{med['tflops']:.1f} | {med['mfu']:.1%} | {med['mfu_causal']:.1%} | {peak:.1f} | "
+          f"{records[-1]['loss']:.3f} |")
     result = {**med, "tokens_per_s_per_gpu": med["tokens_per_s"] / trainer.world,
               "world_size": trainer.world, "zero_stage": ds["zero_optimization"]["stage"],
               "peak_mem_gib": peak, "device": name, "windows": len(timed),
@@ -233,6 +286,17 @@ def main(argv=None):
               "gradient_accumulation": cfg.train.gradient_accumulation, "compile": cfg.train.compile}
     if prof is not None:
         print_profile(prof, args.profile)
+    if args.peer:
+        hf_config, device = trainer.model.backbone.config, trainer.device
+        del trainer, prof  # free the project's weights and optimizer before the peer's
+        gc.collect()
+        result["peers"] = {
+            name: time_peer(hf_config, cfg, device, args.steps, args.warmup, args.window,
+                            backend, args.peer_precision, peak_tflops)
+            for name, backend in (("eager", ""), ("compiled", args.peer_compile_backend))}
+        result["ratio_to_compiled_peer"] = (result["tokens_per_s"]
+                                            / result["peers"]["compiled"]["tokens_per_s"])
+        print_peer_table(result, cfg)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=1))

@@ -32,6 +32,7 @@ NEEDS_EXTRAS = {
     "unimodal.metrics.generator_diagnostics": {"eval", "train"},
     "unimodal.tokenizer.diagnostics": {"eval"}, "unimodal.tokenizer.training": {"eval"},
     "unimodal.pretraining.inference_cost": {"train"},
+    "unimodal.pretraining.transformers_peer": {"train"},
     "unimodal.objective_study.cell": {"train"}, "unimodal.objective_study.prepare": {"eval"},
     "unimodal.objective_study.report": {"eval"}, "unimodal.objective_study.scoring": {"eval", "train"},
     "unimodal.objective_study.study": {"eval", "train"},

@@ -12,6 +12,8 @@ Design choices, one line each:
 - Text positions embed token ids.
 - One cross-entropy over all target positions: full-vocabulary logits at text positions, and at
   image positions a softmax over the K codes only (cheaper, and no text id can win).
+  `model.loss_chunk_tokens` > 0 computes both in chunks of tokens (chunked_loss.py), so the
+  (tokens x vocabulary) logits are never held at once; same loss and gradients.
 - Named sizes: tiny (CPU tests), d12 / d16 / d20 (the RDPM paper's Table 1: width = 64 * depth,
   heads = depth), 1b (Llama-3.2-1B shape, so a local Llama-3.2-1B checkpoint can be extended).
 """
@@ -28,6 +30,7 @@ from transformers import LlamaConfig
 
 from unimodal.config import ConfigError
 from unimodal.model.attention_mask import build_attention_mask
+from unimodal.model.chunked_loss import chunked_cross_entropy_sum, linear_cross_entropy_sum
 from unimodal.model.llama import LlamaBackbone
 from unimodal.model.objectives import ImageObjective, build_objective, objective_class
 from unimodal.model.vocabulary import Vocabulary, VocabularyConfig
@@ -94,8 +97,13 @@ class UnifiedModelConfig:
     image_tokenizer: str = ""             # folder written by train_rdpm.py (frozen codebook, decoder)
     image_objective: str = "rdpm"         # a name of IMAGE_OBJECTIVES (unimodal.model.objectives)
     code_head: str = "shared"             # rdpm: shared | distance | latent | latent_shared
+    loss_chunk_tokens: int = 0            # head + cross-entropy over chunks of this many targets
+                                          # (never all logits at once); 0 = all targets in one go
 
     def validate(self, prefix: str = "model") -> None:
+        if self.loss_chunk_tokens < 0:
+            raise ConfigError(f"{prefix}.loss_chunk_tokens={self.loss_chunk_tokens}: must be >= 0 "
+                              "(0 = the whole loss in one go)")
         heads = objective_class(self.image_objective, f"{prefix}.image_objective").CODE_HEADS
         if self.code_head not in heads:
             raise ConfigError(f"{prefix}.code_head={self.code_head!r}: choose one of {heads}")
@@ -175,16 +183,25 @@ class UnifiedModel(nn.Module):
         text_sel, code_sel = (targets >= 0) & ~is_block, (targets >= 0) & is_block
         zero = hidden.new_zeros((), dtype=torch.float32)
         text_sum, code_sum = zero, zero
+        chunk = self.cfg.loss_chunk_tokens
         if text_sel.any():
-            logits = F.linear(hidden[text_sel], self.backbone.head_weight).float()
-            text_sum = F.cross_entropy(logits, targets[text_sel], reduction="sum")
+            if chunk:
+                text_sum = linear_cross_entropy_sum(hidden[text_sel], self.backbone.head_weight,
+                                                    targets[text_sel], chunk)
+            else:
+                logits = F.linear(hidden[text_sel], self.backbone.head_weight).float()
+                text_sum = F.cross_entropy(logits, targets[text_sel], reduction="sum")
         if code_sel.any():
             # Block positions in flattened order are the order of the context rows.
             in_block = code_sel[is_block]
             code_targets = targets[code_sel] - self.vocab.code_offset
-            logits = self.code_logits(hidden[code_sel],
-                                      ctx.select(in_block) if ctx is not None else None)
-            code_sum = F.cross_entropy(logits, code_targets, reduction="sum")
+            code_ctx = ctx.select(in_block) if ctx is not None else None
+            if chunk:
+                code_sum = chunked_cross_entropy_sum(self.code_logits, hidden[code_sel],
+                                                     code_targets, code_ctx, chunk)
+            else:
+                logits = self.code_logits(hidden[code_sel], code_ctx)
+                code_sum = F.cross_entropy(logits, code_targets, reduction="sum")
         n_text, n_code = text_sel.sum(), code_sel.sum()
         total = (n_text + n_code).clamp_min(1)
         return {"loss": (text_sum + code_sum) / total,

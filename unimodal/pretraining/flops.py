@@ -9,7 +9,8 @@ counted where it runs: full vocabulary V at text targets, the K code rows at ima
 for latent_shared), and the 2d * W block projector only for rdpm (next_token and masked embed
 codes by lookup, no matmul). The
 attention term is the PaLM convention (QK^T and AV, forward + backward, the full seq_len x seq_len
-score matrix, not reduced for the causal/document mask). Activation recomputation is not counted
+score matrix, not reduced for the causal/document mask; `causal_halved` gives Megatron's figure,
+which drops half of it). Activation recomputation is not counted
 (model FLOPs, not hardware FLOPs). MFU = achieved FLOP/s / (devices x peak FLOP/s).
 """
 
@@ -65,4 +66,23 @@ def attention_flops(model: UnifiedModel, tokens: int, seq_len: int) -> float:
     """QK^T and AV over the full seq_len x seq_len matrix, forward + backward (PaLM's count):
     2 matmuls x 2 FLOPs x 3 (forward, two backward) = 12 per layer, width and key."""
     cfg = model.backbone.config
-    return 12.0 * cfg.num_hidden_layers * cfg.hidden_size * seq_len * tokens
+    return attention_term(cfg.num_hidden_layers, cfg.hidden_size, tokens, seq_len)
+
+
+def attention_term(layers: int, width: int, tokens: float, seq_len: int) -> float:
+    """`attention_flops` from the shape alone (also for the transformers peer)."""
+    return 12.0 * layers * width * seq_len * tokens
+
+
+def causal_halved(flops: float, attention: float) -> float:
+    """Megatron's convention: a causal mask computes half of the score matrix, so half of the
+    attention term is dropped (LLM Foundry and torchtitan count all of it, as `step_flops` does)."""
+    return flops - 0.5 * attention
+
+
+def dense_lm_flops(layer_params: int, width: int, vocab: int, layers: int, tokens: float,
+                   seq_len: int) -> float:
+    """A plain causal LM step (the transformers peer of eval/bench_pretrain.py): the same terms,
+    with the full-vocabulary head at every position and no block projector."""
+    return 6.0 * (layer_params + width * vocab) * tokens + attention_term(layers, width, tokens,
+                                                                          seq_len)

@@ -1,0 +1,208 @@
+"""Speed levers of issue 15, checked for correctness on the CPU (their GPU gains are measured by
+eval/bench_pretrain.py, never by tests):
+
+- `model.loss_chunk_tokens`: the chunked head + cross-entropy gives the plain path's loss and
+  gradients, for text-only, image-only and mixed batches, every code head and objective, and
+  keeps no (targets x vocabulary) tensor for the backward;
+- `eval/bench_pretrain.py peer=true`: the one table with the plain transformers peer, whose two
+  MFU conventions differ by exactly half of flops.py's attention term.
+"""
+
+import copy
+import io
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from unified_fixtures import ROOT, make_assets, tiny_model
+from unimodal.config import ConfigError
+from unimodal.data.sample_documents import SampleDocuments
+from unimodal.data.sequences import pack_documents, text_document
+from unimodal.model.chunked_loss import chunked_cross_entropy_sum, linear_cross_entropy_sum
+
+SEQ_LEN = 300
+CASES = [("rdpm", "shared", 4), ("rdpm", "distance", 4), ("rdpm", "latent", 4),
+         ("rdpm", "latent_shared", 4), ("next_token", "shared", 1), ("masked", "shared", 1)]
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    return {steps: make_assets(tmp_path_factory.mktemp(f"assets_t{steps}"), steps=steps)
+            for steps in (1, 4)}
+
+
+def _batch(vocab, objective: str, kind: str) -> dict:
+    """A packed batch of class images and text documents (`mixed`), its text targets dropped
+    (`image`), or text documents alone (`text`)."""
+    gen = torch.Generator().manual_seed(0)
+    texts = [text_document(vocab, torch.randint(0, vocab.text_size - 2, (n,), generator=gen)
+                           .tolist()) for n in (40, 75, 19)]
+    if kind == "text":
+        return pack_documents(texts, seq_len=SEQ_LEN, pad_id=vocab.pad_id)
+    build = SampleDocuments("class_images", vocab, 8, SEQ_LEN, blocks_per_image=2, cfg_drop=0.0,
+                            caption_loss=False, image_objective=objective)
+    rng, docs = np.random.default_rng(0), []
+    for c in range(3):
+        codes = torch.randint(0, vocab.codebook_size, (vocab.code_maps, *vocab.grid), generator=gen)
+        buf = io.BytesIO()
+        np.save(buf, codes.numpy().astype(np.uint16))
+        docs += build({"codes.npy": buf.getvalue(), "seed.txt": str(c).encode(),
+                       "cls": str(c).encode()}, rng)
+        docs.append(texts[c])
+    batch = pack_documents(docs, seq_len=SEQ_LEN, pad_id=vocab.pad_id)
+    if kind == "image":
+        batch["targets"] = batch["targets"].masked_fill(batch["block_ids"] < 0, -100)
+    return batch
+
+
+def _loss_and_grads(model, batch):
+    model.zero_grad()
+    out = model(batch)
+    out["loss"].backward()
+    return out, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+# The text targets take one path whatever the code head: text-only batches once.
+@pytest.mark.parametrize("kind,objective,code_head,steps",
+                         [("text", "rdpm", "shared", 4)] + [(kind, *case) for kind in
+                                                            ("image", "mixed") for case in CASES])
+def test_chunked_loss_equals_the_plain_loss_and_gradients(assets, kind, objective, code_head,
+                                                          steps):
+    _, tok_dir, tok, vocab, vocab_cfg = assets[steps]
+    plain = tiny_model(vocab, vocab_cfg, tok, tok_dir, code_head=code_head,
+                       image_objective=objective)
+    chunked = copy.deepcopy(plain)
+    chunked.cfg.loss_chunk_tokens = 7   # divides no target count here: a ragged last chunk
+    batch = _batch(vocab, objective, kind)
+    want, want_grads = _loss_and_grads(plain, batch)
+    got, got_grads = _loss_and_grads(chunked, batch)
+    expect_text, expect_image = kind != "image", kind != "text"
+    assert (int(want["text_tokens"]) > 7) == expect_text
+    assert (int(want["image_tokens"]) > 7) == expect_image
+    for key in ("loss", "text_loss", "image_loss", "text_tokens", "image_tokens"):
+        torch.testing.assert_close(got[key], want[key], rtol=1e-5, atol=1e-6, msg=key)
+    assert got_grads.keys() == want_grads.keys()
+    for name, grad in want_grads.items():
+        torch.testing.assert_close(got_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+    assert any(g.abs().sum() > 0 for g in got_grads.values())
+
+
+def test_chunked_functions_match_one_pass_at_every_chunk_size():
+    """The library functions alone: weights scaled by a non-unit upstream gradient, chunk sizes
+    below, at and above the row count, and an inference pass that needs no gradient."""
+    torch.manual_seed(0)
+    hidden = torch.randn(23, 16, requires_grad=True)
+    weight = torch.randn(50, 16, requires_grad=True)
+    targets = torch.randint(0, 50, (23,))
+    ref = torch.nn.functional.cross_entropy(hidden @ weight.t(), targets, reduction="sum")
+    ref_h, ref_w = torch.autograd.grad(3.5 * ref, (hidden, weight))
+    for chunk in (1, 5, 23, 100):
+        total = linear_cross_entropy_sum(hidden, weight, targets, chunk)
+        got_h, got_w = torch.autograd.grad(3.5 * total, (hidden, weight))
+        torch.testing.assert_close(total, ref)
+        torch.testing.assert_close(got_h, ref_h)
+        torch.testing.assert_close(got_w, ref_w)
+        other = chunked_cross_entropy_sum(lambda h, _: h @ weight.t(), hidden, targets, None, chunk)
+        got_h, got_w = torch.autograd.grad(3.5 * other, (hidden, weight))
+        torch.testing.assert_close(other, ref)
+        torch.testing.assert_close(got_h, ref_h)
+        torch.testing.assert_close(got_w, ref_w)
+    with torch.no_grad():
+        torch.testing.assert_close(linear_cross_entropy_sum(hidden, weight, targets, 4), ref)
+    with pytest.raises(ValueError, match="chunk_tokens=0"):
+        linear_cross_entropy_sum(hidden, weight, targets, 0)
+
+
+def test_a_negative_chunk_is_refused_naming_the_key(assets):
+    _, tok_dir, tok, vocab, vocab_cfg = assets[4]
+    model = tiny_model(vocab, vocab_cfg, tok, tok_dir)
+    model.cfg.loss_chunk_tokens = -1
+    with pytest.raises(ConfigError, match=r"model\.loss_chunk_tokens=-1"):
+        model.cfg.validate()
+
+
+@pytest.mark.slow
+def test_bench_pretrain_peer_prints_one_table_with_both_mfu_conventions(tmp_path):
+    """The real entry point at a tiny size: the project, then the peer eager and compiled (the
+    `eager` dynamo backend here: inductor's CPU compile would take minutes and times nothing)."""
+    from unimodal.pretraining.flops import attention_term
+
+    make_assets(tmp_path)
+    # A subprocess: the DeepSpeed process group must not outlive the test inside pytest.
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "eval/bench_pretrain.py"),
+         f"pretrain_config={ROOT / 'configs/uni_tiny.yaml'}", "steps=6", "warmup=2", "window=2",
+         "text_vocab=300", f"json={tmp_path / 'bench.json'}", "peer=true",
+         "peer_compile_backend=eager", f"image_tokenizer={tmp_path / 'image_tokenizer'}",
+         "overrides=model.backbone.num_layers=1 data.seq_len=256 data.rows_per_batch=2"],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path,
+        env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    table = done.stdout[done.stdout.index("project vs plain transformers"):]
+    assert "| MFU full attn | MFU causal-halved |" in table
+    for row in ("| project (DeepSpeed) |", "| transformers peer, eager |",
+                "| transformers peer, compiled (eager) |"):
+        assert row in table, table
+    assert "project / compiled peer:" in table.splitlines()[-1]
+    result = json.loads((tmp_path / "bench.json").read_text())
+    peers = result["peers"]
+    assert [p["compile"] for p in peers.values()] == ["eager", "eager"]  # eager, then dynamo
+    assert result["ratio_to_compiled_peer"] == pytest.approx(
+        result["tokens_per_s"] / peers["compiled"]["tokens_per_s"])
+    # configs/uni_tiny.yaml's width 128, one layer here, 256-token rows: flops.py's attention
+    # term per second of each run.
+    for run in (result, *peers.values()):
+        attention = attention_term(1, 128, run["tokens_per_s"], 256) / 1e12
+        assert run["tflops_causal"] == pytest.approx(run["tflops"] - 0.5 * attention, rel=1e-9)
+        assert 0 < run["tflops_causal"] < run["tflops"]
+        assert run["mfu"] == pytest.approx(run["tflops"] / 989.0)
+        assert run["mfu_causal"] == pytest.approx(run["tflops_causal"] / 989.0)
+        assert run["windows"] == 2
+
+
+def test_bench_pretrain_peer_refuses_a_launcher_and_unknown_precision(monkeypatch, tmp_path):
+    from unified_fixtures import load_script
+    from unimodal.cli import parse_config
+
+    mod = load_script("eval/bench_pretrain.py")
+    config = str(ROOT / "configs/uni_tiny.yaml")
+    parse = lambda *w: parse_config(mod.BenchPretrainConfig,  # noqa: E731
+                                    [f"pretrain_config={config}", *w], None, mod.__file__)
+    with pytest.raises(ConfigError, match="peer_precision='fp8'"):
+        parse("peer=true", "peer_precision=fp8")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ConfigError, match="peer=true compares one GPU"):
+        parse("peer=true")
+    assert parse("peer=false").peer is False
+
+
+@pytest.mark.parametrize("chunked", [True, False])
+def test_no_tensor_of_all_logits_is_saved_for_backward(chunked):
+    """What autograd packs for the backward (and, inside the chunked function, per chunk): the
+    plain path keeps the (targets x vocabulary) logits; the chunked one never more than a chunk's."""
+    torch.manual_seed(0)
+    rows, width, vocab, chunk = 256, 16, 300, 32
+    hidden = torch.randn(rows, width, requires_grad=True)
+    weight = torch.randn(vocab, width, requires_grad=True)
+    targets = torch.randint(0, vocab, (rows,))
+    sizes = []
+
+    def pack(t):
+        sizes.append(t.numel())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        if chunked:
+            for fn in (lambda: linear_cross_entropy_sum(hidden, weight, targets, chunk),
+                       lambda: chunked_cross_entropy_sum(lambda h, _: h @ weight.t(), hidden,
+                                                         targets, None, chunk)):
+                fn().backward()
+        else:
+            torch.nn.functional.cross_entropy(hidden @ weight.t(), targets,
+                                              reduction="sum").backward()
+    assert (max(sizes) <= chunk * vocab) == chunked, (max(sizes), rows * vocab)
