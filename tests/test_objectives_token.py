@@ -376,3 +376,24 @@ def test_masked_choice_temperature_anneals_linearly_to_zero_at_the_last_pass():
 def test_a_bad_choice_temperature_is_refused_naming_the_key(value):
     with pytest.raises(ValueError, match="sampling.mask_choice_temperature="):
         ImageSamplingConfig(mask_choice_temperature=value).validate()
+
+
+def test_eval_settings_record_the_masked_sampler_options_so_a_resume_cannot_mix_them(tmp_path):
+    from types import SimpleNamespace
+
+    from unimodal.eval_sampling import SamplingRunConfig, check_resume, sampling_record, write_settings
+
+    (tmp_path / "ckpt").mkdir()
+    (tmp_path / "ckpt" / "model.safetensors").write_bytes(b"weights")
+    tok = SimpleNamespace(steps=1, grid=(8, 8), image_size=32)
+
+    def record(objective: str, choice: float) -> dict:
+        run = SamplingRunConfig(checkpoint=str(tmp_path / "ckpt"),
+                                sampling=ImageSamplingConfig(mask_choice_temperature=choice))
+        return sampling_record(run, SimpleNamespace(tok_cfg=tok, objective=SimpleNamespace(name=objective)))
+
+    assert "mask_choice_temperature" not in record("rdpm", 0.0)    # rdpm's records stay as they were
+    write_settings(tmp_path / "out", record("masked", 0.0))
+    assert not check_resume(tmp_path / "out", record("masked", 0.0))
+    with pytest.raises(ValueError, match="mask_choice_temperature: 0.0 -> 4.5"):
+        check_resume(tmp_path / "out", record("masked", 4.5))
