@@ -123,6 +123,9 @@ def sampling_record(run: SamplingRunConfig, model) -> dict:
               "grid": list(tok.grid), "image_size": tok.image_size,
               "checkpoint": str(run.checkpoint),
               "checkpoint_sha256": checkpoint_sha256(run.checkpoint)}
+    if model.objective.name == "masked":   # only its sampler reads these (older records lack them)
+        record.update(mask_steps_S=cfg.mask_steps,
+                      mask_choice_temperature=cfg.mask_choice_temperature)
     if run.image_decoder:
         record.update(image_decoder=str(run.image_decoder),
                       image_decoder_sha256=checkpoint_sha256(run.image_decoder))

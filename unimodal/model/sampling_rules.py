@@ -8,6 +8,8 @@ Design choices, one line each:
   lambda = 0 skips the <null> pass.
 - Gumbel-max: argmax(logits / tau + g), g ~ Gumbel(0, 1); tau = 1 samples the softmax exactly,
   tau -> 0 is argmax. (The paper writes the temperature as a multiplier of the logits.)
+- Every draw of image i (its codes, the masked sampler's choice noise) comes from one generator
+  seeded `seed + i`, in a fixed order, so an image does not depend on its batch.
 - Prompts are left-padded; padding is masked out of attention and positions start at each
   prompt's first real token, so a batch gives the same codes as one prompt at a time.
 - The model is duck-typed (`backbone`, `vocab`): this module sits below the unified model.
@@ -29,6 +31,10 @@ class ImageSamplingConfig:
     top_k: int = 0                        # 0 = all codes
     top_p: float = 1.0                    # nucleus mass kept; 1 = all codes
     mask_steps: int = 12                  # S passes of the masked objective (MaskGIT)
+    # MaskGIT's choice temperature: Gumbel noise on the masked sampler's confidences, annealed to 0
+    # (its reference uses 4.5). 0 = deterministic confidence order, the sampler's behaviour before
+    # this option: finished cells of a resumed study and saved runs keep meaning the same thing.
+    mask_choice_temperature: float = 0.0
     seed: int = 0                         # image i uses noise seed `seed + i`
 
     def image_seed(self, index: int) -> int:
@@ -41,7 +47,7 @@ class ImageSamplingConfig:
             raise ValueError(f"{prefix}.cfg_schedule={self.cfg_schedule!r}: linear or constant")
         # NaN passes every comparison, so check finiteness first (NaN guidance gives every class
         # the same image).
-        for key in ("cfg_scale", "temperature"):
+        for key in ("cfg_scale", "temperature", "mask_choice_temperature"):
             value = getattr(self, key)
             if not math.isfinite(value) or value < 0:
                 raise ValueError(f"{prefix}.{key}={value}: must be a finite number >= 0")
@@ -78,17 +84,22 @@ def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
     return torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
 
 
+def gumbel_noise(shape: torch.Size, device: torch.device,
+                 generator: torch.Generator | list[torch.Generator] | None = None) -> torch.Tensor:
+    """Gumbel(0, 1) noise of `shape`; a list of generators draws row i from generator i."""
+    if isinstance(generator, list):
+        u = torch.stack([torch.rand(shape[1:], generator=g, device=device) for g in generator])
+    else:
+        u = torch.rand(shape, generator=generator, device=device)
+    return -torch.log(-torch.log(u.clamp_(1e-20, 1.0)))
+
+
 def gumbel_sample(logits: torch.Tensor, temperature: float,
                   generator: torch.Generator | list[torch.Generator] | None = None) -> torch.Tensor:
     """argmax(logits / tau + Gumbel noise); a list of generators gives one per row of logits."""
     if temperature == 0:
         return logits.argmax(-1)
-    if isinstance(generator, list):
-        u = torch.stack([torch.rand(logits.shape[1:], generator=g, device=logits.device)
-                         for g in generator])
-    else:
-        u = torch.rand(logits.shape, generator=generator, device=logits.device)
-    return (logits / temperature - torch.log(-torch.log(u.clamp_(1e-20, 1.0)))).argmax(-1)
+    return (logits / temperature + gumbel_noise(logits.shape, logits.device, generator)).argmax(-1)
 
 
 def _left_pad(prompts: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, ...]:

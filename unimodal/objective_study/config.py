@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from unimodal.config import ConfigError
+from unimodal.metrics.generation import FEATURE_LAYERS
 from unimodal.model.objectives import IMAGE_OBJECTIVES
 from unimodal.model.sampling_rules import ImageSamplingConfig
 
@@ -51,6 +52,7 @@ class ScoreConfig:
     classifier: str = "runs/shapes_classifier"   # folder of eval/train_shapes_classifier.py
     reference_images: int = 1000          # held-out renders for the FD reference statistics
     inception_weights: str = ""           # a local Inception .pth enables Inception FID (torch-fidelity)
+    inception_feature_layer: str = "2048"  # FID's pool layer; 64/192/768 only for CPU smoke tests
     batch_size: int = 64                  # sampling batch
     timing_batch_sizes: list[int] = field(default_factory=lambda: [1, 64])  # ms/image at these
     timing_repeats: int = 2               # timed batches after one untimed warm-up batch
@@ -126,6 +128,9 @@ class ObjectivesStudyConfig:
                               "(train one once: python eval/train_shapes_classifier.py out=...)")
         if s.inception_weights and not Path(s.inception_weights).is_file():
             raise ConfigError(f"score.inception_weights={s.inception_weights!r}: file not found")
+        if s.inception_feature_layer not in FEATURE_LAYERS:
+            raise ConfigError(f"score.inception_feature_layer={s.inception_feature_layer!r}: one "
+                              f"of {list(FEATURE_LAYERS)} (2048 = FID)")
         self.sampling.validate("sampling")
 
     def prepare_dir(self) -> Path:

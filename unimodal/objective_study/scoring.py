@@ -4,6 +4,13 @@ weights are given, and the inference cost (FLOPs per image, measured ms per imag
 
 The held-out scenes, the classifier and the reference statistics are loaded once per run
 (`Scorer`) and serve every cell, so all cells are scored against the same reference.
+
+Inception FID is FID only: torch-fidelity's Inception 2048-d pool features (`inception_feature_layer`
+64 only makes a CPU test fast) and Fréchet distance; no IS or precision/recall (their k-NN needs
+more than 3 images a side, which a small grid may not have). Its reference is the same
+`reference_images` held-out scenes rendered at the generated images' size (Inception resizes both
+to 299 px, so a reference at another size would add a resampling difference), its statistics
+computed once per size with the Inception weights loaded once.
 """
 
 from __future__ import annotations
@@ -13,7 +20,8 @@ import torch
 
 from unimodal.data.shapes import NUM_CLASSES, render_sample
 from unimodal.distributed import pick_device
-from unimodal.metrics.generation import ImageArrayDataset, Reference, generation_metrics
+from unimodal.metrics.generation import (FidStatistics, ImageArrayDataset, InceptionFeatures,
+                                         fid_from_statistics)
 from unimodal.metrics.shapes_checker import (ShapesAccuracy, score_image, spec_for_class,
                                              spec_from_objects)
 from unimodal.metrics.shapes_features import (heldout_renders, load_classifier,
@@ -46,10 +54,11 @@ class Scorer:
         renders = heldout_renders(cfg.reference_images, cfg.heldout_offset, cfg.data_seed,
                                   self.classifier.cfg.image_size)
         self.reference = shapes_statistics(self.classifier, renders, cfg.batch_size)
-        self.inception_reference = None
-        if cfg.inception_weights:
-            self.inception_reference = Reference("held-out shapes renders", "folder",
-                                                 ImageArrayDataset(renders), None)
+        self.inception = (InceptionFeatures(cfg.inception_weights, self.device, cfg.batch_size,
+                                            option="score.inception_weights",
+                                            layers=(cfg.inception_feature_layer,))
+                          if cfg.inception_weights else None)
+        self.inception_reference: dict[int, FidStatistics] = {}   # image side -> statistics
 
     def requests(self) -> list[tuple[ImageRequest, object]]:
         out = [(ImageRequest(caption=s.caption), spec_from_objects(s.objects)) for s in self.scenes]
@@ -74,12 +83,25 @@ class Scorer:
                   "fd_shapes": shapes_frechet_distance(self.classifier, generated, self.reference,
                                                        cfg.batch_size),
                   "generated_images": len(generated), "classifier_sha256": self.classifier_sha256}
-        if self.inception_reference is not None:
-            metrics = generation_metrics(ImageArrayDataset(generated), self.inception_reference,
-                                         cfg.inception_weights, self.device, cfg.batch_size)
-            result["inception_fid"] = metrics["fid"]
+        if self.inception is not None:
+            result["inception_fid"] = self.inception_fid(generated)
         result.update(self.inference_cost(model, tokenizer))
         return result
+
+    def inception_statistics(self, images: np.ndarray, desc: str) -> FidStatistics:
+        features = self.inception(ImageArrayDataset(images), desc)[self.cfg.inception_feature_layer]
+        return FidStatistics.from_features(features)
+
+    def inception_fid(self, generated: np.ndarray) -> float:
+        """FID of uint8 (N, S, S, 3) images against the held-out renders at side S."""
+        side = generated.shape[1]
+        if side not in self.inception_reference:
+            renders = heldout_renders(self.cfg.reference_images, self.cfg.heldout_offset,
+                                      self.cfg.data_seed, side)
+            self.inception_reference[side] = self.inception_statistics(renders,
+                                                                       "inception: reference")
+        return fid_from_statistics(self.inception_statistics(generated, "inception: generated"),
+                                   self.inception_reference[side])
 
     def inference_cost(self, model, tokenizer) -> dict:
         """FLOPs per image at the mean caption prompt length (class prompts are shorter), and

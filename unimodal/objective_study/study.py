@@ -68,6 +68,14 @@ def run_study(cfg: ObjectivesStudyConfig, scripts_root: Path, log=print) -> dict
                 f"{result['scores']['fd_shapes']:.4g}, {result['scores']['inference_flops']:.3g} "
                 f"inference FLOPs/img ({result['seconds']:.0f} s)")
         results.append(result)
+    table = write_report(results, out, cfg.score.timing_batch_sizes, report_notes(cfg, results))
+    log(f"wrote results.md and the plots to {out}")
+    log(table)
+    return {"results": results, "trained": trained, "table": table}
+
+
+def report_notes(cfg: ObjectivesStudyConfig, results: list[dict]) -> list[str]:
+    """What each column of results.md measures, under the table."""
     notes = [f"{METRIC_NAME}: Fréchet distance in the feature layer of the shapes classifier "
              f"{cfg.score.classifier} (sha256 {results[0]['scores']['classifier_sha256'][:12]}), "
              f"against {cfg.score.reference_images} held-out renders; not Inception FID",
@@ -76,10 +84,13 @@ def run_study(cfg: ObjectivesStudyConfig, scripts_root: Path, log=print) -> dict
              "inference FLOPs per image: inference_cost.py (with CFG: two rows)",
              f"ms/img: measured on {results[0]['scores']['device']}, codes sampled and decoded, "
              "one untimed warm-up batch"]
-    table = write_report(results, out, cfg.score.timing_batch_sizes, notes)
-    log(f"wrote results.md and the plots to {out}")
-    log(table)
-    return {"results": results, "trained": trained, "table": table}
+    if any("inception_fid" in r["scores"] for r in results):
+        weights = cfg.score.inception_weights or "weights given to an earlier run"
+        notes.append(f"Inception FID: torch-fidelity's Inception ({weights}), "
+                     f"{cfg.score.inception_feature_layer}-d features (2048 = FID), against the same "
+                     f"{cfg.score.reference_images} held-out renders at the generated size; "
+                     "'-' = a cell scored without Inception weights")
+    return notes
 
 
 def _pct(value) -> str:

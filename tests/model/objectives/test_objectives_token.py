@@ -307,3 +307,93 @@ def test_masked_sampling_passes_matter(assets):
     one = sample_codes(model, prompts, ImageSamplingConfig(**greedy, mask_steps=1))
     many = sample_codes(model, prompts, ImageSamplingConfig(**greedy))
     assert not torch.equal(one, many)
+
+
+# Codes of the masked sampler before the choice-temperature option (main at dbbb0fc), for the
+# model of _sharp_masked_model, prompts [caption, class 2], seeds [17, 4], CFG 2, tau 1, top-k 12,
+# S = 4: choice temperature 0 must keep them exactly.
+_CODES_BEFORE_CHOICE_NOISE = [
+    [43, 27, 43, 30, 8, 18, 46, 21, 58, 48, 25, 6, 3, 11, 25, 61, 62, 17, 44, 54, 5, 21, 35, 14,
+     44, 39, 33, 44, 34, 48, 44, 25, 27, 52, 1, 17, 41, 11, 43, 11, 44, 60, 42, 27, 52, 14, 0, 25,
+     46, 29, 12, 10, 63, 33, 22, 31, 32, 60, 25, 25, 10, 44, 62, 25],
+    [28, 33, 16, 34, 23, 21, 19, 21, 21, 25, 44, 56, 12, 23, 41, 25, 21, 25, 11, 25, 42, 25, 15, 38,
+     25, 59, 28, 56, 61, 25, 44, 23, 25, 22, 2, 60, 25, 2, 33, 25, 43, 62, 40, 26, 46, 40, 25, 11,
+     25, 25, 62, 40, 30, 11, 60, 5, 25, 2, 33, 25, 2, 32, 32, 25]]
+
+
+def _sharp_masked_model(assets):
+    model = _model(assets, "masked").eval()
+    torch.manual_seed(3)
+    model.backbone.init_weights(std=0.3)
+    model.image_input.init_weights(std=0.3)
+    return model
+
+
+def test_masked_choice_temperature_zero_keeps_the_codes_of_before(assets):
+    vocab = assets[3]
+    model = _sharp_masked_model(assets)
+    prompts = [image_prompt(vocab, "a red circle above a square"), image_prompt(vocab, class_id=2)]
+    base = dict(cfg_scale=2.0, temperature=1.0, top_k=12, mask_steps=4)
+    for cfg in (ImageSamplingConfig(**base), ImageSamplingConfig(**base, mask_choice_temperature=0)):
+        codes = sample_codes(model, prompts, cfg, [17, 4])
+        assert codes.flatten(1).tolist() == _CODES_BEFORE_CHOICE_NOISE
+
+
+def test_masked_choice_noise_is_seeded_per_image_and_changes_which_codes_are_kept(assets):
+    vocab = assets[3]
+    model = _sharp_masked_model(assets)
+    prompts = [image_prompt(vocab, "a red circle above a square"), image_prompt(vocab, class_id=2)]
+    # Greedy codes: with c = 0 nothing is random, so any change below is the choice noise's.
+    greedy = dict(cfg_scale=2.0, temperature=0.0, mask_steps=4)
+    noisy = ImageSamplingConfig(**greedy, mask_choice_temperature=4.5, seed=5)
+    batch = sample_codes(model, prompts, noisy)                      # image i: seed 5 + i
+    assert batch.shape == (2, 1, *vocab.grid) and batch.dtype == torch.long
+    assert 0 <= int(batch.min()) and int(batch.max()) < vocab.codebook_size
+    assert torch.equal(batch, sample_codes(model, prompts, noisy))  # deterministic for a seed
+    for i, prompt in enumerate(prompts):                             # a batch = one at a time
+        assert torch.equal(batch[i:i + 1], sample_codes(model, [prompt], noisy, [5 + i]))
+    plain = sample_codes(model, prompts, ImageSamplingConfig(**greedy), [0, 0])
+    assert any(not torch.equal(sample_codes(model, prompts, noisy, [s, s]), plain)
+               for s in range(4))
+    # With S = 1 the only pass is the last, where the annealed noise is 0: nothing changes.
+    one_pass = dict(greedy, mask_steps=1)
+    assert torch.equal(sample_codes(model, prompts, ImageSamplingConfig(**one_pass)),
+                       sample_codes(model, prompts, ImageSamplingConfig(
+                           **one_pass, mask_choice_temperature=4.5)))
+
+
+def test_masked_choice_temperature_anneals_linearly_to_zero_at_the_last_pass():
+    from unimodal.model.objectives.masked import choice_temperature_at
+
+    steps = 12
+    schedule = [choice_temperature_at(4.5, s, steps) for s in range(1, steps + 1)]
+    assert schedule[0] == pytest.approx(4.5 * (1 - 1 / steps)) and schedule[-1] == 0
+    assert np.allclose(np.diff(schedule), -4.5 / steps)
+    assert all(choice_temperature_at(0.0, s, steps) == 0 for s in range(1, steps + 1))
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -0.5])
+def test_a_bad_choice_temperature_is_refused_naming_the_key(value):
+    with pytest.raises(ValueError, match="sampling.mask_choice_temperature="):
+        ImageSamplingConfig(mask_choice_temperature=value).validate()
+
+
+def test_eval_settings_record_the_masked_sampler_options_so_a_resume_cannot_mix_them(tmp_path):
+    from types import SimpleNamespace
+
+    from unimodal.eval_sampling import SamplingRunConfig, check_resume, sampling_record, write_settings
+
+    (tmp_path / "ckpt").mkdir()
+    (tmp_path / "ckpt" / "model.safetensors").write_bytes(b"weights")
+    tok = SimpleNamespace(steps=1, grid=(8, 8), image_size=32)
+
+    def record(objective: str, choice: float) -> dict:
+        run = SamplingRunConfig(checkpoint=str(tmp_path / "ckpt"),
+                                sampling=ImageSamplingConfig(mask_choice_temperature=choice))
+        return sampling_record(run, SimpleNamespace(tok_cfg=tok, objective=SimpleNamespace(name=objective)))
+
+    assert "mask_choice_temperature" not in record("rdpm", 0.0)    # rdpm's records stay as they were
+    write_settings(tmp_path / "out", record("masked", 0.0))
+    assert not check_resume(tmp_path / "out", record("masked", 0.0))
+    with pytest.raises(ValueError, match="mask_choice_temperature: 0.0 -> 4.5"):
+        check_resume(tmp_path / "out", record("masked", 4.5))

@@ -10,7 +10,9 @@ Sampling in S = cfg.mask_steps passes: the prompts run once (cond and, for CFG, 
     doubled batch); each pass runs the h*w positions against the cached prompt, draws a code at
     every still-masked position (guidance -> top-k -> top-p -> Gumbel-max at temperature tau),
     keeps the most confident ones and re-masks the floor(h*w * cos(pi/2 * s / S)) least
-    confident (at least one new code per pass; none left after pass S).
+    confident (at least one new code per pass; none left after pass S). Confidence of pass s:
+    log p(drawn code) + c * (1 - s / S) * g, g ~ Gumbel(0, 1), c = sampling.mask_choice_temperature
+    (MaskGIT's choice temperature; 0, the default, ranks by log p alone).
 
 Design choices, one line each:
 - The image input module owns an embedding of K + 1 rows (the K codes and [MASK] = row K) plus a
@@ -18,8 +20,11 @@ Design choices, one line each:
   [MASK] look nearly alike); text ids of the image block are <pad> and never embedded as text.
 - Which positions are masked is drawn in `draw_layout` from the loader's numpy generator, so a
   document is a pure function of the sample and the generator state.
-- Confidence = the log-probability of the drawn code under the guided, filtered logits; codes
-  already fixed are never re-masked (no MaskGIT choice-temperature noise).
+- Confidence = the log-probability of the drawn code under the guided, filtered logits, plus
+  MaskGIT's annealed choice noise when c > 0 (so early passes do not always fix the same easy
+  positions); codes already fixed are never re-masked.
+- The choice noise comes after the code draw from the same per-image generator, and is drawn
+  only while c * (1 - s / S) > 0, so c = 0 leaves every draw (and code) as it was.
 - Logits over the K codes only: the code rows of the one output head (`code_head` = shared).
 - One Gumbel generator per image, seeded by its seed, so an image does not depend on its batch.
 """
@@ -35,8 +40,8 @@ import torch.nn as nn
 
 from unimodal.model.document import IGNORE, Document
 from unimodal.model.objectives import ImageObjective, refuse_prefix, require_single_step
-from unimodal.model.sampling_rules import (ImageSamplingConfig, gumbel_sample, run_prompts,
-                                           sampling_logits)
+from unimodal.model.sampling_rules import (ImageSamplingConfig, gumbel_noise, gumbel_sample,
+                                           run_prompts, sampling_logits)
 from unimodal.model.vocabulary import Vocabulary, image_prompt
 
 
@@ -105,6 +110,12 @@ def still_masked(hw: int, step: int, steps: int) -> int:
     return math.floor(hw * math.cos(math.pi / 2 * step / steps))
 
 
+def choice_temperature_at(choice_temperature: float, step: int, steps: int) -> float:
+    """MaskGIT's choice temperature at pass `step` of `steps`: linear from c * (1 - 1/S) at the
+    first pass to 0 at the last (whose confidences re-mask nothing anyway)."""
+    return choice_temperature * (1.0 - step / steps)
+
+
 @torch.no_grad()
 def sample_codes(model, prompts: list[list[int]], cfg: ImageSamplingConfig,
                  seeds: list[int] | None = None) -> torch.Tensor:
@@ -135,6 +146,9 @@ def sample_codes(model, prompts: list[list[int]], cfg: ImageSamplingConfig,
         drawn = gumbel_sample(logits, cfg.temperature, gens)                     # (b, hw)
         open_ = tokens == module.mask_id
         confidence = logits.log_softmax(-1).gather(-1, drawn[..., None])[..., 0]
+        noise_scale = choice_temperature_at(cfg.mask_choice_temperature, step, steps)
+        if noise_scale > 0:
+            confidence = confidence + noise_scale * gumbel_noise(confidence.shape, device, gens)
         confidence = confidence.masked_fill(~open_, float("inf"))
         left = min(still_masked(hw, step, steps), int(open_.sum(1).min()) - 1)
         remask = torch.zeros_like(open_)
