@@ -2,8 +2,10 @@
 a vocabulary and a tiny model, all made on the spot (nothing downloaded)."""
 
 import importlib.util
+import io
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from unimodal.model.unified import BackboneConfig, UnifiedModel, UnifiedModelConfig
@@ -11,6 +13,24 @@ from unimodal.model.vocabulary import Vocabulary, VocabularyConfig
 from unimodal.tokenizer.rdpm_tokenizer import RDPMTokenizer, RDPMTokenizerConfig, save_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def class_image_documents(vocab: Vocabulary, objective: str, count: int, seq_len: int,
+                          gen: torch.Generator, rng: np.random.Generator) -> list[list]:
+    """`count` class-image samples of random codes (class c for sample c), each turned into its
+    documents by the objective's real builder (2 blocks per image, no CFG drop)."""
+    from unimodal.data.sample_documents import SampleDocuments
+
+    build = SampleDocuments("class_images", vocab, 8, seq_len, blocks_per_image=2, cfg_drop=0.0,
+                            caption_loss=False, image_objective=objective)
+    per_sample = []
+    for c in range(count):
+        codes = torch.randint(0, vocab.codebook_size, (vocab.code_maps, *vocab.grid), generator=gen)
+        buf = io.BytesIO()
+        np.save(buf, codes.numpy().astype(np.uint16))
+        per_sample.append(build({"codes.npy": buf.getvalue(), "seed.txt": str(c).encode(),
+                                 "cls": str(c).encode()}, rng))
+    return per_sample
 
 
 def load_script(rel: str):

@@ -5,15 +5,13 @@ batches, every code head and objective, and keeps no (targets x vocabulary) tens
 backward."""
 
 import copy
-import io
 
 import numpy as np
 import pytest
 import torch
 
-from unified_fixtures import make_assets, tiny_model
+from unified_fixtures import class_image_documents, make_assets, tiny_model
 from unimodal.config import ConfigError
-from unimodal.data.sample_documents import SampleDocuments
 from unimodal.data.sequences import pack_documents, text_document
 from unimodal.model.chunked_loss import chunked_cross_entropy_sum, linear_cross_entropy_sum
 
@@ -36,16 +34,10 @@ def _batch(vocab, objective: str, kind: str) -> dict:
                            .tolist()) for n in (40, 75, 19)]
     if kind == "text":
         return pack_documents(texts, seq_len=SEQ_LEN, pad_id=vocab.pad_id)
-    build = SampleDocuments("class_images", vocab, 8, SEQ_LEN, blocks_per_image=2, cfg_drop=0.0,
-                            caption_loss=False, image_objective=objective)
-    rng, docs = np.random.default_rng(0), []
-    for c in range(3):
-        codes = torch.randint(0, vocab.codebook_size, (vocab.code_maps, *vocab.grid), generator=gen)
-        buf = io.BytesIO()
-        np.save(buf, codes.numpy().astype(np.uint16))
-        docs += build({"codes.npy": buf.getvalue(), "seed.txt": str(c).encode(),
-                       "cls": str(c).encode()}, rng)
-        docs.append(texts[c])
+    docs = []
+    for image_docs, text in zip(class_image_documents(vocab, objective, 3, SEQ_LEN, gen,
+                                                      np.random.default_rng(0)), texts):
+        docs += [*image_docs, text]
     batch = pack_documents(docs, seq_len=SEQ_LEN, pad_id=vocab.pad_id)
     if kind == "image":
         batch["targets"] = batch["targets"].masked_fill(batch["block_ids"] < 0, -100)

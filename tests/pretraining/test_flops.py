@@ -5,8 +5,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from unified_fixtures import make_assets, tiny_model
-from unimodal.data.sample_documents import SampleDocuments
+from unified_fixtures import class_image_documents, make_assets, tiny_model
 from unimodal.data.sequences import pack_documents
 from unimodal.pretraining.flops import attention_flops, matmul_flops, step_flops
 
@@ -23,19 +22,10 @@ def assets(tmp_path_factory):
 
 def _batch(vocab, objective: str) -> dict:
     """Class images and one text document, through the objective's real document builder."""
-    import io
-
-    build = SampleDocuments("class_images", vocab, 8, SEQ_LEN, blocks_per_image=2, cfg_drop=0.0,
-                            caption_loss=False, image_objective=objective)
-    rng, gen = np.random.default_rng(0), torch.Generator().manual_seed(0)
-    docs = []
-    for c in range(4):
-        codes = torch.randint(0, vocab.codebook_size, (vocab.code_maps, *vocab.grid), generator=gen)
-        buf = io.BytesIO()
-        np.save(buf, codes.numpy().astype(np.uint16))
-        docs += build({"codes.npy": buf.getvalue(), "seed.txt": str(c).encode(),
-                       "cls": str(c).encode()}, rng)
-    return pack_documents(docs, seq_len=SEQ_LEN, pad_id=vocab.pad_id)
+    per_sample = class_image_documents(vocab, objective, 4, SEQ_LEN, torch.Generator().manual_seed(0),
+                                       np.random.default_rng(0))
+    return pack_documents([d for docs in per_sample for d in docs], seq_len=SEQ_LEN,
+                          pad_id=vocab.pad_id)
 
 
 @pytest.mark.parametrize("objective,code_head,steps", CASES)
