@@ -33,7 +33,7 @@ NEEDS_EXTRAS = {
     "unimodal.tokenizer.diagnostics": {"eval"}, "unimodal.tokenizer.training": {"eval"},
     "unimodal.pretraining.inference_cost": {"train"},
     "unimodal.pretraining.transformers_peer": {"train"},
-    "unimodal.objective_study.cell": {"train"}, "unimodal.objective_study.prepare": {"eval"},
+    "unimodal.objective_study.config": {"eval"}, "unimodal.objective_study.cell": {"train"}, "unimodal.objective_study.prepare": {"eval"},
     "unimodal.objective_study.report": {"eval"}, "unimodal.objective_study.scoring": {"eval", "train"},
     "unimodal.objective_study.study": {"eval", "train"},
 }
