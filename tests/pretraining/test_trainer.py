@@ -327,7 +327,7 @@ def test_periodic_exports_and_the_accuracy_curve(tiny_config, tmp_path):
 
 def test_step_flops_count_zero3_partitioned_layers_in_full(tmp_path):
     """Under ZeRO 3 a rank's parameters are shards (numel 0 here); the FLOPs must not shrink."""
-    from unified_fixtures import tiny_model
+    from unified_fixtures import make_assets, tiny_model
 
     from unimodal.pretraining.flops import step_flops
 
