@@ -168,8 +168,8 @@ for pid in "${pids[@]}" "${side_pids[@]}"; do wait $pid || echo "a job failed (e
 stage done
 summary() {
 for head in "${heads[@]}"; do
-    echo "== $head (${overrides[$head]}): pretraining loss (step, loss, text_loss, image_loss)"
-    $py -c "import json; r = [json.loads(l) for l in open('$out/pretrain_$head/log.jsonl')][-1]; print(r['step'], round(r['loss'], 3), round(r['text_loss'], 3), round(r['image_loss'], 3))"
+    echo "== $head (${overrides[$head]}): pretraining (step, loss, text_loss, image_loss, tokens/s, data_wait_frac, minutes)"
+    $py -c "import json; r = [json.loads(l) for l in open('$out/pretrain_$head/log.jsonl')][-1]; print(r['step'], round(r['loss'], 3), round(r['text_loss'], 3), round(r['image_loss'], 3), round(r['tokens_per_s']), round(r.get('data_wait_frac', -1), 3), round(r['elapsed_s'] / 60, 2))"
     cat $out/generator_$head/generator_diagnostics.md || true
     head -8 $out/shapes_score_$head/shapes_score.md || true
     if [ -f $out/shapes_score_${head}_base_decoder/shapes_score.md ]; then

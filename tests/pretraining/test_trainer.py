@@ -32,6 +32,7 @@ def test_one_process_trains_checkpoints_and_exports(tiny_config, tmp_path):
     for key in ("loss", "text_loss", "image_loss", "grad_norm", "tokens_per_s", "tflops"):
         assert all(math.isfinite(r[key]) and r[key] > 0 for r in log), key
     assert all(0 < r["mfu"] < 1 for r in log)
+    assert all(0 <= r["data_wait_frac"] < 1 for r in log)
     flops = [r["train_flops"] for r in log]   # cumulative: grows by every step's FLOPs
     assert all(0 < a < b for a, b in zip(flops, flops[1:]))
     assert log[-1]["bad_samples"] == {"text": 0, "t2i": 0, "c2i": 0}
@@ -342,3 +343,44 @@ def test_step_flops_count_zero3_partitioned_layers_in_full(tmp_path):
         p.data = p.data.new_empty(0)  # what a ZeRO 3 rank holds between gathers
     assert step_flops(model, 256, 100, 80, 64, 256) == full
 
+
+
+def run_with_slow_loader(config: str, out: str, delay: str) -> None:
+    """Child process: the tiny pretraining with `delay` seconds added before every batch."""
+    import time
+
+    from unimodal import distributed as D
+    from unimodal.pretraining.trainer import Pretrainer
+
+    cfg = load_config(PretrainConfig, config, [f"train.out_dir={out}", "train.tensorboard=false",
+                                               "train.steps=4", "train.log_every=2"])
+    trainer = Pretrainer(cfg)
+    real = trainer.stream
+
+    class SlowStream:
+        def __iter__(self):
+            for batch in real:
+                time.sleep(float(delay))
+                yield batch
+
+        def state_dict(self):  # checkpoints save the loader's position
+            return real.state_dict()
+
+    trainer.stream = SlowStream()
+    try:
+        trainer.run()
+    finally:
+        D.shutdown()
+
+
+def test_the_log_says_when_the_loader_is_the_bottleneck(tiny_config, tmp_path):
+    code = ("import sys; sys.path[:0] = %r; from test_trainer import run_with_slow_loader; "
+            "run_with_slow_loader(*sys.argv[1:])"
+            % [str(Path(__file__).parent), str(Path(__file__).parents[1])])
+    out = tmp_path / "slow"
+    done = subprocess.run([sys.executable, "-c", code, str(tiny_config), str(out), "1.5"],
+                          env={**clean_env(), "OMP_NUM_THREADS": "1"}, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    # a tiny CPU step takes a fraction of the 1.5 s the loader now needs per batch
+    assert all(frac > 0.6 for frac in losses(out, "data_wait_frac").values())

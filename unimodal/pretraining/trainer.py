@@ -244,7 +244,10 @@ class Pretrainer:
         self.engine.train()
         pending: dict = {}   # this optimizer step's loss sums, kept only if its update lands
         while self.step < run.steps:
-            batch = self._to_device(next(batches))
+            wait_start = time.perf_counter()
+            batch = next(batches)
+            window["data_wait"] += time.perf_counter() - wait_start  # host blocked on the loader
+            batch = self._to_device(batch)
             out = self.engine(batch)
             self.engine.backward(self.guard.loss_for_backward(out["loss"]))
             boundary = self.engine.is_gradient_accumulation_boundary()
@@ -302,7 +305,7 @@ class Pretrainer:
     def _fresh_window(self) -> dict:
         zero = torch.zeros((), dtype=torch.long, device=self.device)
         return {"tokens": 0, "text": zero, "code": zero.clone(), "block": zero.clone(),
-                "time": time.perf_counter()}
+                "data_wait": 0.0, "time": time.perf_counter()}
 
     def _window_flops(self, window) -> float:
         """Model FLOPs of all ranks since the window opened (reads the device counters)."""
@@ -322,6 +325,8 @@ class Pretrainer:
                   "lr": self.scheduler.get_last_lr()[0],
                   "grad_norm": float(self.engine.get_global_grad_norm() or 0.0),
                   "tokens_per_s": window["tokens"] * self.world / max(elapsed, 1e-9),
+                  # near 1: the loader limits the run (more data.num_workers); near 0: the model
+                  "data_wait_frac": window["data_wait"] / max(elapsed, 1e-9),
                   "tflops": tflops, "mfu": tflops / (self.cfg.train.peak_tflops * self.world),
                   "skipped_steps": self.guard.skipped}
         if hasattr(self.stream, "bad_data_counts"):  # rank 0's share of the data
