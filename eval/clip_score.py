@@ -24,9 +24,9 @@ from unimodal.cli import parse_config
 from unimodal.distributed import pick_device
 from unimodal.eval_sampling import (ImageJob, ShardedSamplingConfig, load_for_sampling,
                                     sample_shard, sampling_record, setup_device_and_shard)
+from unimodal.data.prompt_files import read_prompts
 from unimodal.metrics.clip_score import (DEFAULT_MODEL, DEFAULT_PREFIX, ClipScorer,
-                                         clip_score_summary, clip_weights_or_error, read_prompts,
-                                         score_files)
+                                         clip_score_summary, clip_weights_or_error, score_files)
 from unimodal.metrics.generation import weights_record
 from unimodal.metrics.report import markdown_table, write_report
 from unimodal.model.sampling import ImageRequest

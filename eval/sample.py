@@ -23,6 +23,7 @@ import torch
 from tqdm import tqdm
 
 from unimodal.cli import parse_config
+from unimodal.data.prompt_files import read_prompts
 from unimodal.distributed import pick_device
 from unimodal.images import save_grid, save_png
 from unimodal.model.export import load_unified
@@ -38,7 +39,7 @@ DEFAULT_OUT = "runs/samples"
 @dataclass
 class SampleConfig(SamplingRunConfig):
     prompts: list[str] = field(default_factory=list)  # captions, e.g. '[a red circle, a blue square]'
-    prompts_file: str = ""                # one prompt per line (added to prompts)
+    prompts_file: str = ""                # one per line, a JSON list or COCO captions (added to prompts)
     class_ids: list[int] = field(default_factory=list)  # class-conditional images, e.g. [3,17]
     images_per_prompt: int = 1
     out: str = ""                         # image folder (runs/samples); modality=text: a .json ("" = stdout)
@@ -56,14 +57,7 @@ class SampleConfig(SamplingRunConfig):
 def read_requests(args) -> list[ImageRequest]:
     prompts = list(args.prompts)
     if args.prompts_file:
-        path = Path(args.prompts_file)
-        if not path.is_file():
-            raise FileNotFoundError(f"prompts_file={path}: not found")
-        try:
-            text = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError as err:
-            raise ValueError(f"prompts_file={path}: not UTF-8 text (byte {err.start})") from None
-        prompts += [line.strip() for line in text.splitlines() if line.strip()]
+        prompts += read_prompts(args.prompts_file, key="prompts_file")
     requests = [ImageRequest(caption=p) for p in prompts]
     requests += [ImageRequest(class_id=c) for c in args.class_ids]
     return [r for r in requests for _ in range(args.images_per_prompt)]

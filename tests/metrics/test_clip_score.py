@@ -2,15 +2,13 @@
 weights, and the same weights after a few contrastive steps on four (image, prompt) pairs, where
 matching pairs must score above shuffled ones."""
 
-import json
-
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from unimodal.metrics.clip_score import (DEFAULT_PREFIX, ClipScorer, clip_score_summary,
-                                         clip_weights_or_error, read_prompts, score_files)
+                                         clip_weights_or_error, score_files)
 from unimodal.metrics.smoke_weights import write_clip_config, write_random_clip_weights
 
 NAME = "unimodal-tiny-clip"
@@ -90,20 +88,6 @@ def test_score_files_reads_pngs_in_prompt_order(clip_files, tmp_path):
         files.append(tmp_path / f"{i:05d}.png")
     from_files = score_files(scorer, files, PROMPTS, batch_size=3)
     assert torch.allclose(from_files, scorer.cosine(_images(), PROMPTS), atol=1e-5)
-
-
-def test_read_prompts_formats(tmp_path):
-    (tmp_path / "p.txt").write_text("a red circle\n\n  a blue   square \n")
-    assert read_prompts(tmp_path / "p.txt") == ["a red circle", "a blue square"]
-    (tmp_path / "p.json").write_text(json.dumps(["one", "two", "three"]))
-    assert read_prompts(tmp_path / "p.json", max_prompts=2) == ["one", "two"]
-    coco = {"images": [], "annotations": [
-        {"image_id": 9, "id": 5, "caption": "nine, second"}, {"image_id": 9, "id": 2, "caption": "nine"},
-        {"image_id": 3, "id": 7, "caption": "three"}]}
-    (tmp_path / "captions_val2014.json").write_text(json.dumps(coco))
-    assert read_prompts(tmp_path / "captions_val2014.json") == ["three", "nine"]
-    with pytest.raises(FileNotFoundError, match="prompts="):
-        read_prompts(tmp_path / "missing.txt")
 
 
 def test_missing_clip_weights_name_the_option(tmp_path):

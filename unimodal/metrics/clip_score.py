@@ -11,50 +11,17 @@ Design choices, one line each:
 - Two numbers, named by what they are: `cosine_mean` = mean cosine(image, text) (what GigaGAN and
   LlamaGen tables report, ~0.3 for good models), and `clip_score_100` = mean of 100 x
   max(cosine, 0) (the torchmetrics CLIPScore convention, ~30).
-- Prompts files: one prompt per line, a JSON list of strings, or a COCO captions JSON (one caption
-  per image: the lowest annotation id, images in id order).
+- Prompts files: read by `unimodal.data.prompt_files.read_prompts` (text, JSON list or COCO).
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
 DEFAULT_PREFIX = "A photo depicts "
 DEFAULT_MODEL = "ViT-B-32"
-
-
-def read_prompts(path: str | Path, max_prompts: int = 0) -> list[str]:
-    """Prompts from a text file (one per line), a JSON list, or COCO captions JSON."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"prompts={path}: not found")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise ValueError(f"prompts={path}: not UTF-8 text (byte {err.start})") from None
-    if path.suffix == ".json":
-        data = json.loads(text)
-        if isinstance(data, dict) and "annotations" in data:
-            first: dict[int, tuple[int, str]] = {}
-            for ann in data["annotations"]:
-                key = ann["image_id"]
-                if key not in first or ann.get("id", 0) < first[key][0]:
-                    first[key] = (ann.get("id", 0), ann["caption"])
-            prompts = [first[k][1] for k in sorted(first)]
-        elif isinstance(data, list) and all(isinstance(p, str) for p in data):
-            prompts = list(data)
-        else:
-            raise ValueError(f"prompts={path}: expected COCO captions (with 'annotations') or a "
-                             "JSON list of strings")
-    else:
-        prompts = text.splitlines()
-    prompts = [" ".join(p.split()) for p in prompts if p.strip()]
-    if not prompts:
-        raise ValueError(f"prompts={path}: no prompts in the file")
-    return prompts[:max_prompts] if max_prompts > 0 else prompts
 
 
 def clip_weights_or_error(path: str | None, model_name: str, option: str = "clip_weights") -> str:
