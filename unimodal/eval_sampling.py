@@ -129,6 +129,8 @@ def sampling_record(run: SamplingRunConfig, model) -> dict:
     if run.image_decoder:
         record.update(image_decoder=str(run.image_decoder),
                       image_decoder_sha256=checkpoint_sha256(run.image_decoder))
+    if cfg.top_p != 1.0:   # recorded when it filters anything, so older records stay valid
+        record["top_p"] = cfg.top_p
     return record
 
 
