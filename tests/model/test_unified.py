@@ -11,7 +11,7 @@ from unified_fixtures import make_assets, tiny_model
 from unimodal.data.sequences import pack_documents, text_document
 from unimodal.model.document import IGNORE
 from unimodal.model.vocabulary import image_prompt
-from unimodal.model.attention_mask import build_attention_mask, dense_mask, unified_mask_mod
+from unimodal.model.attention_mask import build_attention_mask, dense_mask
 from unimodal.model.objectives.rdpm import RDPMObjective, block_logits, image_document
 from unimodal.model.export import load_unified, save_unified
 from unimodal.model.llama import LlamaBackbone
@@ -56,27 +56,6 @@ def test_backbone_matches_transformers_llama(tied, kv_heads):
     logits = F.linear(hidden, ours.head_weight)
     ref_logits = ref(input_ids=ids).logits
     torch.testing.assert_close(logits, ref_logits, rtol=1e-4, atol=1e-4)
-
-
-def test_dense_mask_is_exactly_the_mask_mod():
-    torch.manual_seed(1)
-    doc_ids = torch.tensor([[0, 0, 0, 0, 0, 0, 0, 1, 1, 1, -1, -1],
-                            [0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1]])
-    block_ids = torch.tensor([[-1, -1, 0, 0, 0, 1, 1, -1, -1, -1, -1, -1],
-                              [-1, -1, -1, -1, -1, -1, -1, 2, 2, 3, 3, 3]])
-    dense = dense_mask(doc_ids, block_ids, RULE)[:, 0]
-    mod = unified_mask_mod(doc_ids, block_ids, RULE)
-    for b in range(2):
-        for q in range(12):
-            for k in range(12):
-                expect = bool(mod(torch.tensor(b), torch.tensor(0), torch.tensor(q), torch.tensor(k)))
-                assert bool(dense[b, q, k]) == expect
-    row = dense[0]
-    assert row[3, :2].all() and row[3, 2:5].all() and not row[3, 5:7].any()   # block 0 sees prompt+itself
-    assert not row[6, 2:5].any() and row[6, 5:7].all()                          # not the other block
-    assert not row[7, :7].any() and row[8, 7] and not row[7, 8]                 # doc 1: own causal text
-    assert not row[10, :10].any() and row[10, 10]                               # padding sees itself only
-    assert not dense[1, 5, :5].any()                                            # no cross-document
 
 
 @pytest.mark.gpu

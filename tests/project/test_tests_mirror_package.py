@@ -50,8 +50,6 @@ EXEMPT = {
     "unimodal/metrics/smoke_weights.py": "tests/metrics/test_clip_score.py, "
                                          "tests/metrics/test_generation.py (test support it writes)",
     # model
-    "unimodal/model/attention_mask.py": "tests/model/test_unified.py (the attention rule), "
-                                        "tests/model/objectives/test_rdpm.py (mask_mod = dense)",
     "unimodal/model/document.py": "tests/model/test_unified.py, tests/data/test_mixture.py",
     "unimodal/model/export.py": "tests/model/test_unified.py (export), "
                                 "tests/pretraining/test_trainer.py",

@@ -21,6 +21,8 @@ no backward pass.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch.nn.attention.flex_attention import create_block_mask, create_mask
 
@@ -43,17 +45,27 @@ def dense_mask(doc_ids: torch.Tensor, block_ids: torch.Tensor, image_rule) -> to
                        device=doc_ids.device)
 
 
-def block_mask(doc_ids: torch.Tensor, block_ids: torch.Tensor, image_rule):
+@functools.cache
+def _compiled_create_block_mask():
+    # Uncompiled, create_block_mask evaluates the mask_mod through vmap in Python on every call
+    # (a fixed cost per batch, whatever its size); compiled, it is one fused kernel (torchtitan
+    # does the same).
+    return torch.compile(create_block_mask)
+
+
+def block_mask(doc_ids: torch.Tensor, block_ids: torch.Tensor, image_rule, compiled: bool = False):
     b, length = doc_ids.shape
-    return create_block_mask(unified_mask_mod(doc_ids, block_ids, image_rule), b, None, length,
-                             length, device=doc_ids.device)
+    create = _compiled_create_block_mask() if compiled else create_block_mask
+    return create(unified_mask_mod(doc_ids, block_ids, image_rule), b, None, length, length,
+                  device=doc_ids.device)
 
 
 def build_attention_mask(doc_ids: torch.Tensor, block_ids: torch.Tensor, image_rule,
-                         use_flex: bool | None = None):
-    """BlockMask on CUDA (flex_attention), dense boolean elsewhere (SDPA)."""
+                         use_flex: bool | None = None, compiled: bool = False):
+    """BlockMask on CUDA (flex_attention), dense boolean elsewhere (SDPA). `compiled` builds the
+    BlockMask with a compiled create_block_mask (model.compile_block_mask)."""
     if use_flex is None:
         use_flex = doc_ids.is_cuda
     if use_flex:
-        return block_mask(doc_ids, block_ids, image_rule)
+        return block_mask(doc_ids, block_ids, image_rule, compiled)
     return dense_mask(doc_ids, block_ids, image_rule)
