@@ -80,7 +80,7 @@ def main(argv=None):
             run()
         print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=18, max_name_column_width=60))
     print(f"\n{torch.cuda.get_device_name()} | torch {torch.__version__} | backbone {args.size} "
-          f"({params:.0f}M trainable params, bf16) | T={model.tok_cfg.steps}, 16x16 codes, "
+          f"({params:.0f}M trainable params, bf16) | T={model.tok_cfg.code_maps}, 16x16 codes, "
           f"CFG {sampling.cfg_scale} {sampling.cfg_schedule}, 256 px | decoder {'compiled' if args.compile_decoder else 'eager'}"
           f" bf16 | median of {args.iters}")
     print("| batch | total ms | img/s | generator ms | decoder ms | decoder share | peak GiB |")

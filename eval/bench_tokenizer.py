@@ -94,14 +94,14 @@ def main(argv=None):
             if channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             seeds = list(range(batch))
-            noise = rdpm_noise(seeds, cfg.steps, latent_shape, device=device)
+            noise = rdpm_noise(seeds, cfg.code_maps, latent_shape, device=device)
             t0 = time.perf_counter()
             model_ms = time_cuda(lambda: encode(images, noise), args.iters)
-            e2e_ms = time_cuda(lambda: encode(images, rdpm_noise(seeds, cfg.steps, latent_shape,
+            e2e_ms = time_cuda(lambda: encode(images, rdpm_noise(seeds, cfg.code_maps, latent_shape,
                                                                  device=device)),
                                max(3, args.iters // 4))
             noise_ms = statistics.median(
-                [_cpu_ms(lambda: rdpm_noise(seeds, cfg.steps, latent_shape)) for _ in range(5)])
+                [_cpu_ms(lambda: rdpm_noise(seeds, cfg.code_maps, latent_shape)) for _ in range(5)])
             peak = torch.cuda.max_memory_allocated() / 2**30
             rows.append((name, batch, model_ms, batch / model_ms * 1e3, e2e_ms,
                          batch / e2e_ms * 1e3, noise_ms, peak))
@@ -113,7 +113,7 @@ def main(argv=None):
     pipeline = run_pipeline(cfg, args.pipeline_images, args.workers) if args.pipeline_images else None
     print(f"\n{torch.cuda.get_device_name()} | torch {torch.__version__} | {args.size}: "
           f"{cfg.image_size}px f{cfg.downsample} K={cfg.codebook_size} d={cfg.latent_dim} "
-          f"T={cfg.steps} | median of {args.iters}")
+          f"T={cfg.code_maps} | median of {args.iters}")
     print("| variant | batch | model ms | model img/s | e2e ms | e2e img/s | CPU noise ms | peak GiB |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:

@@ -61,10 +61,10 @@ def main(argv=None):
     model, tokenizer = load_unified(args.checkpoint, device, image_decoder=args.image_decoder)
     if args.compile:
         compile_for_sampling(model, tokenizer)
-    steps = model.tok_cfg.steps
-    prefix_steps = args.prefix_steps or sorted({*range(0, steps + 1, 2), steps})
-    if any(not 0 <= k <= steps for k in prefix_steps):
-        raise ValueError(f"prefix_steps={prefix_steps}: each must be in 0..{steps}")
+    code_maps = model.tok_cfg.code_maps
+    prefix_steps = args.prefix_steps or sorted({*range(0, code_maps + 1, 2), code_maps})
+    if any(not 0 <= k <= code_maps for k in prefix_steps):
+        raise ValueError(f"prefix_steps={prefix_steps}: each must be in 0..{code_maps}")
     images, scenes = heldout_scenes(args.images, model.tok_cfg.image_size)
     seeds = [sampling.image_seed(i) for i in range(args.images)]
     captions = [s.caption for s in scenes]

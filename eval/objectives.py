@@ -5,7 +5,7 @@
 
 A grid of objectives (rdpm, next_token, masked) x model sizes x training FLOPs budgets. Prepared
 once in <out>/prepare (or prepare.dir): a text tokenizer, an RDPM image tokenizer (T =
-prepare.rdpm_steps) and a plain VQ one (T = 1, the same codebook size) with their code shards.
+prepare.rdpm_code_maps) and a plain VQ one (T = 1, the same codebook size) with their code shards.
 Each cell trains through the pretraining library (train/pretrain.py's) for budget / FLOPs-per-step
 steps, exports, and is scored: shapes prompt following (whole prompt, per attribute, class
 prompts), "FD (shapes-classifier features)" (score.classifier, from eval/train_shapes_classifier.py),

@@ -1,7 +1,7 @@
 """Train tokenizer variants side by side on one GPU and compare held-out PSNR/SSIM/usage.
 
     python eval/tokenizer_ablation.py tokenizer_config=configs/rdpm_shapes_gpu.yaml
-    python eval/tokenizer_ablation.py tokenizer_config=... variants.rdpm_T10= variants.vq_T1="model.steps=1"
+    python eval/tokenizer_ablation.py tokenizer_config=... variants.rdpm_T10= variants.vq_T1="model.code_maps=1"
     python eval/tokenizer_ablation.py tokenizer_config=... preset=table2 overrides="train.steps=800"
 
 Each variant is tokenizers/train_rdpm.py --config <tokenizer_config> with the common `overrides`
@@ -27,8 +27,8 @@ from unimodal.config import ConfigError, load_config
 from unimodal.tokenizer.training_config import TokenizerTrainConfig
 
 DEFAULT_VARIANTS = {
-    "rdpm_T10_weight_bias": "model.steps=10 model.step_weighting=true model.shared_bias=true",
-    "vq_T1": "model.steps=1 model.shared_bias=false",
+    "rdpm_T10_weight_bias": "model.code_maps=10 model.step_weighting=true model.shared_bias=true",
+    "vq_T1": "model.code_maps=1 model.shared_bias=false",
 }
 PRESETS = {
     "default": DEFAULT_VARIANTS,
@@ -39,18 +39,18 @@ PRESETS = {
         "rdpm_d4": "model.latent_dim=4",
         "rdpm_d8_phi0.9": "model.latent_dim=8 model.phi=0.9",
         "rdpm_d8_noise0.5": "model.latent_dim=8 model.noise_scale=0.5",
-        "vq_T1_d32": "model.steps=1 model.shared_bias=false model.latent_dim=32",
-        "vq_T1_d8": "model.steps=1 model.shared_bias=false model.latent_dim=8",
+        "vq_T1_d32": "model.code_maps=1 model.shared_bias=false model.latent_dim=32",
+        "vq_T1_d8": "model.code_maps=1 model.shared_bias=false model.latent_dim=8",
     },
     # The RDPM paper's Table 2 at shapes scale (T, gamma_t = a_t weight, shared bias).
     "table2": {
-        "T6": "model.steps=6 model.step_weighting=false model.shared_bias=false",
-        "T10": "model.steps=10 model.step_weighting=false model.shared_bias=false",
-        "T14": "model.steps=14 model.step_weighting=false model.shared_bias=false",
-        "T10_weight": "model.steps=10 model.step_weighting=true model.shared_bias=false",
-        "T10_bias": "model.steps=10 model.step_weighting=false model.shared_bias=true",
-        "T10_weight_bias": "model.steps=10 model.step_weighting=true model.shared_bias=true",
-        "T1_vq": "model.steps=1 model.shared_bias=false",
+        "T6": "model.code_maps=6 model.step_weighting=false model.shared_bias=false",
+        "T10": "model.code_maps=10 model.step_weighting=false model.shared_bias=false",
+        "T14": "model.code_maps=14 model.step_weighting=false model.shared_bias=false",
+        "T10_weight": "model.code_maps=10 model.step_weighting=true model.shared_bias=false",
+        "T10_bias": "model.code_maps=10 model.step_weighting=false model.shared_bias=true",
+        "T10_weight_bias": "model.code_maps=10 model.step_weighting=true model.shared_bias=true",
+        "T1_vq": "model.code_maps=1 model.shared_bias=false",
     },
 }
 

@@ -85,7 +85,7 @@ def build_vocab(folder: Path, num_classes: int) -> tuple[Vocabulary, RDPMTokeniz
     tok_cfg = RDPMTokenizerConfig.from_size("paper_f16")
     vocab = Vocabulary.build(VocabularyConfig(
         text_tokenizer=str(folder / "text.model"), num_classes=num_classes,
-        codebook_size=tok_cfg.codebook_size, code_maps=tok_cfg.steps, grid=list(tok_cfg.grid)))
+        codebook_size=tok_cfg.codebook_size, code_maps=tok_cfg.code_maps, grid=list(tok_cfg.grid)))
     return vocab, tok_cfg
 
 

@@ -13,7 +13,7 @@ import webdataset as wds
 from unimodal.data.mixture import DataConfig, SourceConfig
 
 # The image setting of unified_fixtures.make_assets (its tiny tokenizer and vocabulary).
-STEPS, GRID, CODEBOOK, LATENT_DIM, CLASSES = 4, (8, 8), 64, 8, 28
+CODE_MAPS, GRID, CODEBOOK, LATENT_DIM, CLASSES = 4, (8, 8), 64, 8, 28
 WORDS = ("red", "blue", "green", "circle", "square", "triangle", "above", "below", "left", "right")
 
 
@@ -58,7 +58,7 @@ def text_shards(folder: Path, tag: str, shards: int, per_shard: int, vocab,
 
 
 def code_record(key: str, rng: np.random.Generator, class_id: int | None = None,
-                caption: str | None = None, shape=(STEPS, *GRID), high: int = CODEBOOK) -> dict:
+                caption: str | None = None, shape=(CODE_MAPS, *GRID), high: int = CODEBOOK) -> dict:
     rec = {"__key__": key,
            "codes.npy": _npy(rng.integers(0, high, size=shape).astype(np.uint16)),
            "seed.txt": str(int(rng.integers(0, 2**62))).encode()}
@@ -70,7 +70,7 @@ def code_record(key: str, rng: np.random.Generator, class_id: int | None = None,
 
 
 def code_shards(folder: Path, tag: str, shards: int, per_shard: int, kind: str,
-                steps: int = STEPS) -> str:
+                code_maps: int = CODE_MAPS) -> str:
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(zlib.crc32(tag.encode()))
     for s in range(shards):
@@ -79,9 +79,9 @@ def code_shards(folder: Path, tag: str, shards: int, per_shard: int, kind: str,
             n = s * per_shard + i
             if kind == "class_images":
                 records.append(code_record(f"{s:03d}-{i:05d}", rng, class_id=n % CLASSES,
-                                           shape=(steps, *GRID)))
+                                           shape=(code_maps, *GRID)))
             else:
-                records.append(code_record(f"{s:03d}-{i:05d}", rng, shape=(steps, *GRID),
+                records.append(code_record(f"{s:03d}-{i:05d}", rng, shape=(code_maps, *GRID),
                                            caption=document_text(tag, n, rng, 6)))
         write_tar(folder / f"{tag}-{s:06d}.tar", records)
     return str(folder / f"{tag}-{{000000..{shards - 1:06d}}}.tar")

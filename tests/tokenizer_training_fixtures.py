@@ -19,7 +19,7 @@ def tiny_args(out, steps, *extra):
     return ["--config", str(ROOT / "configs/rdpm_tiny.yaml"), f"train.out_dir={out}",
             f"train.steps={steps}", "model.image_size=32", "data.image_size=32",
             "model.base_channels=16", "model.channel_mult=[1,2,2]", "model.codebook_size=64",
-            "model.steps=4", "model.dead_code_after=5", "train.batch_size=8", "train.log_every=10",
+            "model.code_maps=4", "model.dead_code_after=5", "train.batch_size=8", "train.log_every=10",
             "train.checkpoint_every=1000", "train.eval_images=16", "data.num_workers=0",
             "data.num_samples=400", "data.heldout_samples=16", "optim.lr=2e-3",
             "optim.warmup_steps=5", "loss.gan_start=250", "loss.disc_channels=8", *extra]

@@ -42,22 +42,22 @@ def load_script(rel: str):
 
 def tiny_tokenizer_config(**kw) -> RDPMTokenizerConfig:
     return RDPMTokenizerConfig(**{"image_size": 32, "base_channels": 8, "channel_mult": [1, 2, 2],
-                                  "latent_dim": 8, "codebook_size": 64, "steps": 4, **kw})
+                                  "latent_dim": 8, "codebook_size": 64, "code_maps": 4, **kw})
 
 
-def make_assets(folder: Path, num_classes: int = 28, steps: int = 4):
-    """(text tokenizer path, image tokenizer folder, vocabulary) under `folder`; `steps` = T of
+def make_assets(folder: Path, num_classes: int = 28, code_maps: int = 4):
+    """(text tokenizer path, image tokenizer folder, vocabulary) under `folder`; `code_maps` = T of
     the image tokenizer (1 for the next_token and masked objectives)."""
     text_model = folder / "text.model"
     if not text_model.exists():
         load_script("tokenizers/train_text.py").main(
             ["shapes_corpus=1500", f"out={text_model}", "vocab_size=300"])
     torch.manual_seed(0)
-    tok = RDPMTokenizer(tiny_tokenizer_config(steps=steps)).eval()
+    tok = RDPMTokenizer(tiny_tokenizer_config(code_maps=code_maps)).eval()
     torch.nn.init.normal_(tok.quantizer.bias_conv.weight, std=0.05)
     save_tokenizer(tok, folder / "image_tokenizer")
     vocab_cfg = VocabularyConfig(text_tokenizer=str(text_model), num_classes=num_classes,
-                                 codebook_size=64, code_maps=steps, grid=[8, 8])
+                                 codebook_size=64, code_maps=code_maps, grid=[8, 8])
     return text_model, folder / "image_tokenizer", tok, Vocabulary.build(vocab_cfg), vocab_cfg
 
 

@@ -117,9 +117,11 @@ def load_for_sampling(run: SamplingRunConfig, device: torch.device):
 def sampling_record(run: SamplingRunConfig, model) -> dict:
     """Everything that decides which images come out, for reports and the resume check."""
     cfg, tok = run.sampling, model.tok_cfg
+    # "steps_T" keeps its old name: settings.json of folders sampled before the code_maps rename
+    # must still pass the resume check.
     record = {"cfg_scale": cfg.cfg_scale, "cfg_schedule": cfg.cfg_schedule,
               "temperature_tau": cfg.temperature, "top_k": cfg.top_k, "seed": cfg.seed,
-              "seeds": f"image i uses noise seed {cfg.seed} + i", "steps_T": tok.steps,
+              "seeds": f"image i uses noise seed {cfg.seed} + i", "steps_T": tok.code_maps,
               "grid": list(tok.grid), "image_size": tok.image_size,
               "checkpoint": str(run.checkpoint),
               "checkpoint_sha256": checkpoint_sha256(run.checkpoint)}

@@ -28,7 +28,7 @@ def random_class_conditional_model(size: str, folder: Path, device="cpu"):
                                    bos_id=1, eos_id=2, pad_id=-1, unk_id=0, minloglevel=2)
     tok_cfg = RDPMTokenizerConfig.from_size("paper_f16")
     vocab_cfg = VocabularyConfig(text_tokenizer=str(folder / "text.model"), num_classes=1000,
-                                 codebook_size=tok_cfg.codebook_size, code_maps=tok_cfg.steps,
+                                 codebook_size=tok_cfg.codebook_size, code_maps=tok_cfg.code_maps,
                                  grid=list(tok_cfg.grid))
     vocab = Vocabulary.build(vocab_cfg)
     backbone = BackboneConfig(size=size, **BackboneConfig.SIZES[size])

@@ -12,7 +12,7 @@ import pytest
 import torch
 import webdataset as wds
 
-from mixture_fixtures import (CLASSES, GRID, LATENT_DIM, STEPS, code_record, code_shards,
+from mixture_fixtures import (CLASSES, GRID, LATENT_DIM, CODE_MAPS, code_record, code_shards,
                               data_config, text_shards, truncate, write_tar)
 from unified_fixtures import make_assets, tiny_model
 from unimodal.config import ConfigError, load_config
@@ -188,8 +188,8 @@ def test_image_documents_carry_codes_seeds_and_prompts(vocab, shards, cfg_drop, 
             prompt_targets = batch["targets"][r, pos[blocks < 0]]
             sample = records[batch["block_codes"][first_block].numpy().tobytes()]
             steps = batch["block_steps"][first_block:first_block + 3].tolist()
-            assert steps == sorted(set(steps)) and len(steps) == 3 and 1 <= min(steps) <= max(steps) <= STEPS
-            noise = rdpm_noise([sample["seed"]], STEPS, (LATENT_DIM, *GRID))[0]
+            assert steps == sorted(set(steps)) and len(steps) == 3 and 1 <= min(steps) <= max(steps) <= CODE_MAPS
+            noise = rdpm_noise([sample["seed"]], CODE_MAPS, (LATENT_DIM, *GRID))[0]
             for j, t in enumerate(steps):
                 b = first_block + j
                 assert torch.equal(batch["block_noise"][b], noise[t - 1])
@@ -278,7 +278,7 @@ def broken_shards(tmp_path_factory):
     wrong_seed["seed.txt"] = b"not a number"
     no_seed = code_record("no-seed", rng, class_id=1)
     del no_seed["seed.txt"]
-    bad = [code_record("bad-shape", rng, class_id=1, shape=(STEPS, 4, 4)),
+    bad = [code_record("bad-shape", rng, class_id=1, shape=(CODE_MAPS, 4, 4)),
            code_record("bad-range", rng, class_id=1, high=1000),
            code_record("bad-class", rng, class_id=99), wrong_seed, no_seed]
     write_tar(root / "cls-000000.tar", good[:20])
@@ -292,7 +292,7 @@ def test_bad_samples_are_skipped_and_counted(vocab, broken_shards, shards):
                        ("ids", "text", shards["ids"], 1.0)], max_bad_fraction=0.5, bad_check_after=20)
     stream = PackedBatchStream(cfg, vocab, LATENT_DIM)
     for batch in take(stream, 40):   # more than one epoch of the broken source
-        assert (batch["block_codes"] < 64).all() and batch["block_codes"].shape[1:] == (STEPS, *GRID)
+        assert (batch["block_codes"] < 64).all() and batch["block_codes"].shape[1:] == (CODE_MAPS, *GRID)
     state = stream.state_dict()["readers"][0]["counter"]
     examples = " | ".join(state["examples"]["cls"])
     for reason in ("(4, 4, 4)", "codes outside", "class id 99", "ValueError: invalid literal",
@@ -338,8 +338,8 @@ def test_config_errors_name_the_key(vocab, shards, tmp_path):
     missing = str(tmp_path / "nope-{000..002}.tar")
     check(data_config([("x", "text", missing, 1.0)]), r"data\.sources\[0\]\.shards=.*nope-\{000\.\.002\}.*3 of 3")
     check(data_config([("x", "text", shards["ids"], 1.0), ("x", "text", shards["ids"], 1.0)]), "used twice")
-    check(data_config([("c", "class_images", shards["cls"], 1.0)], blocks_per_image=STEPS + 1),
-          rf"data\.blocks_per_image={STEPS + 1}: must be in 1\.\.{STEPS}")
+    check(data_config([("c", "class_images", shards["cls"], 1.0)], blocks_per_image=CODE_MAPS + 1),
+          rf"data\.blocks_per_image={CODE_MAPS + 1}: must be in 1\.\.{CODE_MAPS}")
     check(data_config([("c", "class_images", shards["cls"], 1.0)], seq_len=100), r"data\.seq_len=100")
     yaml = tmp_path / "mix.yaml"
     yaml.write_text(f"vocab: {tmp_path}\nlatent_dim: 8\ndata:\n  seq_len: 512\n  sources:\n"

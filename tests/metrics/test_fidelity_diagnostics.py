@@ -27,7 +27,7 @@ from unimodal.tokenizer.rdpm_tokenizer import RDPMTokenizer, RDPMTokenizerConfig
 def tiny_tokenizer(**kw) -> RDPMTokenizer:
     torch.manual_seed(0)
     cfg = RDPMTokenizerConfig(**{"image_size": 32, "base_channels": 8, "channel_mult": [1, 2, 2],
-                                 "latent_dim": 4, "codebook_size": 64, "steps": 5, **kw})
+                                 "latent_dim": 4, "codebook_size": 64, "code_maps": 5, **kw})
     model = RDPMTokenizer(cfg).eval()
     torch.nn.init.normal_(model.quantizer.bias_conv.weight, std=0.05)  # make the shared bias act
     return model

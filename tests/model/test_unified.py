@@ -203,7 +203,7 @@ def test_mismatched_image_tokenizer_is_a_clear_error(assets):
     with pytest.raises(ValueError, match="codebook_size"):
         UnifiedModel(UnifiedModelConfig(), vocab, tiny_tokenizer_config(codebook_size=128))
     with pytest.raises(ValueError, match="code_maps=4 but the image tokenizer has 10"):
-        UnifiedModel(UnifiedModelConfig(), vocab, tiny_tokenizer_config(steps=10))
+        UnifiedModel(UnifiedModelConfig(), vocab, tiny_tokenizer_config(code_maps=10))
 
 
 def test_extending_a_local_llama_keeps_text_rows(assets, tmp_path):

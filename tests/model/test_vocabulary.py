@@ -192,7 +192,7 @@ def test_load_rejects_a_swapped_tokenizer(tmp_path, sp_model):
 # ---------------------------------------------------------------------------------------- checks
 def test_check_image_tokenizer_names_the_field(sp_model):
     tiny = RDPMTokenizerConfig.from_size("tiny")  # K=512, T=10, 64 px / f8 = 8x8
-    make(sp_model).check_image_tokenizer(tiny.codebook_size, tiny.steps, tiny.grid)
+    make(sp_model).check_image_tokenizer(tiny.codebook_size, tiny.code_maps, tiny.grid)
     vocab = make(sp_model, codebook_size=4096, code_maps=10, grid=[16, 16])
     with pytest.raises(ValueError, match="vocabulary has codebook_size=4096 but the image tokenizer has 512"):
         vocab.check_image_tokenizer(512, 10, (16, 16))

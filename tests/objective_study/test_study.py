@@ -95,7 +95,8 @@ def test_tiny_grid_end_to_end_then_a_rerun_skips_finished_cells(tmp_path, classi
     (["budgets=[1e8,-5]"], "budgets: -5"),
     (["score.classifier=/nonexistent"], "score.classifier="),
     (["score.timing_batch_sizes=[0]"], "score.timing_batch_sizes"),
-    (["prepare.rdpm_steps=1"], "prepare.rdpm_steps=1"),
+    (["prepare.rdpm_code_maps=1"], "prepare.rdpm_code_maps=1"),
+    (["prepare.rdpm_steps=4"], "prepare.rdpm_steps was renamed to prepare.rdpm_code_maps"),
     (["score.inception_weights=/nonexistent.pth"], "score.inception_weights='/nonexistent.pth'"),
     (["score.inception_feature_layer=100"], "score.inception_feature_layer='100'"),
 ])

@@ -20,8 +20,8 @@ CASES = [("rdpm", "shared", 4), ("rdpm", "latent", 4), ("next_token", "shared", 
 
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory):
-    return {steps: make_assets(tmp_path_factory.mktemp(f"assets_t{steps}"), steps=steps)
-            for steps in (1, 4)}
+    return {code_maps: make_assets(tmp_path_factory.mktemp(f"assets_t{code_maps}"), code_maps=code_maps)
+            for code_maps in (1, 4)}
 
 
 def _math_attention(q, k, v, attn_mask=None, enable_gqa=False):

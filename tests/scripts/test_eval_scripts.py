@@ -243,8 +243,8 @@ def test_tokenizer_ablation_runs_are_the_preset_or_the_variants_after_the_common
     assert list(table2) == list(mod.PRESETS["table2"])
     assert table2["T6"] == ["train.steps=800", "data.num_workers=2", "model.steps=6",
                             "model.step_weighting=false", "model.shared_bias=false"]
-    chosen = runs("preset=table2", "variants.rdpm=", 'variants.vq="model.steps=1 optim.lr=6e-4"')
-    assert chosen == {"rdpm": [], "vq": ["model.steps=1", "optim.lr=6e-4"]}
+    chosen = runs("preset=table2", "variants.rdpm=", 'variants.vq="model.code_maps=1 optim.lr=6e-4"')
+    assert chosen == {"rdpm": [], "vq": ["model.code_maps=1", "optim.lr=6e-4"]}
     with pytest.raises(ConfigError, match=r"variants\.vq: key 'model\.stepz'"):
         runs("variants.vq=model.stepz=1")
     with pytest.raises(ConfigError, match=r"overrides: \['train'\] are not key=value"):

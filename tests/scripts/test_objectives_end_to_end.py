@@ -15,10 +15,10 @@ from unified_fixtures import load_script, make_assets
 def test_token_objectives_train_export_and_sample_through_the_scripts(tmp_path, objective):
     """A T = 1 tokenizer, `model.image_objective=<objective>`: train/pretrain.py trains and
     exports, eval/sample.py draws PNGs from the export (the objective travels with it)."""
-    text_model, tok_dir, _, vocab, _ = make_assets(tmp_path / "assets", steps=1)
+    text_model, tok_dir, _, vocab, _ = make_assets(tmp_path / "assets", code_maps=1)
     text = text_shards(tmp_path / "text", "text", 1, 30, vocab)
-    c2i = code_shards(tmp_path / "c2i", "c2i", 1, 20, "class_images", steps=1)
-    t2i = code_shards(tmp_path / "t2i", "t2i", 1, 20, "caption_images", steps=1)
+    c2i = code_shards(tmp_path / "c2i", "c2i", 1, 20, "class_images", code_maps=1)
+    t2i = code_shards(tmp_path / "t2i", "t2i", 1, 20, "caption_images", code_maps=1)
     config = tmp_path / "uni_t1.yaml"
     config.write_text(f"""
 model:

@@ -31,7 +31,7 @@ def load_script(rel):
 def tokenizer_dir(tmp_path_factory):
     torch.manual_seed(0)
     cfg = RDPMTokenizerConfig(image_size=32, base_channels=8, channel_mult=[1, 2, 2], latent_dim=8,
-                              codebook_size=64, steps=4)
+                              codebook_size=64, code_maps=4)
     folder = tmp_path_factory.mktemp("tok")
     save_tokenizer(RDPMTokenizer(cfg), folder)
     return folder

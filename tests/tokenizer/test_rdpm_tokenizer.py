@@ -3,15 +3,17 @@
 import pytest
 import torch
 
+from unimodal.config import ConfigError, load_config
 from unimodal.tokenizer.losses import (PatchDiscriminator, PerceptualLoss, adaptive_gan_weight,
                                        hinge_d_loss)
-from unimodal.tokenizer.rdpm_tokenizer import (RDPMTokenizer, RDPMTokenizerConfig, load_tokenizer,
-                                               save_tokenizer)
+from unimodal.tokenizer.rdpm_tokenizer import (CONFIG_FILE, RDPMTokenizer, RDPMTokenizerConfig,
+                                               load_tokenizer, load_tokenizer_config, save_tokenizer)
+from unimodal.tokenizer.training_config import TokenizerTrainConfig
 
 
 def tiny(**kw):
     return RDPMTokenizerConfig(**{"image_size": 32, "base_channels": 8, "channel_mult": [1, 2, 2],
-                                  "latent_dim": 8, "codebook_size": 64, "steps": 5, **kw})
+                                  "latent_dim": 8, "codebook_size": 64, "code_maps": 5, **kw})
 
 
 @pytest.fixture
@@ -48,6 +50,31 @@ def test_save_load_round_trip(model, tmp_path):
         load_tokenizer(tmp_path)
 
 
+def test_a_folder_saved_before_the_code_maps_rename_still_loads(model, tmp_path):
+    """tokenizer.yaml files written before the rename name T `steps`; exports are user files."""
+    save_tokenizer(model, tmp_path / "tok")
+    config = tmp_path / "tok" / CONFIG_FILE
+    assert "code_maps: 5" in config.read_text()
+    config.write_text(config.read_text().replace("code_maps: 5", "steps: 5"))
+    assert load_tokenizer_config(tmp_path / "tok").code_maps == 5
+    loaded = load_tokenizer(tmp_path / "tok")
+    assert loaded.cfg == model.cfg
+    images = torch.rand(2, 3, 32, 32) * 2 - 1
+    assert torch.equal(loaded.encode(images, [4, 5]), model.encode(images, [4, 5]))
+
+
+def test_the_old_key_steps_fails_naming_code_maps(tmp_path):
+    # model.steps sat beside train.steps (optimizer steps); a user's config must say which.
+    with pytest.raises(ConfigError, match=r"command line: model\.steps was renamed to model\.code_maps"):
+        load_config(TokenizerTrainConfig, None, ["model.steps=10"])
+    old = tmp_path / "old.yaml"
+    old.write_text("model:\n  steps: 10\ntrain:\n  steps: 50\n")
+    with pytest.raises(ConfigError, match=r"old\.yaml: model\.steps was renamed to model\.code_maps"):
+        load_config(TokenizerTrainConfig, old)
+    cfg = load_config(TokenizerTrainConfig, None, ["model.code_maps=1", "train.steps=50"])
+    assert (cfg.model.code_maps, cfg.train.steps) == (1, 50)
+
+
 def test_wrong_images_are_clear_errors(model):
     with pytest.raises(ValueError, match=r"\(B, 3, 32, 32\).*image_size=32"):
         model.encode(torch.rand(1, 1, 32, 32), [0])
@@ -60,7 +87,7 @@ def test_wrong_images_are_clear_errors(model):
 def test_paper_preset_shapes():
     cfg = RDPMTokenizerConfig.from_size("paper_f16")
     assert (cfg.image_size, cfg.downsample, cfg.grid) == (256, 16, (16, 16))
-    assert (cfg.codebook_size, cfg.latent_dim, cfg.steps, cfg.schedule) == (4096, 32, 10, "pow")
+    assert (cfg.codebook_size, cfg.latent_dim, cfg.code_maps, cfg.schedule) == (4096, 32, 10, "pow")
 
 
 def test_perceptual_loss_loads_local_vgg_file(tmp_path):

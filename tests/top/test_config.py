@@ -8,10 +8,10 @@ from unimodal.tokenizer.training import TokenizerTrainConfig
 
 def test_yaml_and_overrides_layer(tmp_path):
     path = tmp_path / "c.yaml"
-    path.write_text("model:\n  size: paper_f16\n  steps: 4\ntrain:\n  steps: 7\n")
+    path.write_text("model:\n  size: paper_f16\n  code_maps: 4\ntrain:\n  steps: 7\n")
     cfg = load_config(TokenizerTrainConfig, path, ["train.steps=9", "data.image_size=256"])
     assert cfg.model.codebook_size == 4096 and cfg.model.image_size == 256  # from the preset
-    assert cfg.model.steps == 4                                              # file over preset
+    assert cfg.model.code_maps == 4                                          # file over preset
     assert cfg.train.steps == 9                                              # command line last
     assert cfg.model.grid == (16, 16)
 

@@ -41,12 +41,12 @@ def teacher_forced_steps(model, tokenizer, images: torch.Tensor, captions: list[
     codes = tokenizer.encode(images.to(device), seeds)
     prompts = [image_prompt(model.vocab, c) for c in captions]
     cache, valid, next_pos, _ = run_prompts(model, prompts)
-    steps, (h, w) = model.tok_cfg.steps, model.tok_cfg.grid
-    noise = rdpm_noise(seeds, steps, (model.tok_cfg.latent_dim, h, w), device=device)
+    code_maps, (h, w) = model.tok_cfg.code_maps, model.tok_cfg.grid
+    noise = rdpm_noise(seeds, code_maps, (model.tok_cfg.latent_dim, h, w), device=device)
     quantizer = model.image_input.quantizer
     latent = torch.zeros_like(noise[:, 0])
     acc, loss = [], []
-    for t in range(1, steps + 1):
+    for t in range(1, code_maps + 1):
         logits = block_logits(model, cache, valid, next_pos, latent, noise[:, t - 1], t)
         target = codes[:, t - 1].flatten(1)
         acc.append((logits.argmax(-1) == target).float().mean().item())

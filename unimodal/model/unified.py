@@ -110,10 +110,10 @@ class UnifiedModelConfig:
 
     def resolve_image_geometry(self, prefix: str = "model") -> None:
         """Fill vocab.codebook_size / code_maps / grid from the image tokenizer's saved config
-        (the one source of truth: T is the tokenizer's `steps`); a value the config states must
+        (the one source of truth: T is the tokenizer's `code_maps`); a value the config states must
         agree with it."""
         tok = load_tokenizer_config(self.image_tokenizer)
-        for key, theirs in (("codebook_size", tok.codebook_size), ("code_maps", tok.steps),
+        for key, theirs in (("codebook_size", tok.codebook_size), ("code_maps", tok.code_maps),
                             ("grid", list(tok.grid))):
             ours = getattr(self.vocab, key)
             if not ours:
@@ -128,7 +128,7 @@ class UnifiedModel(nn.Module):
     def __init__(self, cfg: UnifiedModelConfig, vocab: Vocabulary, tok_cfg: RDPMTokenizerConfig,
                  hf_config: LlamaConfig | None = None):
         super().__init__()
-        vocab.check_image_tokenizer(tok_cfg.codebook_size, tok_cfg.steps, list(tok_cfg.grid))
+        vocab.check_image_tokenizer(tok_cfg.codebook_size, tok_cfg.code_maps, list(tok_cfg.grid))
         self.cfg, self.vocab, self.tok_cfg = cfg, vocab, tok_cfg
         hf_config = hf_config or cfg.backbone.to_hf(vocab.size)
         if hf_config.vocab_size != vocab.size:

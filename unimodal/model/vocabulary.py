@@ -45,7 +45,7 @@ class VocabularyConfig:
     # model.image_tokenizer (UnifiedModelConfig.resolve_image_geometry); a value given here is
     # only checked against it.
     codebook_size: int = 0  # K of the image tokenizer
-    code_maps: int = 0  # T code maps per image (the tokenizer's `steps`)
+    code_maps: int = 0  # T code maps per image (the tokenizer's `code_maps`)
     grid: list[int] = field(default_factory=list)  # (h, w) of one code map
     # Old key -> new key: a config that still says `steps` fails naming `code_maps` (`steps` is
     # also train.steps, optimizer steps, in the same YAML); saved files are mapped on load.

@@ -3,7 +3,7 @@
 A grid of objectives x model sizes x training FLOPs budgets on the shapes data, one backbone:
 
     config.py    ObjectivesStudyConfig: the grid, what is prepared once, scoring; validated first
-    prepare.py   the text tokenizer, an RDPM (T = rdpm_steps) and a plain VQ (T = 1) image
+    prepare.py   the text tokenizer, an RDPM (T = rdpm_code_maps) and a plain VQ (T = 1) image
                  tokenizer of the same codebook size, and their code shards, once per grid
     cell.py      one cell: its pretraining config, steps = budget / FLOPs of one step, training
     scoring.py   prompt following, FD (shapes-classifier features), Inception FID (with weights),

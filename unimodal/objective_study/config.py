@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 from unimodal.config import ConfigError
 from unimodal.metrics.generation import FEATURE_LAYERS
@@ -33,7 +34,7 @@ class PrepareConfig:
     dir: str = ""                         # "" = <out>/prepare; another run's folder shares its files
     tokenizer_config: str = "configs/rdpm_tiny.yaml"   # base of both image tokenizers
     tokenizer_overrides: str = ""         # key=value words on top of it, for both
-    rdpm_steps: int = 10                  # T of the rdpm objective's tokenizer
+    rdpm_code_maps: int = 10              # T of the rdpm objective's tokenizer
     tokenizer_steps: int = 500            # optimizer steps of each image tokenizer
     image_size: int = 64
     train_images: int = 4000              # shapes scenes encoded for pretraining
@@ -41,6 +42,8 @@ class PrepareConfig:
     text_corpus: int = 4000               # sentences of the built-in shapes corpus for the text tokenizer
     text_vocab_size: int = 512
     device: str = "auto"                  # tokenizer training and encoding
+    # T was `rdpm_steps`, beside tokenizer_steps (optimizer steps); the old key fails naming the new.
+    RENAMED: ClassVar[dict[str, str]] = {"rdpm_steps": "rdpm_code_maps"}
 
 
 @dataclass
@@ -106,14 +109,14 @@ class ObjectivesStudyConfig:
             if not Path(path).is_file():
                 raise ConfigError(f"{key}={path!r}: file not found")
         p, s = self.prepare, self.score
-        for key, value in (("prepare.rdpm_steps", p.rdpm_steps), ("prepare.tokenizer_steps", p.tokenizer_steps),
+        for key, value in (("prepare.rdpm_code_maps", p.rdpm_code_maps), ("prepare.tokenizer_steps", p.tokenizer_steps),
                            ("prepare.train_images", p.train_images), ("prepare.shard_size", p.shard_size),
                            ("prepare.text_corpus", p.text_corpus), ("flops_batches", self.flops_batches),
                            ("score.batch_size", s.batch_size), ("score.timing_repeats", s.timing_repeats)):
             if value < 1:
                 raise ConfigError(f"{key}={value}: must be >= 1")
-        if p.rdpm_steps < 2 and "rdpm" in self.objectives:
-            raise ConfigError(f"prepare.rdpm_steps={p.rdpm_steps}: rdpm needs T >= 2 (T = 1 is "
+        if p.rdpm_code_maps < 2 and "rdpm" in self.objectives:
+            raise ConfigError(f"prepare.rdpm_code_maps={p.rdpm_code_maps}: rdpm needs T >= 2 (T = 1 is "
                               "the token objectives' plain VQ)")
         if s.captions < 0 or s.per_class < 0 or s.captions + s.per_class == 0:
             raise ConfigError(f"score.captions={s.captions}, score.per_class={s.per_class}: each "

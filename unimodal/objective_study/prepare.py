@@ -2,7 +2,7 @@
 already there, so a rerun or another run pointing `prepare.dir` here reuses it):
 
     text.model        sentencepiece model on the built-in shapes corpus (tokenizers/train_text.py)
-    rdpm/tokenizer    RDPM image tokenizer, T = prepare.rdpm_steps (the rdpm cells)
+    rdpm/tokenizer    RDPM image tokenizer, T = prepare.rdpm_code_maps (the rdpm cells)
     vq/tokenizer      plain VQ, T = 1, the same architecture and codebook size K (next_token, masked)
     rdpm/codes, vq/codes   the same shapes scenes encoded by each (tokenizers/encode.py's encoder)
 
@@ -40,7 +40,7 @@ def tokenizer_kinds(cfg: ObjectivesStudyConfig) -> dict[str, int]:
     """The tokenizers the grid needs and their T."""
     kinds = {}
     if "rdpm" in cfg.objectives:
-        kinds["rdpm"] = cfg.prepare.rdpm_steps
+        kinds["rdpm"] = cfg.prepare.rdpm_code_maps
     if any(name != "rdpm" for name in cfg.objectives):
         kinds["vq"] = 1
     return kinds
@@ -64,13 +64,13 @@ def prepare(cfg: ObjectivesStudyConfig, scripts_root: Path, log=print) -> Prepar
                         f"shapes_corpus={p.text_corpus}", f"out={text_model}",
                         f"vocab_size={p.text_vocab_size}"], check=True, stdout=subprocess.DEVNULL)
     tokenizers, shards = {}, {}
-    for kind, steps in tokenizer_kinds(cfg).items():
+    for kind, code_maps in tokenizer_kinds(cfg).items():
         run_dir = root / kind
         tokenizer = run_dir / "tokenizer"
         if not (tokenizer / "tokenizer.safetensors").is_file():
-            log(f"prepare: {kind} image tokenizer (T = {steps}, {p.tokenizer_steps} steps) -> {tokenizer}")
+            log(f"prepare: {kind} image tokenizer (T = {code_maps}, {p.tokenizer_steps} steps) -> {tokenizer}")
             words = shlex.split(p.tokenizer_overrides) + [
-                f"model.steps={steps}", f"train.steps={p.tokenizer_steps}",
+                f"model.code_maps={code_maps}", f"train.steps={p.tokenizer_steps}",
                 f"train.out_dir={run_dir}", f"data.image_size={p.image_size}",
                 f"train.device={p.device}", "train.overwrite=true"]
             train_tokenizer(load_config(TokenizerTrainConfig, p.tokenizer_config, words))

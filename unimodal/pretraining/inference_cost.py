@@ -44,7 +44,7 @@ def sampling_steps(model: UnifiedModel, cfg: ImageSamplingConfig) -> int:
     next_token h*w codes (one forward each after the first)."""
     name = model.cfg.image_objective
     if name == "rdpm":
-        return model.tok_cfg.steps
+        return model.tok_cfg.code_maps
     if name == "masked":
         return cfg.mask_steps
     if name == "next_token":

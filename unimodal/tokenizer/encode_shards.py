@@ -275,7 +275,7 @@ class ShardEncoder:
         D.barrier()
         dataset = build_image_dataset(cfg.data, cfg.split, counter=self.counter)
         tok = self.tokenizer.cfg
-        noiser = _WithNoise(dataset, cfg.seed, tok.steps, (tok.latent_dim, *tok.grid))
+        noiser = _WithNoise(dataset, cfg.seed, tok.code_maps, (tok.latent_dim, *tok.grid))
         if isinstance(dataset, torch.utils.data.IterableDataset):
             dataset = _StreamWithNoise(dataset, noiser)
         else:

@@ -35,7 +35,7 @@ class RDPMTokenizerConfig:
     mid_attention: bool = False
     latent_dim: int = 32                  # d
     codebook_size: int = 512              # K
-    steps: int = 10                       # T
+    code_maps: int = 10                   # T: code maps per image, one per quantizer step
     schedule: str = "pow"                 # sin | linear | pow
     phi: float = 0.75                     # pow schedule base
     step_weighting: bool = True           # gamma_t = a_t ("weight" in Table 2)
@@ -45,6 +45,9 @@ class RDPMTokenizerConfig:
     latent_norm_affine: bool = True       # learnable gain/bias of the latent LayerNorm
     latent_gain_init: float = 1.0         # initial LayerNorm gain: the latent's scale vs the noise
 
+    # Old key -> new key: `model.steps` sat beside `train.steps` (optimizer steps) in one YAML, so
+    # it is refused naming `model.code_maps`; tokenizer.yaml files saved before are mapped on load.
+    RENAMED: ClassVar[dict[str, str]] = {"steps": "code_maps"}
     SIZES: ClassVar[dict[str, dict]] = {
         # CPU tests and the quickstart: 64 px, f8 -> 8x8 codes.
         "tiny": dict(image_size=64, base_channels=32, channel_mult=[1, 2, 2, 4], num_res_blocks=1,
@@ -52,7 +55,7 @@ class RDPMTokenizerConfig:
         # The paper's setting: 256 px, f16 -> 16x16 codes, K = 4096, d = 32, T = 10 (VQGAN widths).
         "paper_f16": dict(image_size=256, base_channels=128, channel_mult=[1, 1, 2, 2, 4],
                           num_res_blocks=2, mid_attention=True, latent_dim=32,
-                          codebook_size=4096, steps=10),
+                          codebook_size=4096, code_maps=10),
     }
 
     @classmethod
@@ -80,7 +83,7 @@ class RDPMTokenizerConfig:
             raise ConfigError(f"{prefix}.noise_scale={self.noise_scale}: must be in [0, 1]")
         if self.latent_gain_init <= 0:
             raise ConfigError(f"{prefix}.latent_gain_init={self.latent_gain_init}: must be > 0")
-        for key in ("steps", "codebook_size", "latent_dim", "base_channels", "image_size"):
+        for key in ("code_maps", "codebook_size", "latent_dim", "base_channels", "image_size"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{prefix}.{key} must be >= 1, got {getattr(self, key)}")
         if self.codebook_size > 65536:
@@ -90,7 +93,7 @@ class RDPMTokenizerConfig:
 
 def build_quantizer(cfg: RDPMTokenizerConfig, dead_code_after: int = 0) -> RDPMQuantizer:
     """The quantizer of a tokenizer config (also the frozen copy inside the unified model)."""
-    return RDPMQuantizer(cfg.codebook_size, cfg.latent_dim, cfg.steps, cfg.schedule, cfg.phi,
+    return RDPMQuantizer(cfg.codebook_size, cfg.latent_dim, cfg.code_maps, cfg.schedule, cfg.phi,
                          cfg.step_weighting, cfg.shared_bias, spatial_rank=2,
                          dead_code_after=dead_code_after, noise_scale=cfg.noise_scale)
 
@@ -138,8 +141,8 @@ class RDPMTokenizer(nn.Module):
 
     def check_codes(self, codes: torch.Tensor) -> None:
         grid = self.cfg.grid
-        if codes.dim() != 4 or codes.shape[2:] != grid or codes.shape[1] > self.cfg.steps:
-            raise ValueError(f"codes must be (B, T<={self.cfg.steps}, {grid[0]}, {grid[1]}), "
+        if codes.dim() != 4 or codes.shape[2:] != grid or codes.shape[1] > self.cfg.code_maps:
+            raise ValueError(f"codes must be (B, T<={self.cfg.code_maps}, {grid[0]}, {grid[1]}), "
                              f"got {tuple(codes.shape)}")
 
 
@@ -170,7 +173,8 @@ def load_tokenizer_config(folder: str | Path) -> RDPMTokenizerConfig:
     """The saved tokenizer's config alone (no weights): K, T, grid, latent width."""
     folder = Path(folder)
     _check_tokenizer_folder(folder)
-    return load_config(_TokenizerFile, folder / CONFIG_FILE).model
+    # upgrade_renamed: a folder saved before `steps` became `code_maps` still loads.
+    return load_config(_TokenizerFile, folder / CONFIG_FILE, upgrade_renamed=True).model
 
 
 def load_tokenizer(folder: str | Path, device: str | torch.device = "cpu") -> RDPMTokenizer:

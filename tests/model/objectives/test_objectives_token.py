@@ -26,7 +26,7 @@ LATENT_DIM = 8
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory):
     """A T = 1 image tokenizer (plain VQ, K = 64, 8x8 codes) and its vocabulary."""
-    return make_assets(tmp_path_factory.mktemp("assets_t1"), steps=1)
+    return make_assets(tmp_path_factory.mktemp("assets_t1"), code_maps=1)
 
 
 def _model(assets, objective):
@@ -385,7 +385,7 @@ def test_eval_settings_record_the_masked_sampler_options_so_a_resume_cannot_mix_
 
     (tmp_path / "ckpt").mkdir()
     (tmp_path / "ckpt" / "model.safetensors").write_bytes(b"weights")
-    tok = SimpleNamespace(steps=1, grid=(8, 8), image_size=32)
+    tok = SimpleNamespace(code_maps=1, grid=(8, 8), image_size=32)
 
     def record(objective: str, choice: float) -> dict:
         run = SamplingRunConfig(checkpoint=str(tmp_path / "ckpt"),

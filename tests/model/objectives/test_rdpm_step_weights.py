@@ -9,7 +9,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from mixture_fixtures import STEPS, LATENT_DIM, code_shards, data_config, text_shards
+from mixture_fixtures import CODE_MAPS, LATENT_DIM, code_shards, data_config, text_shards
 from unified_fixtures import make_assets
 from unimodal.config import ConfigError, load_config
 from unimodal.data.mixture import MixtureStream, PackedBatchStream
@@ -52,7 +52,7 @@ def test_empty_step_weights_draw_the_steps_of_before(vocab, shards):
     bit for bit; the steps below were drawn by the code before the key existed (seed 3)."""
     before = [[1, 4], [2, 4], [1, 2], [1, 3], [1, 3], [3, 4], [3, 4], [3, 4], [3, 4], [1, 2],
               [2, 3], [2, 3], [1, 2], [2, 4], [2, 3], [2, 3]]
-    for weights in ([], [2.0] * STEPS):
+    for weights in ([], [2.0] * CODE_MAPS):
         cfg = data_config([("cls", "class_images", shards["cls"], 1.0)], seed=3,
                           step_weights=weights)
         assert _block_steps(cfg, vocab, 16) == before, weights
@@ -98,8 +98,8 @@ def test_step_weight_frequencies_follow_the_weights():
 
 def test_step_weights_config_errors_name_the_key(vocab, shards, tmp_path):
     src = [("c", "class_images", shards["cls"], 1.0)]
-    for weights, match in (([1.0] * (STEPS + 1), rf"data\.step_weights has {STEPS + 1} entries, "
-                                                  rf"expected {STEPS}"),
+    for weights, match in (([1.0] * (CODE_MAPS + 1), rf"data\.step_weights has {CODE_MAPS + 1} entries, "
+                                                  rf"expected {CODE_MAPS}"),
                            ([1.0, -1.0, 1.0, 1.0], r"data\.step_weights=.*>= 0"),
                            ([0.0, 0.0, 0.0, 1.0], r"data\.step_weights=.*at least "
                                                   r"data\.blocks_per_image=2 positive"),

@@ -64,12 +64,12 @@ def same_block(block_ids: torch.Tensor, b, q_idx, kv_idx):
 
 
 def require_single_step(vocab: Vocabulary, objective: str) -> None:
-    """The token objectives model one code map: the image tokenizer must have steps T = 1."""
+    """The token objectives model one code map: the image tokenizer must have T = 1 code map."""
     if vocab.code_maps != 1:
         raise ConfigError(f"model.image_objective={objective!r} needs an image tokenizer with "
-                          f"steps=1 (T = 1 code map, plain VQ), but the vocabulary has "
+                          f"code_maps=1 (T = 1, plain VQ), but the vocabulary has "
                           f"code_maps={vocab.code_maps} (T, read from model.image_tokenizer); "
-                          "train the tokenizer with steps=1 or use model.image_objective=rdpm")
+                          "train the tokenizer with model.code_maps=1 or use model.image_objective=rdpm")
 
 
 def refuse_prefix(prefix: torch.Tensor | None, objective: str) -> None:

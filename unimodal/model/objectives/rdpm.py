@@ -105,16 +105,16 @@ class RDPMBlockInput(nn.Module):
     def __init__(self, tok_cfg: RDPMTokenizerConfig, width: int, code_head: str = "shared"):
         super().__init__()
         self.code_head = code_head
-        self.steps, self.latent_dim = tok_cfg.steps, tok_cfg.latent_dim
+        self.code_maps, self.latent_dim = tok_cfg.code_maps, tok_cfg.latent_dim
         # Frozen copy of the tokenizer's code -> latent map (codebook + shared bias conv).
         self.quantizer = build_quantizer(tok_cfg)
         self.quantizer.requires_grad_(False)
         self.proj = nn.Linear(2 * tok_cfg.latent_dim, width)
-        self.step_embed = nn.Embedding(tok_cfg.steps + 1, width)  # index t = 1..T
+        self.step_embed = nn.Embedding(tok_cfg.code_maps + 1, width)  # index t = 1..T
         if code_head != "shared":
             self.head_proj = nn.Linear(width, tok_cfg.latent_dim)  # -> v_hat or z_hat
             # log(1 / tau_t) per step (index t = 1..T): how sharp the softmax over distances is.
-            self.log_inv_tau = nn.Parameter(torch.zeros(tok_cfg.steps + 1))
+            self.log_inv_tau = nn.Parameter(torch.zeros(tok_cfg.code_maps + 1))
             # a_t, b_t in float32 per device (not buffers: a bf16 model would round them).
             self._schedule: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -216,16 +216,16 @@ def sample_codes(model, prompts: list[list[int]], cfg: ImageSamplingConfig,
     cache, valid, next_pos, _ = run_prompts(model, prompts + [null_prompt] * b if guided else prompts)
     rows = valid.shape[0]
     h, w = tok.grid
-    noise = rdpm_noise(seeds, tok.steps, (tok.latent_dim, h, w), device=device)
+    noise = rdpm_noise(seeds, tok.code_maps, (tok.latent_dim, h, w), device=device)
     if guided:
         noise = torch.cat([noise, noise])  # cond and uncond rows see the same eps_t
     # One Gumbel generator per image: an image's codes do not depend on the rest of its batch.
     gens = [torch.Generator(device).manual_seed(s) for s in seeds]
     latent = torch.zeros((rows, tok.latent_dim, h, w), device=device)
     codes = []
-    for t in range(1, tok.steps + 1):
+    for t in range(1, tok.code_maps + 1):
         logits = block_logits(model, cache, valid, next_pos, latent, noise[:, t - 1], t)
-        logits = sampling_logits(logits, b, cfg, t, tok.steps)
+        logits = sampling_logits(logits, b, cfg, t, tok.code_maps)
         c_t = gumbel_sample(logits, cfg.temperature, gens).view(b, h, w)
         if prefix is not None and t <= prefix.shape[1]:
             c_t = prefix[:, t - 1].to(device)
