@@ -241,7 +241,7 @@ def test_tokenizer_ablation_runs_are_the_preset_or_the_variants_after_the_common
     assert list(runs()) == list(mod.PRESETS["default"])
     table2 = runs("preset=table2", "overrides=train.steps=800 data.num_workers=2")
     assert list(table2) == list(mod.PRESETS["table2"])
-    assert table2["T6"] == ["train.steps=800", "data.num_workers=2", "model.steps=6",
+    assert table2["T6"] == ["train.steps=800", "data.num_workers=2", "model.code_maps=6",
                             "model.step_weighting=false", "model.shared_bias=false"]
     chosen = runs("preset=table2", "variants.rdpm=", 'variants.vq="model.code_maps=1 optim.lr=6e-4"')
     assert chosen == {"rdpm": [], "vq": ["model.code_maps=1", "optim.lr=6e-4"]}
