@@ -2,16 +2,19 @@
 (its GPU gain is measured by eval/bench_pretrain.py, never by tests): the chunked head +
 cross-entropy gives the plain path's loss and gradients, for text-only, image-only and mixed
 batches, every code head and objective, and keeps no (targets x vocabulary) tensor for the
-backward."""
+backward. The plain path itself (index tensors, ignored rows: no device reads) equals the loss as
+it was computed with boolean indexing of the target positions."""
 
 import copy
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from unified_fixtures import class_image_documents, make_assets, tiny_model
 from unimodal.config import ConfigError
+from unimodal.model.attention_mask import build_attention_mask
 from unimodal.data.sequences import pack_documents, text_document
 from unimodal.model.chunked_loss import chunked_cross_entropy_sum, linear_cross_entropy_sum
 
@@ -52,12 +55,12 @@ def _loss_and_grads(model, batch):
 
 
 # The text targets take one path whatever the code head: text-only batches once.
-@pytest.mark.parametrize("kind,objective,code_head,steps",
+@pytest.mark.parametrize("kind,objective,code_head,code_maps",
                          [("text", "rdpm", "shared", 4)] + [(kind, *case) for kind in
                                                             ("image", "mixed") for case in CASES])
 def test_chunked_loss_equals_the_plain_loss_and_gradients(assets, kind, objective, code_head,
-                                                          steps):
-    _, tok_dir, tok, vocab, vocab_cfg = assets[steps]
+                                                          code_maps):
+    _, tok_dir, tok, vocab, vocab_cfg = assets[code_maps]
     plain = tiny_model(vocab, vocab_cfg, tok, tok_dir, code_head=code_head,
                        image_objective=objective)
     chunked = copy.deepcopy(plain)
@@ -74,6 +77,56 @@ def test_chunked_loss_equals_the_plain_loss_and_gradients(assets, kind, objectiv
     for name, grad in want_grads.items():
         torch.testing.assert_close(got_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
     assert any(g.abs().sum() > 0 for g in got_grads.values())
+
+
+def _boolean_indexing_loss(model, batch) -> dict:
+    """The forward's loss as written before it stopped reading from the device: `.any()` and
+    boolean indexing of the text and code target positions (the plain path)."""
+    mask = build_attention_mask(batch["doc_ids"], batch["block_ids"], model.objective.image_rule)
+    emb, ctx = model.embed_sequence(batch)
+    hidden, _ = model.backbone(emb, batch["position_ids"], mask)
+    targets, is_block = batch["targets"], batch["block_ids"] >= 0
+    text_sel, code_sel = (targets >= 0) & ~is_block, (targets >= 0) & is_block
+    text_sum = code_sum = torch.zeros(())
+    if text_sel.any():
+        logits = F.linear(hidden[text_sel], model.backbone.head_weight).float()
+        text_sum = F.cross_entropy(logits, targets[text_sel], reduction="sum")
+    if code_sel.any():
+        code_ctx = ctx.select(code_sel[is_block]) if ctx is not None else None
+        logits = model.code_logits(hidden[code_sel], code_ctx)
+        code_sum = F.cross_entropy(logits, targets[code_sel] - model.vocab.code_offset,
+                                   reduction="sum")
+    n_text, n_code = text_sel.sum(), code_sel.sum()
+    return {"loss": (text_sum + code_sum) / (n_text + n_code).clamp_min(1),
+            "text_loss": text_sum / n_text.clamp_min(1), "image_loss": code_sum / n_code.clamp_min(1)}
+
+
+@pytest.mark.parametrize("kind,objective,code_head,code_maps",
+                         [("text", "rdpm", "shared", 4)] + [(kind, *case) for kind in
+                                                            ("image", "mixed") for case in CASES])
+def test_the_loss_equals_the_boolean_indexing_reference(assets, kind, objective, code_head,
+                                                        code_maps):
+    _, tok_dir, tok, vocab, vocab_cfg = assets[code_maps]
+    model = tiny_model(vocab, vocab_cfg, tok, tok_dir, code_head=code_head,
+                       image_objective=objective)
+    batch = _batch(vocab, objective, kind)
+    # The host-side count of image positions the forward relies on.
+    assert model.objective.block_positions(batch) == int((batch["block_ids"] >= 0).sum())
+    got, got_grads = _loss_and_grads(model, batch)
+    model.zero_grad()
+    want = _boolean_indexing_loss(model, batch)
+    want["loss"].backward()
+    for key in ("loss", "text_loss", "image_loss"):
+        torch.testing.assert_close(got[key], want[key].detach(), rtol=1e-5, atol=1e-6, msg=key)
+    assert torch.isfinite(got["loss"]) and got["loss"] > 0
+    want_grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+    assert want_grads.keys() <= got_grads.keys()
+    for name, grad in got_grads.items():
+        # A head no target reached (image-only batch, distance head) now has a zero gradient
+        # where it had none: the text loss runs over rows that are all ignored.
+        expected = want_grads.get(name, torch.zeros_like(grad))
+        assert torch.isfinite(grad).all(), name
+        torch.testing.assert_close(grad, expected, rtol=1e-4, atol=1e-6, msg=name)
 
 
 def test_chunked_functions_match_one_pass_at_every_chunk_size():

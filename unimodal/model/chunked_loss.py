@@ -12,7 +12,9 @@ Design choices, one line each:
 - Image targets (K codes, any code head) go through `chunked_cross_entropy_sum`: the objective's
   own `code_logits` per chunk under torch.utils.checkpoint (recomputed in the backward; K << V
   keeps that cheap, and no code head needs a second, hand-written gradient).
-- Both are sums (the caller divides by the target count), like `reduction="sum"`.
+- Both are sums (the caller divides by the target count), like `reduction="sum"`. A target of
+  -100 (F.cross_entropy's ignore_index, the documents' IGNORE) adds nothing and gets no gradient,
+  so the caller may pass rows without a target instead of dropping them (a device read).
 """
 
 from __future__ import annotations
@@ -64,7 +66,7 @@ class _LinearCrossEntropySum(torch.autograd.Function):
 def linear_cross_entropy_sum(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
                              chunk_tokens: int) -> torch.Tensor:
     """float32 sum of CE(F.linear(hidden, weight).float(), targets) over chunks of
-    `chunk_tokens` rows: hidden (N, W), weight (V, W), targets (N,) in [0, V)."""
+    `chunk_tokens` rows: hidden (N, W), weight (V, W), targets (N,) in [0, V) or -100."""
     if chunk_tokens < 1:
         raise ValueError(f"chunk_tokens={chunk_tokens}: must be >= 1")
     return _LinearCrossEntropySum.apply(hidden, weight, targets, chunk_tokens)

@@ -11,7 +11,9 @@ Design choices, one line each:
   `masked` (T = 1 codes) use the shared head only.
 - Text positions embed token ids.
 - One cross-entropy over all target positions: full-vocabulary logits at text positions, and at
-  image positions a softmax over the K codes only (cheaper, and no text id can win).
+  image positions a softmax over the K codes only (cheaper, and no text id can win). The forward
+  reads nothing back from the device: positions are picked by index tensors whose sizes are known
+  on the host, and positions without a target are ignored rather than dropped.
   `model.loss_chunk_tokens` > 0 computes both in chunks of tokens (chunked_loss.py), so the
   (tokens x vocabulary) logits are never held at once; same loss and gradients.
 - Named sizes: tiny (CPU tests), d12 / d16 / d20 (the RDPM paper's Table 1: width = 64 * depth,
@@ -31,6 +33,7 @@ from transformers import LlamaConfig
 from unimodal.config import ConfigError
 from unimodal.model.attention_mask import build_attention_mask
 from unimodal.model.chunked_loss import chunked_cross_entropy_sum, linear_cross_entropy_sum
+from unimodal.model.document import IGNORE
 from unimodal.model.llama import LlamaBackbone
 from unimodal.model.objectives import ImageObjective, build_objective, objective_class
 from unimodal.model.vocabulary import Vocabulary, VocabularyConfig
@@ -179,29 +182,40 @@ class UnifiedModel(nn.Module):
         mask = build_attention_mask(batch["doc_ids"], batch["block_ids"], self.objective.image_rule)
         emb, ctx = self.embed_sequence(batch)
         hidden, _ = self.backbone(emb, batch["position_ids"], mask)
-        targets, is_block = batch["targets"], batch["block_ids"] >= 0
+        hidden, targets = hidden.flatten(0, 1), batch["targets"].flatten()
+        is_block = batch["block_ids"].flatten() >= 0
         text_sel, code_sel = (targets >= 0) & ~is_block, (targets >= 0) & is_block
+        # No device reads (no .any(), no boolean indexing, whose output size waits for the GPU):
+        # a stable sort puts the block positions first, both parts in flattened order (the order
+        # of the context rows), and their count is a host int from the block tensors' shapes.
+        # Positions without a target stay in and are ignored by the cross-entropy.
+        n_block = self.objective.block_positions(batch)
+        order = torch.argsort((~is_block).to(torch.uint8), stable=True)
+        block_rows, other_rows = order[:n_block], order[n_block:]
         zero = hidden.new_zeros((), dtype=torch.float32)
         text_sum, code_sum = zero, zero
         chunk = self.cfg.loss_chunk_tokens
-        if text_sel.any():
+        if other_rows.numel():
+            text_hidden = hidden.index_select(0, other_rows)
+            text_targets = torch.where(text_sel, targets, IGNORE).index_select(0, other_rows)
             if chunk:
-                text_sum = linear_cross_entropy_sum(hidden[text_sel], self.backbone.head_weight,
-                                                    targets[text_sel], chunk)
+                text_sum = linear_cross_entropy_sum(text_hidden, self.backbone.head_weight,
+                                                    text_targets, chunk)
             else:
-                logits = F.linear(hidden[text_sel], self.backbone.head_weight).float()
-                text_sum = F.cross_entropy(logits, targets[text_sel], reduction="sum")
-        if code_sel.any():
-            # Block positions in flattened order are the order of the context rows.
-            in_block = code_sel[is_block]
-            code_targets = targets[code_sel] - self.vocab.code_offset
-            code_ctx = ctx.select(in_block) if ctx is not None else None
+                logits = F.linear(text_hidden, self.backbone.head_weight).float()
+                text_sum = F.cross_entropy(logits, text_targets, reduction="sum",
+                                           ignore_index=IGNORE)
+        if n_block:
+            code_hidden = hidden.index_select(0, block_rows)
+            code_targets = torch.where(code_sel, targets - self.vocab.code_offset,
+                                       IGNORE).index_select(0, block_rows)
             if chunk:
-                code_sum = chunked_cross_entropy_sum(self.code_logits, hidden[code_sel],
-                                                     code_targets, code_ctx, chunk)
+                code_sum = chunked_cross_entropy_sum(self.code_logits, code_hidden, code_targets,
+                                                     ctx, chunk)
             else:
-                logits = self.code_logits(hidden[code_sel], code_ctx)
-                code_sum = F.cross_entropy(logits, code_targets, reduction="sum")
+                logits = self.code_logits(code_hidden, ctx)
+                code_sum = F.cross_entropy(logits, code_targets, reduction="sum",
+                                           ignore_index=IGNORE)
         n_text, n_code = text_sel.sum(), code_sel.sum()
         total = (n_text + n_code).clamp_min(1)
         return {"loss": (text_sum + code_sum) / total,

@@ -26,8 +26,10 @@ to the class. Adding one = one file here + one registry entry. A new objective s
     build_input(tok_cfg, width, code_head, init_std) -> nn.Module
                                 its modules; the module provides `embed(batch)` ->
                                 (image inputs (N, n, width), per-position context with
-                                `select(mask)`) or None, `code_logits(hidden, head_codes, ctx)`
+                                `select(rows)`) or None, `code_logits(hidden, head_codes, ctx)`
                                 -> float32 (M, K), and `load_tokenizer(state)`
+    block_positions(batch)      M, the image positions of a packed batch, from tensor shapes
+                                (default: h*w per `block_codes` entry; override if not so)
     image_rule(block_ids, b, q_idx, kv_idx)
                                 the mask_mod contribution (see attention_mask.py)
     sample(model, prompts, cfg, seeds, prefix) -> codes (B, T, h, w)
@@ -108,6 +110,13 @@ class ImageObjective:
     # model ----------------------------------------------------------------------------------
     def build_input(self, tok_cfg, width: int, code_head: str, init_std: float) -> nn.Module:
         raise NotImplementedError
+
+    def block_positions(self, batch: dict) -> int:
+        """How many positions of a packed batch are image positions (block id >= 0), from the
+        shapes of its block tensors: a host int, so the model's loss reads nothing from the device.
+        Default: one position per code of each `block_codes` entry (N entries of h x w codes)."""
+        codes = batch.get("block_codes")
+        return 0 if codes is None else codes.shape[0] * codes.shape[-2] * codes.shape[-1]
 
     @staticmethod
     def image_rule(block_ids: torch.Tensor, b, q_idx, kv_idx):

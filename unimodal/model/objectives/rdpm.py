@@ -94,8 +94,9 @@ class BlockContext:
     noise: torch.Tensor                   # eps_t, (M, d)
     steps: torch.Tensor                   # t in 1..T, (M,)
 
-    def select(self, mask: torch.Tensor) -> "BlockContext":
-        return BlockContext(self.latent_prev[mask], self.noise[mask], self.steps[mask])
+    def select(self, rows) -> "BlockContext":
+        """The context of some rows (a slice: a chunk of the loss)."""
+        return BlockContext(self.latent_prev[rows], self.noise[rows], self.steps[rows])
 
 
 class RDPMBlockInput(nn.Module):
