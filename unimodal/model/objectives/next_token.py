@@ -17,7 +17,7 @@ Design choices, one line each:
 - Logits over the K codes only: the code rows of the one output head (`code_head` = shared).
 - Guidance rises linearly over the h*w positions with cfg_schedule=linear (lambda * i / (h*w)).
 - One Gumbel generator per image, seeded by its seed, so an image does not depend on its batch.
-- A tokenizer with T != 1 is refused when the objective is built (ConfigError naming steps).
+- A tokenizer with T != 1 is refused when the objective is built (ConfigError naming code_maps).
 """
 
 from __future__ import annotations
