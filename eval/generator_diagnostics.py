@@ -89,9 +89,9 @@ def main(argv=None):
               "sampling": asdict(sampling)}
     (out / "generator_diagnostics.json").write_text(json.dumps(report, indent=2))
     plot(per_step, out / "generator_diagnostics.png")
-    head = "| step t | " + " | ".join(str(t) for t in range(1, steps + 1)) + " |"
+    head = "| step t | " + " | ".join(str(t) for t in range(1, code_maps + 1)) + " |"
     lines = [f"teacher-forced per step ({args.images} held-out scenes)", head,
-             "|---" * (steps + 1) + "|"]
+             "|---" * (code_maps + 1) + "|"]
     for name, rows in per_step.items():
         for key in ("accuracy", "loss"):
             lines.append(f"| {key}, {name} | " + " | ".join(f"{x:.3f}" for x in rows[key]) + " |")

@@ -11,7 +11,9 @@ codes by lookup, no matmul). The
 attention term is the PaLM convention (QK^T and AV, forward + backward, the full seq_len x seq_len
 score matrix, not reduced for the causal/document mask; `causal_halved` gives Megatron's figure,
 which drops half of it). Activation recomputation is not counted
-(model FLOPs, not hardware FLOPs). MFU = achieved FLOP/s / (devices x peak FLOP/s).
+(model FLOPs, not hardware FLOPs), nor is the head work on rows without a target (padding,
+`<eos>`, the masked objective's visible codes), which the forward runs and ignores rather than
+reading the device to drop them. MFU = achieved FLOP/s / (devices x peak FLOP/s).
 """
 
 from __future__ import annotations
