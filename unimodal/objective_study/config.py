@@ -116,8 +116,8 @@ class ObjectivesStudyConfig:
             if value < 1:
                 raise ConfigError(f"{key}={value}: must be >= 1")
         if p.rdpm_code_maps < 2 and "rdpm" in self.objectives:
-            raise ConfigError(f"prepare.rdpm_code_maps={p.rdpm_code_maps}: rdpm needs T >= 2 (T = 1 is "
-                              "the token objectives' plain VQ)")
+            raise ConfigError(f"prepare.rdpm_code_maps={p.rdpm_code_maps}: rdpm needs T >= 2 "
+                              "(T = 1 is the token objectives' plain VQ)")
         if s.captions < 0 or s.per_class < 0 or s.captions + s.per_class == 0:
             raise ConfigError(f"score.captions={s.captions}, score.per_class={s.per_class}: each "
                               ">= 0, not both 0")

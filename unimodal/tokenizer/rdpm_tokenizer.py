@@ -48,6 +48,7 @@ class RDPMTokenizerConfig:
     # Old key -> new key: `model.steps` sat beside `train.steps` (optimizer steps) in one YAML, so
     # it is refused naming `model.code_maps`; tokenizer.yaml files saved before are mapped on load.
     RENAMED: ClassVar[dict[str, str]] = {"steps": "code_maps"}
+
     SIZES: ClassVar[dict[str, dict]] = {
         # CPU tests and the quickstart: 64 px, f8 -> 8x8 codes.
         "tiny": dict(image_size=64, base_channels=32, channel_mult=[1, 2, 2, 4], num_res_blocks=1,

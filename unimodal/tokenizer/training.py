@@ -203,7 +203,8 @@ class TokenizerTrainer:
         # rank), so a resumed run repeats an uninterrupted one exactly.
         torch.manual_seed((cfg.train.seed * 1_000_003 + self.step) * 1009 + D.rank())
         latent_shape = (cfg.model.latent_dim, *cfg.model.grid)
-        noise = torch.randn((images.shape[0], cfg.model.code_maps, *latent_shape), device=self.device)
+        noise = torch.randn((images.shape[0], cfg.model.code_maps, *latent_shape),
+                            device=self.device)
         lr = cfg.optim.lr * lr_factor(self.step, cfg)
         for group in (*self.opt.param_groups, *self.disc_opt.param_groups):
             group["lr"] = lr

@@ -71,7 +71,8 @@ def require_single_step(vocab: Vocabulary, objective: str) -> None:
         raise ConfigError(f"model.image_objective={objective!r} needs an image tokenizer with "
                           f"code_maps=1 (T = 1, plain VQ), but the vocabulary has "
                           f"code_maps={vocab.code_maps} (T, read from model.image_tokenizer); "
-                          "train the tokenizer with model.code_maps=1 or use model.image_objective=rdpm")
+                          "train the tokenizer with model.code_maps=1 or use "
+                          "model.image_objective=rdpm")
 
 
 def refuse_prefix(prefix: torch.Tensor | None, objective: str) -> None:
