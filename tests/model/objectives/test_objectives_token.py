@@ -406,7 +406,7 @@ def test_eval_settings_record_top_p_when_it_filters(tmp_path):
 
     (tmp_path / "ckpt").mkdir()
     (tmp_path / "ckpt" / "model.safetensors").write_bytes(b"weights")
-    model = SimpleNamespace(tok_cfg=SimpleNamespace(steps=1, grid=(8, 8), image_size=32),
+    model = SimpleNamespace(tok_cfg=SimpleNamespace(code_maps=1, grid=(8, 8), image_size=32),
                             objective=SimpleNamespace(name="next_token"))
 
     def record(top_p: float) -> dict:
