@@ -72,9 +72,11 @@ def test_flex_attention_agrees_with_dense_sdpa_on_cuda(objective):
     block_ids = torch.full((1, 512), -1, device=device)
     block_ids[0, 40:104], block_ids[0, 104:168], block_ids[0, 350:414] = 0, 1, 2
     q, k, v = (torch.randn(1, 4, 512, 32, device=device) for _ in range(3))
-    flex = attend(q, k, v, build_attention_mask(doc_ids, block_ids, rule, use_flex=True))
     sdpa = attend(q, k, v, build_attention_mask(doc_ids, block_ids, rule, use_flex=False))
-    torch.testing.assert_close(flex, sdpa, rtol=2e-3, atol=2e-3)
+    for compiled in (False, True):   # model.compile_block_mask
+        flex = attend(q, k, v, build_attention_mask(doc_ids, block_ids, rule, use_flex=True,
+                                                    compiled=compiled))
+        torch.testing.assert_close(flex, sdpa, rtol=2e-3, atol=2e-3)
 
 
 def _batch(vocab, codes, seed=11):
@@ -110,6 +112,23 @@ def test_loss_matches_a_hand_computation(model, assets):
     torch.testing.assert_close(out["image_loss"], torch.stack(terms_code).mean(), rtol=1e-5, atol=1e-5)
     # A random model's code loss is about log K: the softmax really is over the K codes only.
     assert abs(out["image_loss"].item() - math.log(64)) < 0.5
+
+
+def test_compile_block_mask_reaches_the_mask_builder(model, assets, monkeypatch):
+    import unimodal.model.unified as unified
+
+    real, seen = unified.build_attention_mask, []
+
+    def recording(*args, **kwargs):
+        seen.append(kwargs.get("compiled"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(unified, "build_attention_mask", recording)
+    batch = _batch(assets[3], torch.randint(0, 64, (4, 8, 8)))
+    for flag in (False, True):
+        monkeypatch.setattr(model.cfg, "compile_block_mask", flag)
+        model(batch)
+    assert seen == [False, True]
 
 
 def test_block_input_uses_previous_codes_and_noise(model, assets):

@@ -102,6 +102,9 @@ class UnifiedModelConfig:
     code_head: str = "shared"             # rdpm: shared | distance | latent | latent_shared
     loss_chunk_tokens: int = 0            # head + cross-entropy over chunks of this many targets
                                           # (never all logits at once); 0 = all targets in one go
+    compile_block_mask: bool = False      # CUDA: build the flex_attention BlockMask with a compiled
+                                          # create_block_mask (a fixed Python cost per batch when
+                                          # not); same mask, not yet timed on a GPU, so off
 
     def validate(self, prefix: str = "model") -> None:
         if self.loss_chunk_tokens < 0:
@@ -179,7 +182,8 @@ class UnifiedModel(nn.Module):
         block_noise (N, d, h, w) for the N blocks, in the order their positions appear in the
         flattened batch).
         """
-        mask = build_attention_mask(batch["doc_ids"], batch["block_ids"], self.objective.image_rule)
+        mask = build_attention_mask(batch["doc_ids"], batch["block_ids"], self.objective.image_rule,
+                                    compiled=self.cfg.compile_block_mask)
         emb, ctx = self.embed_sequence(batch)
         hidden, _ = self.backbone(emb, batch["position_ids"], mask)
         hidden, targets = hidden.flatten(0, 1), batch["targets"].flatten()
