@@ -67,8 +67,6 @@ EXEMPT = {
     # pretraining
     "unimodal/pretraining/nonfinite_guard.py": "tests/pretraining/test_trainer.py (non-finite "
                                                "gradients and losses)",
-    "unimodal/pretraining/optimizer.py": "no direct test yet (runs inside "
-                                         "tests/pretraining/test_trainer.py)",
     # tokenizer
     "unimodal/tokenizer/autoencoder.py": "tests/tokenizer/test_rdpm_tokenizer.py",
     "unimodal/tokenizer/diagnostics.py": "tests/metrics/test_fidelity_diagnostics.py (per-step "

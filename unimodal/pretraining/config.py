@@ -33,6 +33,8 @@ class OptimizerConfig:
     weight_decay: float = 0.03            # not on norms, biases, embeddings
     warmup_steps: int = 1000
     eps: float = 1e-8
+    fused: bool = False                   # torch's fused AdamW kernel (one launch for all
+                                          # parameters); same update up to rounding
 
     def validate(self, prefix: str = "optim") -> None:
         check_optimizer(self, prefix)

@@ -1,7 +1,7 @@
 """The pretraining optimizer and schedule, built before DeepSpeed wraps them.
 
 - torch AdamW (DeepSpeed takes it as is): weight decay on the matrices only; norms, biases and
-  embeddings are not decayed.
+  embeddings are not decayed. `optim.fused` asks for torch's fused kernel.
 - LambdaLR with linear warmup, then cosine to `optim.min_lr_ratio * lr` at `train.steps`.
 """
 
@@ -27,7 +27,8 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
 def build_optimizer(model: torch.nn.Module, cfg: PretrainConfig):
     """(AdamW, LambdaLR) for `model` under `cfg.optim` and `cfg.train.steps`."""
     opt = torch.optim.AdamW(param_groups(model, cfg.optim.weight_decay), lr=cfg.optim.lr,
-                            betas=tuple(cfg.optim.betas), eps=cfg.optim.eps)
+                            betas=tuple(cfg.optim.betas), eps=cfg.optim.eps,
+                            fused=cfg.optim.fused or None)   # None: torch picks foreach or not
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(
         s, cfg.optim.warmup_steps, cfg.train.steps, cfg.optim.min_lr_ratio))
     return opt, sched
