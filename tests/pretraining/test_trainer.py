@@ -384,3 +384,12 @@ def test_the_log_says_when_the_loader_is_the_bottleneck(tiny_config, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     # a tiny CPU step takes a fraction of the 1.5 s the loader now needs per batch
     assert all(frac > 0.6 for frac in losses(out, "data_wait_frac").values())
+
+
+def test_deepspeed_steps_a_fused_adamw(tiny_config, tmp_path):
+    out = tmp_path / "fused"
+    launch(tiny_config, out, "optim.fused=true", "train.steps=3", "train.log_every=1",
+           "train.checkpoint_every=100")
+    log = losses(out)
+    assert sorted(log) == [1, 2, 3] and all(math.isfinite(v) for v in log.values())
+    assert "fused: true" in (out / "pretrain_config.yaml").read_text()
