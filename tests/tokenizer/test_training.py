@@ -115,6 +115,10 @@ def test_diagnostics_on_log_steps_and_time_budget(tmp_path):
     final = json.loads((tmp_path / "a" / "metrics.json").read_text())
     assert len(final["per_step"]["residual_var"]) == 4 and "checker" in final
     assert (tmp_path / "a" / "step_diagnostics.png").is_file()
+    # Throughput: one FLOPs-per-image count (tests/tokenizer/test_flops.py) times img/s
+    per_image = [r["tflops"] / r["img_per_s"] for r in logs]
+    assert per_image[0] > 0 and per_image == pytest.approx([per_image[0]] * len(logs))
+    assert all(r["mfu"] == pytest.approx(r["tflops"] / 989.0) for r in logs)
     # A time budget already spent stops at the first check, then still saves and evaluates.
     metrics = main(tiny_args(tmp_path / "b", 200, "train.max_minutes=1e-6", "train.log_every=5"))
     assert metrics["step"] < 200 and (tmp_path / "b" / "tokenizer" / "tokenizer.safetensors").is_file()

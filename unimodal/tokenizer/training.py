@@ -1,15 +1,12 @@
 """Training loop of the RDPM tokenizer (single device, or DDP under torchrun).
 
-Design choices, one line each:
 - One config (`TokenizerTrainConfig`) validated before any model is built.
-- Map-style data (shapes, image folders) is read in a seeded per-epoch permutation, split by rank;
-  the position in it is a function of the step, so a resumed run sees the batches an
-  uninterrupted run would have. Webdataset streams restart from their first shard.
-- Each step reseeds the RNG from (seed, step, rank): training noise is drawn on the device
-  (cheap), and a resumed run is bit-identical to an uninterrupted one. The CPU per-sample-seed
-  contract matters only for encoding.
-- Checkpoints: atomic step folders (tokenizer weights + config, discriminator, optimizer state),
-  keep-last-N, also written on Ctrl-C; the final export is `<out_dir>/tokenizer`.
+- Map-style data (shapes, image folders): a seeded per-epoch permutation split by rank, indexed
+  by the step, so a resumed run sees the batches an uninterrupted one would. Webdataset restarts.
+- Each step reseeds the RNG from (seed, step, rank): training noise is drawn on the device, and
+  a resumed run is bit-identical to an uninterrupted one.
+- Checkpoints: atomic step folders (weights, config, discriminator, optimizer state), keep-last-N,
+  also on Ctrl-C; the export is `<out_dir>/tokenizer`. Log steps add img/s, TFLOP/s and MFU.
 - Ends with held-out PSNR/SSIM/codebook usage, a metrics JSON and an original-vs-reconstruction PNG.
 """
 
@@ -39,6 +36,7 @@ from unimodal.metrics.reconstruction import ReconstructionMeter, psnr_per_image
 from unimodal.metrics.shapes_checker import ShapesAccuracy, score_reconstructions
 from unimodal.tokenizer.diagnostics import (StepDiagnostics, latent_gain_stats,
                                             plot_step_diagnostics)
+from unimodal.tokenizer.flops import training_flops_per_image
 from unimodal.tokenizer.losses import (PatchDiscriminator, adaptive_gan_weight, build_perceptual,
                                        hinge_d_loss)
 from unimodal.tokenizer.rdpm_tokenizer import (RDPMTokenizer, check_same_codes, load_tokenizer,
@@ -269,6 +267,7 @@ class TokenizerTrainer:
                    dynamic_ncols=True)
         batches = _batches(dataset, cfg, self.step)
         window_start, window_images = time.perf_counter(), 0
+        flops_per_image = training_flops_per_image(self.model, self.decoder_only)  # counted once
         deadline = time.perf_counter() + 60 * run.max_minutes if run.max_minutes > 0 else None
         try:
             while self.step < run.steps:
@@ -291,13 +290,14 @@ class TokenizerTrainer:
                     logs = _host_values(logs)
                     elapsed = time.perf_counter() - window_start
                     logs["img_per_s"] = window_images / max(elapsed, 1e-9)
+                    logs["tflops"] = flops_per_image * logs["img_per_s"] / 1e12   # all ranks
+                    logs["mfu"] = logs["tflops"] / (run.peak_tflops * D.world_size())
                     logs["skipped_steps"] = self.bad_steps.total
                     window_start, window_images = time.perf_counter(), 0
                     if run.diagnostics_every and self.step % run.diagnostics_every == 0:
                         logs["diagnostics"] = self.diagnostics(images[:run.diagnostics_images])
-                    bar.set_postfix({k: f"{logs[k]:.3g}" for k in
-                                     ("loss", "rec", "quant", "psnr", "usage", "img_per_s")
-                                     if k in logs})
+                    bar.set_postfix({k: f"{logs[k]:.3g}" for k in ("loss", "rec", "quant", "psnr",
+                                     "usage", "img_per_s", "mfu") if k in logs})
                     if log_file:
                         log_file.write(json.dumps({"step": self.step, **logs}) + "\n")
                         log_file.flush()

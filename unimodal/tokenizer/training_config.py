@@ -39,6 +39,7 @@ class TokenizerRunConfig:
     max_nonfinite_steps: int = 5          # skipped updates (non-finite loss/gradients) in a row that stop
     allow_inexact_resume: bool = False    # webdataset sources: resume although the stream restarts
     overwrite: bool = False               # a fresh run may replace another run's files in out_dir
+    peak_tflops: float = 989.0            # per device, for MFU (H100/H200 dense bf16)
     diagnostics_every: int = 100          # per-step quantizer diagnostics in log.jsonl; 0 = off
     diagnostics_images: int = 32          # images of the batch they use
     init_from: str = ""                   # a tokenizer folder (<out_dir>/tokenizer) to start from
