@@ -258,7 +258,7 @@ class AudioScore:
     timbre: bool
     loudness: bool
     pitch: list[bool]  # per asked-for note; empty when the spec names no pitches
-    detected: DetectedClip = field(repr=False, default=None)  # type: ignore[assignment]
+    detected: DetectedClip = field(repr=False)
 
     @property
     def correct(self) -> bool:
