@@ -5,7 +5,8 @@ caption asks for: note count, direction, timbre and loudness, and the whole prom
 
 Design choices, one line each:
 - Segments: 10 ms frames every 5 ms; a frame is sounding when its RMS is within 30 dB of the
-  loudest frame and above -60 dBFS; runs closer than 20 ms merge, runs shorter than 30 ms are
+  loudest frame, above -60 dBFS and above 3x the noise floor (5th-percentile frame RMS, counted
+  up to -20 dB of the loudest frame); runs closer than 20 ms merge, runs shorter than 30 ms are
   dropped. The data puts >= 60 ms of silence between notes, so repeated pitches still split.
 - Pitch: the strongest spectral peak at 150-1200 Hz (the scale spans 262-880 Hz) of the Hann-
   windowed middle 70% of a note, refined by a parabola on log magnitude; when the half frequency
@@ -38,6 +39,7 @@ from unimodal.data.audio_notes import (COUNT_WORDS, DIRECTIONS, LOUDNESS, LOUDNE
 FRAME_SECONDS, HOP_SECONDS = 0.010, 0.005
 RELATIVE_FLOOR_DB, ABSOLUTE_FLOOR_DB = -30.0, -60.0
 MERGE_GAP_SECONDS, MIN_NOTE_SECONDS = 0.020, 0.030
+NOISE_FLOOR_PERCENTILE, NOISE_FLOOR_FACTOR, MAX_THRESHOLD_DB = 5.0, 3.0, -20.0
 PITCH_RANGE_HZ = (150.0, 1200.0)
 MIN_HARMONICITY = 0.6
 PLUCKED_DECAY = 0.5
@@ -90,7 +92,12 @@ def segment_notes(wave: np.ndarray, sample_rate: int = SAMPLE_RATE) -> list[tupl
     rms = _frame_rms(wave, frame, hop)
     if rms.size == 0:
         return []
-    threshold = max(rms.max() * 10 ** (RELATIVE_FLOOR_DB / 20), 10 ** (ABSOLUTE_FLOOR_DB / 20))
+    # A noise floor (a quiet frame's RMS) raises the threshold so noisy gaps still split notes;
+    # the cap keeps the notes of a clip without any quiet frame.
+    noise_floor = NOISE_FLOOR_FACTOR * np.percentile(rms, NOISE_FLOOR_PERCENTILE)
+    cap = rms.max() * 10 ** (MAX_THRESHOLD_DB / 20)
+    threshold = max(rms.max() * 10 ** (RELATIVE_FLOOR_DB / 20), 10 ** (ABSOLUTE_FLOOR_DB / 20),
+                    min(noise_floor, cap))
     sounding = np.flatnonzero(rms >= threshold)
     if sounding.size == 0:
         return []
