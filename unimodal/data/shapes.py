@@ -122,7 +122,8 @@ def position_in_image(obj: ShapeObject) -> str:
     return "at the top" if dy < 0 else "at the bottom"
 
 
-def _a(obj: ShapeObject) -> str:
+def with_article(obj: ShapeObject) -> str:
+    """"a red circle" / "an orange square" (also used by the moving-shapes captions)."""
     return ("an " if obj.color[0] in "aeiou" else "a ") + obj.name
 
 
@@ -141,15 +142,15 @@ def caption_for(objects: Sequence[ShapeObject], variant: int = 0) -> str:
     prefix_index, template = divmod(int(variant) % NUM_CAPTION_VARIANTS, 2)
     first = objects[0]
     if len(objects) == 1:
-        body = f"{_a(first)} {position_in_image(first)}"
+        body = f"{with_article(first)} {position_in_image(first)}"
     else:
-        body = f"{_a(first)} {relation(first, objects[1])} {_a(objects[1])}"
+        body = f"{with_article(first)} {relation(first, objects[1])} {with_article(objects[1])}"
         if len(objects) == 3:
             third = objects[2]
             if template == 0:
-                body += f" and {relation(first, third)} {_a(third)}"
+                body += f" and {relation(first, third)} {with_article(third)}"
             else:
-                body += f", and {_a(third)} {relation(third, first)} the {first.name}"
+                body += f", and {with_article(third)} {relation(third, first)} the {first.name}"
     return _PREFIXES[prefix_index] + body
 
 
@@ -158,7 +159,7 @@ def _hsv_to_rgb(h: float, s: float, v: float) -> RGB:
     return tuple(int(round(c * 255)) for c in colorsys.hsv_to_rgb(h % 1.0, s, v))  # type: ignore[return-value]
 
 
-def _sample_background(rng: np.random.Generator) -> Background:
+def sample_background(rng: np.random.Generator) -> Background:
     light = bool(rng.random() < 0.5)
     value_range = (0.72, 0.92) if light else (0.1, 0.3)
     hue, sat, value = rng.random(), rng.uniform(0.0, 0.2), rng.uniform(*value_range)
@@ -273,7 +274,7 @@ def render_sample(index: int, seed: int = 0, image_size: int = 64) -> ShapesSamp
     check_image_size(image_size)
     rng = np.random.default_rng((int(seed), int(index)))
     objects = _sample_objects(rng)
-    background = _sample_background(rng)
+    background = sample_background(rng)
     caption = caption_for(objects, variant=int(rng.integers(NUM_CAPTION_VARIANTS)))
     return ShapesSample(
         image=render_objects(objects, background, image_size),
