@@ -125,3 +125,13 @@ def test_relation_and_placement_rules():
     assert placement_holds((0.62, 0.5), "on the right")
     assert not placement_holds((0.7, 0.5), "in the center")
     assert placement_holds((0.5, 0.2), "at the top") and not placement_holds((0.5, 0.2), "on the left")
+
+
+def test_centroid_is_the_coverage_centroid_whatever_the_shape():
+    """A triangle's centroid sits r/3 below its box centre; the other shapes' at the centre (the
+    video checker tracks centroids, so a shape call that flips between frames moves nothing)."""
+    for shape in ("circle", "square", "triangle", "diamond"):
+        obj = ShapeObject(shape=shape, color="red", center=(0.4, 0.55), size=0.2)
+        (found,) = detect_objects(render_objects([obj], (40, 40, 40), 128))
+        drop = obj.size / 3 if shape == "triangle" else 0.0
+        assert abs(found.centroid[0] - 0.4) < 0.005 and abs(found.centroid[1] - (0.55 + drop)) < 0.005

@@ -166,3 +166,13 @@ def test_bad_input_is_refused():
         detect_clip(render_clip(0).frames[:1])
     with pytest.raises(ValueError, match="clip"):
         detect_clip(np.zeros((8, 3, 32, 32), np.uint8))
+
+
+def test_direction_survives_shape_calls_that_flip():
+    """Blurred 32 px clips where a small slow object's shape call flips between frames (seed 21,
+    found by a probe): tracking box centres read them as erratic, the centroids as moving."""
+    blur = torch.nn.AvgPool2d(3, 1, 1, count_include_pad=False)
+    for index in (15, 32, 98, 99, 195):
+        clip = render_clip(index, seed=21, image_size=32)
+        score = score_clip(blur(clip.frames), spec_from_scene(clip.attributes))
+        assert all(score.direction), index

@@ -63,6 +63,12 @@ class DetectedObject:
     area: float                  # coverage area, fraction of the image
     shape_error: float           # L1 template error / area of the winning shape
 
+    @property
+    def centroid(self) -> tuple[float, float]:
+        """The coverage centroid (the fit matches it), whatever shape won: a track of centroids
+        does not jump when a triangle's box centre, r/3 above its centroid, wins in some frames."""
+        return self.center[0], self.center[1] + _CENTROID_DROP[self.shape] * self.size
+
 
 def _inside(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     """Points (u, v) in units of r around the box centre, y downwards (as the renderer draws)."""

@@ -7,7 +7,8 @@ the caption names it), object count, and the whole prompt.
 Design choices, one line each:
 - Per frame: `shapes_checker.detect_objects` (colour, shape, centre of every saturated object).
 - Tracks by colour: colours within a clip are distinct, so an object is the largest detection of
-  its colour in each frame; its track is that detection's centre per frame (None where missing).
+  its colour in each frame; its track is that detection's coverage centroid per frame (None where
+  missing): the centroid, unlike the fitted box centre, does not jump when the shape call does.
 - Colour: the asked-for colour is found in every frame (an object that vanishes has failed).
 - Shape: the majority vote of the track's per-frame shapes (ties go to the first frame's).
 - Velocity: the least-squares slope of the track's centre over the frame index, in image sides per
@@ -45,7 +46,7 @@ STEADY_FRACTION = 0.75   # of the frame-to-frame steps that go the estimated way
 class ObjectTrack:
     color: str
     shape: str                                       # majority vote over the frames it is found in
-    centers: tuple[tuple[float, float] | None, ...]  # per frame; None where the colour is missing
+    centers: tuple[tuple[float, float] | None, ...]  # centroids per frame; None where missing
     velocity: tuple[float, float]                    # image sides per frame, y downwards
     direction: str                                   # one of DIRECTIONS, "still" or "erratic"
     speed: str | None                                # one of SPEEDS; None unless a direction is found
@@ -90,7 +91,7 @@ def _track(color: str, per_frame: list[DetectedObject | None]) -> ObjectTrack:
     shapes = [o.shape for o in per_frame if o is not None]
     votes = Counter(shapes)
     shape = max(votes, key=lambda s: (votes[s], -shapes.index(s)))
-    centers = tuple(None if o is None else o.center for o in per_frame)
+    centers = tuple(None if o is None else o.centroid for o in per_frame)
     velocity, direction, speed = estimate_motion(centers)
     return ObjectTrack(color, shape, centers, velocity, direction, speed)
 
