@@ -79,8 +79,8 @@ def test_wrong_direction_or_speed_in_the_prompt_fails_that_attribute():
     for i in range(10):
         clip, spec = _clip(i)
         for turn in (1, 2, 3):  # every other direction
-            wrong = VideoSpec(tuple(replace(o, direction=DIRECTIONS[(DIRECTIONS.index(o.direction) + turn) % 4])
-                                    for o in spec.objects))
+            turned = [DIRECTIONS[(DIRECTIONS.index(o.direction) + turn) % 4] for o in spec.objects]
+            wrong = VideoSpec(tuple(replace(o, direction=d) for o, d in zip(spec.objects, turned)))
             score = score_clip(clip.frames, wrong)
             assert not any(score.direction) and all(score.color) and all(score.shape) and score.count
         other_speed = VideoSpec(tuple(replace(o, speed="slow" if true.speed == "fast" else "fast")

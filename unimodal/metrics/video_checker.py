@@ -36,8 +36,8 @@ from unimodal.data.moving_shapes import (DIRECTIONS, MAX_OBJECTS, SPEED_WORDS, S
 from unimodal.data.shapes import COLORS, SHAPES
 from unimodal.metrics.shapes_checker import DetectedObject, detect_objects
 
-STILL_SPEED = 0.25 / 64  # image sides per frame
-FAST_SPEED = 1.5 / 64    # between SPEEDS["slow"] and SPEEDS["fast"]
+STILL_SPEED = SPEEDS["slow"] / 4  # image sides per frame: 0.25/64
+FAST_SPEED = (SPEEDS["slow"] + SPEEDS["fast"]) / 2  # 1.5/64, midway between the two speeds
 STEADY_FRACTION = 0.75   # of the frame-to-frame steps that go the estimated way
 
 
@@ -66,7 +66,8 @@ class DetectedClip:
         return [len(objects) for objects in self.frames]
 
 
-def estimate_motion(centers: Sequence[tuple[float, float] | None]) -> tuple[tuple[float, float], str, str | None]:
+def estimate_motion(centers: Sequence[tuple[float, float] | None]
+                    ) -> tuple[tuple[float, float], str, str | None]:
     """(velocity, direction, speed) of a centre track; frames without a centre are left out."""
     found = [(t, c) for t, c in enumerate(centers) if c is not None]
     if len(found) < 2:
