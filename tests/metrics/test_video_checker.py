@@ -57,7 +57,7 @@ def test_clean_renders_other_lengths_and_sizes(frames, size):
     assert accuracy.compute()["prompt"] == 1.0
 
 
-def test_static_clip_fails_direction_only():
+def test_static_clip_reads_still():
     for i in range(10):
         clip, spec = _clip(i)
         static = clip.frames[:1].expand_as(clip.frames)
