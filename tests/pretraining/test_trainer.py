@@ -212,13 +212,13 @@ def test_resume_loads_every_zero_stage_without_unpickling_code(tiny_config, tmp_
 
 @pytest.mark.parametrize("name", ["mp_rank_00_model_states.pt",
                                   "zero_pp_rank_0_mp_rank_00_optim_states.pt"])
-def test_resume_refuses_a_planted_pickle(tiny_config, tmp_path, name):
+def test_resume_refuses_a_planted_pickle(tiny_config, straight_run, tmp_path, name):
     from safe_loading_fixtures import plant_payload
 
     out = tmp_path / "run"
-    launch(tiny_config, out, "train.steps=3")
-    marker = plant_payload(out / "checkpoints/step_00000003" / name, tmp_path / "code_ran")
-    done = launch(tiny_config, out, "train.steps=4", "--resume", check=False)
+    shutil.copytree(straight_run, out)  # planted in a copy; its latest checkpoint is step 6
+    marker = plant_payload(out / "checkpoints/step_00000006" / name, tmp_path / "code_ran")
+    done = launch(tiny_config, out, "train.steps=7", "--resume", check=False)
     assert done.returncode != 0 and "refused to load" in done.stdout + done.stderr
     assert not marker.exists(), f"unpickling {name} ran code"
 
