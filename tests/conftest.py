@@ -19,6 +19,8 @@ def pytest_collection_modifyitems(config, items):
 # torch threads each would have OpenMP threads waiting on descheduled peers at every parallel op.
 WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 THREADS = max(1, min(2, (os.cpu_count() or 2) // WORKERS))
+if WORKERS > 1:  # and the scripts the tests start (each a torch of its own) take no more
+    os.environ.setdefault("OMP_NUM_THREADS", str(THREADS))
 
 
 @pytest.fixture(autouse=True)
