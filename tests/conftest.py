@@ -1,5 +1,7 @@
 """Shared test set-up: GPU-marked tests are skipped (reported as skipped) where there is no CUDA."""
 
+import os
+
 import pytest
 import torch
 
@@ -13,8 +15,16 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+# The CI box has 2 cores. Under pytest-xdist (-n 2) each worker gets its share: two workers of 2
+# torch threads each would have OpenMP threads waiting on descheduled peers at every parallel op.
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+THREADS = max(1, min(2, (os.cpu_count() or 2) // WORKERS))
+if WORKERS > 1:  # and the scripts the tests start (each a torch of its own) take no more
+    os.environ.setdefault("OMP_NUM_THREADS", str(THREADS))
+
+
 @pytest.fixture(autouse=True)
 def _few_threads():
-    """The CI box has 2 cores: keep torch from oversubscribing them."""
-    torch.set_num_threads(2)
+    """Keep torch from oversubscribing the cores (THREADS)."""
+    torch.set_num_threads(THREADS)
     yield

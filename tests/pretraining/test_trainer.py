@@ -3,6 +3,7 @@ through the launcher, exact kill-and-resume, the export, and config errors befor
 
 import json
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -24,9 +25,26 @@ def losses(out: Path, key: str = "loss") -> dict[int, float]:
     return {r["step"]: r[key] for r in rows}
 
 
-def test_one_process_trains_checkpoints_and_exports(tiny_config, tmp_path):
-    out = tmp_path / "run"
+@pytest.fixture(scope="module")
+def straight_run(tiny_config, tmp_path_factory) -> Path:
+    """One uninterrupted 6-step run of the tiny config, shared by the tests that only read it (a
+    test that changes it works on a copy)."""
+    out = tmp_path_factory.mktemp("straight") / "run"
     launch(tiny_config, out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def two_rank_run(tiny_config, tmp_path_factory) -> Path:
+    """6 steps on 2 ranks (ZeRO 2) without EMA, checkpoints at steps 3 and 6; shared like
+    straight_run (resuming it elsewhere leaves it as it was: a test checks that)."""
+    out = tmp_path_factory.mktemp("two_ranks") / "two"
+    launch(tiny_config, out, "train.ema_decay=0", procs=2)
+    return out
+
+
+def test_one_process_trains_checkpoints_and_exports(straight_run):
+    out = straight_run
     log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2, 3, 4, 5, 6]
     for key in ("loss", "text_loss", "image_loss", "grad_norm", "tokens_per_s", "tflops"):
@@ -52,9 +70,8 @@ def test_one_process_trains_checkpoints_and_exports(tiny_config, tmp_path):
     torch.testing.assert_close(model.state_dict()[name], ema[name])  # the export holds the EMA
 
 
-def test_kill_and_resume_repeats_the_uninterrupted_losses(tiny_config, tmp_path):
-    straight, split = tmp_path / "straight", tmp_path / "split"
-    launch(tiny_config, straight)
+def test_kill_and_resume_repeats_the_uninterrupted_losses(tiny_config, straight_run, tmp_path):
+    straight, split = straight_run, tmp_path / "split"
     crashed = launch(tiny_config, split, "train.stop_after=4", check=False)
     assert crashed.returncode != 0 and not (split / "export").exists()
     assert "StoppedEarly: train.stop_after=4: stopping at step 4" in crashed.stderr
@@ -83,16 +100,16 @@ def test_two_processes_zero2(tiny_config, tmp_path):
 
 
 
-def test_two_ranks_resume_on_one_through_a_universal_checkpoint(tiny_config, tmp_path):
+def test_two_ranks_resume_on_one_through_a_universal_checkpoint(tiny_config, two_rank_run,
+                                                                tmp_path):
     """2 ranks -> 1 rank: the loaded weights equal the 2-rank ZeRO checkpoint's, and training goes
     on with the saved LR schedule (the global batch kept by doubling gradient accumulation)."""
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
     from unimodal.model.export import load_unified
 
-    two, one = tmp_path / "two", tmp_path / "one"
-    no_ema = "train.ema_decay=0"  # the export then holds the engine's weights
-    launch(tiny_config, two, no_ema, procs=2)
+    two, one = two_rank_run, tmp_path / "one"
+    no_ema = "train.ema_decay=0"  # the export then holds the engine's weights (as in two_rank_run)
     ckpt = two / "checkpoints/step_00000003"
     done = launch(tiny_config, one, no_ema, "train.steps=3", "train.gradient_accumulation=2",
                   "--resume", str(ckpt))
@@ -112,13 +129,13 @@ def test_two_ranks_resume_on_one_through_a_universal_checkpoint(tiny_config, tmp
 
 
 
-def test_a_planted_pickle_stops_the_universal_conversion(tiny_config, tmp_path):
+def test_a_planted_pickle_stops_the_universal_conversion(tiny_config, two_rank_run, tmp_path):
     """The 2 -> 1 conversion reads the checkpoint through the same safe loader, and its failure
     stops the run with one clear cause instead of leaving ranks at a barrier."""
     from safe_loading_fixtures import plant_payload
 
     two, one = tmp_path / "two", tmp_path / "one"
-    launch(tiny_config, two, "train.steps=3", "train.ema_decay=0", procs=2)
+    shutil.copytree(two_rank_run, two)  # the copy is planted, not the shared run
     ckpt = two / "checkpoints/step_00000003"
     marker = plant_payload(ckpt / "zero_pp_rank_1_mp_rank_00_optim_states.pt", tmp_path / "ran")
     done = launch(tiny_config, one, "train.ema_decay=0", "--resume", str(ckpt), check=False)
@@ -195,13 +212,13 @@ def test_resume_loads_every_zero_stage_without_unpickling_code(tiny_config, tmp_
 
 @pytest.mark.parametrize("name", ["mp_rank_00_model_states.pt",
                                   "zero_pp_rank_0_mp_rank_00_optim_states.pt"])
-def test_resume_refuses_a_planted_pickle(tiny_config, tmp_path, name):
+def test_resume_refuses_a_planted_pickle(tiny_config, straight_run, tmp_path, name):
     from safe_loading_fixtures import plant_payload
 
     out = tmp_path / "run"
-    launch(tiny_config, out, "train.steps=3")
-    marker = plant_payload(out / "checkpoints/step_00000003" / name, tmp_path / "code_ran")
-    done = launch(tiny_config, out, "train.steps=4", "--resume", check=False)
+    shutil.copytree(straight_run, out)  # planted in a copy; its latest checkpoint is step 6
+    marker = plant_payload(out / "checkpoints/step_00000006" / name, tmp_path / "code_ran")
+    done = launch(tiny_config, out, "train.steps=7", "--resume", check=False)
     assert done.returncode != 0 and "refused to load" in done.stdout + done.stderr
     assert not marker.exists(), f"unpickling {name} ran code"
 
@@ -299,9 +316,9 @@ def test_an_optimizer_without_an_overflow_check_stops_before_saving_bad_weights(
     assert sorted(p.name for p in (tmp_path / "a/checkpoints").iterdir()) == ["step_00000002"]
 
 
-def test_fresh_run_into_another_runs_folder_is_refused(tiny_config, tmp_path):
+def test_fresh_run_into_another_runs_folder_is_refused(tiny_config, straight_run, tmp_path):
     out = tmp_path / "run"
-    launch(tiny_config, out, "train.steps=1")
+    shutil.copytree(straight_run, out)  # a folder that holds a finished run
     done = launch(tiny_config, out, "train.steps=1", check=False)
     assert done.returncode != 0 and "already holds a run" in done.stdout + done.stderr
     launch(tiny_config, out, "train.steps=2", "train.overwrite=true")

@@ -3,10 +3,8 @@ blocks run answers --help (shell scripts at least parse)."""
 
 import re
 import subprocess
-import sys
-from concurrent.futures import ThreadPoolExecutor
 
-from unified_fixtures import ROOT
+from help_fixtures import ROOT, script_helps
 
 README = (ROOT / "README.md").read_text()
 CITED = re.compile(r"(?:configs|eval|train|tokenizers|mixing|docs|unimodal|tests)/[A-Za-z0-9_./-]+"
@@ -28,13 +26,10 @@ def test_every_command_in_the_code_blocks_answers_help():
     shells = sorted(set(re.findall(r"(?:train|eval)/\w+\.sh", blocks)))
     assert "train/pretrain.py" in scripts and "eval/sample.py" in scripts and shells
 
-    def help_of(script):
-        done = subprocess.run([sys.executable, script, "--help"], cwd=ROOT, capture_output=True,
-                              text=True, timeout=120)
-        return script, done.returncode, done.stderr[-500:]
-
-    with ThreadPoolExecutor(2) as pool:
-        failed = [(s, err) for s, rc, err in pool.map(help_of, scripts) if rc != 0]
+    helps = script_helps()  # every entry script's `--help`, shared with tests/top/test_cli.py
+    missing = [s for s in scripts if s not in helps]
+    assert not missing, f"README runs scripts that do not exist: {missing}"
+    failed = [(s, helps[s].stderr[-500:]) for s in scripts if helps[s].returncode != 0]
     assert not failed, failed
     for shell in shells:
         assert subprocess.run(["bash", "-n", str(ROOT / shell)]).returncode == 0, shell

@@ -11,12 +11,14 @@ from tokenizer_training_fixtures import ROOT, tiny_args, train_main
 
 def test_short_training_learns_and_keeps_codebook_alive(tmp_path):
     main = train_main()
-    metrics = main(tiny_args(tmp_path, 300))
+    # 120 steps (GAN from step 100), logged every 5: measured rec 0.37 -> 0.12, psnr 15.8 dB.
+    metrics = main(tiny_args(tmp_path, 120, "train.log_every=5", "loss.gan_start=100"))
     logs = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     first, last = logs[:3], logs[-3:]
     assert sum(r["rec"] for r in last) < 0.6 * sum(r["rec"] for r in first)
     assert all(r["usage"] > 0.3 for r in last)  # dead-code revival keeps codes in use
-    assert "d" in logs[-1] and "gan_w" in logs[-1]  # the GAN switched on at step 250
+    assert "d" in logs[-1] and "gan_w" in logs[-1]  # the GAN switched on at step 100
+    assert not any("d" in r for r in logs if r["step"] <= 100)
     assert metrics["psnr"] > 14 and metrics["codebook_usage"] > 0.3
     assert (tmp_path / "reconstructions.png").is_file()
     assert (tmp_path / "tokenizer" / "tokenizer.safetensors").is_file()

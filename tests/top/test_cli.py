@@ -4,17 +4,15 @@ type and default, and refuses an unknown key naming it and the script."""
 import re
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from help_fixtures import SCRIPTS, script_helps
 from unified_fixtures import ROOT, load_script
 from unimodal.cli import config_keys, overrides_of, parse_config
 from unimodal.config import ConfigError
 from unimodal.model.sampling import ImageSamplingConfig
 
-SCRIPTS = sorted(str(p.relative_to(ROOT)) for folder in ("train", "eval", "tokenizers", "mixing")
-                 for p in (ROOT / folder).glob("*.py"))
 # Scripts on `[--config FILE] [key=value ...]` (unimodal.cli.parse_config).
 CONFIG_SCRIPTS = sorted(s for s in SCRIPTS if "parse_config" in (ROOT / s).read_text())
 SAMPLING_SCRIPTS = ["eval/accuracy_curve.py", "eval/clip_score.py", "eval/fid.py",
@@ -28,8 +26,7 @@ def run(*args):
 
 @pytest.fixture(scope="module")
 def helps():
-    with ThreadPoolExecutor(2) as pool:
-        return dict(zip(SCRIPTS, pool.map(lambda s: run(s, "--help"), SCRIPTS)))
+    return script_helps()
 
 
 def test_every_script_is_on_parse_config_and_none_on_argparse():
