@@ -28,7 +28,7 @@ NEEDS_EXTRAS = {
     "unimodal.eval_sampling": {"train"},
     "unimodal.metrics.reconstruction": {"eval"}, "unimodal.metrics.generation": {"eval"},
     "unimodal.metrics.recon_eval": {"eval"}, "unimodal.metrics.shapes_checker": {"eval"},
-    "unimodal.metrics.shapes_features": {"eval"},
+    "unimodal.metrics.shapes_features": {"eval"}, "unimodal.metrics.video_checker": {"eval"},
     "unimodal.metrics.generator_diagnostics": {"eval", "train"},
     "unimodal.tokenizer.diagnostics": {"eval"}, "unimodal.tokenizer.training": {"eval"},
     "unimodal.pretraining.inference_cost": {"train"},
