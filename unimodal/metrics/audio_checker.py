@@ -35,6 +35,7 @@ import numpy as np
 from unimodal.data.audio_notes import (COUNT_WORDS, DIRECTIONS, LOUDNESS, LOUDNESS_THRESHOLD,
                                        SAMPLE_RATE, SCALE_MIDI, TIMBRE_WORDS, TIMBRES, NoteClip,
                                        sample_attributes)
+from unimodal.metrics.hit_counts import HitCounts
 
 FRAME_SECONDS, HOP_SECONDS = 0.010, 0.005
 RELATIVE_FLOOR_DB, ABSOLUTE_FLOOR_DB = -30.0, -60.0
@@ -295,7 +296,7 @@ def score_audio(waveform, spec: AudioSpec, sample_rate: int = SAMPLE_RATE) -> Au
     return score_detected(detect_notes(waveform, sample_rate), spec)
 
 
-class AudioAccuracy:
+class AudioAccuracy(HitCounts):
     """Running accuracies: per attribute, whole prompt, whole prompt by note count, and timbre by
     the asked-for timbre (which timbres are hard)."""
 
@@ -303,13 +304,7 @@ class AudioAccuracy:
             + tuple(f"prompt_{n}_notes" for n in range(1, len(COUNT_WORDS) + 1))
             + tuple(f"timbre_{t}" for t in TIMBRES))
 
-    def __init__(self):
-        self.counts: dict[str, list[int]] = {}
-
-    def _add(self, key: str, hits: Sequence[bool]) -> None:
-        entry = self.counts.setdefault(key, [0, 0])
-        entry[0] += sum(bool(h) for h in hits)
-        entry[1] += len(hits)
+    TOTAL_KEY = "clips"
 
     def update(self, score: AudioScore, spec: AudioSpec) -> None:
         for key in ("count", "direction", "timbre", "loudness"):
@@ -319,13 +314,6 @@ class AudioAccuracy:
         self._add(f"prompt_{spec.count}_notes", [score.correct])
         self._add(f"timbre_{spec.timbre}", [score.timbre])
 
-    def compute(self) -> dict[str, float | int | None]:
-        out: dict[str, float | int | None] = {}
-        for key in self.KEYS:
-            hits, total = self.counts.get(key, (0, 0))
-            out[key] = hits / total if total else None
-        out["clips"] = self.counts.get("prompt", (0, 0))[1]
-        return out
 
 
 # ------------------------------------------------------------------------- tokenizer reconstructions

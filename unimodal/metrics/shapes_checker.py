@@ -38,6 +38,7 @@ from scipy import ndimage
 
 from unimodal.data.shapes import (COLORS, SHAPES, ShapeObject, class_name, position_in_image,
                                   relation, render_sample)
+from unimodal.metrics.hit_counts import HitCounts
 
 OBJECT_CHROMA = 0.3
 MIN_AREA_FRACTION = 0.005
@@ -291,17 +292,12 @@ def score_image(image, spec: PromptSpec) -> PromptScore:
     return score_detections(detect_objects(image), spec)
 
 
-class ShapesAccuracy:
+class ShapesAccuracy(HitCounts):
     """Running accuracies: per attribute (pooled over objects/relations) and whole prompt, also
     by the number of objects asked for."""
 
-    def __init__(self):
-        self.counts: dict[str, list[int]] = {}
-
-    def _add(self, key: str, hits: Sequence[bool]) -> None:
-        entry = self.counts.setdefault(key, [0, 0])
-        entry[0] += sum(bool(h) for h in hits)
-        entry[1] += len(hits)
+    KEYS = ("prompt", "color", "shape", "position", "count",
+            "prompt_1_objects", "prompt_2_objects", "prompt_3_objects")
 
     def update(self, score: PromptScore, spec: PromptSpec) -> None:
         self._add("color", score.color)
@@ -312,14 +308,6 @@ class ShapesAccuracy:
         self._add("prompt", [score.correct])
         self._add(f"prompt_{len(spec.objects)}_objects", [score.correct])
 
-    def compute(self) -> dict[str, float | int | None]:
-        out: dict[str, float | int | None] = {}
-        for key in ("prompt", "color", "shape", "position", "count",
-                    "prompt_1_objects", "prompt_2_objects", "prompt_3_objects"):
-            hits, total = self.counts.get(key, (0, 0))
-            out[key] = hits / total if total else None
-        out["images"] = self.counts.get("prompt", (0, 0))[1]
-        return out
 
 
 # ------------------------------------------------------------------------- tokenizer reconstructions

@@ -34,6 +34,7 @@ import numpy as np
 from unimodal.data.moving_shapes import (DIRECTIONS, MAX_OBJECTS, SPEED_WORDS, SPEEDS, UNIT,
                                          MovingScene, sample_scene)
 from unimodal.data.shapes import COLORS, SHAPES
+from unimodal.metrics.hit_counts import HitCounts
 from unimodal.metrics.shapes_checker import DetectedObject, detect_objects
 
 STILL_SPEED = SPEEDS["slow"] / 4  # image sides per frame: 0.25/64
@@ -196,7 +197,7 @@ def score_clip(frames, spec: VideoSpec) -> VideoScore:
     return score_detected(detect_clip(frames), spec)
 
 
-class VideoAccuracy:
+class VideoAccuracy(HitCounts):
     """Running accuracies: per attribute (pooled over objects), whole prompt, whole prompt by object
     count, and direction by the asked-for direction."""
 
@@ -204,13 +205,7 @@ class VideoAccuracy:
             + tuple(f"prompt_{n}_objects" for n in range(1, MAX_OBJECTS + 1))
             + tuple(f"direction_{d}" for d in DIRECTIONS))
 
-    def __init__(self):
-        self.counts: dict[str, list[int]] = {}
-
-    def _add(self, key: str, hits: Sequence[bool]) -> None:
-        entry = self.counts.setdefault(key, [0, 0])
-        entry[0] += sum(bool(h) for h in hits)
-        entry[1] += len(hits)
+    TOTAL_KEY = "clips"
 
     def update(self, score: VideoScore, spec: VideoSpec) -> None:
         for key in ("color", "shape", "direction", "speed"):
@@ -221,13 +216,6 @@ class VideoAccuracy:
         for asked, hit in zip(spec.objects, score.direction):
             self._add(f"direction_{asked.direction}", [hit])
 
-    def compute(self) -> dict[str, float | int | None]:
-        out: dict[str, float | int | None] = {}
-        for key in self.KEYS:
-            hits, total = self.counts.get(key, (0, 0))
-            out[key] = hits / total if total else None
-        out["clips"] = self.counts.get("prompt", (0, 0))[1]
-        return out
 
 
 # ------------------------------------------------------------------------- tokenizer reconstructions
