@@ -315,7 +315,6 @@ class AudioAccuracy(HitCounts):
         self._add(f"timbre_{spec.timbre}", [score.timbre])
 
 
-
 # ------------------------------------------------------------------------- tokenizer reconstructions
 _NOTES_KEY = re.compile(r"^notes-(?P<seed>\d+)-(?P<index>\d+)$")
 

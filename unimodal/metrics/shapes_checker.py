@@ -309,7 +309,6 @@ class ShapesAccuracy(HitCounts):
         self._add(f"prompt_{len(spec.objects)}_objects", [score.correct])
 
 
-
 # ------------------------------------------------------------------------- tokenizer reconstructions
 _SHAPES_KEY = re.compile(r"^shapes-(?P<seed>\d+)-(?P<index>\d+)$")
 

@@ -217,7 +217,6 @@ class VideoAccuracy(HitCounts):
             self._add(f"direction_{asked.direction}", [hit])
 
 
-
 # ------------------------------------------------------------------------- tokenizer reconstructions
 _MOVING_KEY = re.compile(r"^moving-(?P<seed>\d+)-(?P<index>\d+)$")
 
