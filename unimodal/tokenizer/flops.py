@@ -25,7 +25,8 @@ def training_flops_per_image(model: RDPMTokenizer, decoder_only: bool = False) -
     replica = copy.deepcopy(model).train()   # the copy's statistics and gradients are thrown away
     device = next(replica.parameters()).device
     images = torch.zeros(1, cfg.in_channels, cfg.image_size, cfg.image_size, device=device)
-    noise = torch.randn(1, cfg.code_maps, cfg.latent_dim, *cfg.grid, device=device)
+    # FLOPs do not depend on values; zeros leave the global RNG untouched (runs reseed per step)
+    noise = torch.zeros(1, cfg.code_maps, cfg.latent_dim, *cfg.grid, device=device)
     with FlopCounterMode(display=False) as counter:
         if decoder_only:
             with torch.no_grad():
