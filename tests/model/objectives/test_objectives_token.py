@@ -186,9 +186,7 @@ def _uncached_next_token(model, prompts, cfg, seeds):
     return torch.stack(codes, 1).view(b, 1, *vocab.grid)
 
 
-# The settings the samplers are checked under against their references: greedy, and guidance
-# with temperature, top-k and top-p.
-REFERENCE_SAMPLING = {
+REFERENCE_SAMPLING = {  # the samplers against their references: greedy; guidance, top-k, top-p
     "greedy": dict(cfg_scale=0.0, temperature=0.0),
     "cfg_topk_topp": dict(cfg_scale=3.0, cfg_schedule="linear", temperature=1.0, top_k=12,
                           top_p=0.8),
