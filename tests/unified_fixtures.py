@@ -61,6 +61,34 @@ def make_assets(folder: Path, num_classes: int = 28, code_maps: int = 4):
     return text_model, folder / "image_tokenizer", tok, Vocabulary.build(vocab_cfg), vocab_cfg
 
 
+def _merged(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = (_merged(out[key], value) if isinstance(value, dict)
+                    and isinstance(out.get(key), dict) else value)
+    return out
+
+
+def write_pretrain_config(path: Path, text_model: Path, tokenizer_dir: Path,
+                          sources: list[tuple[str, str, str, float]], **sections: dict) -> Path:
+    """A tiny pretraining YAML over make_assets' tokenizers: the tiny backbone, `sources` as
+    (name, kind, shards, weight) in this order, 256-token rows, 2 a batch, fp32 DeepSpeed; each of
+    `sections` (model=, data=, optim=, train=, deepspeed=) is merged into its section."""
+    import yaml
+
+    config = {
+        "model": {"backbone": {"size": "tiny"},
+                  "vocab": {"text_tokenizer": str(text_model), "num_classes": 28},
+                  "image_tokenizer": str(tokenizer_dir)},
+        "data": {"sources": [{"name": name, "kind": kind, "shards": str(shards), "weight": weight}
+                             for name, kind, shards, weight in sources],
+                 "seq_len": 256, "rows_per_batch": 2, "num_workers": 0},
+        "deepspeed": {"bf16": {"enabled": False}},
+    }
+    path.write_text(yaml.safe_dump(_merged(config, sections), sort_keys=False))
+    return path
+
+
 def tiny_model(vocab: Vocabulary, vocab_cfg: VocabularyConfig, tok: RDPMTokenizer,
                tokenizer_dir: Path, code_head: str = "shared", image_objective: str = "rdpm",
                **backbone) -> UnifiedModel:

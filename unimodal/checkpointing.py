@@ -17,9 +17,11 @@ import re
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 import torch
+
+from unimodal import distributed as D
 
 _STEP_DIR = re.compile(r"^step_(\d{8})$")
 
@@ -164,7 +166,34 @@ class NonFiniteStreak:
 # A fresh run refuses an out_dir that holds another run's files, unless overwrite is set (then
 # they are deleted). A resume from step k moves the checkpoints after k, and the previous run's
 # final outputs, into <out_dir>/superseded/<time>/: nothing is deleted, nothing pruned by mistake,
-# and the final outputs always belong to the run that wrote them.
+# and the final outputs always belong to the run that wrote them. Both trainers start through
+# `run_in_out_dir`.
+
+Trainer = TypeVar("Trainer")
+Result = TypeVar("Result")
+
+
+def run_in_out_dir(out_dir: str | Path, run_files: Sequence[str], overwrite: bool,
+                   build: Callable[[], Trainer], train: Callable[[Trainer], Result],
+                   resume: Callable[[Trainer], None] | None = None) -> Result:
+    """A training run's start and end, the same for every trainer: a fresh run refuses another
+    run's files in out_dir before anything is built; then `build()` (which joins the process
+    group); then `resume(trainer)`, or with overwrite rank 0 clears the old files while the others
+    wait; then `train(trainer)`, and the process group is shut down however that ends."""
+    if resume is None and not overwrite:  # refuse before building anything
+        check_fresh_out_dir(out_dir, run_files, overwrite=False)
+    trainer = build()
+    if resume is not None:
+        resume(trainer)
+    elif overwrite:
+        if D.is_main():
+            check_fresh_out_dir(out_dir, run_files, overwrite=True)
+        D.barrier()
+    try:
+        return train(trainer)
+    finally:
+        D.shutdown()
+
 
 def check_fresh_out_dir(out_dir: str | Path, run_files: Sequence[str], overwrite: bool,
                         key: str = "train.out_dir") -> None:

@@ -64,9 +64,6 @@ EXEMPT = {
     "unimodal/objective_study/prepare.py": "tests/objective_study/test_study.py",
     "unimodal/objective_study/report.py": "tests/objective_study/test_study.py (table, plots)",
     "unimodal/objective_study/scoring.py": "tests/objective_study/test_study.py",
-    # pretraining
-    "unimodal/pretraining/nonfinite_guard.py": "tests/pretraining/test_trainer.py (non-finite "
-                                               "gradients and losses)",
     # tokenizer
     "unimodal/tokenizer/autoencoder.py": "tests/tokenizer/test_rdpm_tokenizer.py",
     "unimodal/tokenizer/diagnostics.py": "tests/metrics/test_fidelity_diagnostics.py (per-step "

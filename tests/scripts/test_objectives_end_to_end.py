@@ -8,7 +8,7 @@ import pytest
 
 from mixture_fixtures import code_shards, text_shards
 from process_fixtures import launch
-from unified_fixtures import load_script, make_assets
+from unified_fixtures import load_script, make_assets, write_pretrain_config
 
 
 @pytest.mark.parametrize("objective", ["next_token", "masked"])
@@ -19,27 +19,13 @@ def test_token_objectives_train_export_and_sample_through_the_scripts(tmp_path, 
     text = text_shards(tmp_path / "text", "text", 1, 30, vocab)
     c2i = code_shards(tmp_path / "c2i", "c2i", 1, 20, "class_images", code_maps=1)
     t2i = code_shards(tmp_path / "t2i", "t2i", 1, 20, "caption_images", code_maps=1)
-    config = tmp_path / "uni_t1.yaml"
-    config.write_text(f"""
-model:
-  backbone: {{size: tiny}}
-  vocab: {{text_tokenizer: {text_model}, num_classes: 28}}
-  image_tokenizer: {tok_dir}
-  image_objective: {objective}
-data:
-  sources:
-    - {{name: text, kind: text, shards: "{text}", weight: 0.3}}
-    - {{name: c2i, kind: class_images, shards: "{c2i}", weight: 0.4}}
-    - {{name: t2i, kind: caption_images, shards: "{t2i}", weight: 0.3}}
-  seq_len: 256
-  rows_per_batch: 2
-  num_workers: 0
-optim: {{lr: 3.0e-3, warmup_steps: 1}}
-train: {{steps: 3, log_every: 1, checkpoint_every: 3, ema_decay: 0}}
-deepspeed:
-  bf16: {{enabled: false}}
-  zero_optimization: {{stage: 1}}
-""")
+    config = write_pretrain_config(
+        tmp_path / "uni_t1.yaml", text_model, tok_dir,
+        [("text", "text", text, 0.3), ("c2i", "class_images", c2i, 0.4),
+         ("t2i", "caption_images", t2i, 0.3)],
+        model={"image_objective": objective}, optim={"lr": 3.0e-3, "warmup_steps": 1},
+        train={"steps": 3, "log_every": 1, "checkpoint_every": 3, "ema_decay": 0},
+        deepspeed={"zero_optimization": {"stage": 1}})
     out = tmp_path / "run"
     launch(config, out)
     log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]

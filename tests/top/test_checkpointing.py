@@ -85,3 +85,31 @@ def test_atomic_folder_survives_leftovers_of_a_killed_write(tmp_path):
         "step_00000005"]
     (tmp_path / "step_00000009.tmp").mkdir()  # an unfinished write is never the latest
     assert latest_checkpoint(tmp_path) == final
+
+
+def test_run_in_out_dir_refuses_before_building_clears_with_overwrite_and_resumes(tmp_path):
+    """The trainers' shared start: a taken out_dir fails before the trainer is built, overwrite
+    clears the old run's files after it is built, a resume leaves them to `resume`."""
+    from unimodal.checkpointing import run_in_out_dir
+    from unimodal.config import ConfigError
+
+    (tmp_path / "log.jsonl").write_text("another run")
+    events = []
+
+    def build():
+        events.append(("build", (tmp_path / "log.jsonl").exists()))
+        return "trainer"
+
+    def train(trainer):
+        events.append(("train", trainer, (tmp_path / "log.jsonl").exists()))
+        return {"done": True}
+
+    with pytest.raises(ConfigError, match="already holds a run"):
+        run_in_out_dir(tmp_path, ["log.jsonl"], False, build, train)
+    assert events == []
+    assert run_in_out_dir(tmp_path, ["log.jsonl"], False, build, train,
+                          resume=lambda t: events.append(("resume", t))) == {"done": True}
+    assert events == [("build", True), ("resume", "trainer"), ("train", "trainer", True)]
+    events.clear()
+    run_in_out_dir(tmp_path, ["log.jsonl"], True, build, train)
+    assert events == [("build", True), ("train", "trainer", False)]

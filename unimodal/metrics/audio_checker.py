@@ -35,7 +35,7 @@ import numpy as np
 from unimodal.data.audio_notes import (COUNT_WORDS, DIRECTIONS, LOUDNESS, LOUDNESS_THRESHOLD,
                                        SAMPLE_RATE, SCALE_MIDI, TIMBRE_WORDS, TIMBRES, NoteClip,
                                        sample_attributes)
-from unimodal.metrics.hit_counts import HitCounts
+from unimodal.metrics.hit_counts import HitCounts, builtin_spec
 
 FRAME_SECONDS, HOP_SECONDS = 0.010, 0.005
 RELATIVE_FLOOR_DB, ABSOLUTE_FLOOR_DB = -30.0, -60.0
@@ -316,16 +316,11 @@ class AudioAccuracy(HitCounts):
 
 
 # ------------------------------------------------------------------------- tokenizer reconstructions
-_NOTES_KEY = re.compile(r"^notes-(?P<seed>\d+)-(?P<index>\d+)$")
-
-
 def spec_for_key(key: str) -> AudioSpec | None:
     """What the caption of a built-in audio-notes clip asks for, from its dataset key
     ('notes-<seed>-<index>', see `AudioNotesDataset`); None for any other source's key."""
-    m = _NOTES_KEY.match(key)
-    if m is None:
-        return None
-    return spec_from_clip(sample_attributes(int(m.group("index")), int(m.group("seed"))))
+    return builtin_spec(key, "notes",
+                        lambda seed, index: spec_from_clip(sample_attributes(index, seed)))
 
 
 def score_reconstructions(accuracy: AudioAccuracy, waveforms, keys: Sequence[str],
@@ -335,11 +330,5 @@ def score_reconstructions(accuracy: AudioAccuracy, waveforms, keys: Sequence[str
     waveforms: (B, 1, samples) or (B, samples), zero padding allowed; keys: their dataset keys.
     Returns how many were scored (keys of other sources are skipped).
     """
-    scored = 0
-    for wave, key in zip(waveforms, keys):
-        spec = spec_for_key(key)
-        if spec is None:
-            continue
-        accuracy.update(score_audio(wave, spec, sample_rate), spec)
-        scored += 1
-    return scored
+    return accuracy.update_by_key(waveforms, keys, lambda key, wave: spec_for_key(key),
+                                  lambda wave, spec: score_audio(wave, spec, sample_rate))

@@ -38,7 +38,7 @@ from scipy import ndimage
 
 from unimodal.data.shapes import (COLORS, SHAPES, ShapeObject, class_name, position_in_image,
                                   relation, render_sample)
-from unimodal.metrics.hit_counts import HitCounts
+from unimodal.metrics.hit_counts import HitCounts, builtin_spec
 
 OBJECT_CHROMA = 0.3
 MIN_AREA_FRACTION = 0.005
@@ -310,18 +310,12 @@ class ShapesAccuracy(HitCounts):
 
 
 # ------------------------------------------------------------------------- tokenizer reconstructions
-_SHAPES_KEY = re.compile(r"^shapes-(?P<seed>\d+)-(?P<index>\d+)$")
-
-
 def spec_for_key(key: str) -> PromptSpec | None:
     """What the caption of a built-in shapes sample asks for, from its dataset key
     ('shapes-<seed>-<index>', see `ShapesDataset`); None for any other source's key."""
-    m = _SHAPES_KEY.match(key)
-    if m is None:
-        return None
     # The scene does not depend on the render size: the smallest render gives the attributes.
-    scene = render_sample(int(m.group("index")), seed=int(m.group("seed")), image_size=32)
-    return spec_from_objects(scene.objects)
+    return builtin_spec(key, "shapes", lambda seed, index: spec_from_objects(
+        render_sample(index, seed=seed, image_size=32).objects))
 
 
 def score_reconstructions(accuracy: ShapesAccuracy, images, keys: Sequence[str]) -> int:
@@ -330,11 +324,4 @@ def score_reconstructions(accuracy: ShapesAccuracy, images, keys: Sequence[str])
     images: (B, 3, H, W) in [-1, 1]; keys: their dataset keys. Returns how many were scored
     (keys that are not shapes samples are skipped). A perfect reconstruction scores 100%.
     """
-    scored = 0
-    for image, key in zip(images, keys):
-        spec = spec_for_key(key)
-        if spec is None:
-            continue
-        accuracy.update(score_image(image, spec), spec)
-        scored += 1
-    return scored
+    return accuracy.update_by_key(images, keys, lambda key, image: spec_for_key(key), score_image)

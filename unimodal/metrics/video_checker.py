@@ -34,7 +34,7 @@ import numpy as np
 from unimodal.data.moving_shapes import (DIRECTIONS, MAX_OBJECTS, SPEED_WORDS, SPEEDS, UNIT,
                                          MovingScene, sample_scene)
 from unimodal.data.shapes import COLORS, SHAPES
-from unimodal.metrics.hit_counts import HitCounts
+from unimodal.metrics.hit_counts import HitCounts, builtin_spec
 from unimodal.metrics.shapes_checker import DetectedObject, detect_objects
 
 STILL_SPEED = SPEEDS["slow"] / 4  # image sides per frame: 0.25/64
@@ -218,16 +218,11 @@ class VideoAccuracy(HitCounts):
 
 
 # ------------------------------------------------------------------------- tokenizer reconstructions
-_MOVING_KEY = re.compile(r"^moving-(?P<seed>\d+)-(?P<index>\d+)$")
-
-
 def spec_for_key(key: str, frames: int) -> VideoSpec | None:
     """What the caption of a built-in moving-shapes clip of `frames` frames asks for, from its
     dataset key ('moving-<seed>-<index>', see `MovingShapesDataset`); None for other sources."""
-    m = _MOVING_KEY.match(key)
-    if m is None:
-        return None
-    return spec_from_scene(sample_scene(int(m.group("index")), int(m.group("seed")), frames))
+    return builtin_spec(key, "moving",
+                        lambda seed, index: spec_from_scene(sample_scene(index, seed, frames)))
 
 
 def score_reconstructions(accuracy: VideoAccuracy, clips, keys: Sequence[str]) -> int:
@@ -236,11 +231,5 @@ def score_reconstructions(accuracy: VideoAccuracy, clips, keys: Sequence[str]) -
     clips: (B, F, 3, H, W) in [-1, 1]; keys: their dataset keys. Returns how many were scored (keys
     of other sources are skipped). A perfect reconstruction scores 100%.
     """
-    scored = 0
-    for clip, key in zip(clips, keys):
-        spec = spec_for_key(key, len(clip))
-        if spec is None:
-            continue
-        accuracy.update(score_clip(clip, spec), spec)
-        scored += 1
-    return scored
+    return accuracy.update_by_key(clips, keys, lambda key, clip: spec_for_key(key, len(clip)),
+                                  score_clip)

@@ -66,6 +66,9 @@ class LoopConfig:
 
 @dataclass
 class PretrainConfig:
+    """One pretraining run (train/pretrain.py): the unified model, its data mixture, AdamW with
+    warm-up + cosine, the loop, and DeepSpeed's own keys (merged by `deepspeed_config`)."""
+
     model: UnifiedModelConfig = field(default_factory=UnifiedModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimizerConfig = field(default_factory=OptimizerConfig)

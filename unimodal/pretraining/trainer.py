@@ -37,10 +37,10 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from unimodal import distributed as D
-from unimodal.checkpointing import (atomic_folder, check_fresh_out_dir,
-                                    deepspeed_checkpoint_globals, latest_checkpoint,
-                                    prune_checkpoints, saved_world_size, step_dir_name,
-                                    supersede_after, weights_only_torch_load)
+from unimodal.checkpointing import (atomic_folder, deepspeed_checkpoint_globals,
+                                    latest_checkpoint, prune_checkpoints, run_in_out_dir,
+                                    saved_world_size, step_dir_name, supersede_after,
+                                    weights_only_torch_load)
 
 # What a run writes into train.out_dir, and which of it describes the run's end.
 RUN_FILES = ("log.jsonl", "checkpoints", "export", "exports", "tensorboard", "pretrain_config.yaml",
@@ -362,18 +362,10 @@ def resolve_resume(cfg: PretrainConfig, where: str) -> Path | None:
 
 
 def pretrain(cfg: PretrainConfig, resume: str | None = None) -> dict:
-    if not resume and not cfg.train.overwrite:  # refuse before building anything
-        check_fresh_out_dir(cfg.train.out_dir, RUN_FILES, overwrite=False)
     path = resolve_resume(cfg, resume) if resume else None
     world = int(os.environ.get("WORLD_SIZE", 1))  # set by every launcher (torchrun, deepspeed)
-    trainer = Pretrainer(cfg, load_universal=path is not None and saved_world_size(path) != world)
-    if resume:
-        trainer.resume(path)
-    elif cfg.train.overwrite:
-        if trainer.rank == 0:
-            check_fresh_out_dir(cfg.train.out_dir, RUN_FILES, overwrite=True)
-        D.barrier()
-    try:
-        return trainer.run()
-    finally:
-        D.shutdown()
+    universal = path is not None and saved_world_size(path) != world
+    return run_in_out_dir(cfg.train.out_dir, RUN_FILES, cfg.train.overwrite,
+                          build=lambda: Pretrainer(cfg, load_universal=universal),
+                          train=Pretrainer.run,
+                          resume=(lambda trainer: trainer.resume(path)) if resume else None)

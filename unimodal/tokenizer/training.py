@@ -26,8 +26,8 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from unimodal import distributed as D
-from unimodal.checkpointing import (NonFiniteStreak, atomic_folder, check_fresh_out_dir,
-                                    latest_checkpoint, load_torch_file, prune_checkpoints,
+from unimodal.checkpointing import (NonFiniteStreak, atomic_folder, latest_checkpoint,
+                                    load_torch_file, prune_checkpoints, run_in_out_dir,
                                     step_dir_name, supersede_after)
 from unimodal.config import ConfigError, save_config, warmup_cosine
 from unimodal.data.image_sources import BadSampleCounter, build_image_dataset, collate_skip_none
@@ -385,16 +385,6 @@ class TokenizerTrainer:
 
 
 def train_tokenizer(cfg: TokenizerTrainConfig, resume: str | None = None) -> dict[str, float]:
-    if not resume and not cfg.train.overwrite:  # refuse before building anything
-        check_fresh_out_dir(cfg.train.out_dir, RUN_FILES, overwrite=False)
-    trainer = TokenizerTrainer(cfg)
-    if resume:
-        trainer.resume(resume)
-    elif cfg.train.overwrite:
-        if D.is_main():
-            check_fresh_out_dir(cfg.train.out_dir, RUN_FILES, overwrite=True)
-        D.barrier()
-    try:
-        return trainer.fit()
-    finally:
-        D.shutdown()
+    return run_in_out_dir(cfg.train.out_dir, RUN_FILES, cfg.train.overwrite,
+                          build=lambda: TokenizerTrainer(cfg), train=TokenizerTrainer.fit,
+                          resume=(lambda trainer: trainer.resume(resume)) if resume else None)

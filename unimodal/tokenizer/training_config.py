@@ -50,6 +50,9 @@ class TokenizerRunConfig:
 
 @dataclass
 class TokenizerTrainConfig:
+    """One tokenizer run (tokenizers/train_rdpm.py): the RDPM tokenizer, its losses, the images,
+    Adam (warm-up, then a constant or cosine lr), and the loop."""
+
     model: RDPMTokenizerConfig = field(default_factory=RDPMTokenizerConfig)
     loss: TokenizerLossConfig = field(default_factory=TokenizerLossConfig)
     data: ImageDataConfig = field(default_factory=ImageDataConfig)

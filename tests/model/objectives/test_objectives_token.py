@@ -186,21 +186,34 @@ def _uncached_next_token(model, prompts, cfg, seeds):
     return torch.stack(codes, 1).view(b, 1, *vocab.grid)
 
 
-@pytest.mark.parametrize("cfg", [
-    ImageSamplingConfig(cfg_scale=0.0, temperature=0.0),
-    ImageSamplingConfig(cfg_scale=3.0, cfg_schedule="linear", temperature=1.0, top_k=12,
-                        top_p=0.8),
-], ids=["greedy", "cfg_topk_topp"])
-def test_next_token_cached_sampling_equals_the_uncached_reference(assets, cfg):
+REFERENCE_SAMPLING = {  # the samplers against their references: greedy; guidance, top-k, top-p
+    "greedy": dict(cfg_scale=0.0, temperature=0.0),
+    "cfg_topk_topp": dict(cfg_scale=3.0, cfg_schedule="linear", temperature=1.0, top_k=12,
+                          top_p=0.8),
+}
+
+
+def _sampled_and_reference(assets, objective, cfg, reference, init_input=False):
+    """The codes `sample_codes` draws for two fixed prompts and seeds, and those `reference`
+    draws for the same, from a model with sharp random weights (positions and the cache
+    matter); `init_input` also draws the image input's weights."""
     vocab = assets[3]
-    model = _model(assets, "next_token").eval()
+    model = _model(assets, objective).eval()
     torch.manual_seed(3)
-    model.backbone.init_weights(std=0.3)   # sharp attention: positions and the cache matter
+    model.backbone.init_weights(std=0.3)
+    if init_input:
+        model.image_input.init_weights(std=0.3)
     prompts = [image_prompt(vocab, "a red circle above a square"), image_prompt(vocab, class_id=2)]
     seeds = [17, 4]
-    cached = sample_codes(model, prompts, cfg, seeds)
+    sampled = sample_codes(model, prompts, cfg, seeds)
     with torch.no_grad():
-        reference = _uncached_next_token(model, prompts, cfg, seeds)
+        return sampled, reference(model, prompts, cfg, seeds)
+
+
+@pytest.mark.parametrize("setting", REFERENCE_SAMPLING)
+def test_next_token_cached_sampling_equals_the_uncached_reference(assets, setting):
+    cfg = ImageSamplingConfig(**REFERENCE_SAMPLING[setting])
+    cached, reference = _sampled_and_reference(assets, "next_token", cfg, _uncached_next_token)
     assert torch.equal(cached, reference)
     assert len(set(cached.flatten().tolist())) > 1     # not a degenerate constant image
 
@@ -275,22 +288,11 @@ def _one_pass_masked(model, prompts, cfg, seeds):
     return codes.view(b, 1, *vocab.grid)
 
 
-@pytest.mark.parametrize("cfg", [
-    ImageSamplingConfig(cfg_scale=0.0, temperature=0.0, mask_steps=1),
-    ImageSamplingConfig(cfg_scale=3.0, cfg_schedule="linear", temperature=1.0, top_k=12,
-                        top_p=0.8, mask_steps=1),
-], ids=["greedy", "cfg_topk_topp"])
-def test_masked_one_pass_sampling_equals_one_forward(assets, cfg):
-    vocab = assets[3]
-    model = _model(assets, "masked").eval()
-    torch.manual_seed(3)
-    model.backbone.init_weights(std=0.3)
-    model.image_input.init_weights(std=0.3)
-    prompts = [image_prompt(vocab, "a red circle above a square"), image_prompt(vocab, class_id=2)]
-    seeds = [17, 4]
-    sampled = sample_codes(model, prompts, cfg, seeds)
-    with torch.no_grad():
-        reference = _one_pass_masked(model, prompts, cfg, seeds)
+@pytest.mark.parametrize("setting", REFERENCE_SAMPLING)
+def test_masked_one_pass_sampling_equals_one_forward(assets, setting):
+    cfg = ImageSamplingConfig(**REFERENCE_SAMPLING[setting], mask_steps=1)
+    sampled, reference = _sampled_and_reference(assets, "masked", cfg, _one_pass_masked,
+                                                init_input=True)
     assert torch.equal(sampled, reference)
     assert len(set(sampled.flatten().tolist())) > 1
 
