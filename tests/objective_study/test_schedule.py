@@ -12,9 +12,11 @@ from unimodal.objective_study.schedule import estimate_seconds, run_cells
 SMALL, BIG = ModelSize(name="s"), ModelSize(name="b", hidden_size=128)
 
 
-def _result(cell: Cell, steps: int, train_seconds: float, score_seconds: float) -> dict:
+def _result(cell: Cell, steps: int, train_seconds: float, score_seconds: float,
+            per_step: float | None = None) -> dict:
     return {**cell.record(), "cell": cell.name, "steps": steps, "seconds": train_seconds + score_seconds,
-            "train_seconds": train_seconds, "score_seconds": score_seconds}
+            "train_seconds": train_seconds, "score_seconds": score_seconds,
+            "seconds_per_step": train_seconds / steps if per_step is None else per_step}
 
 
 def test_run_order_is_smallest_budget_first_then_size_with_every_objective_side_by_side():
@@ -27,11 +29,12 @@ def test_run_order_is_smallest_budget_first_then_size_with_every_objective_side_
 
 def test_estimate_scales_the_seconds_per_step_of_finished_cells_of_its_objective_and_size():
     small = Cell("rdpm", SMALL, 1e6)
-    finished = [_result(Cell("rdpm", SMALL, 5e5), 10, 20.0, 3.0),      # 2 s/step
-                _result(Cell("rdpm", SMALL, 2e5), 4, 12.0, 5.0),       # 3 s/step: the slowest counts
+    # Steady 1.5 and 2 s/step; fixed parts 20 - 15 + 3 = 8 s and 12 - 8 + 5 = 9 s: the slowest counts.
+    finished = [_result(Cell("rdpm", SMALL, 5e5), 10, 20.0, 3.0, per_step=1.5),
+                _result(Cell("rdpm", SMALL, 2e5), 4, 12.0, 5.0, per_step=2.0),
                 _result(Cell("masked", SMALL, 5e5), 10, 100.0, 9.0),   # another objective
                 _result(Cell("rdpm", BIG, 5e5), 10, 100.0, 9.0)]       # another size
-    assert estimate_seconds(small, 20, finished, 77.0) == 20 * 3.0 + 5.0
+    assert estimate_seconds(small, 20, finished, 77.0) == 20 * 2.0 + 9.0
     assert estimate_seconds(Cell("next_token", SMALL, 1e6), 20, finished, 77.0) == 77.0
 
 

@@ -49,6 +49,7 @@ def test_tiny_grid_end_to_end_then_a_deadline_and_reruns_finish_it(tmp_path, cla
     assert [r["budget"] for r in runs] == sorted(r["budget"] for r in runs)
     assert runs[1]["started"] < runs[0]["finished"]
     assert all(r["parallel_cells"] == 2 for r in runs)
+    assert all(0 < r["seconds_per_step"] * r["steps"] <= r["train_seconds"] * (1 + 1e-9) for r in runs)
 
     # results.md: one row per cell, the FD column named for what it is, never FID.
     md = (out / "results.md").read_text()

@@ -33,6 +33,15 @@ def write_json_atomic(path: Path, record: dict) -> None:
     tmp.replace(path)
 
 
+def steady_seconds_per_step(log: list[dict], fallback: float) -> float:
+    """Seconds per step between the trainer's first and last log records (compile and start-up
+    before the first are left out: the schedule counts them once per cell, not per step)."""
+    timed = [r for r in log if "elapsed_s" in r and "step" in r]
+    if len(timed) < 2 or timed[-1]["step"] <= timed[0]["step"]:
+        return fallback
+    return (timed[-1]["elapsed_s"] - timed[0]["elapsed_s"]) / (timed[-1]["step"] - timed[0]["step"])
+
+
 def run_cell(folder: Path, cfg: ObjectivesStudyConfig, scripts_root: Path) -> dict:
     started, start = time.time(), time.perf_counter()
     plan = json.loads((folder / PLAN_FILE).read_text())
@@ -41,9 +50,11 @@ def run_cell(folder: Path, cfg: ObjectivesStudyConfig, scripts_root: Path) -> di
     trained = time.perf_counter()
     scores = Scorer(cfg.score, cfg.sampling).score(str(folder / "train" / "export"))
     end = time.perf_counter()
+    log = [json.loads(line) for line in (folder / "train" / "log.jsonl").read_text().splitlines()]
     result = {**plan, "train_flops": last["train_flops"], "final_loss": last["loss"],
               "final_image_loss": last["image_loss"], "scores": scores,
               "seconds": end - start, "train_seconds": trained - start,
+              "seconds_per_step": steady_seconds_per_step(log, (trained - start) / plan["steps"]),
               "score_seconds": end - trained, "started": started, "finished": time.time()}
     write_json_atomic(folder / RESULT_FILE, result)
     return result

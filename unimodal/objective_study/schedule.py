@@ -4,9 +4,10 @@ each) at once, in run order (cell.run_order: smallest budget first), within a ti
     deadline_minutes   (from the driver's start, prepare included) a cell starts only while the
                        time left is at least its estimate; a running cell is left to finish
     kill_at_minutes    the cells still running then are stopped (no result.json: they re-run)
-    estimate           planned steps x the seconds per training step of the finished cells of
-                       its objective and size (the slowest, measured as they ran: side by side),
-                       plus their scoring seconds; before any: cell_minutes_estimate
+    estimate           planned steps x the steady seconds per training step of the finished
+                       cells of its objective and size (the slowest, measured as they ran: side
+                       by side), plus their fixed seconds (start-up, compile, export, scoring);
+                       before any: cell_minutes_estimate
 
 A failed worker does not stop the others; `run_cells` returns what finished, what failed and
 what remains, and the driver reports them.
@@ -30,12 +31,20 @@ from unimodal.objective_study.config import ObjectivesStudyConfig
 
 
 def estimate_seconds(cell: Cell, steps: int, finished: list[dict], default_seconds: float) -> float:
+    """Wall seconds of `cell` at `steps`: steps x the steady seconds per step of the finished cells
+    of its objective and size, plus their fixed part (start-up, compile, export, scoring); the
+    slowest of them for each. Before any: `default_seconds`."""
     same = [r for r in finished
             if r["objective"] == cell.objective and r["size"]["name"] == cell.size.name]
     if not same:
         return default_seconds
-    per_step = max(r.get("train_seconds", r["seconds"]) / r["steps"] for r in same)
-    return steps * per_step + max(r.get("score_seconds", 0.0) for r in same)
+
+    def per_step(r: dict) -> float:
+        return r.get("seconds_per_step", r.get("train_seconds", r["seconds"]) / r["steps"])
+
+    fixed = max(r.get("train_seconds", r["seconds"]) - r["steps"] * per_step(r)
+                + r.get("score_seconds", 0.0) for r in same)
+    return steps * max(per_step(r) for r in same) + fixed
 
 
 @dataclass
