@@ -7,6 +7,9 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 # Rendezvous variables of an in-process run (a test's) would make the child join a dead group.
@@ -50,3 +53,17 @@ def stop(proc: subprocess.Popen, grace_seconds: float = 10.0) -> None:
 
 def log_tail(log_file: Path, chars: int = 3000) -> str:
     return log_file.read_text(errors="replace")[-chars:] if log_file.is_file() else ""
+
+
+@contextmanager
+def sigterm_as_exit():
+    """Within: SIGTERM (e.g. from `timeout`) raises SystemExit, so the caller's `finally` stops
+    its `start_logged` children (in their own sessions, out of reach of a signal to its group)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -24,7 +24,8 @@ from pathlib import Path
 
 from unimodal.config import load_config
 from unimodal.data.image_sources import ImageDataConfig
-from unimodal.objective_study.child_process import child_env, log_tail, start_logged, stop
+from unimodal.objective_study.child_process import (child_env, log_tail, sigterm_as_exit,
+                                                    start_logged, stop)
 from unimodal.objective_study.config import ObjectivesStudyConfig
 from unimodal.tokenizer.encode_shards import EncodeConfig, ShardEncoder, shard_name
 from unimodal.tokenizer.training import TokenizerTrainConfig, train_tokenizer
@@ -115,11 +116,12 @@ def train_side_by_side(cfg: ObjectivesStudyConfig, missing: dict[str, int], scri
                                  *tokenizer_words(cfg, kind, code_maps)],
                                 root / f"{kind}_tokenizer.log", child_env(scripts_root, threads))
              for kind, code_maps in missing.items()}
-    try:
-        codes = {kind: proc.wait() for kind, proc in procs.items()}
-    finally:
-        for proc in procs.values():
-            stop(proc)
+    with sigterm_as_exit():
+        try:
+            codes = {kind: proc.wait() for kind, proc in procs.items()}
+        finally:
+            for proc in procs.values():
+                stop(proc)
     failed = [kind for kind, code in codes.items() if code != 0]
     if failed:
         raise RuntimeError("prepare: image tokenizer training failed: " + "\n\n".join(

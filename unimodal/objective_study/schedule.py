@@ -16,9 +16,6 @@ what remains, and the driver reports them.
 from __future__ import annotations
 
 import json
-import signal
-import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +23,7 @@ from typing import Callable
 
 from unimodal.objective_study.cell import Cell
 from unimodal.objective_study.cell_worker import RESULT_FILE
-from unimodal.objective_study.child_process import log_tail, stop
+from unimodal.objective_study.child_process import log_tail, sigterm_as_exit, stop
 from unimodal.objective_study.config import ObjectivesStudyConfig
 
 
@@ -70,52 +67,43 @@ def run_cells(cfg: ObjectivesStudyConfig, queue: list[Cell], steps: dict[str, in
         return not deadline or deadline - elapsed >= estimate_seconds(
             cell, steps[cell.name], earlier + out.finished, 60 * cfg.cell_minutes_estimate)
 
-    restore = _stop_on_sigterm()
-    try:
-        while True:
-            for cell in list(pending):
-                if len(running) >= cfg.parallel_cells:
+    with sigterm_as_exit():
+        try:
+            while True:
+                for cell in list(pending):
+                    if len(running) >= cfg.parallel_cells:
+                        break
+                    if may_start(cell):
+                        pending.remove(cell)
+                        running[cell.name] = (cell, launch(cell))
+                        log(f"started {cell.name} ({steps[cell.name]} steps; {len(running)} running, "
+                            f"{len(pending)} waiting; {(clock() - start) / 60:.1f} min)")
+                if not running:
                     break
-                if may_start(cell):
-                    pending.remove(cell)
-                    running[cell.name] = (cell, launch(cell))
-                    log(f"started {cell.name} ({steps[cell.name]} steps; {len(running)} running, "
-                        f"{len(pending)} waiting; {(clock() - start) / 60:.1f} min)")
-            if not running:
-                break
-            time.sleep(poll_seconds)
-            for name, (cell, proc) in list(running.items()):
-                if proc.poll() is None:
-                    continue
-                del running[name]
-                path = folders[name] / RESULT_FILE
-                if proc.returncode == 0 and path.is_file():
-                    result = json.loads(path.read_text())
-                    out.finished.append(result)
-                    log(f"[{len(earlier) + len(out.finished)} done] {name}: {describe(result)}")
-                else:
-                    tail = log_tail(folders[name] / "worker.log")
-                    out.failed.append((cell, tail))
-                    log(f"{name} FAILED (exit code {proc.returncode}); see "
-                        f"{folders[name] / 'worker.log'}")
-            if kill_at and running and clock() - start >= kill_at:
-                for name, (cell, proc) in running.items():
-                    stop(proc)
-                    out.remaining.append(cell)
-                    log(f"stopped {name} at kill_at_minutes={cfg.kill_at_minutes} (it re-runs next time)")
-                running.clear()
-    finally:
-        for cell, proc in running.values():   # an exception or SIGTERM: leave no worker behind
-            stop(proc)
-        restore()
+                time.sleep(poll_seconds)
+                for name, (cell, proc) in list(running.items()):
+                    if proc.poll() is None:
+                        continue
+                    del running[name]
+                    path = folders[name] / RESULT_FILE
+                    if proc.returncode == 0 and path.is_file():
+                        result = json.loads(path.read_text())
+                        out.finished.append(result)
+                        log(f"[{len(earlier) + len(out.finished)} done] {name}: {describe(result)}")
+                    else:
+                        tail = log_tail(folders[name] / "worker.log")
+                        out.failed.append((cell, tail))
+                        log(f"{name} FAILED (exit code {proc.returncode}); see "
+                            f"{folders[name] / 'worker.log'}")
+                if kill_at and running and clock() - start >= kill_at:
+                    for name, (cell, proc) in running.items():
+                        stop(proc)
+                        out.remaining.append(cell)
+                        log(f"stopped {name} at kill_at_minutes={cfg.kill_at_minutes} (it re-runs next time)")
+                    running.clear()
+        finally:
+            for cell, proc in running.values():   # an exception or SIGTERM: leave no worker behind
+                stop(proc)
     out.remaining = pending + out.remaining
     return out
 
-
-def _stop_on_sigterm() -> Callable[[], None]:
-    """SIGTERM (e.g. from `timeout`) becomes SystemExit, so `run_cells` stops its workers (they
-    run in their own sessions, out of reach of a signal to the driver's group)."""
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
-    return lambda: signal.signal(signal.SIGTERM, previous)

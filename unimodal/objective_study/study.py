@@ -50,7 +50,7 @@ def run_study(cfg: ObjectivesStudyConfig, scripts_root: Path, log=print) -> dict
     trained, failed, remaining = [], [], []
     if todo:
         prepared = prepare(cfg, scripts_root, log)
-        plans = plan_cells(cfg, todo, prepared, cell_dir)
+        plans = plan_cells(cfg, todo, prepared, cell_dir, list(done.values()))
         threads = max(1, (os.cpu_count() or 1) // cfg.parallel_cells) if cfg.parallel_cells > 1 else 0
 
         def launch(cell: Cell):
@@ -90,10 +90,11 @@ def run_study(cfg: ObjectivesStudyConfig, scripts_root: Path, log=print) -> dict
 
 
 def plan_cells(cfg: ObjectivesStudyConfig, todo: list[Cell], prepared: Prepared,
-               cell_dir: dict[str, Path]) -> dict[str, tuple[float, int]]:
+               cell_dir: dict[str, Path], done: list[dict]) -> dict[str, tuple[float, int]]:
     """Every cell's (FLOPs of one step, steps) before any training, so a bad budget fails first;
-    one step's FLOPs measured once per objective and size."""
-    per_step: dict[tuple[str, str], float] = {}
+    one step's FLOPs measured once per objective and size, or taken from a finished cell of the
+    same objective and size (the same count: the prepared data are deterministic)."""
+    per_step = {(r["objective"], r["size"]["name"]): r["flops_per_step"] for r in done}
     plans = {}
     for cell in todo:
         key = (cell.objective, cell.size.name)
