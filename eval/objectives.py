@@ -1,6 +1,7 @@
 """Compare image objectives on one backbone at fixed training FLOPs, on the shapes data.
 
-    python eval/objectives.py --config configs/objectives_shapes.yaml            # GPU grid, resumable
+    timeout 560 python eval/objectives.py --config configs/objectives_shapes.yaml deadline_minutes=8.5
+                                                        # one ~9-minute GPU call; repeat until done
     python eval/objectives.py --config configs/objectives_tiny.yaml score.classifier=runs/c   # CPU
 
 A grid of objectives (rdpm, next_token, masked) x model sizes x training FLOPs budgets. Prepared
@@ -10,8 +11,11 @@ Each cell trains through the pretraining library (train/pretrain.py's) for budge
 steps, exports, and is scored: shapes prompt following (whole prompt, per attribute, class
 prompts), "FD (shapes-classifier features)" (score.classifier, from eval/train_shapes_classifier.py),
 Inception FID when score.inception_weights is given, training FLOPs, inference FLOPs per image and
-ms/image at score.timing_batch_sizes. A finished cell writes <out>/cells/<cell>/result.json
-atomically; a rerun skips it. Writes <out>/results.md and three PNG plots; prints the table last.
+ms/image at score.timing_batch_sizes. Cells run in worker processes, parallel_cells at a time,
+smallest budget first; with deadline_minutes a cell starts only if its estimate fits the time left
+(kill_at_minutes stops the ones still running). A finished cell writes
+<out>/cells/<cell>/result.json atomically; a rerun skips it. Writes <out>/results.md and three PNG
+plots from every finished cell; prints the table last.
 """
 
 from pathlib import Path

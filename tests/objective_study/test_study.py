@@ -1,6 +1,7 @@
 """The objectives study end to end through eval/objectives.py's main on a CPU-sized grid
-(configs/objectives_tiny.yaml: 3 objectives x 1 size x 2 FLOPs budgets): table, plots, budgets
-that buy steps, and a rerun that skips finished cells; and the config checks that run first."""
+(configs/objectives_tiny.yaml: 3 objectives x 1 size x 2 FLOPs budgets): 2 cells at a time, table,
+plots, budgets that buy steps, a deadline that leaves cells for a rerun, a rerun that skips finished
+cells; and the config checks that run first."""
 
 import json
 
@@ -31,13 +32,24 @@ def _rows(markdown: str) -> list[list[str]]:
 
 
 @pytest.mark.slow
-def test_tiny_grid_end_to_end_then_a_rerun_skips_finished_cells(tmp_path, classifier, capsys):
+def test_tiny_grid_end_to_end_then_a_deadline_and_reruns_finish_it(tmp_path, classifier, capsys):
+    """First run: 2 cells at a time (and the two tokenizers side by side, prepare.parallel in
+    the config). Then 2 results are lost: a rerun with a deadline starts neither, a serial rerun
+    trains just those two, with the steps and FLOPs the parallel run gave them."""
     main = load_script("eval/objectives.py").main
     out = tmp_path / "study"
     argv = ["--config", TINY, f"out={out}", f"score.classifier={classifier}"]
-    first = main(argv)
+    first = main(argv + ["parallel_cells=2"])
     cells = [r["cell"] for r in first["results"]]
     assert len(cells) == 6 and sorted(first["trained"]) == sorted(cells)
+    assert (out / "prepare/rdpm_tokenizer.log").is_file() and (out / "prepare/vq_tokenizer.log").is_file()
+    # Smallest budget first: the three 7e7 cells start before the 1.8e8 ones;
+    # two workers at a time, so the first two ran side by side.
+    runs = sorted(first["results"], key=lambda r: r["started"])
+    assert [r["budget"] for r in runs] == sorted(r["budget"] for r in runs)
+    assert runs[1]["started"] < runs[0]["finished"]
+    assert all(r["parallel_cells"] == 2 for r in runs)
+    assert all(0 < r["seconds_per_step"] * r["steps"] <= r["train_seconds"] * (1 + 1e-9) for r in runs)
 
     # results.md: one row per cell, the FD column named for what it is, never FID.
     md = (out / "results.md").read_text()
@@ -70,21 +82,34 @@ def test_tiny_grid_end_to_end_then_a_rerun_skips_finished_cells(tmp_path, classi
     steps_to_sample = {r["objective"]: r["scores"]["sampling_steps"] for r in first["results"]}
     assert steps_to_sample == {"rdpm": 3, "next_token": 16, "masked": 4}
 
-    # Rerun after one cell lost its result: only that cell trains again, the others are skipped.
+    # Two cells lose their results. A rerun with a deadline of 0.6 s starts neither (each one's
+    # estimate, from its finished sibling, is seconds) and says what remains; the table has 4 rows.
     logs = {c: (out / "cells" / c / "train/log.jsonl").stat().st_mtime_ns for c in cells}
-    lost = cells[3]
-    (out / "cells" / lost / "result.json").unlink()
+    lost = ["masked__xs__7e07", "rdpm__xs__1.8e08"]          # in run order: smallest budget first
+    before = {c: json.loads((out / "cells" / c / "result.json").read_text()) for c in lost}
+    for c in lost:
+        (out / "cells" / c / "result.json").unlink()
     capsys.readouterr()
-    second = main(argv)
-    assert second["trained"] == [lost]
+    second = main(argv + ["deadline_minutes=0.01"])
+    assert second["trained"] == [] and second["remaining"] == lost
     printed = capsys.readouterr().out
-    assert printed.count("finished earlier, skipped") == 5
+    assert printed.count("finished earlier, skipped") == 4
+    assert "2 cells remain" in printed and all(c in printed for c in lost)
+    assert len(_rows((out / "results.md").read_text())) == 4
+    # A serial rerun trains just those two, with the same plan and count as in the parallel run.
+    third = main(argv)
+    assert third["trained"] == lost and third["remaining"] == []
+    for c in lost:
+        again = json.loads((out / "cells" / c / "result.json").read_text())
+        for key in ("steps", "flops_per_step", "train_flops"):
+            assert again[key] == before[c][key], (c, key)
+        assert again["parallel_cells"] == 1
     for c in cells:
         changed = (out / "cells" / c / "train/log.jsonl").stat().st_mtime_ns != logs[c]
-        assert changed == (c == lost), c
+        assert changed == (c in lost), c
     assert len(_rows((out / "results.md").read_text())) == 6
-    third = main(argv)   # everything finished: nothing trains, nothing is prepared
-    assert third["trained"] == []
+    fourth = main(argv)   # everything finished: nothing trains, nothing is prepared
+    assert fourth["trained"] == []
 
 
 @pytest.mark.parametrize("words,key", [
@@ -99,6 +124,9 @@ def test_tiny_grid_end_to_end_then_a_rerun_skips_finished_cells(tmp_path, classi
     (["prepare.rdpm_steps=4"], "prepare.rdpm_steps was renamed to prepare.rdpm_code_maps"),
     (["score.inception_weights=/nonexistent.pth"], "score.inception_weights='/nonexistent.pth'"),
     (["score.inception_feature_layer=100"], "score.inception_feature_layer='100'"),
+    (["parallel_cells=0"], "parallel_cells=0: must be >= 1"),
+    (["deadline_minutes=-1"], "deadline_minutes=-1"),
+    (["deadline_minutes=8", "kill_at_minutes=5"], "kill_at_minutes=5"),
 ])
 def test_bad_configs_fail_before_any_work_naming_the_key(tmp_path, classifier, words, key):
     main = load_script("eval/objectives.py").main

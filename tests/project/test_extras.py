@@ -36,6 +36,8 @@ NEEDS_EXTRAS = {
     "unimodal.objective_study.config": {"eval"}, "unimodal.objective_study.cell": {"train"}, "unimodal.objective_study.prepare": {"eval"},
     "unimodal.objective_study.report": {"eval"}, "unimodal.objective_study.scoring": {"eval", "train"},
     "unimodal.objective_study.study": {"eval", "train"},
+    "unimodal.objective_study.cell_worker": {"eval", "train"},
+    "unimodal.objective_study.schedule": {"eval", "train"},
 }
 
 PROBE = """

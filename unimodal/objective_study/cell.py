@@ -6,14 +6,13 @@ tokenizer and shards; its step count is budget / FLOPs of one step, where one st
 cell's own data stream (the count the trainer logs as `train_flops`). Training runs
 train/pretrain.py in a child process (DeepSpeed keeps process-wide state that a second run in
 one process trips over) on the cell's config, saved as <cell>/pretrain.yaml, into <cell>/train,
-whose `export` the scoring loads.
+whose `export` the scoring loads; cell_worker.py runs training and scoring of one cell.
 """
 
 from __future__ import annotations
 
 import copy
 import json
-import os
 import shlex
 import subprocess
 import sys
@@ -24,6 +23,7 @@ from unimodal.config import ConfigError, load_config, save_config
 from unimodal.data.data_config import SourceConfig
 from unimodal.data.mixture import PackedBatchStream
 from unimodal.model.export import build_unified
+from unimodal.objective_study.child_process import child_env, log_tail
 from unimodal.objective_study.config import ModelSize, ObjectivesStudyConfig
 from unimodal.objective_study.prepare import Prepared
 from unimodal.pretraining.config import PretrainConfig
@@ -46,8 +46,15 @@ class Cell:
 
 
 def grid_cells(cfg: ObjectivesStudyConfig) -> list[Cell]:
-    """Objectives x sizes x budgets, budgets innermost (the cheap cell of a pair first)."""
+    """Objectives x sizes x budgets, budgets innermost: the order of the table."""
     return [Cell(o, s, b) for o in cfg.objectives for s in cfg.sizes for b in sorted(cfg.budgets)]
+
+
+def run_order(cfg: ObjectivesStudyConfig, cells: list[Cell]) -> list[Cell]:
+    """The order cells start in: smallest budget first, then smallest size (as listed), every
+    objective of a size side by side, so a grid cut short still covers each objective."""
+    size = {s.name: i for i, s in enumerate(cfg.sizes)}
+    return sorted(cells, key=lambda c: (c.budget, size[c.size.name], cfg.objectives.index(c.objective)))
 
 
 def cell_pretrain_config(cfg: ObjectivesStudyConfig, cell: Cell, prepared: Prepared,
@@ -96,20 +103,19 @@ def plan_steps(cell: Cell, per_step: float) -> int:
     return steps
 
 
-# Rendezvous variables of an in-process run (a test's) would make the child join a dead group.
-_RENDEZVOUS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
-
-
 def train_cell(pcfg: PretrainConfig, config_file: Path, scripts_root: Path) -> dict:
-    """Train (from scratch: an interrupted cell starts over) and export; the last log record."""
+    """Train (from scratch: an interrupted cell starts over) and export; the last log record.
+    The trainer's output goes to train.log beside `config_file`."""
     config_file.parent.mkdir(parents=True, exist_ok=True)
     save_config(pcfg, config_file)
-    env = {k: v for k, v in os.environ.items() if k not in _RENDEZVOUS}
-    done = subprocess.run([sys.executable, str(scripts_root / "train/pretrain.py"),
-                           "--config", str(config_file)], env=env, capture_output=True, text=True)
+    log_file = config_file.parent / "train.log"
+    with open(log_file, "w") as log:
+        done = subprocess.run([sys.executable, str(scripts_root / "train/pretrain.py"),
+                               "--config", str(config_file)], env=child_env(scripts_root),
+                              stdout=log, stderr=subprocess.STDOUT)
     if done.returncode != 0:
         raise RuntimeError(f"training {config_file.parent.name} failed (train/pretrain.py "
-                           f"--config {config_file}):\n{(done.stdout + done.stderr)[-3000:]}")
+                           f"--config {config_file}, output in {log_file}):\n{log_tail(log_file)}")
     out = Path(pcfg.train.out_dir)
     records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     if not records or records[-1]["step"] != pcfg.train.steps:

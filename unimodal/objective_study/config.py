@@ -42,6 +42,7 @@ class PrepareConfig:
     text_corpus: int = 4000               # sentences of the built-in shapes corpus for the text tokenizer
     text_vocab_size: int = 512
     device: str = "auto"                  # tokenizer training and encoding
+    parallel: bool = False                # train the two image tokenizers side by side (two child processes)
     # T was `rdpm_steps`, beside tokenizer_steps (optimizer steps); the old key fails naming the new.
     RENAMED: ClassVar[dict[str, str]] = {"rdpm_steps": "rdpm_code_maps"}
 
@@ -72,6 +73,10 @@ class ObjectivesStudyConfig:
     pretrain_config: str = "configs/uni_tiny.yaml"   # the training base of every cell
     pretrain_overrides: str = ""          # key=value words on top of it, for every cell
     flops_batches: int = 4                # packed batches averaged for the FLOPs of one step
+    parallel_cells: int = 1               # cells training and scoring at once (one child process each)
+    deadline_minutes: float = 0.0         # 0 = none; else start no cell whose estimate exceeds the time left
+    kill_at_minutes: float = 0.0          # 0 = none; else terminate the cells still running then (they re-run)
+    cell_minutes_estimate: float = 5.0    # a cell's wall time before one of its objective and size finished
     prepare: PrepareConfig = field(default_factory=PrepareConfig)
     score: ScoreConfig = field(default_factory=ScoreConfig)
     sampling: ImageSamplingConfig = field(default_factory=ImageSamplingConfig)
@@ -115,6 +120,15 @@ class ObjectivesStudyConfig:
                            ("score.batch_size", s.batch_size), ("score.timing_repeats", s.timing_repeats)):
             if value < 1:
                 raise ConfigError(f"{key}={value}: must be >= 1")
+        if self.parallel_cells < 1:
+            raise ConfigError(f"parallel_cells={self.parallel_cells}: must be >= 1 (1 = one cell at a time)")
+        for key in ("deadline_minutes", "kill_at_minutes", "cell_minutes_estimate"):
+            value = getattr(self, key)
+            if not (math.isfinite(value) and value >= 0):
+                raise ConfigError(f"{key}={value}: must be a finite number >= 0")
+        if 0 < self.kill_at_minutes < self.deadline_minutes:
+            raise ConfigError(f"kill_at_minutes={self.kill_at_minutes}: before deadline_minutes="
+                              f"{self.deadline_minutes}; give 0 or a later time")
         if p.rdpm_code_maps < 2 and "rdpm" in self.objectives:
             raise ConfigError(f"prepare.rdpm_code_maps={p.rdpm_code_maps}: rdpm needs T >= 2 "
                               "(T = 1 is the token objectives' plain VQ)")

@@ -1,0 +1,69 @@
+"""The study's child processes (tokenizer trainers, cell workers, train/pretrain.py): their
+environment, their start with output to a log file, and their termination with everything they
+started."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+
+# Rendezvous variables of an in-process run (a test's) would make the child join a dead group.
+_RENDEZVOUS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+def child_env(scripts_root: Path, threads: int = 0) -> dict[str, str]:
+    """This environment without rendezvous variables, `scripts_root` first on PYTHONPATH (the
+    child imports the same tree as its parent), and `threads` CPU threads unless already set
+    (0 = torch's default: all cores, fine for one child at a time)."""
+    env = {k: v for k, v in os.environ.items() if k not in _RENDEZVOUS}
+    env["PYTHONPATH"] = os.pathsep.join([str(scripts_root)] + ([env["PYTHONPATH"]]
+                                                               if env.get("PYTHONPATH") else []))
+    if threads:
+        env.setdefault("OMP_NUM_THREADS", str(threads))
+    return env
+
+
+def start_logged(argv: list[str], log_file: Path, env: dict[str, str]) -> subprocess.Popen:
+    """Start `argv` with stdout and stderr to `log_file`, in its own session, so `stop` ends it
+    and its children (a `timeout` around the parent does not reach them: the parent stops them)."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_file, "w") as log:
+        return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True)
+
+
+def stop(proc: subprocess.Popen, grace_seconds: float = 10.0) -> None:
+    """SIGTERM to the process group of a `start_logged` child, SIGKILL after the grace time."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(grace_seconds)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def log_tail(log_file: Path, chars: int = 3000) -> str:
+    return log_file.read_text(errors="replace")[-chars:] if log_file.is_file() else ""
+
+
+@contextmanager
+def sigterm_as_exit():
+    """Within: SIGTERM (e.g. from `timeout`) raises SystemExit, so the caller's `finally` stops
+    its `start_logged` children (in their own sessions, out of reach of a signal to its group)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
