@@ -221,7 +221,7 @@ def test_mismatched_image_tokenizer_is_a_clear_error(assets):
     vocab = assets[3]
     with pytest.raises(ValueError, match="codebook_size"):
         UnifiedModel(UnifiedModelConfig(), vocab, tiny_tokenizer_config(codebook_size=128))
-    with pytest.raises(ValueError, match="code_maps=4 but the image tokenizer has 10"):
+    with pytest.raises(ValueError, match="vocabulary modality 'image': code_maps is 4 in the vocabulary, the tokenizer has 10"):
         UnifiedModel(UnifiedModelConfig(), vocab, tiny_tokenizer_config(code_maps=10))
 
 
