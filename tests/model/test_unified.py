@@ -115,7 +115,7 @@ def test_loss_matches_a_hand_computation(model, assets):
     assert abs(out["image_loss"].item() - math.log(64)) < 0.5
 
 
-def test_a_further_modality_logs_its_own_loss(assets):
+def test_a_further_modality_logs_its_own_loss(assets, tmp_path):
     """Codes of a modality after image (here audio, scored by the full head at non-block
     positions) are split from text by the vocabulary's ranges into audio_loss / audio_tokens."""
     from unimodal.model.modalities import CodeModalityConfig
@@ -149,6 +149,10 @@ def test_a_further_modality_logs_its_own_loss(assets):
         total = (out["text_loss"] * out["text_tokens"] + out["audio_loss"] * 12
                  + out["image_loss"] * out["image_tokens"]) / n
         torch.testing.assert_close(out["loss"], total, rtol=1e-5, atol=1e-5)
+    save_unified(model, tok, tmp_path / "ckpt")  # the registry travels with the checkpoint
+    loaded, _ = load_unified(tmp_path / "ckpt")
+    assert loaded.vocab.modalities == vocab.modalities
+    torch.testing.assert_close(loaded(batch)["audio_loss"], out["audio_loss"])
 
 
 def test_compile_block_mask_reaches_the_mask_builder(model, assets, monkeypatch):
