@@ -1,6 +1,7 @@
 """The unified model: Llama parity, the attention rule, the loss, the cached sampler, export."""
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -114,6 +115,46 @@ def test_loss_matches_a_hand_computation(model, assets):
     assert abs(out["image_loss"].item() - math.log(64)) < 0.5
 
 
+def test_a_further_modality_logs_its_own_loss(assets, tmp_path):
+    """Codes of a modality after image (here audio, scored by the full head at non-block
+    positions) are split from text by the vocabulary's ranges into audio_loss / audio_tokens."""
+    from unimodal.model.modalities import CodeModalityConfig
+    from unimodal.model.vocabulary import Vocabulary
+
+    text_model, tok_dir, tok, _, vocab_cfg = assets
+    vocab_cfg = replace(vocab_cfg, modalities=[CodeModalityConfig("audio", 16, 2, [12])])
+    vocab = Vocabulary.build(vocab_cfg)
+    audio = vocab.modality("audio")
+    torch.manual_seed(3)
+    codes = torch.randint(0, 64, (4, 8, 8))
+    clip = (torch.randint(0, 16, (12,)) + audio.code_offset).tolist()
+    spoken = text_document(vocab, vocab.encode_text("a low note") + [audio.begin_id, *clip, audio.end_id])
+    img = image_document(vocab, image_prompt(vocab, "a red circle"), codes, 11, [1, 3], 8, True)
+    batch = pack_documents([img, spoken], seq_len=300)
+    for chunk in (0, 7):
+        model = tiny_model(vocab, vocab_cfg, tok, tok_dir).eval()
+        model.cfg.loss_chunk_tokens = chunk
+        out = model(batch)
+        mask = dense_mask(batch["doc_ids"], batch["block_ids"], RULE)
+        hidden, _ = model.backbone(model.embed_sequence(batch)[0], batch["position_ids"], mask)
+        terms = -torch.log_softmax(F.linear(hidden, model.backbone.head_weight)[0], -1)
+        targets, text_pos = batch["targets"][0], (batch["block_ids"][0] < 0) & (batch["targets"][0] >= 0)
+        is_audio = text_pos & audio.is_code(targets)
+        picked = terms.gather(1, targets.clamp_min(0)[:, None])[:, 0]
+        assert int(out["audio_tokens"]) == 12 and int(is_audio.sum()) == 12
+        torch.testing.assert_close(out["audio_loss"], picked[is_audio].mean(), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(out["text_loss"], picked[text_pos & ~is_audio].mean(), rtol=1e-5, atol=1e-5)
+        assert int(out["text_tokens"]) == int((text_pos & ~is_audio).sum())
+        n = out["text_tokens"] + out["audio_tokens"] + out["image_tokens"]
+        total = (out["text_loss"] * out["text_tokens"] + out["audio_loss"] * 12
+                 + out["image_loss"] * out["image_tokens"]) / n
+        torch.testing.assert_close(out["loss"], total, rtol=1e-5, atol=1e-5)
+    save_unified(model, tok, tmp_path / "ckpt")  # the registry travels with the checkpoint
+    loaded, _ = load_unified(tmp_path / "ckpt")
+    assert loaded.vocab.modalities == vocab.modalities
+    torch.testing.assert_close(loaded(batch)["audio_loss"], out["audio_loss"])
+
+
 def test_compile_block_mask_reaches_the_mask_builder(model, assets, monkeypatch):
     import unimodal.model.unified as unified
 
@@ -221,7 +262,7 @@ def test_mismatched_image_tokenizer_is_a_clear_error(assets):
     vocab = assets[3]
     with pytest.raises(ValueError, match="codebook_size"):
         UnifiedModel(UnifiedModelConfig(), vocab, tiny_tokenizer_config(codebook_size=128))
-    with pytest.raises(ValueError, match="code_maps=4 but the image tokenizer has 10"):
+    with pytest.raises(ValueError, match="vocabulary modality 'image': code_maps is 4 in the vocabulary, the tokenizer has 10"):
         UnifiedModel(UnifiedModelConfig(), vocab, tiny_tokenizer_config(code_maps=10))
 
 

@@ -137,6 +137,19 @@ def test_codes_map_into_the_image_range(sp_model):
         vocab.ids_to_codes(other)
 
 
+def test_image_only_ids_are_the_golden_layout(sp_model):
+    """The ids of an image-only vocabulary as they were before the modality registry: none moved."""
+    vocab = make(sp_model, num_classes=3, codebook_size=64)
+    assert vocab.text_size == 320 and vocab.ranges == {"text": (0, 320), "special": (320, 7),
+                                                       "image": (327, 64)}
+    assert (vocab.boi_id, vocab.eoi_id, vocab.null_id, vocab.pad_id) == (320, 321, 322, 323)
+    assert [vocab.class_token(c) for c in range(3)] == [324, 325, 326]
+    assert (vocab.bos_id, vocab.eos_id, vocab.code_offset, vocab.size) == (1, 2, 327, 391)
+    (image,) = vocab.modalities
+    assert (image.name, image.begin_id, image.end_id, image.code_slice) == ("image", 320, 321, slice(327, 391))
+    assert (image.codebook_size, image.code_maps, image.grid, image.tokens_per_map) == (64, 10, (8, 8), 64)
+
+
 # ------------------------------------------------------------------------------------------ text
 def test_text_round_trip(text_tokenizer):
     vocab = make(text_tokenizer)
@@ -190,15 +203,16 @@ def test_load_rejects_a_swapped_tokenizer(tmp_path, sp_model):
 
 
 # ---------------------------------------------------------------------------------------- checks
-def test_check_image_tokenizer_names_the_field(sp_model):
+def test_check_image_tokenizer_names_the_modality_and_field(sp_model):
     tiny = RDPMTokenizerConfig.from_size("tiny")  # K=512, T=10, 64 px / f8 = 8x8
     make(sp_model).check_image_tokenizer(tiny.codebook_size, tiny.code_maps, tiny.grid)
     vocab = make(sp_model, codebook_size=4096, code_maps=10, grid=[16, 16])
-    with pytest.raises(ValueError, match="vocabulary has codebook_size=4096 but the image tokenizer has 512"):
+    at = "vocabulary modality 'image': "
+    with pytest.raises(ValueError, match=at + "codebook_size is 4096 in the vocabulary, the tokenizer has 512"):
         vocab.check_image_tokenizer(512, 10, (16, 16))
-    with pytest.raises(ValueError, match="code_maps=10 but the image tokenizer has 8"):
-        vocab.check_image_tokenizer(4096, 8, (16, 16))
-    with pytest.raises(ValueError, match=r"grid=\(16, 16\) but the image tokenizer has \(8, 8\)"):
+    with pytest.raises(ValueError, match=at + "code_maps is 10 in the vocabulary, the tokenizer has 8"):
+        vocab.check_tokenizer("image", 4096, 8, (16, 16))
+    with pytest.raises(ValueError, match=at + r"grid is \[16, 16\] in the vocabulary, the tokenizer has \[8, 8\]"):
         vocab.check_image_tokenizer(4096, 10, [8, 8])
 
 
@@ -275,6 +289,23 @@ def test_a_vocabulary_saved_before_the_rename_still_loads(tmp_path, sp_model):
     loaded = Vocabulary.load(tmp_path / "old")
     assert loaded.code_maps == 7
     loaded.check_compatible(vocab)
+
+
+def test_an_image_only_vocabulary_is_still_written_and_read_as_version_2(tmp_path, sp_model):
+    """Without further modalities vocabulary.json is the version-2 file, byte for byte (the
+    layout dict below is the one written before the registry), and a version-2 folder loads."""
+    vocab = make(sp_model, num_classes=2, code_maps=7)
+    vocab.save(tmp_path / "v2")
+    written = (tmp_path / "v2" / VOCAB_FILE).read_text()
+    layout = json.loads(written)
+    assert list(layout) == ["version", "text", "image", "num_classes", "specials", "ranges"]
+    assert layout["version"] == 2 and layout["image"] == {"codebook_size": 512, "code_maps": 7, "grid": [8, 8]}
+    assert layout["specials"] == ["<boi>", "<eoi>", "<null>", "<pad>", "<class_0>", "<class_1>"]
+    assert layout["ranges"] == {"text": [0, 320], "special": [320, 6], "image": [326, 512]}
+    assert written == json.dumps(layout, indent=1)
+    loaded = Vocabulary.load(tmp_path / "v2")
+    loaded.check_compatible(vocab)
+    assert loaded.modalities == vocab.modalities and len(loaded.modalities) == 1
 
 
 # ----------------------------------------------------------------------------------- train_text.py

@@ -130,6 +130,16 @@ class UnifiedModelConfig:
                                   "read from the tokenizer) or use the matching tokenizer")
 
 
+def split_by_modality(targets: torch.Tensor, text_sel: torch.Tensor, further) -> dict:
+    """The non-block targets (text_sel) by the range their target falls in: {"text": ...,
+    name: ...} for each further modality; image-only: {"text": text_sel} itself."""
+    groups, rest = {}, text_sel
+    for modality in further:
+        groups[modality.name] = text_sel & modality.is_code(targets)
+        rest = rest & ~groups[modality.name]
+    return {"text": rest, **groups}
+
+
 class UnifiedModel(nn.Module):
     def __init__(self, cfg: UnifiedModelConfig, vocab: Vocabulary, tok_cfg: RDPMTokenizerConfig,
                  hf_config: LlamaConfig | None = None):
@@ -150,7 +160,7 @@ class UnifiedModel(nn.Module):
 
     @property
     def code_slice(self) -> slice:
-        return slice(self.vocab.code_offset, self.vocab.code_offset + self.vocab.codebook_size)
+        return self.vocab.modality("image").code_slice
 
     def load_codebook(self, tokenizer_state: dict[str, torch.Tensor]) -> None:
         """Copy the image tokenizer's weights the image objective keeps frozen (RDPM: the
@@ -175,7 +185,10 @@ class UnifiedModel(nn.Module):
         return emb, ctx
 
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
-        """Packed batch -> {"loss", "text_loss", "image_loss", "text_tokens", "image_tokens"}.
+        """Packed batch -> {"loss", "text_loss", "image_loss", "text_tokens", "image_tokens"},
+        plus "{name}_loss" and "{name}_tokens" for each code modality after image (audio, video):
+        its codes are scored by the full head at non-block positions, and split from text by the
+        vocabulary's ranges (image-only vocabularies compute exactly what they did before).
 
         batch: input_ids, position_ids, doc_ids, block_ids, targets (B, L) long, -100 = no target;
         plus the image objective's block keys (RDPM: block_codes (N, T, h, w), block_steps (N,),
@@ -197,18 +210,21 @@ class UnifiedModel(nn.Module):
         order = torch.argsort((~is_block).to(torch.uint8), stable=True)
         block_rows, other_rows = order[:n_block], order[n_block:]
         zero = hidden.new_zeros((), dtype=torch.float32)
-        text_sum, code_sum = zero, zero
+        code_sum = zero
         chunk = self.cfg.loss_chunk_tokens
+        head_sel = split_by_modality(targets, text_sel, self.vocab.modalities[1:])
+        head_sums = dict.fromkeys(head_sel, zero)
         if other_rows.numel():
             text_hidden = hidden.index_select(0, other_rows)
-            text_targets = torch.where(text_sel, targets, IGNORE).index_select(0, other_rows)
-            if chunk:
-                text_sum = linear_cross_entropy_sum(text_hidden, self.backbone.head_weight,
-                                                    text_targets, chunk)
-            else:
-                logits = F.linear(text_hidden, self.backbone.head_weight).float()
-                text_sum = F.cross_entropy(logits, text_targets, reduction="sum",
-                                           ignore_index=IGNORE)
+            logits = None if chunk else F.linear(text_hidden, self.backbone.head_weight).float()
+            for name, sel in head_sel.items():  # image-only: one pass, "text", as before
+                group_targets = torch.where(sel, targets, IGNORE).index_select(0, other_rows)
+                if chunk:
+                    head_sums[name] = linear_cross_entropy_sum(
+                        text_hidden, self.backbone.head_weight, group_targets, chunk)
+                else:
+                    head_sums[name] = F.cross_entropy(logits, group_targets, reduction="sum",
+                                                      ignore_index=IGNORE)
         if n_block:
             code_hidden = hidden.index_select(0, block_rows)
             code_targets = torch.where(code_sel, targets - self.vocab.code_offset,
@@ -220,12 +236,18 @@ class UnifiedModel(nn.Module):
                 logits = self.code_logits(code_hidden, ctx)
                 code_sum = F.cross_entropy(logits, code_targets, reduction="sum",
                                            ignore_index=IGNORE)
-        n_text, n_code = text_sel.sum(), code_sel.sum()
-        total = (n_text + n_code).clamp_min(1)
-        return {"loss": (text_sum + code_sum) / total,
-                "text_loss": (text_sum / n_text.clamp_min(1)).detach(),
-                "image_loss": (code_sum / n_code.clamp_min(1)).detach(),
-                "text_tokens": n_text.detach(), "image_tokens": n_code.detach()}
+        counts = {name: sel.sum() for name, sel in head_sel.items()}
+        n_text, n_code = counts.pop("text"), code_sel.sum()
+        text_sum = head_sums.pop("text")
+        total = sum(counts.values(), n_text + n_code).clamp_min(1)
+        out = {"loss": (sum(head_sums.values(), text_sum) + code_sum) / total,
+               "text_loss": (text_sum / n_text.clamp_min(1)).detach(),
+               "image_loss": (code_sum / n_code.clamp_min(1)).detach(),
+               "text_tokens": n_text.detach(), "image_tokens": n_code.detach()}
+        for name, n in counts.items():
+            out[f"{name}_loss"] = (head_sums[name] / n.clamp_min(1)).detach()
+            out[f"{name}_tokens"] = n.detach()
+        return out
 
     def num_parameters(self, trainable_only: bool = True) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)

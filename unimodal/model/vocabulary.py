@@ -13,8 +13,11 @@ Design choices:
   self-contained, and load() never touches the original path.
 - The JSON records a sha256 of the text tokenizer's id -> token table; load() and
   check_compatible() use it to catch a swapped tokenizer whose size happens to match.
-- Later modalities (audio, video) append their own range (markers + codes) after "image" in
-  build(), so no existing id moves and old checkpoints stay valid.
+- Further code modalities (audio, video: `modalities`) append their own ranges (two markers,
+  then codes) after "image" in build(), so no existing id moves and old checkpoints stay valid;
+  modalities.py holds the registry, and `vocab.modality(name)` is the one way to find a range.
+- The version written is the lowest that describes the layout: an image-only vocabulary is
+  written as version 2, byte for byte as before the registry; one with further modalities is 3.
 """
 
 from __future__ import annotations
@@ -30,9 +33,15 @@ from typing import ClassVar
 import torch
 
 from unimodal.config import ConfigError
+from unimodal.model.modalities import (CodeModality, CodeModalityConfig, append_modalities,
+                                       check_against_tokenizer, further_modalities,
+                                       validate_modalities)
 
 # 2: image.steps became image.code_maps; load() still reads version 1.
-LAYOUT_VERSION = 2
+# 3: further code modalities ("modalities", ranges "{name}_special" and "{name}" after image);
+#    written only when there are some, so an image-only vocabulary.json is still version 2.
+LAYOUT_VERSION = 3
+IMAGE_ONLY_VERSION = 2
 VOCAB_FILE = "vocabulary.json"
 BASE_SPECIALS = ("<boi>", "<eoi>", "<null>", "<pad>")
 
@@ -47,6 +56,8 @@ class VocabularyConfig:
     codebook_size: int = 0  # K of the image tokenizer
     code_maps: int = 0  # T code maps per image (the tokenizer's `code_maps`)
     grid: list[int] = field(default_factory=list)  # (h, w) of one code map
+    # Code modalities after image, in id order (audio, video, ...); appending one moves no id.
+    modalities: list[CodeModalityConfig] = field(default_factory=list)
     # Old key -> new key: a config that still says `steps` fails naming `code_maps` (`steps` is
     # also train.steps, optimizer steps, in the same YAML); saved files are mapped on load.
     RENAMED: ClassVar[dict[str, str]] = {"steps": "code_maps"}
@@ -75,6 +86,7 @@ class VocabularyConfig:
             raise ConfigError(f"{prefix}.num_classes={self.num_classes}: must be >= 0")
         if len(self.grid) != 2 or min(self.grid) < 1:
             raise ConfigError(f"{prefix}.grid={list(self.grid)}: must be two positive ints [h, w]")
+        validate_modalities(self.modalities, f"{prefix}.modalities")
 
 
 # ------------------------------------------------------------------------------ text tokenizers
@@ -177,6 +189,14 @@ class Vocabulary:
             start += length
         special_start = layout["ranges"]["special"][0]
         self._special_ids = {name: special_start + i for i, name in enumerate(layout["specials"])}
+        image = layout["image"]
+        self._modalities = {m.name: m for m in [
+            CodeModality("image", self._special_ids["<boi>"], self._special_ids["<eoi>"],
+                         layout["ranges"]["image"][0], image["codebook_size"], image["code_maps"],
+                         tuple(image["grid"]), ("<boi>", "<eoi>")),
+            *further_modalities(layout, layout["ranges"])]}
+        for m in self.modalities[1:]:  # their markers sit in their own "{name}_special" range
+            self._special_ids.update({m.markers[0]: m.begin_id, m.markers[1]: m.end_id})
 
     @classmethod
     def build(cls, cfg: VocabularyConfig) -> Vocabulary:
@@ -190,10 +210,8 @@ class Vocabulary:
         specials += [f"<class_{c}>" for c in range(cfg.num_classes)]
         ranges = {"text": (0, text.size), "special": (text.size, len(specials))}
         ranges["image"] = (text.size + len(specials), cfg.codebook_size)
-        # A further modality goes here, after "image": ranges["audio"] = (next start, markers +
-        # codes), with its markers named in layout["audio"]; earlier ids never move.
         layout = {
-            "version": LAYOUT_VERSION,
+            "version": LAYOUT_VERSION if cfg.modalities else IMAGE_ONLY_VERSION,
             "text": {"kind": text.kind, "size": text.size, "sha256": text.table_hash(),
                      "bos_id": text.bos_id, "eos_id": text.eos_id, "file": text.saved_name},
             # The causes first and what follows from them last, so check_compatible reports
@@ -204,6 +222,7 @@ class Vocabulary:
             "specials": specials,
             "ranges": {name: list(r) for name, r in ranges.items()},
         }
+        append_modalities(layout, cfg.modalities)  # after every earlier range: no id moves
         return cls(text, layout)
 
     def save(self, folder: str | Path) -> None:
@@ -218,9 +237,9 @@ class Vocabulary:
         if not (folder / VOCAB_FILE).is_file():
             raise FileNotFoundError(f"{folder} has no {VOCAB_FILE}; pass a folder written by Vocabulary.save")
         layout = _upgrade_layout(json.loads((folder / VOCAB_FILE).read_text()))
-        if layout.get("version") != LAYOUT_VERSION:
+        if layout.get("version") not in (IMAGE_ONLY_VERSION, LAYOUT_VERSION):
             raise ValueError(f"{folder / VOCAB_FILE}: layout version {layout.get('version')!r}, "
-                             f"this code reads version {LAYOUT_VERSION}")
+                             f"this code reads versions 1 to {LAYOUT_VERSION}")
         text = _open_text_tokenizer(folder / layout["text"]["file"])
         if text.size != layout["text"]["size"] or text.table_hash() != layout["text"]["sha256"]:
             raise ValueError(f"the text tokenizer copy in {folder} does not match {VOCAB_FILE} "
@@ -255,11 +274,29 @@ class Vocabulary:
     boi_id = property(lambda self: self._special_ids["<boi>"])
     eoi_id = property(lambda self: self._special_ids["<eoi>"])
     null_id = property(lambda self: self._special_ids["<null>"])
-    code_offset = property(lambda self: self._layout["ranges"]["image"][0])
-    codebook_size = property(lambda self: self._layout["image"]["codebook_size"])
-    code_maps = property(lambda self: self._layout["image"]["code_maps"])
-    grid = property(lambda self: tuple(self._layout["image"]["grid"]))
+    # The image properties predate the registry; they read the image modality.
+    code_offset = property(lambda self: self._modalities["image"].code_offset)
+    codebook_size = property(lambda self: self._modalities["image"].codebook_size)
+    code_maps = property(lambda self: self._modalities["image"].code_maps)
+    grid = property(lambda self: self._modalities["image"].grid)
     num_classes = property(lambda self: self._layout["num_classes"])
+
+    # code modalities ---------------------------------------------------------------------------
+    @property
+    def modalities(self) -> tuple[CodeModality, ...]:
+        """Every code modality in id order, image first."""
+        return tuple(self._modalities.values())
+
+    def modality(self, name: str) -> CodeModality:
+        if name not in self._modalities:
+            raise ValueError(f"no code modality {name!r} in the vocabulary; it has "
+                             f"{list(self._modalities)}")
+        return self._modalities[name]
+
+    def check_tokenizer(self, name: str, codebook_size: int, code_maps: int, grid) -> None:
+        """Raise, naming the modality and the field, unless the tokenizer of modality `name`
+        has this vocabulary's K, T and grid."""
+        check_against_tokenizer(self.modality(name), codebook_size, code_maps, grid)
 
     def class_token(self, class_id: int) -> int:
         try:
@@ -298,14 +335,12 @@ class Vocabulary:
         return ids - self.code_offset
 
     def check_image_tokenizer(self, codebook_size: int, code_maps: int, grid) -> None:
-        for name, ours, theirs in (("codebook_size", self.codebook_size, int(codebook_size)),
-                                   ("code_maps", self.code_maps, int(code_maps)),
-                                   ("grid", self.grid, tuple(int(g) for g in grid))):
-            if ours != theirs:
-                raise ValueError(f"vocabulary has {name}={ours} but the image tokenizer has {theirs}")
+        self.check_tokenizer("image", codebook_size, code_maps, grid)
 
     def check_compatible(self, other: Vocabulary) -> None:
-        difference = _first_difference(self._layout, other._layout, "")
+        # The version follows from the rest (3 iff there are further modalities): name the cause.
+        ours, theirs = ({k: v for k, v in v._layout.items() if k != "version"} for v in (self, other))
+        difference = _first_difference(ours, theirs, "")
         if difference:
             hint = " (a different text tokenizer)" if difference.startswith("text.") else ""
             raise ValueError(f"incompatible vocabularies at {difference}{hint}")
@@ -317,11 +352,16 @@ class Vocabulary:
             special += f" <class_0>..<class_{self.num_classes - 1}>"
         notes = {"text": f"{self._layout['text']['kind']}, bos={self.bos_id} eos={self.eos_id}",
                  "special": special,
-                 "image": f"K={self.codebook_size}, T={self.code_maps}, grid {self.grid[0]}x{self.grid[1]}"}
-        rows = [f"{'range':<8} {'ids':<18} {'count':>7}  notes"]
+                 **{m.name: f"K={m.codebook_size}, T={m.code_maps}, grid "
+                              + "x".join(map(str, m.grid)) for m in self.modalities},
+                 **{f"{m.name}_special": f"{m.markers[0]}={m.begin_id} {m.markers[1]}={m.end_id}"
+                    for m in self.modalities[1:]}}
+        width = max(8, *map(len, self.ranges))  # 8 unless a modality's range name is longer
+        rows = [f"{'range':<{width}} {'ids':<18} {'count':>7}  notes"]
         for name, (start, length) in self.ranges.items():
-            rows.append(f"{name:<8} {f'[{start}, {start + length})':<18} {length:>7}  {notes.get(name, '')}")
-        rows.append(f"{'total':<8} {'':<18} {self.size:>7}")
+            rows.append(f"{name:<{width}} {f'[{start}, {start + length})':<18} {length:>7}  "
+                        f"{notes.get(name, '')}")
+        rows.append(f"{'total':<{width}} {'':<18} {self.size:>7}")
         return "\n".join(rows)
 
     def __repr__(self) -> str:

@@ -49,6 +49,7 @@ FINAL_OUTPUTS = ("export",)
 from unimodal.config import save_config
 from unimodal.data.mixture import PackedBatchStream
 from unimodal.model.export import build_unified, save_unified
+from unimodal.model.modalities import loss_keys
 from unimodal.pretraining.config import PretrainConfig
 from unimodal.pretraining.ema import EMA
 from unimodal.pretraining.flops import layer_parameter_count, step_flops
@@ -98,6 +99,10 @@ class Pretrainer:
             model=model, optimizer=opt, lr_scheduler=sched, config=self.ds_config)
         self.model = self.engine.module
         self.layer_params = layer_parameter_count(self.model)  # once: not per micro-batch
+        # loss, text_loss, image_loss, then {name}_loss per further modality (the vocabulary's)
+        self.loss_keys = loss_keys(self.model.vocab)
+        # further modalities' codes at non-block positions go through the full head, like text
+        self.head_token_keys = [f"{m.name}_tokens" for m in self.model.vocab.modalities[1:]]
         self.ema = EMA(self.model, run.ema_decay) if run.ema_decay > 0 else None
         # Pinned batches let the host-to-GPU copies in _to_device run asynchronously.
         self.stream = stream if stream is not None else PackedBatchStream(
@@ -255,10 +260,10 @@ class Pretrainer:
             # FLOPs are linear in these counts (spent whether or not the update lands): sum them
             # on the device, read them on log steps.
             window["tokens"] += batch["input_ids"].numel()
-            window["text"] += out["text_tokens"]
+            window["text"] += sum((out[k] for k in self.head_token_keys), out["text_tokens"])
             window["code"] += out["image_tokens"]
             window["block"] += (batch["block_ids"] >= 0).sum()
-            for key in ("loss", "text_loss", "image_loss"):  # summed on the device: no sync
+            for key in self.loss_keys:  # summed on the device: no sync
                 pending[key] = pending.get(key, 0.0) + out[key].detach().float()
             pending["micro"] = pending.get("micro", 0) + 1
             if not boundary:
@@ -321,7 +326,7 @@ class Pretrainer:
         tflops = flops / max(elapsed, 1e-9) / 1e12
         record = {"step": self.step, "elapsed_s": time.perf_counter() - self.run_start,
                   "train_flops": self.train_flops,
-                  **{k: float(sums[k]) / n for k in ("loss", "text_loss", "image_loss") if k in sums},
+                  **{k: float(sums[k]) / n for k in self.loss_keys if k in sums},
                   "lr": self.scheduler.get_last_lr()[0],
                   "grad_norm": float(self.engine.get_global_grad_norm() or 0.0),
                   "tokens_per_s": window["tokens"] * self.world / max(elapsed, 1e-9),
@@ -336,8 +341,8 @@ class Pretrainer:
         if self.device.type == "cuda":
             record["peak_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30
         window.update(self._fresh_window())
-        bar.set_postfix({k: f"{record[k]:.3g}" for k in ("loss", "text_loss", "image_loss",
-                                                          "tokens_per_s", "mfu") if k in record})
+        bar.set_postfix({k: f"{record[k]:.3g}" for k in (*self.loss_keys, "tokens_per_s", "mfu")
+                         if k in record})
         if log_file:
             log_file.write(json.dumps(record) + "\n")
             log_file.flush()
