@@ -125,6 +125,8 @@ def test_tiny_grid_end_to_end_then_a_deadline_and_reruns_finish_it(tmp_path, cla
     (["score.inception_weights=/nonexistent.pth"], "score.inception_weights='/nonexistent.pth'"),
     (["score.inception_feature_layer=100"], "score.inception_feature_layer='100'"),
     (["parallel_cells=0"], "parallel_cells=0: must be >= 1"),
+    (["prepare.encode_workers=-1"], "prepare.encode_workers=-1"),
+    (["prepare.encode_batch_size=0"], "prepare.encode_batch_size=0"),
     (["deadline_minutes=-1"], "deadline_minutes=-1"),
     (["deadline_minutes=8", "kill_at_minutes=5"], "kill_at_minutes=5"),
 ])

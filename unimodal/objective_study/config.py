@@ -43,6 +43,8 @@ class PrepareConfig:
     text_vocab_size: int = 512
     device: str = "auto"                  # tokenizer training and encoding
     parallel: bool = False                # train the two image tokenizers side by side (two child processes)
+    encode_workers: int = 0               # loader workers rendering scenes for the encoders (0 = in-process)
+    encode_batch_size: int = 64           # images per encoder batch
     # T was `rdpm_steps`, beside tokenizer_steps (optimizer steps); the old key fails naming the new.
     RENAMED: ClassVar[dict[str, str]] = {"rdpm_steps": "rdpm_code_maps"}
 
@@ -117,9 +119,12 @@ class ObjectivesStudyConfig:
         for key, value in (("prepare.rdpm_code_maps", p.rdpm_code_maps), ("prepare.tokenizer_steps", p.tokenizer_steps),
                            ("prepare.train_images", p.train_images), ("prepare.shard_size", p.shard_size),
                            ("prepare.text_corpus", p.text_corpus), ("flops_batches", self.flops_batches),
+                           ("prepare.encode_batch_size", p.encode_batch_size),
                            ("score.batch_size", s.batch_size), ("score.timing_repeats", s.timing_repeats)):
             if value < 1:
                 raise ConfigError(f"{key}={value}: must be >= 1")
+        if p.encode_workers < 0:
+            raise ConfigError(f"prepare.encode_workers={p.encode_workers}: must be >= 0 (0 = in-process)")
         if self.parallel_cells < 1:
             raise ConfigError(f"parallel_cells={self.parallel_cells}: must be >= 1 (1 = one cell at a time)")
         for key in ("deadline_minutes", "kill_at_minutes", "cell_minutes_estimate"):

@@ -87,9 +87,10 @@ def prepare(cfg: ObjectivesStudyConfig, scripts_root: Path, log=print) -> Prepar
         if not (codes / shard_name(last_shard(p.train_images, p.shard_size))).is_file():
             log(f"prepare: encoding {p.train_images} shapes scenes with the {kind} tokenizer -> {codes}")
             data = ImageDataConfig(source="shapes", image_size=p.image_size,
-                                   num_samples=p.train_images, num_workers=0)
+                                   num_samples=p.train_images, num_workers=p.encode_workers)
             ShardEncoder(EncodeConfig(tokenizer=str(tokenizer), out_dir=str(codes), data=data,
-                                      shard_size=p.shard_size, device=p.device,
+                                      shard_size=p.shard_size, batch_size=p.encode_batch_size,
+                                      device=p.device,
                                       precision="fp32", overwrite=True)).run()
         tokenizers[kind] = tokenizer
         shards[kind] = shard_pattern(codes, p.train_images, p.shard_size)
