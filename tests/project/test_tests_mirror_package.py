@@ -22,8 +22,6 @@ NOT_MIRRORS = {"scripts", "project"}  # test folders that mirror no package fold
 EXEMPT = {
     # top level
     "unimodal/distributed.py": "tests/pretraining/test_trainer.py (one and two ranks, the launcher)",
-    "unimodal/eval_sampling.py": "tests/scripts/test_eval_scripts.py (eval/fid.py: shards, resume, "
-                                 "mixed settings refused)",
     "unimodal/images.py": "tests/scripts/test_eval_scripts.py (PNGs written by the eval scripts)",
     "unimodal/random_models.py": "no direct test yet (benchmark-only builders; "
                                  "tests/project/test_extras.py only imports it)",
@@ -54,10 +52,6 @@ EXEMPT = {
     "unimodal/model/export.py": "tests/model/test_unified.py (export), "
                                 "tests/pretraining/test_trainer.py",
     "unimodal/model/llama.py": "tests/model/test_unified.py (Llama parity)",
-    "unimodal/model/objectives/__init__.py": "tests/model/objectives/test_rdpm.py (the registry), "
-                                             "tests/model/objectives/test_objectives_token.py",
-    "unimodal/model/objectives/masked.py": "tests/model/objectives/test_objectives_token.py",
-    "unimodal/model/objectives/next_token.py": "tests/model/objectives/test_objectives_token.py",
     # objective_study: its end-to-end test runs the whole grid through eval/objectives.py
     "unimodal/objective_study/cell.py": "tests/objective_study/test_study.py (plan_steps, cells)",
     "unimodal/objective_study/cell_worker.py": "tests/objective_study/test_study.py (every cell)",
