@@ -26,8 +26,6 @@ EXEMPT = {
     "unimodal/random_models.py": "no direct test yet (benchmark-only builders; "
                                  "tests/project/test_extras.py only imports it)",
     # data
-    "unimodal/data/data_config.py": "tests/data/test_mixture.py, tests/data/test_image_sources.py "
-                                    "(config errors name the key)",
     "unimodal/data/mixture_report.py": "tests/scripts/test_mixing_scripts.py (mixing/inspect.py), "
                                        "tests/model/objectives/test_rdpm_step_weights.py",
     "unimodal/data/sample_documents.py": "tests/model/objectives/test_rdpm.py, "
