@@ -18,7 +18,6 @@ from unimodal.data.image_sources import DataError
 from unimodal.data.mixture import DataConfig, MixtureStream, PackedBatchStream
 from unimodal.data.mixture_report import InspectConfig
 from unimodal.model.document import IGNORE
-from unimodal.data.text_shards import text_pieces
 from unimodal.model.attention_mask import dense_mask
 from unimodal.model.objectives.rdpm import RDPMObjective
 from unimodal.tokenizer.encode_shards import read_code_sample
@@ -154,18 +153,6 @@ def test_packed_batches_never_attend_across_documents(assets, shards):
     model = tiny_model(vocab, vocab_cfg, tok, tok_dir)
     out = model(batches[0])
     assert torch.isfinite(out["loss"]) and out["image_tokens"] > 0 and out["text_tokens"] > 0
-
-
-def test_long_text_is_cut_into_pieces_that_keep_next_token_targets(vocab):
-    ids = list(range(3, 3 + 600))
-    pieces = text_pieces(vocab, ids, 256)
-    full = [vocab.bos_id, *ids, vocab.eos_id]
-    assert [len(p) for p in pieces] == [256, 256, 90]
-    assert sum((p.input_ids for p in pieces), []) == full
-    assert sum((p.targets for p in pieces), []) == full[1:] + [IGNORE]
-    assert all(p.position_ids == list(range(len(p))) for p in pieces)
-    assert len(text_pieces(vocab, list(range(3, 257)), 256)) == 1          # exactly fits
-    assert [len(p) for p in text_pieces(vocab, list(range(3, 258)), 256)] == [256]  # only <eos> left
 
 
 @pytest.mark.parametrize("cfg_drop,caption_loss", [(0.0, True), (1.0, True), (0.0, False)])

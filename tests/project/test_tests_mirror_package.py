@@ -32,8 +32,6 @@ EXEMPT = {
                                          "tests/pretraining/test_flops.py",
     "unimodal/data/sequences.py": "tests/data/test_mixture.py (packing), "
                                   "tests/model/test_unified_end_to_end.py",
-    "unimodal/data/text_shards.py": "tests/data/test_mixture.py, "
-                                    "tests/scripts/test_mixing_scripts.py (tokenizers/encode_text.py)",
     # metrics
     "unimodal/metrics/generator_diagnostics.py": "tests/metrics/test_fidelity_diagnostics.py",
     "unimodal/metrics/recon_eval.py": "tests/metrics/test_fidelity_diagnostics.py (eval/recon.py)",
