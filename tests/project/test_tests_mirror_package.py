@@ -30,8 +30,6 @@ EXEMPT = {
                                        "tests/model/objectives/test_rdpm_step_weights.py",
     "unimodal/data/sample_documents.py": "tests/model/objectives/test_rdpm.py, "
                                          "tests/pretraining/test_flops.py",
-    "unimodal/data/sequences.py": "tests/data/test_mixture.py (packing), "
-                                  "tests/model/test_unified_end_to_end.py",
     # metrics
     "unimodal/metrics/generator_diagnostics.py": "tests/metrics/test_fidelity_diagnostics.py",
     "unimodal/metrics/recon_eval.py": "tests/metrics/test_fidelity_diagnostics.py (eval/recon.py)",
