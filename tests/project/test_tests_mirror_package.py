@@ -28,8 +28,6 @@ EXEMPT = {
     # data
     "unimodal/data/mixture_report.py": "tests/scripts/test_mixing_scripts.py (mixing/inspect.py), "
                                        "tests/model/objectives/test_rdpm_step_weights.py",
-    "unimodal/data/sample_documents.py": "tests/model/objectives/test_rdpm.py, "
-                                         "tests/pretraining/test_flops.py",
     # metrics
     "unimodal/metrics/generator_diagnostics.py": "tests/metrics/test_fidelity_diagnostics.py",
     "unimodal/metrics/recon_eval.py": "tests/metrics/test_fidelity_diagnostics.py (eval/recon.py)",
