@@ -26,8 +26,6 @@ EXEMPT = {
     "unimodal/random_models.py": "no direct test yet (benchmark-only builders; "
                                  "tests/project/test_extras.py only imports it)",
     # data
-    "unimodal/data/mixture_report.py": "tests/scripts/test_mixing_scripts.py (mixing/inspect.py), "
-                                       "tests/model/objectives/test_rdpm_step_weights.py",
     # metrics
     "unimodal/metrics/generator_diagnostics.py": "tests/metrics/test_fidelity_diagnostics.py",
     "unimodal/metrics/recon_eval.py": "tests/metrics/test_fidelity_diagnostics.py (eval/recon.py)",
