@@ -45,6 +45,15 @@ def tiny_tokenizer_config(**kw) -> RDPMTokenizerConfig:
                                   "latent_dim": 8, "codebook_size": 64, "code_maps": 4, **kw})
 
 
+def tiny_rdpm_tokenizer(**kw) -> RDPMTokenizer:
+    """A tiny RDPM tokenizer (tiny_tokenizer_config with `kw`) in eval mode, seeded with 0, its
+    shared-bias conv drawn with std 0.05 so the shared bias acts (zero at init)."""
+    torch.manual_seed(0)
+    tok = RDPMTokenizer(tiny_tokenizer_config(**kw)).eval()
+    torch.nn.init.normal_(tok.quantizer.bias_conv.weight, std=0.05)
+    return tok
+
+
 def make_assets(folder: Path, num_classes: int = 28, code_maps: int = 4):
     """(text tokenizer path, image tokenizer folder, vocabulary) under `folder`; `code_maps` = T of
     the image tokenizer (1 for the next_token and masked objectives)."""
@@ -52,9 +61,7 @@ def make_assets(folder: Path, num_classes: int = 28, code_maps: int = 4):
     if not text_model.exists():
         load_script("tokenizers/train_text.py").main(
             ["shapes_corpus=1500", f"out={text_model}", "vocab_size=300"])
-    torch.manual_seed(0)
-    tok = RDPMTokenizer(tiny_tokenizer_config(code_maps=code_maps)).eval()
-    torch.nn.init.normal_(tok.quantizer.bias_conv.weight, std=0.05)
+    tok = tiny_rdpm_tokenizer(code_maps=code_maps)
     save_tokenizer(tok, folder / "image_tokenizer")
     vocab_cfg = VocabularyConfig(text_tokenizer=str(text_model), num_classes=num_classes,
                                  codebook_size=64, code_maps=code_maps, grid=[8, 8])

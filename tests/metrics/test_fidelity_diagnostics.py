@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from unified_fixtures import load_script, make_assets, tiny_model
+from unified_fixtures import load_script, make_assets, tiny_model, tiny_rdpm_tokenizer
 from unimodal.config import ConfigError
 from unimodal.data.shapes import ShapesDataset
 from unimodal.metrics.generator_diagnostics import (heldout_scenes, oracle_prefix_accuracy,
@@ -25,12 +25,7 @@ from unimodal.tokenizer.rdpm_tokenizer import RDPMTokenizer, RDPMTokenizerConfig
 
 
 def tiny_tokenizer(**kw) -> RDPMTokenizer:
-    torch.manual_seed(0)
-    cfg = RDPMTokenizerConfig(**{"image_size": 32, "base_channels": 8, "channel_mult": [1, 2, 2],
-                                 "latent_dim": 4, "codebook_size": 64, "code_maps": 5, **kw})
-    model = RDPMTokenizer(cfg).eval()
-    torch.nn.init.normal_(model.quantizer.bias_conv.weight, std=0.05)  # make the shared bias act
-    return model
+    return tiny_rdpm_tokenizer(**{"latent_dim": 4, "code_maps": 5, **kw})
 
 
 def test_step_statistics_agree_with_the_quantizer_forward():
