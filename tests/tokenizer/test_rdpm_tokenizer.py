@@ -1,12 +1,11 @@
-"""The tokenizer model: code round trips, checkpoint round trips, perceptual and GAN parts."""
+"""The tokenizer model: code round trips, checkpoint round trips, clear errors (the losses are in
+test_losses.py, the encoder and decoder in test_autoencoder.py)."""
 
 import pytest
 import torch
 
 from unified_fixtures import tiny_rdpm_tokenizer
 from unimodal.config import ConfigError, load_config
-from unimodal.tokenizer.losses import (PatchDiscriminator, PerceptualLoss, adaptive_gan_weight,
-                                       hinge_d_loss)
 from unimodal.tokenizer.rdpm_tokenizer import (CONFIG_FILE, RDPMTokenizerConfig,
                                                load_tokenizer, load_tokenizer_config, save_tokenizer)
 from unimodal.tokenizer.training_config import TokenizerTrainConfig
@@ -75,30 +74,3 @@ def test_paper_preset_shapes():
     cfg = RDPMTokenizerConfig.from_size("paper_f16")
     assert (cfg.image_size, cfg.downsample, cfg.grid) == (256, 16, (16, 16))
     assert (cfg.codebook_size, cfg.latent_dim, cfg.code_maps, cfg.schedule) == (4096, 32, 10, "pow")
-
-
-def test_perceptual_loss_loads_local_vgg_file(tmp_path):
-    from torchvision.models import vgg16
-
-    torch.manual_seed(0)
-    path = tmp_path / "vgg16.pth"
-    torch.save(vgg16(weights=None).state_dict(), path)
-    loss = PerceptualLoss(str(path))
-    x = torch.rand(2, 3, 32, 32) * 2 - 1
-    assert loss(x, x).item() == pytest.approx(0.0, abs=1e-6)
-    assert loss(x, -x).item() > 0
-    state = torch.load(path)
-    torch.testing.assert_close(loss.lpips.net.slice1[0].weight, state["features.0.weight"])
-    torch.save({"bogus": torch.zeros(1)}, tmp_path / "bad.pth")
-    with pytest.raises(ValueError, match="not a VGG16"):
-        PerceptualLoss(str(tmp_path / "bad.pth"))
-
-
-def test_discriminator_and_adaptive_weight():
-    disc = PatchDiscriminator(3, 8, 2)
-    logits = disc(torch.rand(2, 3, 32, 32))
-    assert logits.dim() == 4 and logits.shape[1] == 1
-    assert hinge_d_loss(torch.full((4,), 2.0), torch.full((4,), -2.0)).item() == 0.0
-    w = torch.randn(4, requires_grad=True)
-    rec, gan = (w * 3).sum(), (w * 1.5).sum()
-    assert adaptive_gan_weight(rec, gan, w).item() == pytest.approx(2.0, rel=1e-3)
