@@ -1,4 +1,4 @@
-"""Fidelity tooling: per-step quantizer statistics, prefix decoding, the checker on reconstructions,
+"""Fidelity tooling: per-step quantizer statistics, the checker on reconstructions,
 the distance/latent code heads against the quantizer, and the generator diagnostics."""
 
 import json
@@ -12,14 +12,12 @@ from unimodal.config import ConfigError
 from unimodal.data.shapes import ShapesDataset
 from unimodal.metrics.generator_diagnostics import (heldout_scenes, oracle_prefix_accuracy,
                                                     teacher_forced_steps)
-from unimodal.metrics.reconstruction import psnr_per_image
 from unimodal.metrics.shapes_checker import (ShapesAccuracy, score_image, score_reconstructions,
                                              spec_for_key, spec_from_objects)
 from unimodal.model.export import save_unified
 from unimodal.model.sampling import ImageSamplingConfig, guide
 from unimodal.model.objectives.rdpm import RDPMBlockInput
 from unimodal.model.unified import UnifiedModelConfig
-from unimodal.tokenizer.diagnostics import StepDiagnostics, latent_gain_stats, plot_step_diagnostics
 from unimodal.tokenizer.rdpm_quantizer import RDPMQuantizer, rdpm_schedule
 from unimodal.tokenizer.rdpm_tokenizer import RDPMTokenizer, RDPMTokenizerConfig, save_tokenizer
 
@@ -50,31 +48,6 @@ def test_noise_scale_multiplies_the_noise_weights():
     assert half.betas[-1] == 0.0 and half.alphas == full.alphas
     with pytest.raises(ConfigError, match="model.noise_scale"):
         RDPMTokenizerConfig(noise_scale=1.5).validate()
-
-
-def test_latent_gain_init_and_no_affine():
-    model = tiny_tokenizer(latent_gain_init=3.0)
-    assert latent_gain_stats(model)["gain_mean"] == pytest.approx(3.0)
-    z = model.encoder(torch.rand(2, 3, 32, 32) * 2 - 1)
-    torch.testing.assert_close(z.pow(2).mean(1), torch.full((2, 8, 8), 9.0), atol=0.1, rtol=0)
-    plain = tiny_tokenizer(latent_norm_affine=False, latent_gain_init=2.0)
-    assert plain.encoder.latent_norm.norm.weight is None
-    assert latent_gain_stats(plain)["gain_min"] == pytest.approx(2.0)
-
-
-def test_prefix_psnr_ends_at_the_reconstruction_and_plots(tmp_path):
-    model = tiny_tokenizer()
-    images = torch.rand(4, 3, 32, 32) * 2 - 1
-    seeds = [5, 6, 7, 8]
-    meter = StepDiagnostics()
-    meter.update(model, images, model.quantizer.noise(seeds, (4, 8, 8)))
-    result = meter.compute()
-    assert all(len(result[k]) == 5 for k in ("quant_error", "prefix_psnr", "usage"))
-    with torch.no_grad():
-        full = psnr_per_image(images, model.decode(model.encode(images, seeds)).clamp(-1, 1)).mean()
-    assert result["prefix_psnr"][-1] == pytest.approx(full.item(), abs=1e-3)
-    path = plot_step_diagnostics(result, tmp_path / "steps.png")
-    assert path.stat().st_size > 1000
 
 
 def test_checker_scores_perfect_reconstructions_100_and_blank_ones_0():
