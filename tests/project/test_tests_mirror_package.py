@@ -50,8 +50,6 @@ EXEMPT = {
     "unimodal/objective_study/report.py": "tests/objective_study/test_study.py (table, plots)",
     "unimodal/objective_study/scoring.py": "tests/objective_study/test_study.py",
     # tokenizer
-    "unimodal/tokenizer/training_config.py": "tests/tokenizer/test_training.py, "
-                                             "tests/top/test_config.py",
 }
 
 
