@@ -33,6 +33,30 @@ def class_image_documents(vocab: Vocabulary, objective: str, count: int, seq_len
     return per_sample
 
 
+def causal_mask(ids: torch.Tensor) -> torch.Tensor:
+    """Plain causal attention for token ids (B, L): one document, no image blocks, through the
+    model's own mask rule; bool (B, 1, L, L)."""
+    from unimodal.model.attention_mask import dense_mask
+    from unimodal.model.objectives.rdpm import RDPMObjective
+
+    b, length = ids.shape
+    return dense_mask(torch.zeros(b, length, dtype=torch.long), torch.full((b, length), -1),
+                      RDPMObjective.image_rule)
+
+
+def mixed_batch(vocab: Vocabulary, codes: torch.Tensor, seed: int = 11) -> dict:
+    """One packed row of three RDPM documents over codes (T=4, 8, 8) and latent dim 8: a captioned
+    image (blocks at steps 1 and 3, caption targets on), a text document, a class image (step 4)."""
+    from unimodal.data.sequences import pack_documents, text_document
+    from unimodal.model.objectives.rdpm import image_document
+    from unimodal.model.vocabulary import image_prompt
+
+    img = image_document(vocab, image_prompt(vocab, "a red circle"), codes, seed, [1, 3], 8, True)
+    txt = text_document(vocab, vocab.encode_text("the blue square is on the left."))
+    cls = image_document(vocab, image_prompt(vocab, class_id=5), codes, seed + 1, [4], 8, False)
+    return pack_documents([img, txt, cls], seq_len=400)
+
+
 def load_script(rel: str):
     spec = importlib.util.spec_from_file_location(rel.replace("/", "_")[:-3], ROOT / rel)
     module = importlib.util.module_from_spec(spec)

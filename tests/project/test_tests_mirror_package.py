@@ -36,10 +36,6 @@ EXEMPT = {
     "unimodal/metrics/smoke_weights.py": "tests/metrics/test_clip_score.py, "
                                          "tests/metrics/test_generation.py (test support it writes)",
     # model
-    "unimodal/model/document.py": "tests/model/test_unified.py, tests/data/test_mixture.py",
-    "unimodal/model/export.py": "tests/model/test_unified.py (export), "
-                                "tests/pretraining/test_trainer.py",
-    "unimodal/model/llama.py": "tests/model/test_unified.py (Llama parity)",
     # objective_study: its end-to-end test runs the whole grid through eval/objectives.py
     "unimodal/objective_study/cell.py": "tests/objective_study/test_study.py (plan_steps, cells)",
     "unimodal/objective_study/cell_worker.py": "tests/objective_study/test_study.py (every cell)",
