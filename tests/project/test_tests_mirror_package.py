@@ -31,8 +31,6 @@ EXEMPT = {
     "unimodal/metrics/recon_eval.py": "tests/metrics/test_fidelity_diagnostics.py (eval/recon.py)",
     "unimodal/metrics/reconstruction.py": "tests/metrics/test_fidelity_diagnostics.py (PSNR), "
                                           "tests/top/test_checkpointing.py (Inception weights)",
-    "unimodal/metrics/report.py": "tests/scripts/test_eval_scripts.py (the reports of eval/fid.py "
-                                  "and eval/shapes_score.py)",
     "unimodal/metrics/smoke_weights.py": "tests/metrics/test_clip_score.py, "
                                          "tests/metrics/test_generation.py (test support it writes)",
     # model
