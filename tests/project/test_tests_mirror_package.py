@@ -29,8 +29,6 @@ EXEMPT = {
     # metrics
     "unimodal/metrics/generator_diagnostics.py": "tests/metrics/test_fidelity_diagnostics.py",
     "unimodal/metrics/recon_eval.py": "tests/metrics/test_fidelity_diagnostics.py (eval/recon.py)",
-    "unimodal/metrics/reconstruction.py": "tests/metrics/test_fidelity_diagnostics.py (PSNR), "
-                                          "tests/top/test_checkpointing.py (Inception weights)",
     "unimodal/metrics/smoke_weights.py": "tests/metrics/test_clip_score.py, "
                                          "tests/metrics/test_generation.py (test support it writes)",
     # model
