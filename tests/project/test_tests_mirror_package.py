@@ -27,8 +27,6 @@ EXEMPT = {
                                  "tests/project/test_extras.py only imports it)",
     # data
     # metrics
-    "unimodal/metrics/generator_diagnostics.py": "tests/metrics/test_fidelity_diagnostics.py",
-    "unimodal/metrics/recon_eval.py": "tests/metrics/test_fidelity_diagnostics.py (eval/recon.py)",
     "unimodal/metrics/smoke_weights.py": "tests/metrics/test_clip_score.py, "
                                          "tests/metrics/test_generation.py (test support it writes)",
     # model
