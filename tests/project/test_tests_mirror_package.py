@@ -27,8 +27,6 @@ EXEMPT = {
                                  "tests/project/test_extras.py only imports it)",
     # data
     # metrics
-    "unimodal/metrics/smoke_weights.py": "tests/metrics/test_clip_score.py, "
-                                         "tests/metrics/test_generation.py (test support it writes)",
     # model
     # objective_study: its end-to-end test runs the whole grid through eval/objectives.py
     "unimodal/objective_study/cell.py": "tests/objective_study/test_study.py (plan_steps, cells)",
