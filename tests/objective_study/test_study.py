@@ -4,6 +4,7 @@ plots, budgets that buy steps, a deadline that leaves cells for a rerun, a rerun
 cells; and the config checks that run first."""
 
 import json
+import re
 
 import pytest
 
@@ -40,14 +41,19 @@ def test_tiny_grid_end_to_end_then_a_deadline_and_reruns_finish_it(tmp_path, cla
     out = tmp_path / "study"
     argv = ["--config", TINY, f"out={out}", f"score.classifier={classifier}"]
     first = main(argv + ["parallel_cells=2"])
+    printed = capsys.readouterr().out
     cells = [r["cell"] for r in first["results"]]
     assert len(cells) == 6 and sorted(first["trained"]) == sorted(cells)
     assert (out / "prepare/rdpm_tokenizer.log").is_file() and (out / "prepare/vq_tokenizer.log").is_file()
-    # Smallest budget first: the three 7e7 cells start before the 1.8e8 ones;
-    # two workers at a time, so the first two ran side by side.
-    runs = sorted(first["results"], key=lambda r: r["started"])
-    assert [r["budget"] for r in runs] == sorted(r["budget"] for r in runs)
-    assert runs[1]["started"] < runs[0]["finished"]
+    # Smallest budget first: the pool launches the three 7e7 cells before the 1.8e8 ones (its own
+    # "started" lines, in launch order: the workers' clocks would race each other), two workers at
+    # a time, so the second started while the first still ran.
+    launched = re.findall(r"^started (\S+) \(\d+ steps; (\d+) running", printed, re.M)
+    budgets = {r["cell"]: r["budget"] for r in first["results"]}
+    assert sorted(name for name, _ in launched) == sorted(cells)
+    assert [budgets[name] for name, _ in launched] == sorted(budgets.values())
+    assert [running for _, running in launched[:2]] == ["1", "2"]
+    runs = first["results"]
     assert all(r["parallel_cells"] == 2 for r in runs)
     assert all(0 < r["seconds_per_step"] * r["steps"] <= r["train_seconds"] * (1 + 1e-9) for r in runs)
 
@@ -62,7 +68,7 @@ def test_tiny_grid_end_to_end_then_a_deadline_and_reruns_finish_it(tmp_path, cla
                  "quality_vs_inference_cost.png"):
         assert (out / name).stat().st_size > 1000
     table = next(block for block in md.split("\n\n") if block.startswith("| objective"))
-    assert capsys.readouterr().out.rstrip().endswith(table)      # the table is printed last
+    assert printed.rstrip().endswith(table)                      # the table is printed last
 
     # More budget buys more steps and more training FLOPs; each cell trained its planned steps.
     by_objective = {}
