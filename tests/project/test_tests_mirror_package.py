@@ -22,7 +22,6 @@ NOT_MIRRORS = {"scripts", "project"}  # test folders that mirror no package fold
 EXEMPT = {
     # top level
     "unimodal/distributed.py": "tests/pretraining/test_trainer.py (one and two ranks, the launcher)",
-    "unimodal/images.py": "tests/scripts/test_eval_scripts.py (PNGs written by the eval scripts)",
     "unimodal/random_models.py": "no direct test yet (benchmark-only builders; "
                                  "tests/project/test_extras.py only imports it)",
     # data
