@@ -21,8 +21,6 @@ NOT_MIRRORS = {"scripts", "project"}  # test folders that mirror no package fold
 # end-to-end test; "no direct test yet" where nothing checks its behaviour.
 EXEMPT = {
     # top level
-    "unimodal/random_models.py": "no direct test yet (benchmark-only builders; "
-                                 "tests/project/test_extras.py only imports it)",
     # data
     # metrics
     # model
