@@ -28,8 +28,6 @@ EXEMPT = {
     "unimodal/objective_study/cell_worker.py": "tests/objective_study/test_study.py (every cell)",
     "unimodal/objective_study/config.py": "tests/objective_study/test_study.py (bad configs)",
     "unimodal/objective_study/prepare.py": "tests/objective_study/test_study.py",
-    "unimodal/objective_study/report.py": "tests/objective_study/test_study.py (table, plots)",
-    "unimodal/objective_study/scoring.py": "tests/objective_study/test_study.py",
     # tokenizer
 }
 
