@@ -25,7 +25,6 @@ EXEMPT = {
     # metrics
     # model
     # objective_study: its end-to-end test runs the whole grid through eval/objectives.py
-    "unimodal/objective_study/cell_worker.py": "tests/objective_study/test_study.py (every cell)",
     "unimodal/objective_study/prepare.py": "tests/objective_study/test_study.py",
     # tokenizer
 }
