@@ -33,6 +33,30 @@ def class_image_documents(vocab: Vocabulary, objective: str, count: int, seq_len
     return per_sample
 
 
+def causal_mask(ids: torch.Tensor) -> torch.Tensor:
+    """Plain causal attention for token ids (B, L): one document, no image blocks, through the
+    model's own mask rule; bool (B, 1, L, L)."""
+    from unimodal.model.attention_mask import dense_mask
+    from unimodal.model.objectives.rdpm import RDPMObjective
+
+    b, length = ids.shape
+    return dense_mask(torch.zeros(b, length, dtype=torch.long), torch.full((b, length), -1),
+                      RDPMObjective.image_rule)
+
+
+def mixed_batch(vocab: Vocabulary, codes: torch.Tensor, seed: int = 11) -> dict:
+    """One packed row of three RDPM documents over codes (T=4, 8, 8) and latent dim 8: a captioned
+    image (blocks at steps 1 and 3, caption targets on), a text document, a class image (step 4)."""
+    from unimodal.data.sequences import pack_documents, text_document
+    from unimodal.model.objectives.rdpm import image_document
+    from unimodal.model.vocabulary import image_prompt
+
+    img = image_document(vocab, image_prompt(vocab, "a red circle"), codes, seed, [1, 3], 8, True)
+    txt = text_document(vocab, vocab.encode_text("the blue square is on the left."))
+    cls = image_document(vocab, image_prompt(vocab, class_id=5), codes, seed + 1, [4], 8, False)
+    return pack_documents([img, txt, cls], seq_len=400)
+
+
 def load_script(rel: str):
     spec = importlib.util.spec_from_file_location(rel.replace("/", "_")[:-3], ROOT / rel)
     module = importlib.util.module_from_spec(spec)
@@ -45,6 +69,15 @@ def tiny_tokenizer_config(**kw) -> RDPMTokenizerConfig:
                                   "latent_dim": 8, "codebook_size": 64, "code_maps": 4, **kw})
 
 
+def tiny_rdpm_tokenizer(**kw) -> RDPMTokenizer:
+    """A tiny RDPM tokenizer (tiny_tokenizer_config with `kw`) in eval mode, seeded with 0, its
+    shared-bias conv drawn with std 0.05 so the shared bias acts (zero at init)."""
+    torch.manual_seed(0)
+    tok = RDPMTokenizer(tiny_tokenizer_config(**kw)).eval()
+    torch.nn.init.normal_(tok.quantizer.bias_conv.weight, std=0.05)
+    return tok
+
+
 def make_assets(folder: Path, num_classes: int = 28, code_maps: int = 4):
     """(text tokenizer path, image tokenizer folder, vocabulary) under `folder`; `code_maps` = T of
     the image tokenizer (1 for the next_token and masked objectives)."""
@@ -52,9 +85,7 @@ def make_assets(folder: Path, num_classes: int = 28, code_maps: int = 4):
     if not text_model.exists():
         load_script("tokenizers/train_text.py").main(
             ["shapes_corpus=1500", f"out={text_model}", "vocab_size=300"])
-    torch.manual_seed(0)
-    tok = RDPMTokenizer(tiny_tokenizer_config(code_maps=code_maps)).eval()
-    torch.nn.init.normal_(tok.quantizer.bias_conv.weight, std=0.05)
+    tok = tiny_rdpm_tokenizer(code_maps=code_maps)
     save_tokenizer(tok, folder / "image_tokenizer")
     vocab_cfg = VocabularyConfig(text_tokenizer=str(text_model), num_classes=num_classes,
                                  codebook_size=64, code_maps=code_maps, grid=[8, 8])

@@ -1,36 +1,25 @@
-"""Fidelity tooling: per-step quantizer statistics, prefix decoding, the checker on reconstructions,
-the distance/latent code heads against the quantizer, and the generator diagnostics."""
-
-import json
+"""Fidelity tooling: per-step quantizer statistics, the checker on reconstructions, and the
+distance/latent code heads against the quantizer (the generator diagnostics are in
+test_generator_diagnostics.py, eval/recon.py in test_recon_eval.py)."""
 
 import numpy as np
 import pytest
 import torch
 
-from unified_fixtures import load_script, make_assets, tiny_model
+from unified_fixtures import tiny_rdpm_tokenizer
 from unimodal.config import ConfigError
 from unimodal.data.shapes import ShapesDataset
-from unimodal.metrics.generator_diagnostics import (heldout_scenes, oracle_prefix_accuracy,
-                                                    teacher_forced_steps)
-from unimodal.metrics.reconstruction import psnr_per_image
-from unimodal.metrics.shapes_checker import (ShapesAccuracy, score_image, score_reconstructions,
-                                             spec_for_key, spec_from_objects)
-from unimodal.model.export import save_unified
-from unimodal.model.sampling import ImageSamplingConfig, guide
+from unimodal.metrics.shapes_checker import (ShapesAccuracy, score_reconstructions, spec_for_key,
+                                             spec_from_objects)
+from unimodal.model.sampling import guide
 from unimodal.model.objectives.rdpm import RDPMBlockInput
 from unimodal.model.unified import UnifiedModelConfig
-from unimodal.tokenizer.diagnostics import StepDiagnostics, latent_gain_stats, plot_step_diagnostics
 from unimodal.tokenizer.rdpm_quantizer import RDPMQuantizer, rdpm_schedule
-from unimodal.tokenizer.rdpm_tokenizer import RDPMTokenizer, RDPMTokenizerConfig, save_tokenizer
+from unimodal.tokenizer.rdpm_tokenizer import RDPMTokenizer, RDPMTokenizerConfig
 
 
 def tiny_tokenizer(**kw) -> RDPMTokenizer:
-    torch.manual_seed(0)
-    cfg = RDPMTokenizerConfig(**{"image_size": 32, "base_channels": 8, "channel_mult": [1, 2, 2],
-                                 "latent_dim": 4, "codebook_size": 64, "code_maps": 5, **kw})
-    model = RDPMTokenizer(cfg).eval()
-    torch.nn.init.normal_(model.quantizer.bias_conv.weight, std=0.05)  # make the shared bias act
-    return model
+    return tiny_rdpm_tokenizer(**{"latent_dim": 4, "code_maps": 5, **kw})
 
 
 def test_step_statistics_agree_with_the_quantizer_forward():
@@ -55,31 +44,6 @@ def test_noise_scale_multiplies_the_noise_weights():
     assert half.betas[-1] == 0.0 and half.alphas == full.alphas
     with pytest.raises(ConfigError, match="model.noise_scale"):
         RDPMTokenizerConfig(noise_scale=1.5).validate()
-
-
-def test_latent_gain_init_and_no_affine():
-    model = tiny_tokenizer(latent_gain_init=3.0)
-    assert latent_gain_stats(model)["gain_mean"] == pytest.approx(3.0)
-    z = model.encoder(torch.rand(2, 3, 32, 32) * 2 - 1)
-    torch.testing.assert_close(z.pow(2).mean(1), torch.full((2, 8, 8), 9.0), atol=0.1, rtol=0)
-    plain = tiny_tokenizer(latent_norm_affine=False, latent_gain_init=2.0)
-    assert plain.encoder.latent_norm.norm.weight is None
-    assert latent_gain_stats(plain)["gain_min"] == pytest.approx(2.0)
-
-
-def test_prefix_psnr_ends_at_the_reconstruction_and_plots(tmp_path):
-    model = tiny_tokenizer()
-    images = torch.rand(4, 3, 32, 32) * 2 - 1
-    seeds = [5, 6, 7, 8]
-    meter = StepDiagnostics()
-    meter.update(model, images, model.quantizer.noise(seeds, (4, 8, 8)))
-    result = meter.compute()
-    assert all(len(result[k]) == 5 for k in ("quant_error", "prefix_psnr", "usage"))
-    with torch.no_grad():
-        full = psnr_per_image(images, model.decode(model.encode(images, seeds)).clamp(-1, 1)).mean()
-    assert result["prefix_psnr"][-1] == pytest.approx(full.item(), abs=1e-3)
-    path = plot_step_diagnostics(result, tmp_path / "steps.png")
-    assert path.stat().st_size > 1000
 
 
 def test_checker_scores_perfect_reconstructions_100_and_blank_ones_0():
@@ -150,82 +114,3 @@ def test_guidance_on_distance_logits_is_an_extrapolated_latent(code_head):
 def test_unknown_code_head_is_a_config_error():
     with pytest.raises(ConfigError, match="model.code_head='mlp'"):
         UnifiedModelConfig(code_head="mlp").validate()
-
-
-@pytest.fixture(scope="module")
-def latent_model(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("latent_head")
-    _, tok_dir, tok, vocab, vocab_cfg = make_assets(folder)
-    model = tiny_model(vocab, vocab_cfg, tok, tok_dir, "latent", hidden_size=64, num_layers=2,
-                       num_heads=4, num_kv_heads=2, intermediate_size=128).eval()
-    save_unified(model, tok, folder / "export")
-    return model, tok, folder
-
-
-def test_oracle_prefix_of_all_steps_is_the_reconstruction(latent_model):
-    model, tok, _ = latent_model
-    images, scenes = heldout_scenes(6, 32)
-    seeds = list(range(6))
-    sampling = ImageSamplingConfig(cfg_scale=2.0, temperature=1.0)
-    result = oracle_prefix_accuracy(model, tok, images, scenes, seeds, [0, 4], sampling,
-                                    batch_size=4)
-    expected = ShapesAccuracy()
-    with torch.no_grad():
-        recon = tok.decode(tok.encode(images, seeds)).clamp(-1, 1)
-    for image, scene in zip(recon, scenes):
-        spec = spec_from_objects(scene.objects)
-        expected.update(score_image(image, spec), spec)
-    assert result[4] == expected.compute()
-    assert result[0]["images"] == 6
-
-
-def test_teacher_forcing_matches_the_training_loss(latent_model):
-    """Step-t cross-entropy through the KV-cached sampling path equals the training forward's
-    image loss on the same blocks (one caption, one block per step)."""
-    from unimodal.data.sequences import pack_documents
-    from unimodal.model.objectives.rdpm import image_document
-    from unimodal.model.vocabulary import image_prompt
-
-    model, tok, _ = latent_model
-    images, scenes = heldout_scenes(1, 32)
-    caption, seeds = scenes[0].caption, [3]
-    per_step = teacher_forced_steps(model, tok, images, [caption], seeds)
-    codes = tok.encode(images, seeds)[0]
-    for t in (1, 3):
-        doc = image_document(model.vocab, image_prompt(model.vocab, caption), codes, seeds[0], [t],
-                             model.tok_cfg.latent_dim, prompt_targets=False)
-        with torch.no_grad():
-            out = model(pack_documents([doc], seq_len=128))
-        assert out["image_loss"].item() == pytest.approx(per_step["loss"][t - 1], rel=1e-4)
-
-
-def test_generator_diagnostics_script(latent_model, tmp_path):
-    _, _, folder = latent_model
-    report = load_script("eval/generator_diagnostics.py").main(
-        [f"checkpoint={folder / 'export'}", "images=4", "batch_size=2", "prefix_steps=[0,4]",
-         f"out={tmp_path}", "device=cpu"])
-    saved = json.loads((tmp_path / "generator_diagnostics.json").read_text())
-    assert set(saved["per_step"]) == {"true prompt", "shuffled prompt", "no prompt"}
-    assert len(saved["per_step"]["true prompt"]["accuracy"]) == 4
-    assert set(report["oracle_prefix"]) == {"0", "4"}
-    assert (tmp_path / "generator_diagnostics.png").is_file()
-    with pytest.raises(ValueError, match="prefix_steps"):
-        load_script("eval/generator_diagnostics.py").main(
-            [f"checkpoint={folder / 'export'}", "prefix_steps=[9]", "device=cpu"])
-
-
-def test_recon_script_reports_the_checker_ceiling_and_per_step_table(tmp_path, capsys):
-    tok = tiny_tokenizer(image_size=64, channel_mult=[1, 2, 2, 4])
-    save_tokenizer(tok, tmp_path / "tok")
-    metrics = load_script("eval/recon.py").main(
-        [f"tokenizer={tmp_path / 'tok'}", f"out_dir={tmp_path / 'recon'}", "data.source=shapes",
-         "data.image_size=64", "data.heldout_samples=8", "max_images=8", "batch_size=4",
-         "save_images=false", "device=cpu"])
-    assert 0.0 <= metrics["checker_prompt"] <= 1.0 and "checker_prompt_3_objects" in metrics
-    report = json.loads((tmp_path / "recon" / "recon_metrics.json").read_text())
-    assert len(report["per_step"]["prefix_psnr"]) == 5
-    assert (tmp_path / "recon" / "step_diagnostics.png").is_file()
-    assert "| prefix_psnr |" in (tmp_path / "recon" / "recon_metrics.md").read_text()
-    # save_images=false: no per-image folders, and the closing line does not promise them.
-    assert not (tmp_path / "recon" / "original").exists()
-    assert "original/" not in capsys.readouterr().out

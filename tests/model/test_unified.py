@@ -1,4 +1,5 @@
-"""The unified model: Llama parity, the attention rule, the loss, the cached sampler, export."""
+"""The unified model: the attention rule, the loss, the cached sampler (Llama parity is in
+test_llama.py, checkpoints in test_export.py)."""
 
 import math
 from dataclasses import replace
@@ -6,19 +7,16 @@ from dataclasses import replace
 import pytest
 import torch
 import torch.nn.functional as F
-from transformers import LlamaForCausalLM
 
-from unified_fixtures import make_assets, tiny_model
+from unified_fixtures import make_assets, mixed_batch, tiny_model
 from unimodal.data.sequences import pack_documents, text_document
 from unimodal.model.document import IGNORE
 from unimodal.model.vocabulary import image_prompt
 from unimodal.model.attention_mask import build_attention_mask, dense_mask
 from unimodal.model.objectives.rdpm import RDPMObjective, block_logits, image_document
 from unimodal.model.export import load_unified, save_unified
-from unimodal.model.llama import LlamaBackbone
 from unimodal.model.sampling import (guide, guidance_scale, gumbel_sample,
                                      run_prompts, top_k_filter, top_p_filter)
-from unimodal.model.unified import BackboneConfig
 
 RULE = RDPMObjective.image_rule   # the default objective's part of the mask
 
@@ -32,31 +30,6 @@ def assets(tmp_path_factory):
 def model(assets):
     _, tok_dir, tok, vocab, vocab_cfg = assets
     return tiny_model(vocab, vocab_cfg, tok, tok_dir).eval()
-
-
-def _causal(ids):
-    b, length = ids.shape
-    return dense_mask(torch.zeros(b, length, dtype=torch.long), torch.full((b, length), -1),
-                      RULE)
-
-
-@pytest.mark.parametrize("tied,kv_heads", [(False, 4), (True, 2)])
-def test_backbone_matches_transformers_llama(tied, kv_heads):
-    cfg = BackboneConfig(hidden_size=64, num_layers=3, num_heads=4, num_kv_heads=kv_heads,
-                         intermediate_size=160, rope_theta=5000.0, tie_word_embeddings=tied)
-    hf_cfg = cfg.to_hf(vocab_size=97)
-    torch.manual_seed(0)
-    ours = LlamaBackbone(hf_cfg)
-    ours.init_weights(std=0.1)
-    ref = LlamaForCausalLM(cfg.to_hf(vocab_size=97)).eval()
-    missing, unexpected = ref.load_state_dict(ours.state_dict(), strict=False)
-    assert not unexpected and set(missing) <= {"lm_head.weight"}
-    ids = torch.randint(0, 97, (2, 19))
-    positions = torch.arange(19).expand(2, 19)
-    hidden, _ = ours(ours.embed(ids), positions, _causal(ids))
-    logits = F.linear(hidden, ours.head_weight)
-    ref_logits = ref(input_ids=ids).logits
-    torch.testing.assert_close(logits, ref_logits, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.gpu
@@ -80,17 +53,10 @@ def test_flex_attention_agrees_with_dense_sdpa_on_cuda(objective):
         torch.testing.assert_close(flex, sdpa, rtol=2e-3, atol=2e-3)
 
 
-def _batch(vocab, codes, seed=11):
-    img = image_document(vocab, image_prompt(vocab, "a red circle"), codes, seed, [1, 3], 8, True)
-    txt = text_document(vocab, vocab.encode_text("the blue square is on the left."))
-    cls = image_document(vocab, image_prompt(vocab, class_id=5), codes, seed + 1, [4], 8, False)
-    return pack_documents([img, txt, cls], seq_len=400)
-
-
 def test_loss_matches_a_hand_computation(model, assets):
     vocab = assets[3]
     torch.manual_seed(3)
-    batch = _batch(vocab, torch.randint(0, 64, (4, 8, 8)))
+    batch = mixed_batch(vocab, torch.randint(0, 64, (4, 8, 8)))
     out = model(batch)
     # Reference: full-vocabulary logits everywhere, then the text or code softmax per position.
     mask = dense_mask(batch["doc_ids"], batch["block_ids"], RULE)
@@ -165,7 +131,7 @@ def test_compile_block_mask_reaches_the_mask_builder(model, assets, monkeypatch)
         return real(*args, **kwargs)
 
     monkeypatch.setattr(unified, "build_attention_mask", recording)
-    batch = _batch(assets[3], torch.randint(0, 64, (4, 8, 8)))
+    batch = mixed_batch(assets[3], torch.randint(0, 64, (4, 8, 8)))
     for flag in (False, True):
         monkeypatch.setattr(model.cfg, "compile_block_mask", flag)
         model(batch)
@@ -224,37 +190,6 @@ def test_guidance_and_gumbel_math():
     assert torch.isinf(kept[0, [0, 3]]).all() and torch.isfinite(kept[0, [1, 2]]).all()
 
 
-def test_export_loads_in_transformers_and_round_trips(model, assets, tmp_path):
-    vocab, tok = assets[3], assets[2]
-    save_unified(model, tok, tmp_path / "ckpt")
-    hf = LlamaForCausalLM.from_pretrained(tmp_path / "ckpt" / "hf").eval()
-    ids = torch.tensor([vocab.encode_text("the red circle is above", bos=True)])
-    hidden, _ = model.backbone(model.backbone.embed(ids), torch.arange(ids.shape[1])[None], _causal(ids))
-    torch.testing.assert_close(F.linear(hidden, model.backbone.head_weight), hf(input_ids=ids).logits,
-                               rtol=1e-4, atol=1e-4)
-    loaded, _ = load_unified(tmp_path / "ckpt")
-    batch = _batch(vocab, torch.randint(0, 64, (4, 8, 8)))
-    torch.testing.assert_close(loaded(batch)["loss"], model(batch)["loss"])
-
-
-def test_an_export_written_before_the_code_maps_rename_loads(model, assets, tmp_path):
-    """Exports used to name T `steps` in unified.yaml and vocabulary.json (layout version 1)."""
-    import json
-
-    save_unified(model, assets[2], tmp_path / "ckpt")
-    config = tmp_path / "ckpt" / "unified.yaml"
-    assert "code_maps: 4" in config.read_text()
-    config.write_text(config.read_text().replace("code_maps: 4", "steps: 4"))
-    vocab_file = tmp_path / "ckpt" / "vocabulary" / "vocabulary.json"
-    layout = json.loads(vocab_file.read_text())
-    layout["version"], layout["image"]["steps"] = 1, layout["image"].pop("code_maps")
-    vocab_file.write_text(json.dumps(layout))
-    loaded, _ = load_unified(tmp_path / "ckpt")
-    assert loaded.cfg.vocab.code_maps == loaded.vocab.code_maps == 4
-    batch = _batch(assets[3], torch.randint(0, 64, (4, 8, 8)))
-    torch.testing.assert_close(loaded(batch)["loss"], model(batch)["loss"])
-
-
 def test_mismatched_image_tokenizer_is_a_clear_error(assets):
     from unimodal.model.unified import UnifiedModel, UnifiedModelConfig
     from unified_fixtures import tiny_tokenizer_config
@@ -264,29 +199,3 @@ def test_mismatched_image_tokenizer_is_a_clear_error(assets):
         UnifiedModel(UnifiedModelConfig(), vocab, tiny_tokenizer_config(codebook_size=128))
     with pytest.raises(ValueError, match="vocabulary modality 'image': code_maps is 4 in the vocabulary, the tokenizer has 10"):
         UnifiedModel(UnifiedModelConfig(), vocab, tiny_tokenizer_config(code_maps=10))
-
-
-def test_extending_a_local_llama_keeps_text_rows(assets, tmp_path):
-    from unimodal.model.export import extend_pretrained_llama
-    from unimodal.model.unified import UnifiedModelConfig
-
-    text_model, tok_dir, tok, vocab, vocab_cfg = assets
-    base_cfg = BackboneConfig(hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2,
-                              intermediate_size=128)
-    torch.manual_seed(5)
-    base = LlamaForCausalLM(base_cfg.to_hf(vocab_size=vocab.text_size)).eval()
-    base.save_pretrained(tmp_path / "base")
-    cfg = UnifiedModelConfig(backbone=BackboneConfig(**{**base_cfg.__dict__,
-                                                        "base_model": str(tmp_path / "base")}),
-                             vocab=vocab_cfg, image_tokenizer=str(tok_dir))
-    model = extend_pretrained_llama(cfg, vocab, tok).eval()
-    emb = model.backbone.model.embed_tokens.weight
-    assert emb.shape[0] == vocab.size
-    torch.testing.assert_close(emb[: vocab.text_size], base.model.embed_tokens.weight)
-    new_rows = emb[vocab.text_size:]
-    torch.testing.assert_close(new_rows.mean(0), base.model.embed_tokens.weight.mean(0), atol=0.01, rtol=0)
-    assert new_rows.std(0).mean() > 0  # distinct rows
-    ids = torch.tensor([vocab.encode_text("a blue square", bos=True)])
-    hidden, _ = model.backbone(model.backbone.embed(ids), torch.arange(ids.shape[1])[None], _causal(ids))
-    ours = F.linear(hidden, model.backbone.head_weight)[..., : vocab.text_size]
-    torch.testing.assert_close(ours, base(input_ids=ids).logits, rtol=1e-4, atol=1e-4)

@@ -12,8 +12,7 @@ import pytest
 import torch
 
 from unimodal.config import ConfigError, load_config
-from unimodal.data.shapes import COLORS, render_sample
-from unimodal.data.text_corpus import read_documents, shapes_text_corpus
+from unimodal.data.text_corpus import shapes_text_corpus
 from unimodal.model.vocabulary import BASE_SPECIALS, VOCAB_FILE, Vocabulary, VocabularyConfig
 from unimodal.tokenizer.rdpm_tokenizer import RDPMTokenizerConfig
 
@@ -325,20 +324,3 @@ def test_train_text_errors(tmp_path):
     with pytest.raises(ConfigError, match="exactly one of input"):
         train_text([f"input=[{tmp_path / 'bad.jsonl'}]", "shapes_corpus=10", f"out={out}"])
     assert not Path(out).exists()
-
-
-def test_shapes_text_corpus_is_deterministic_and_holds_captions():
-    corpus = shapes_text_corpus(40, seed=3)
-    assert corpus == shapes_text_corpus(40, seed=3) != shapes_text_corpus(40, seed=4)
-    assert corpus[0] == render_sample(0, 3, 32).caption and corpus[2] == render_sample(1, 3, 32).caption
-    assert all(isinstance(t, str) and t for t in corpus)
-    assert sum(any(c in t for c in COLORS) for t in corpus) == len(corpus)
-    assert len(set(corpus[1::2])) > 10  # the templated half varies
-
-
-def test_read_documents_streams_txt_and_jsonl(tmp_path):
-    (tmp_path / "a.txt").write_text("one\n\ntwo\n")
-    (tmp_path / "b.jsonl").write_text('{"text": "three\\nlines"}\n\n{"text": "four"}\n')
-    assert list(read_documents([tmp_path / "a.txt", tmp_path / "b.jsonl"])) == ["one", "two", "three\nlines", "four"]
-    with pytest.raises(ValueError, match="unsupported"):
-        read_documents([tmp_path / "a.txt", __file__])

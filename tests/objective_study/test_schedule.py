@@ -1,10 +1,10 @@
-"""The cell pool (schedule.py) with stand-in workers, shell commands of known length: the run
-order, the estimates, a deadline that starts only the cells that fit, and kill_at_minutes."""
+"""The cell pool (schedule.py) with stand-in workers, shell commands of known length: the
+estimates, a deadline that starts only the cells that fit, and kill_at_minutes."""
 
 import json
 import time
 
-from unimodal.objective_study.cell import Cell, run_order
+from unimodal.objective_study.cell import Cell
 from unimodal.objective_study.child_process import start_logged
 from unimodal.objective_study.config import ModelSize, ObjectivesStudyConfig
 from unimodal.objective_study.schedule import estimate_seconds, run_cells
@@ -17,14 +17,6 @@ def _result(cell: Cell, steps: int, train_seconds: float, score_seconds: float,
     return {**cell.record(), "cell": cell.name, "steps": steps, "seconds": train_seconds + score_seconds,
             "train_seconds": train_seconds, "score_seconds": score_seconds,
             "seconds_per_step": train_seconds / steps if per_step is None else per_step}
-
-
-def test_run_order_is_smallest_budget_first_then_size_with_every_objective_side_by_side():
-    cfg = ObjectivesStudyConfig(objectives=["rdpm", "masked"], sizes=[SMALL, BIG], budgets=[9.0, 3.0])
-    cells = [Cell(o, s, b) for o in cfg.objectives for s in cfg.sizes for b in (3.0, 9.0)]
-    assert [c.name for c in run_order(cfg, cells)] == [
-        "rdpm__s__3", "masked__s__3", "rdpm__b__3", "masked__b__3",
-        "rdpm__s__9", "masked__s__9", "rdpm__b__9", "masked__b__9"]
 
 
 def test_estimate_scales_the_seconds_per_step_of_finished_cells_of_its_objective_and_size():

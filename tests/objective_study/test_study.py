@@ -4,13 +4,12 @@ plots, budgets that buy steps, a deadline that leaves cells for a rerun, a rerun
 cells; and the config checks that run first."""
 
 import json
+import re
 
 import pytest
 
 from unified_fixtures import ROOT, load_script
 from unimodal.config import ConfigError
-from unimodal.objective_study.cell import Cell, plan_steps
-from unimodal.objective_study.config import ModelSize
 
 TINY = str(ROOT / "configs/objectives_tiny.yaml")
 OBJECTIVES = ("rdpm", "next_token", "masked")
@@ -40,14 +39,19 @@ def test_tiny_grid_end_to_end_then_a_deadline_and_reruns_finish_it(tmp_path, cla
     out = tmp_path / "study"
     argv = ["--config", TINY, f"out={out}", f"score.classifier={classifier}"]
     first = main(argv + ["parallel_cells=2"])
+    printed = capsys.readouterr().out
     cells = [r["cell"] for r in first["results"]]
     assert len(cells) == 6 and sorted(first["trained"]) == sorted(cells)
     assert (out / "prepare/rdpm_tokenizer.log").is_file() and (out / "prepare/vq_tokenizer.log").is_file()
-    # Smallest budget first: the three 7e7 cells start before the 1.8e8 ones;
-    # two workers at a time, so the first two ran side by side.
-    runs = sorted(first["results"], key=lambda r: r["started"])
-    assert [r["budget"] for r in runs] == sorted(r["budget"] for r in runs)
-    assert runs[1]["started"] < runs[0]["finished"]
+    # Smallest budget first: the pool launches the three 7e7 cells before the 1.8e8 ones (its own
+    # "started" lines, in launch order: the workers' clocks would race each other), two workers at
+    # a time, so the second started while the first still ran.
+    launched = re.findall(r"^started (\S+) \(\d+ steps; (\d+) running", printed, re.M)
+    budgets = {r["cell"]: r["budget"] for r in first["results"]}
+    assert sorted(name for name, _ in launched) == sorted(cells)
+    assert [budgets[name] for name, _ in launched] == sorted(budgets.values())
+    assert [running for _, running in launched[:2]] == ["1", "2"]
+    runs = first["results"]
     assert all(r["parallel_cells"] == 2 for r in runs)
     assert all(0 < r["seconds_per_step"] * r["steps"] <= r["train_seconds"] * (1 + 1e-9) for r in runs)
 
@@ -62,7 +66,7 @@ def test_tiny_grid_end_to_end_then_a_deadline_and_reruns_finish_it(tmp_path, cla
                  "quality_vs_inference_cost.png"):
         assert (out / name).stat().st_size > 1000
     table = next(block for block in md.split("\n\n") if block.startswith("| objective"))
-    assert capsys.readouterr().out.rstrip().endswith(table)      # the table is printed last
+    assert printed.rstrip().endswith(table)                      # the table is printed last
 
     # More budget buys more steps and more training FLOPs; each cell trained its planned steps.
     by_objective = {}
@@ -136,63 +140,3 @@ def test_bad_configs_fail_before_any_work_naming_the_key(tmp_path, classifier, w
     with pytest.raises(ConfigError, match=key.replace("[", r"\[").replace("(", r"\(")):
         main(["--config", TINY, f"out={out}", f"score.classifier={classifier}", *words])
     assert not out.exists()
-
-
-def test_a_budget_below_one_step_is_refused_naming_budgets():
-    cell = Cell("masked", ModelSize(), 1e6)
-    assert plan_steps(cell, 4e5) == 2
-    with pytest.raises(ConfigError, match="budgets: 1e\\+06 FLOPs is less than one training step"):
-        plan_steps(cell, 3e6)
-
-
-def test_inception_fid_reaches_the_cell_result_and_the_table_only_with_weights(tmp_path):
-    """The driver's scoring (Scorer) on a tiny checkpoint and a random-weight Inception file:
-    3 caption images only (fewer than the 4 a side that precision/recall's k-NN would need)."""
-    import math
-
-    from unified_fixtures import make_assets, tiny_model
-    from unimodal.metrics.shapes_features import (ShapesClassifierConfig, build_classifier,
-                                                  save_classifier)
-    from unimodal.metrics.smoke_weights import write_random_inception_weights
-    from unimodal.model.export import save_unified
-    from unimodal.model.sampling_rules import ImageSamplingConfig
-    from unimodal.objective_study.config import ObjectivesStudyConfig, ScoreConfig
-    from unimodal.objective_study.report import results_table
-    from unimodal.objective_study.scoring import Scorer
-    from unimodal.objective_study.study import report_notes
-
-    _, tok_dir, tok, vocab, vocab_cfg = make_assets(tmp_path)
-    model = tiny_model(vocab, vocab_cfg, tok, tok_dir, hidden_size=32, num_layers=1, num_heads=2,
-                       num_kv_heads=1, intermediate_size=64)
-    save_unified(model.eval(), tok, tmp_path / "ckpt")
-    classifier = build_classifier(ShapesClassifierConfig(image_size=32, channels=[16, 32, 32],
-                                                         feature_dim=16))
-    save_classifier(classifier, {}, tmp_path / "classifier")
-    inception = write_random_inception_weights(tmp_path / "inception.pth")
-    score = dict(captions=3, per_class=0, classifier=str(tmp_path / "classifier"),
-                 reference_images=3, batch_size=4, timing_batch_sizes=[1], timing_repeats=1,
-                 device="cpu", inception_feature_layer="64")   # 64-d: a 2048-d sqrtm takes 30 s here
-    sampling = ImageSamplingConfig(cfg_scale=2.0)
-
-    def cell(scores: dict, budget: float) -> dict:
-        return {"objective": "rdpm", "size": {"name": "s"}, "budget": budget, "steps": 1,
-                "train_flops": budget, "scores": scores}
-
-    scorer = Scorer(ScoreConfig(**score, inception_weights=str(inception)), sampling)
-    with_fid = scorer.score(str(tmp_path / "ckpt"))
-    assert math.isfinite(with_fid["inception_fid"]) and with_fid["inception_fid"] >= 0
-    assert list(scorer.inception_reference) == [32]         # rendered at the generated size
-    without = Scorer(ScoreConfig(**score), sampling).score(str(tmp_path / "ckpt"))
-    assert "inception_fid" not in without and without["fd_shapes"] == with_fid["fd_shapes"]
-
-    header, _, *rows = results_table([cell(with_fid, 1e6), cell(without, 2e6)], [1]).splitlines()
-    columns = [c.strip() for c in header.strip("|").split("|")]
-    fid = columns.index("Inception FID")
-    values = [[c.strip() for c in row.strip("|").split("|")][fid] for row in rows]
-    assert float(values[0]) == pytest.approx(with_fid["inception_fid"], rel=1e-3)
-    assert values[1] == "-"                                  # a cell scored without the weights
-    assert "Inception FID" not in results_table([cell(without, 2e6)], [1])
-    study = ObjectivesStudyConfig(score=ScoreConfig(**score, inception_weights=str(inception)))
-    assert any(n.startswith("Inception FID: ") and str(inception) in n
-               for n in report_notes(study, [cell(with_fid, 1e6)]))
-    assert not any("Inception FID:" in n for n in report_notes(study, [cell(without, 2e6)]))

@@ -19,56 +19,9 @@ NOT_MIRRORS = {"scripts", "project"}  # test folders that mirror no package fold
 
 # Module -> where it is tested instead. Covered only through another module's tests or a script's
 # end-to-end test; "no direct test yet" where nothing checks its behaviour.
-EXEMPT = {
-    # top level
-    "unimodal/distributed.py": "tests/pretraining/test_trainer.py (one and two ranks, the launcher)",
-    "unimodal/images.py": "tests/scripts/test_eval_scripts.py (PNGs written by the eval scripts)",
-    "unimodal/random_models.py": "no direct test yet (benchmark-only builders; "
-                                 "tests/project/test_extras.py only imports it)",
-    # data
-    "unimodal/data/data_config.py": "tests/data/test_mixture.py, tests/data/test_image_sources.py "
-                                    "(config errors name the key)",
-    "unimodal/data/mixture_report.py": "tests/scripts/test_mixing_scripts.py (mixing/inspect.py), "
-                                       "tests/model/objectives/test_rdpm_step_weights.py",
-    "unimodal/data/sample_documents.py": "tests/model/objectives/test_rdpm.py, "
-                                         "tests/pretraining/test_flops.py",
-    "unimodal/data/sequences.py": "tests/data/test_mixture.py (packing), "
-                                  "tests/model/test_unified_end_to_end.py",
-    "unimodal/data/shard_reader.py": "tests/data/test_mixture.py (disjoint readers, exact resume)",
-    "unimodal/data/text_corpus.py": "tests/model/test_vocabulary.py",
-    "unimodal/data/text_shards.py": "tests/data/test_mixture.py, "
-                                    "tests/scripts/test_mixing_scripts.py (tokenizers/encode_text.py)",
-    # metrics
-    "unimodal/metrics/generator_diagnostics.py": "tests/metrics/test_fidelity_diagnostics.py",
-    "unimodal/metrics/recon_eval.py": "tests/metrics/test_fidelity_diagnostics.py (eval/recon.py)",
-    "unimodal/metrics/reconstruction.py": "tests/metrics/test_fidelity_diagnostics.py (PSNR), "
-                                          "tests/top/test_checkpointing.py (Inception weights)",
-    "unimodal/metrics/report.py": "tests/scripts/test_eval_scripts.py (the reports of eval/fid.py "
-                                  "and eval/shapes_score.py)",
-    "unimodal/metrics/smoke_weights.py": "tests/metrics/test_clip_score.py, "
-                                         "tests/metrics/test_generation.py (test support it writes)",
-    # model
-    "unimodal/model/document.py": "tests/model/test_unified.py, tests/data/test_mixture.py",
-    "unimodal/model/export.py": "tests/model/test_unified.py (export), "
-                                "tests/pretraining/test_trainer.py",
-    "unimodal/model/llama.py": "tests/model/test_unified.py (Llama parity)",
-    # objective_study: its end-to-end test runs the whole grid through eval/objectives.py
-    "unimodal/objective_study/cell.py": "tests/objective_study/test_study.py (plan_steps, cells)",
-    "unimodal/objective_study/cell_worker.py": "tests/objective_study/test_study.py (every cell)",
-    "unimodal/objective_study/child_process.py": "tests/objective_study/test_schedule.py, "
-                                                 "tests/objective_study/test_study.py",
-    "unimodal/objective_study/config.py": "tests/objective_study/test_study.py (bad configs)",
-    "unimodal/objective_study/prepare.py": "tests/objective_study/test_study.py",
-    "unimodal/objective_study/report.py": "tests/objective_study/test_study.py (table, plots)",
-    "unimodal/objective_study/scoring.py": "tests/objective_study/test_study.py",
-    # tokenizer
-    "unimodal/tokenizer/autoencoder.py": "tests/tokenizer/test_rdpm_tokenizer.py",
-    "unimodal/tokenizer/diagnostics.py": "tests/metrics/test_fidelity_diagnostics.py (per-step "
-                                         "statistics, prefix PSNR)",
-    "unimodal/tokenizer/losses.py": "tests/tokenizer/test_rdpm_tokenizer.py (perceptual, GAN)",
-    "unimodal/tokenizer/training_config.py": "tests/tokenizer/test_training.py, "
-                                             "tests/top/test_config.py",
-}
+# Empty now: every module has its mirrored file; a new module without one goes here, e.g.
+#     "unimodal/data/new_module.py": "tests/data/test_mixture.py (what it checks)",
+EXEMPT: dict[str, str] = {}
 
 
 def _has_code(path: Path) -> bool:
