@@ -7,6 +7,10 @@ import torch
 
 
 def pytest_collection_modifyitems(config, items):
+    # Slow tests first (a stable sort: the rest keep their order). Under pytest-xdist the workers
+    # take tests in this order, so the long ones start at once instead of one of them starting
+    # last and running alone while the other worker idles.
+    items.sort(key=lambda item: "slow" not in item.keywords)
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA device")
