@@ -5,6 +5,8 @@ import os
 import pytest
 import torch
 
+from unified_fixtures import make_assets, tiny_model
+
 
 def pytest_collection_modifyitems(config, items):
     # Slow tests first (a stable sort: the rest keep their order). Under pytest-xdist the workers
@@ -32,3 +34,22 @@ def _few_threads():
     """Keep torch from oversubscribing the cores (THREADS)."""
     torch.set_num_threads(THREADS)
     yield
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    """unified_fixtures.make_assets once per test module: the tiny RDPM tokenizer (T = 10), its
+    folder and the vocabulary. tests/model/objectives/ overrides it with a T = 1 tokenizer."""
+    return make_assets(tmp_path_factory.mktemp("assets"))
+
+
+@pytest.fixture(scope="module")
+def vocab(assets):
+    return assets[3]
+
+
+@pytest.fixture
+def model(assets):
+    """A fresh tiny unified model (eval mode) on `assets`."""
+    _, tok_dir, tok, vocab, vocab_cfg = assets
+    return tiny_model(vocab, vocab_cfg, tok, tok_dir).eval()

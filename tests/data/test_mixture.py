@@ -12,7 +12,7 @@ import webdataset as wds
 
 from mixture_fixtures import (CLASSES, GRID, LATENT_DIM, CODE_MAPS, code_record, code_shards,
                               data_config, text_shards, truncate, write_tar)
-from unified_fixtures import make_assets, tiny_model
+from unified_fixtures import tiny_model
 from unimodal.config import ConfigError, load_config
 from unimodal.data.image_sources import DataError
 from unimodal.data.mixture import DataConfig, MixtureStream, PackedBatchStream
@@ -24,16 +24,6 @@ from unimodal.tokenizer.encode_shards import read_code_sample
 from unimodal.tokenizer.rdpm_quantizer import rdpm_noise
 
 BLOCK = GRID[0] * GRID[1]
-
-
-@pytest.fixture(scope="module")
-def assets(tmp_path_factory):
-    return make_assets(tmp_path_factory.mktemp("assets"))
-
-
-@pytest.fixture(scope="module")
-def vocab(assets):
-    return assets[3]
 
 
 @pytest.fixture(scope="module")

@@ -9,23 +9,12 @@ import pytest
 import torch
 
 from mixture_fixtures import LATENT_DIM, code_record, code_shards, data_config, text_shards
-from unified_fixtures import make_assets
 from unimodal.config import ConfigError
 from unimodal.data.mixture import PackedBatchStream
 from unimodal.data.mixture_report import (InspectConfig, describe_document, example_documents,
                                           measure_mixture, mixture_table)
 from unimodal.data.sample_documents import SampleDocuments
 from unimodal.data.sequences import text_document
-
-
-@pytest.fixture(scope="module")
-def assets(tmp_path_factory):
-    return make_assets(tmp_path_factory.mktemp("assets"))
-
-
-@pytest.fixture(scope="module")
-def vocab(assets):
-    return assets[3]
 
 
 @pytest.fixture(scope="module")

@@ -10,21 +10,10 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from transformers import LlamaForCausalLM
 
-from unified_fixtures import causal_mask, make_assets, mixed_batch, tiny_model
+from unified_fixtures import causal_mask, mixed_batch, tiny_model
 from unimodal.model.export import (CONFIG_FILE, HF_DIR, INPUT_FILE, TOKENIZER_DIR, VOCAB_DIR,
                                    _grow_rows, extend_pretrained_llama, load_unified, save_unified)
 from unimodal.model.unified import BackboneConfig, UnifiedModelConfig
-
-
-@pytest.fixture(scope="module")
-def assets(tmp_path_factory):
-    return make_assets(tmp_path_factory.mktemp("assets"))
-
-
-@pytest.fixture
-def model(assets):
-    _, tok_dir, tok, vocab, vocab_cfg = assets
-    return tiny_model(vocab, vocab_cfg, tok, tok_dir).eval()
 
 
 def test_export_loads_in_transformers_and_round_trips(model, assets, tmp_path):

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from unified_fixtures import make_assets, mixed_batch, tiny_model
+from unified_fixtures import mixed_batch, tiny_model
 from unimodal.data.sequences import pack_documents, text_document
 from unimodal.model.document import IGNORE
 from unimodal.model.vocabulary import image_prompt
@@ -19,17 +19,6 @@ from unimodal.model.sampling import (guide, guidance_scale, gumbel_sample,
                                      run_prompts, top_k_filter, top_p_filter)
 
 RULE = RDPMObjective.image_rule   # the default objective's part of the mask
-
-
-@pytest.fixture(scope="module")
-def assets(tmp_path_factory):
-    return make_assets(tmp_path_factory.mktemp("assets"))
-
-
-@pytest.fixture
-def model(assets):
-    _, tok_dir, tok, vocab, vocab_cfg = assets
-    return tiny_model(vocab, vocab_cfg, tok, tok_dir).eval()
 
 
 @pytest.mark.gpu
