@@ -62,7 +62,6 @@ EXEMPT = {
     "unimodal/objective_study/report.py": "tests/objective_study/test_study.py (table, plots)",
     "unimodal/objective_study/scoring.py": "tests/objective_study/test_study.py",
     # tokenizer
-    "unimodal/tokenizer/autoencoder.py": "tests/tokenizer/test_rdpm_tokenizer.py",
     "unimodal/tokenizer/diagnostics.py": "tests/metrics/test_fidelity_diagnostics.py (per-step "
                                          "statistics, prefix PSNR)",
     "unimodal/tokenizer/losses.py": "tests/tokenizer/test_rdpm_tokenizer.py (perceptual, GAN)",
