@@ -64,7 +64,6 @@ EXEMPT = {
     # tokenizer
     "unimodal/tokenizer/diagnostics.py": "tests/metrics/test_fidelity_diagnostics.py (per-step "
                                          "statistics, prefix PSNR)",
-    "unimodal/tokenizer/losses.py": "tests/tokenizer/test_rdpm_tokenizer.py (perceptual, GAN)",
     "unimodal/tokenizer/training_config.py": "tests/tokenizer/test_training.py, "
                                              "tests/top/test_config.py",
 }

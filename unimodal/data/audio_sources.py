@@ -97,6 +97,11 @@ class AudioFolderSource(torch.utils.data.Dataset):
 
     def __init__(self, root: str | Path, sample_rate: int, clip_samples: int,
                  counter: BadSampleCounter | None = None, split: str | None = None):
+        try:  # fail here, not as every file "unreadable" in __getitem__
+            import soundfile  # noqa: F401
+        except ModuleNotFoundError as err:
+            raise ModuleNotFoundError("audio folders (data.source=folder) are decoded with "
+                                      "soundfile: pip install -e '.[audio]'", name=err.name) from err
         self.root = Path(root)
         if not self.root.is_dir():
             raise FileNotFoundError(f"data.path={str(root)!r}: not a folder of audio files")
