@@ -62,11 +62,12 @@ def test_paper_size_keys_are_unchanged():
     assert _keys_hash(model.state_dict()) == PINNED["paper_keys"]
 
 
+@pytest.mark.parametrize("upsample", ["nearest", "transposed"])
 @pytest.mark.parametrize("strides", [(4, 4, 4, 5), (2, 5, 3, 2)])
-def test_1d_model_divides_and_restores_the_length(strides):
+def test_1d_model_divides_and_restores_the_length(strides, upsample):
     mult = (1, 2, 2, 4, 4)
     enc = Encoder(1, 8, mult, 1, 4, mid_attention=True, dims=1, strides=strides)
-    dec = Decoder(1, 8, mult, 1, 4, mid_attention=True, dims=1, strides=strides)
+    dec = Decoder(1, 8, mult, 1, 4, mid_attention=True, dims=1, strides=strides, upsample=upsample)
     hop = 1
     for s in strides:
         hop *= s

@@ -49,11 +49,14 @@ def _numpy_magnitude(wave: np.ndarray, n_fft: int) -> np.ndarray:
 
 def test_stft_loss_matches_a_hand_computation_at_one_resolution():
     x, y = _waves(1, n=2), _waves(2, n=2)
-    convergence, log_magnitude = multi_resolution_stft_loss(y, x, [256])
     mx = np.stack([_numpy_magnitude(w, 256) for w in x[:, 0].double().numpy()])
     my = np.stack([_numpy_magnitude(w, 256) for w in y[:, 0].double().numpy()])
-    assert convergence.item() == pytest.approx(np.linalg.norm(mx - my) / np.linalg.norm(mx), rel=1e-4)
-    assert log_magnitude.item() == pytest.approx(np.abs(np.log(my) - np.log(mx)).mean(), rel=1e-4)
+    for floor in (1.0, 1e-3):
+        convergence, log_magnitude = multi_resolution_stft_loss(y, x, [256], log_floor=floor)
+        assert convergence.item() == pytest.approx(np.linalg.norm(mx - my) / np.linalg.norm(mx),
+                                                   rel=1e-4)
+        assert log_magnitude.item() == pytest.approx(
+            np.abs(np.log(my + floor) - np.log(mx + floor)).mean(), rel=1e-4)
 
 
 def test_fft_sizes_shrink_to_fit_short_clips():
@@ -64,7 +67,8 @@ def test_fft_sizes_shrink_to_fit_short_clips():
 
 def test_loss_config_values_that_cannot_work_name_the_key():
     for kwargs, key in ((dict(recon="l3"), "loss.recon"), (dict(stft_weight=-1), "loss.stft_weight"),
-                        (dict(stft_fft_sizes=[8]), "loss.stft_fft_sizes")):
+                        (dict(stft_fft_sizes=[8]), "loss.stft_fft_sizes"),
+                        (dict(stft_log_floor=0), "loss.stft_log_floor")):
         with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
             TokenizerLossConfig(**kwargs).validate()
 

@@ -159,6 +159,7 @@ def test_code_rate_in_tokens_and_bits_per_second():
                                 r"stride 320 of model\.strides=\[4, 4, 4, 5\]"),
     ("model.strides=[4,4]", r"model\.strides"), ("model.modality=video", r"model\.modality"),
     ("model.in_channels=2", r"model\.in_channels"), ("model.sample_rate=4000", r"model\.sample_rate"),
+    ("model.upsample=cubic", r"model\.upsample"),
 ])
 def test_bad_audio_model_values_name_the_key(override, key):
     from tokenizer_training_fixtures import ROOT

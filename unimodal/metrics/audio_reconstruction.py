@@ -34,11 +34,13 @@ def snr_db(reference: torch.Tensor, estimate: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def stft_distance(reference: torch.Tensor, estimate: torch.Tensor, fft_sizes) -> torch.Tensor:
+def stft_distance(reference: torch.Tensor, estimate: torch.Tensor, fft_sizes,
+                  log_floor: float = 1.0) -> torch.Tensor:
     """Per clip multi-resolution STFT distance (spectral convergence + log-magnitude L1)."""
     out = []
     for ref, est in zip(reference, estimate):
-        convergence, log_magnitude = multi_resolution_stft_loss(est[None], ref[None], fft_sizes)
+        convergence, log_magnitude = multi_resolution_stft_loss(est[None], ref[None], fft_sizes,
+                                                                log_floor)
         out.append(convergence + log_magnitude)
     return torch.stack(out).float()
 
@@ -46,8 +48,9 @@ def stft_distance(reference: torch.Tensor, estimate: torch.Tensor, fft_sizes) ->
 class AudioReconstructionMeter:
     """Running means of SNR and STFT distance, and the checker's accuracy, over batches."""
 
-    def __init__(self, sample_rate: int, clip_samples: int, fft_sizes=(512, 1024, 2048)):
-        self.sample_rate, self.fft_sizes = sample_rate, tuple(fft_sizes)
+    def __init__(self, sample_rate: int, clip_samples: int, fft_sizes=(512, 1024, 2048),
+                 log_floor: float = 1.0):
+        self.sample_rate, self.fft_sizes, self.log_floor = sample_rate, tuple(fft_sizes), log_floor
         self.check_prompts = clip_samples >= MAX_DURATION * sample_rate
         self.snr: list[torch.Tensor] = []
         self.stft: list[torch.Tensor] = []
@@ -57,7 +60,8 @@ class AudioReconstructionMeter:
                keys=None) -> None:
         originals, reconstructions = originals.float().cpu(), reconstructions.float().cpu()
         self.snr.append(snr_db(originals, reconstructions))
-        self.stft.append(stft_distance(originals, reconstructions, self.fft_sizes))
+        self.stft.append(stft_distance(originals, reconstructions, self.fft_sizes,
+                                       self.log_floor))
         if self.check_prompts and keys is not None:
             score_reconstructions(self.checker, reconstructions, list(keys)[:len(reconstructions)],
                                   self.sample_rate)

@@ -8,8 +8,11 @@ Design choices, one line each:
   decoder mirrors the encoder with nearest-neighbour upsampling + conv.
 - Per-level strides s (default 2): downsampling conv kernel 2s - 1, padding s - 1, so a length
   divisible by s is divided exactly; s = 2 gives the 3x3 / stride 2 / padding 1 of the image
-  model. Audio takes large strides (4, 4, 4, 5: 320 samples per code); the upsampling conv after
-  the nearest-neighbour repeat has the same kernel 2s - 1, wide enough to smooth a repeat of s.
+  model. Audio takes large strides (4, 4, 4, 5: 320 samples per code).
+- Upsampling `nearest` (images): repeat s times, then a conv of kernel 2s - 1. `transposed`
+  (audio, as in SoundStream/EnCodec): a transposed conv of kernel 2s, stride s, whose s output
+  phases have their own taps, so a code's run of samples need not start from a constant (after
+  a nearest repeat only the convs' reach across run edges breaks translation equivariance).
 - Downsampling factor = prod(strides): (1, 1, 2, 2, 4) with strides 2 is the paper's f16.
 - Optional single-head self-attention in the middle block (VQGAN has one; off for the tiny size).
 - The encoder ends in a 1x1 conv to the latent width and a LayerNorm over channels, so the latent
@@ -24,6 +27,8 @@ import torch.nn.functional as F
 
 
 CONVS = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
+TRANSPOSED_CONVS = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
+UPSAMPLING = ("nearest", "transposed")
 
 
 def conv_of(dims: int) -> type[nn.Module]:
@@ -138,19 +143,28 @@ class Encoder(nn.Module):
 
 
 class Upsample(nn.Module):
-    def __init__(self, ch: int, stride: int = 2, dims: int = 2):
+    def __init__(self, ch: int, stride: int = 2, dims: int = 2, mode: str = "nearest"):
         super().__init__()
-        self.stride = stride
-        self.conv = conv_of(dims)(ch, ch, 2 * stride - 1, padding=stride - 1)
+        if mode not in UPSAMPLING:
+            raise ValueError(f"upsample={mode!r}: choose one of {UPSAMPLING}")
+        self.stride, self.mode = stride, mode
+        if mode == "nearest":
+            self.conv = conv_of(dims)(ch, ch, 2 * stride - 1, padding=stride - 1)
+        else:  # length L -> L * stride exactly: (L - 1) s - 2p + 2s + (s mod 2) with p = ceil(s/2)
+            self.conv = TRANSPOSED_CONVS[dims](ch, ch, 2 * stride, stride=stride,
+                                               padding=(stride + stride % 2) // 2,
+                                               output_padding=stride % 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mode == "transposed":
+            return self.conv(x)
         return self.conv(F.interpolate(x, scale_factor=float(self.stride), mode="nearest"))
 
 
 class Decoder(nn.Module):
     def __init__(self, out_channels: int, base_channels: int, channel_mult: tuple[int, ...],
                  num_res_blocks: int, latent_dim: int, mid_attention: bool, dims: int = 2,
-                 strides: tuple[int, ...] | None = None):
+                 strides: tuple[int, ...] | None = None, upsample: str = "nearest"):
         super().__init__()
         conv, strides = conv_of(dims), level_strides(channel_mult, strides)
         chans = [base_channels * m for m in channel_mult]
@@ -163,7 +177,7 @@ class Decoder(nn.Module):
                 layers.append(ResBlock(ch, chans[level], dims))
                 ch = chans[level]
             if level > 0:
-                layers.append(Upsample(ch, strides[level - 1], dims))
+                layers.append(Upsample(ch, strides[level - 1], dims, upsample))
         self.up = nn.Sequential(*layers)
         self.norm_out = _norm(ch)
         self.conv_out = conv(ch, out_channels, 3, padding=1)

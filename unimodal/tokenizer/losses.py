@@ -13,9 +13,13 @@ Design choices, one line each:
 - Adaptive GAN weight: ||grad L_rec|| / ||grad L_gan|| at the decoder's last layer (VQGAN).
 - `loss.recon`: l2 (the paper; images) or l1 on the pixels/waveform.
 - Multi-resolution STFT (Parallel WaveGAN): per FFT size, spectral convergence
-  || |Y| - |X| ||_F / || |Y| ||_F plus mean |log |Y| - log |X||, Hann window, hop n/4, averaged
-  over sizes; magnitudes from power clamped at 1e-7 (finite gradients and logs at silence), in
-  float32 even under autocast. FFT sizes above half the clip are halved until they fit.
+  || |Y| - |X| ||_F / || |Y| ||_F plus mean |log(|Y| + f) - log(|X| + f)|, Hann window, hop n/4,
+  averaged over sizes, in float32 even under autocast; magnitudes from power clamped at 1e-7
+  (finite gradients at silence). FFT sizes above half the clip are halved until they fit.
+- The log floor f (`loss.stft_log_floor`, in |STFT| units: a 0.5 sine peaks near 64 at n = 512)
+  is 1, not ~0: the built-in notes hold exact digital silence, where log |Y| sits at the clamp
+  and any output costs ~10 per bin; with f ~ 0 that term drove the audio autoencoder to output
+  silence (measured on CPU: spectral convergence stuck at 1.0), with f = 1 it learns.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ class TokenizerLossConfig:
     recon: str = "l2"                     # l1 | l2 distance of x' to x (pixels or waveform)
     stft_weight: float = 0.0              # audio: weight of the multi-resolution STFT loss
     stft_fft_sizes: list[int] = field(default_factory=lambda: [512, 1024, 2048])
+    stft_log_floor: float = 1.0           # f in log(|STFT| + f); see the module docstring
     quant_weight: float = 0.25            # delta
     perceptual_weight: float = 1.0
     perceptual_weights_path: str = ""     # torchvision vgg16 state dict (.pth); "" = perceptual off
@@ -53,6 +58,8 @@ class TokenizerLossConfig:
             raise ConfigError(f"{prefix}.recon={self.recon!r}: choose one of {RECON_LOSSES}")
         if self.stft_weight < 0:
             raise ConfigError(f"{prefix}.stft_weight={self.stft_weight}: must be >= 0")
+        if self.stft_log_floor <= 0:
+            raise ConfigError(f"{prefix}.stft_log_floor={self.stft_log_floor}: must be > 0")
         if not self.stft_fft_sizes or min(self.stft_fft_sizes) < 16:
             raise ConfigError(f"{prefix}.stft_fft_sizes={list(self.stft_fft_sizes)}: give one or "
                               "more FFT sizes >= 16")
@@ -174,9 +181,10 @@ def stft_magnitude(wave: torch.Tensor, n_fft: int) -> torch.Tensor:
     return (spec.real ** 2 + spec.imag ** 2).clamp_min(1e-7).sqrt()
 
 
-def multi_resolution_stft_loss(recon: torch.Tensor, target: torch.Tensor, fft_sizes
-                               ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(spectral convergence, log-magnitude L1), each averaged over `fft_sizes`.
+def multi_resolution_stft_loss(recon: torch.Tensor, target: torch.Tensor, fft_sizes,
+                               log_floor: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(spectral convergence, log-magnitude L1 with floor `log_floor`), each averaged over
+    `fft_sizes`.
 
     recon, target: waveforms (B, 1, samples) or (B, samples). Zero for equal inputs."""
     with torch.autocast(recon.device.type, enabled=False):
@@ -186,5 +194,5 @@ def multi_resolution_stft_loss(recon: torch.Tensor, target: torch.Tensor, fft_si
         for n_fft in fit_fft_sizes(fft_sizes, y.shape[-1]):
             mag_x, mag_y = stft_magnitude(x, n_fft), stft_magnitude(y, n_fft)
             convergence.append(torch.linalg.norm(mag_y - mag_x) / torch.linalg.norm(mag_y))
-            log_magnitude.append(F.l1_loss(mag_x.log(), mag_y.log()))
+            log_magnitude.append(F.l1_loss((mag_x + log_floor).log(), (mag_y + log_floor).log()))
         return torch.stack(convergence).mean(), torch.stack(log_magnitude).mean()

@@ -23,7 +23,7 @@ import torch.nn as nn
 from safetensors.torch import load_file, save_file
 
 from unimodal.config import ConfigError, load_config, save_config
-from unimodal.tokenizer.autoencoder import Decoder, Encoder, level_strides
+from unimodal.tokenizer.autoencoder import UPSAMPLING, Decoder, Encoder, level_strides
 from unimodal.tokenizer.rdpm_quantizer import SCHEDULES, QuantizerOutput, RDPMQuantizer
 
 MODALITIES = ("image", "audio")
@@ -40,6 +40,7 @@ class RDPMTokenizerConfig:
     base_channels: int = 32               # width of the first level
     channel_mult: list[int] = field(default_factory=lambda: [1, 2, 2, 4])  # one entry per level
     strides: list[int] = field(default_factory=list)  # per level transition; [] = 2 each (images)
+    upsample: str = "nearest"             # decoder: nearest (+ conv; images) | transposed (audio)
     num_res_blocks: int = 1
     mid_attention: bool = False
     latent_dim: int = 32                  # d
@@ -69,11 +70,13 @@ class RDPMTokenizerConfig:
         # Audio, CPU tests: 16 kHz, strides 4x4x4x5 = 320 samples per code (50 codes/s).
         "audio_tiny": dict(modality="audio", in_channels=1, sample_rate=16000, clip_samples=8000,
                            base_channels=16, channel_mult=[1, 2, 2, 4, 4], strides=[4, 4, 4, 5],
+                           upsample="transposed",
                            num_res_blocks=1, mid_attention=False, latent_dim=8,
                            codebook_size=256, code_maps=4),
         # Audio on one GPU: 2 s clips at 16 kHz, 50 codes/s, K = 1024, T = 8.
         "audio_16k": dict(modality="audio", in_channels=1, sample_rate=16000, clip_samples=32000,
                           base_channels=32, channel_mult=[1, 2, 4, 8, 8], strides=[4, 4, 4, 5],
+                          upsample="transposed",
                           num_res_blocks=2, mid_attention=False, latent_dim=8,
                           codebook_size=1024, code_maps=8),
     }
@@ -127,6 +130,8 @@ class RDPMTokenizerConfig:
             raise ConfigError(f"{prefix}.modality={self.modality!r}: choose one of {MODALITIES}")
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"{prefix}.schedule={self.schedule!r}: choose one of {SCHEDULES}")
+        if self.upsample not in UPSAMPLING:
+            raise ConfigError(f"{prefix}.upsample={self.upsample!r}: choose one of {UPSAMPLING}")
         try:
             strides = self.level_strides
         except ValueError as err:
@@ -176,7 +181,8 @@ class RDPMTokenizer(nn.Module):
                                cfg.latent_gain_init, dims=dims, strides=strides)
         self.quantizer = build_quantizer(cfg, dead_code_after=cfg.dead_code_after)
         self.decoder = Decoder(cfg.in_channels, cfg.base_channels, mult, cfg.num_res_blocks,
-                               cfg.latent_dim, cfg.mid_attention, dims=dims, strides=strides)
+                               cfg.latent_dim, cfg.mid_attention, dims=dims, strides=strides,
+                               upsample=cfg.upsample)
 
     def check_images(self, images: torch.Tensor) -> None:
         """Raise unless `images` is a batch of this tokenizer's input (images or waveforms)."""

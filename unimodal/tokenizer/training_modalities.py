@@ -134,7 +134,8 @@ class AudioTraining:
         rec = reconstruction_loss(recon, x, lc.recon)
         if lc.stft_weight <= 0:
             return rec, rec, {}
-        convergence, log_magnitude = multi_resolution_stft_loss(recon, x, lc.stft_fft_sizes)
+        convergence, log_magnitude = multi_resolution_stft_loss(recon, x, lc.stft_fft_sizes,
+                                                                lc.stft_log_floor)
         nll = rec + lc.stft_weight * (convergence + log_magnitude)
         return rec, nll, {"stft_sc": convergence.detach(), "stft_mag": log_magnitude.detach()}
 
@@ -146,7 +147,7 @@ class AudioTraining:
 
     def eval_meter(self) -> AudioReconstructionMeter:
         return AudioReconstructionMeter(self.cfg.model.sample_rate, self.cfg.model.clip_samples,
-                                        self.cfg.loss.stft_fft_sizes)
+                                        self.cfg.loss.stft_fft_sizes, self.cfg.loss.stft_log_floor)
 
     def write_examples(self, originals: torch.Tensor, recon: torch.Tensor, out_dir: Path) -> Path:
         folder = out_dir / self.examples_output
