@@ -90,3 +90,11 @@ def test_bad_folders_and_sources_are_clear_errors(tmp_path):
     pytest.importorskip("soundfile")
     with pytest.raises(FileNotFoundError, match="no .wav/.flac files"):
         build_audio_dataset("folder", str(tmp_path), 16000, 8000)
+
+
+def test_without_soundfile_a_folder_says_which_extra_to_install(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "soundfile", None)  # as if the `audio` extra were missing
+    with pytest.raises(ModuleNotFoundError, match=r"pip install -e '\.\[audio\]'"):
+        build_audio_dataset("folder", str(tmp_path), 16000, 8000)
