@@ -1,6 +1,6 @@
-"""tokenizers/train_rdpm.py at CPU-test size: its main, and the arguments of a tiny run. Used by
-tests/tokenizer/test_training.py, tests/top/test_checkpointing.py and
-tests/data/test_image_sources.py."""
+"""tokenizers/train_rdpm.py at CPU-test size: its main, and the arguments of a tiny image or audio
+run. Used by tests/tokenizer/test_training.py, tests/tokenizer/test_training_modalities.py,
+tests/top/test_checkpointing.py and tests/data/test_image_sources.py."""
 
 import importlib.util
 from pathlib import Path
@@ -24,3 +24,12 @@ def tiny_args(out, steps, *extra):
             "data.num_samples=400", "data.heldout_samples=16", "optim.lr=2e-3",
             "optim.warmup_steps=5", "loss.gan_start=250", "loss.disc_channels=8",
             "train.threads=0", *extra]  # threads=0: keep the test's torch threads (conftest.py)
+
+
+def tiny_audio_args(out, steps, *extra):
+    """The audio tokenizer at CPU-test size: 0.2 s clips (10 codes of 320 samples), K = 64, T = 4."""
+    return ["--config", str(ROOT / "configs/rdpm_audio_tiny.yaml"), f"train.out_dir={out}",
+            f"train.steps={steps}", "model.clip_samples=3200", "model.base_channels=8",
+            "model.codebook_size=64", "model.dead_code_after=5", "train.log_every=5",
+            "train.eval_images=8", "data.heldout_samples=8", "data.num_samples=400",
+            "optim.lr=3e-3", "train.threads=0", *extra]  # threads=0: keep the test's torch threads

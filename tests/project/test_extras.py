@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 OPTIONAL = {"transformers": "train", "deepspeed": "train", "sentencepiece": "train",
             "tensorboard": "train", "tokenizers": "train", "torchmetrics": "eval",
             "torch_fidelity": "eval", "lpips": "eval", "open_clip": "eval", "scipy": "eval",
-            "matplotlib": "eval", "flash_attn": "flash"}
+            "matplotlib": "eval", "flash_attn": "flash", "soundfile": "audio"}
 
 # module -> the extras it needs (README "Set up and run" says the same in words)
 NEEDS_EXTRAS = {
@@ -31,6 +31,7 @@ NEEDS_EXTRAS = {
     "unimodal.metrics.shapes_features": {"eval"}, "unimodal.metrics.video_checker": {"eval"},
     "unimodal.metrics.generator_diagnostics": {"eval", "train"},
     "unimodal.tokenizer.diagnostics": {"eval"}, "unimodal.tokenizer.training": {"eval"},
+    "unimodal.tokenizer.training_modalities": {"eval"},
     "unimodal.pretraining.inference_cost": {"train"},
     "unimodal.pretraining.transformers_peer": {"train"},
     "unimodal.objective_study.config": {"eval"}, "unimodal.objective_study.cell": {"train"}, "unimodal.objective_study.prepare": {"eval"},

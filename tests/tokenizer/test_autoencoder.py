@@ -1,7 +1,12 @@
-"""The tokenizer's convolutional encoder and decoder (unimodal/tokenizer/autoencoder.py): shapes
-for each downsampling factor, the latent LayerNorm against a hand computation, the attention block
-against explicit softmax attention, and the residual/upsampling wiring."""
+"""The tokenizer's convolutional encoder and decoder (unimodal/tokenizer/autoencoder.py).
 
+Dims-generic: the image model is the one of the 2-D-only code it replaced (same state-dict keys,
+bit-equal initial weights and codes, the same reconstruction), and the 1-D audio model divides and
+restores the waveform length by the product of its per-level strides. The blocks: shapes for each
+downsampling factor, the latent LayerNorm against a hand computation, the attention block against
+explicit softmax attention, and the residual/upsampling wiring."""
+
+import hashlib
 import math
 
 import pytest
@@ -10,7 +15,81 @@ import torch.nn.functional as F
 
 from unified_fixtures import tiny_rdpm_tokenizer
 from unimodal.tokenizer.autoencoder import (ChannelLayerNorm, Decoder, Encoder, ResBlock,
-                                            SelfAttention2d, Upsample)
+                                            SelfAttention, Upsample, level_strides)
+from unimodal.tokenizer.rdpm_tokenizer import RDPMTokenizer, RDPMTokenizerConfig
+
+# Recorded from the 2-D-only autoencoder (commit 97da77f) before it became dims-generic, by
+# building the model below with torch.manual_seed(0) and running it on the input below.
+PINNED = {
+    "keys": "6ad0eaa3189d3a771f7c6530c16be7f0b740c93320682832661bfc0ea4d1d70b",
+    "state": "e79db82358d44680cfe82aea4c8914a5efd4c71570b4434c0e87219746c1d5a5",
+    "codes": "d674c3b89a1993cdf7855f887a01b73194f958f7c060b4fc4fdbabcb04cf83b4",
+    "recon_sum": 84.26548762992024, "recon_abs_sum": 1720.9781351946294,
+    "recon_first_pixel": [0.04891654849052429, -0.10756221413612366, -0.15966466069221497],
+    "paper_keys": "c7d3969bff374efad44bc1c4a1610f67c091d913082b6b074a5c2f28c3bbc7ad",
+}
+
+
+def _build(**overrides) -> RDPMTokenizer:
+    torch.manual_seed(0)
+    cfg = RDPMTokenizerConfig(**{"image_size": 32, "base_channels": 8, "channel_mult": [1, 2, 2],
+                                 "latent_dim": 8, "codebook_size": 64, "code_maps": 5,
+                                 "mid_attention": True, "num_res_blocks": 1, **overrides})
+    return RDPMTokenizer(cfg).eval()
+
+
+def _keys_hash(state: dict) -> str:
+    return hashlib.sha256("\n".join(f"{k}:{tuple(v.shape)}" for k, v in state.items())
+                          .encode()).hexdigest()
+
+
+def test_image_model_is_bit_identical_to_the_2d_only_code():
+    model = _build()
+    state = model.state_dict()
+    assert _keys_hash(state) == PINNED["keys"] and len(state) == 146
+    digest = hashlib.sha256()
+    for key, value in state.items():
+        digest.update(key.encode())
+        digest.update(value.contiguous().numpy().tobytes())
+    assert digest.hexdigest() == PINNED["state"]  # initial weights: bit-equal
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    with torch.no_grad():
+        recon, q = model(x, seeds=[3, 4])
+    assert hashlib.sha256(q.codes.numpy().tobytes()).hexdigest() == PINNED["codes"]
+    # The forward was bit-equal on the recording box at 2 threads; other thread counts or CPUs
+    # may sum the convolutions in another order, so the output is compared to float32 rounding.
+    assert recon.double().sum().item() == pytest.approx(PINNED["recon_sum"], rel=1e-6)
+    assert recon.double().abs().sum().item() == pytest.approx(PINNED["recon_abs_sum"], rel=1e-6)
+    assert recon[0, :, 0, 0].tolist() == pytest.approx(PINNED["recon_first_pixel"], abs=1e-6)
+
+
+def test_paper_size_keys_are_unchanged():
+    model = _build(size="paper_f16", image_size=256, base_channels=128,
+                   channel_mult=[1, 1, 2, 2, 4], num_res_blocks=2, latent_dim=32,
+                   codebook_size=4096, code_maps=10)
+    assert _keys_hash(model.state_dict()) == PINNED["paper_keys"]
+
+
+@pytest.mark.parametrize("upsample", ["nearest", "transposed"])
+@pytest.mark.parametrize("strides", [(4, 4, 4, 5), (2, 5, 3, 2)])
+def test_1d_model_divides_and_restores_the_length(strides, upsample):
+    mult = (1, 2, 2, 4, 4)
+    enc = Encoder(1, 8, mult, 1, 4, mid_attention=True, dims=1, strides=strides)
+    dec = Decoder(1, 8, mult, 1, 4, mid_attention=True, dims=1, strides=strides, upsample=upsample)
+    hop = 1
+    for s in strides:
+        hop *= s
+    wave = torch.randn(2, 1, 3 * hop)
+    z = enc(wave)
+    assert z.shape == (2, 4, 3)
+    assert dec(z).shape == wave.shape
+    assert all(isinstance(m, torch.nn.Conv1d) for m in enc.modules() if isinstance(m, torch.nn.modules.conv._ConvNd))
+
+
+def test_strides_must_match_the_levels():
+    assert level_strides((1, 2, 2), None) == (2, 2)
+    with pytest.raises(ValueError, match=r"strides=\[4\]: need 2"):
+        level_strides((1, 2, 2), (4,))
 
 
 @pytest.mark.parametrize("mult,grid", [((1,), 16), ((1, 2), 8), ((1, 2, 2, 4), 2)])
@@ -24,10 +103,10 @@ def test_encoder_and_decoder_shapes_follow_the_downsampling_factor(mult, grid):
     strided = [m for m in enc.modules() if isinstance(m, torch.nn.Conv2d) and m.stride == (2, 2)]
     assert len(strided) == len(mult) - 1
     assert sum(isinstance(m, Upsample) for m in dec.modules()) == len(mult) - 1
-    assert sum(isinstance(m, SelfAttention2d) for m in enc.modules()) == 1
+    assert sum(isinstance(m, SelfAttention) for m in enc.modules()) == 1
     assert dec.last_layer_weight is dec.conv_out.weight
     plain = Encoder(3, 8, mult, 1, 5, mid_attention=False)
-    assert not any(isinstance(m, SelfAttention2d) for m in plain.modules())
+    assert not any(isinstance(m, SelfAttention) for m in plain.modules())
 
 
 def test_encoder_latent_is_layer_normed():
@@ -58,7 +137,7 @@ def test_channel_layer_norm_matches_a_hand_computation():
 
 def test_self_attention_matches_explicit_softmax_attention():
     torch.manual_seed(0)
-    attn = SelfAttention2d(8)
+    attn = SelfAttention(8)
     x = torch.randn(2, 8, 3, 4)
     b, c, h, w = x.shape
     qkv = F.conv2d(attn.norm(x), attn.qkv.weight, attn.qkv.bias).reshape(b, 3, c, h * w)

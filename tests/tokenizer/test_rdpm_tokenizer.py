@@ -6,7 +6,7 @@ import torch
 
 from unified_fixtures import tiny_rdpm_tokenizer
 from unimodal.config import ConfigError, load_config
-from unimodal.tokenizer.rdpm_tokenizer import (CONFIG_FILE, RDPMTokenizerConfig,
+from unimodal.tokenizer.rdpm_tokenizer import (CONFIG_FILE, RDPMTokenizer, RDPMTokenizerConfig,
                                                load_tokenizer, load_tokenizer_config, save_tokenizer)
 from unimodal.tokenizer.training_config import TokenizerTrainConfig
 
@@ -74,3 +74,54 @@ def test_paper_preset_shapes():
     cfg = RDPMTokenizerConfig.from_size("paper_f16")
     assert (cfg.image_size, cfg.downsample, cfg.grid) == (256, 16, (16, 16))
     assert (cfg.codebook_size, cfg.latent_dim, cfg.code_maps, cfg.schedule) == (4096, 32, 10, "pow")
+
+
+# --- audio: the same tokenizer with model.modality=audio (1-D convs, one code per hop) ---------
+def audio(**kw):
+    return RDPMTokenizerConfig.from_size("audio_tiny", **{"clip_samples": 3200, "base_channels": 8,
+                                                          "codebook_size": 64, **kw})
+
+
+def test_audio_round_trip_shapes_and_code_ranges(tmp_path):
+    torch.manual_seed(0)
+    model = RDPMTokenizer(audio()).eval()
+    assert model.cfg.grid == (10,) and model.cfg.downsample == 320
+    wave = (torch.rand(3, 1, 3200) * 2 - 1) * 0.5
+    codes = model.encode(wave, [1, 2, 3])
+    assert codes.shape == (3, 4, 10) and codes.dtype == torch.long
+    assert 0 <= codes.min() and codes.max() < 64
+    recon = model.decode(codes)
+    assert recon.shape == wave.shape
+    with torch.no_grad():
+        # z + (z'_T - z) in the forward vs z'_T from the codes: equal up to float rounding
+        torch.testing.assert_close(recon, model(wave, seeds=[1, 2, 3])[0], atol=1e-4, rtol=1e-4)
+    assert model.codes_to_latent(codes, upto=2).shape == (3, 8, 10)
+    save_tokenizer(model, tmp_path / "tok")
+    loaded = load_tokenizer(tmp_path / "tok")
+    assert loaded.cfg == model.cfg and torch.equal(loaded.encode(wave, [1, 2, 3]), codes)
+    with pytest.raises(ValueError, match=r"\(B, 1, 3200\).*model\.clip_samples=3200"):
+        model.encode(torch.zeros(1, 1, 3000), [0])
+    with pytest.raises(ValueError, match=r"codes must be \(B, T<=4, 10\)"):
+        model.decode(torch.zeros(1, 4, 8, dtype=torch.long))
+
+
+def test_code_rate_in_tokens_and_bits_per_second():
+    rate = RDPMTokenizerConfig.from_size("audio_16k").code_rate()
+    # 16000 / (4*4*4*5) = 50 codes/s, T = 8 maps -> 400 tokens/s, log2(1024) = 10 bits each.
+    assert rate == {"codes_per_second": 50.0, "tokens_per_second": 400.0, "bits_per_second": 4000.0}
+    with pytest.raises(ValueError, match="model.modality='image'"):
+        RDPMTokenizerConfig().code_rate()
+
+
+@pytest.mark.parametrize("override, key", [
+    ("model.clip_samples=3000", r"model\.clip_samples=3000 is not a positive multiple of the total "
+                                r"stride 320 of model\.strides=\[4, 4, 4, 5\]"),
+    ("model.strides=[4,4]", r"model\.strides"), ("model.modality=video", r"model\.modality"),
+    ("model.in_channels=2", r"model\.in_channels"), ("model.sample_rate=4000", r"model\.sample_rate"),
+    ("model.upsample=cubic", r"model\.upsample"),
+])
+def test_bad_audio_model_values_name_the_key(override, key):
+    from tokenizer_training_fixtures import ROOT
+
+    with pytest.raises(ConfigError, match=key):
+        load_config(TokenizerTrainConfig, ROOT / "configs/rdpm_audio_tiny.yaml", [override])

@@ -53,8 +53,9 @@ class BadSampleCounter:
     stop a run, while a source that is all bad fails after `min_samples` files.
     """
 
-    def __init__(self, max_bad_fraction: float = 0.05, min_samples: int = 20, max_logged: int = 10):
-        self.max_bad_fraction, self.min_samples = max_bad_fraction, min_samples
+    def __init__(self, max_bad_fraction: float = 0.05, min_samples: int = 20, max_logged: int = 10,
+                 kind: str = "image"):
+        self.max_bad_fraction, self.min_samples, self.kind = max_bad_fraction, min_samples, kind
         self.max_logged = max_logged
         self.seen: dict[str, int] = {}
         self.bad: dict[str, int] = {}
@@ -88,7 +89,7 @@ class BadSampleCounter:
 
     def summary(self) -> str:
         seen, bad = self.total_seen, self.total_bad
-        lines = [f"image data: {seen} samples seen, {bad} bad ({bad / max(seen, 1):.2%}) in this process"]
+        lines = [f"{self.kind} data: {seen} samples seen, {bad} bad ({bad / max(seen, 1):.2%}) in this process"]
         for source in sorted(self.bad):
             lines.append(f"  {source}: {self.bad[source]} bad of {self.seen[source]}, "
                          f"e.g. {self.examples[source][0]}")

@@ -61,6 +61,10 @@ def evaluate_reconstruction(cfg: ReconEvalConfig) -> dict:
     cfg.validate()
     device = pick_device(cfg.device)
     tok = load_tokenizer(cfg.tokenizer, device)
+    if tok.cfg.modality != "image":
+        raise ConfigError(f"tokenizer={cfg.tokenizer} is an {tok.cfg.modality} tokenizer; "
+                          "eval/recon.py measures images (an audio tokenizer's metrics come "
+                          "from its training run, metrics.json)")
     out = Path(cfg.out_dir)
     real_dir, fake_dir = out / "original", out / "reconstruction"
     write_pngs = cfg.save_images or bool(cfg.inception_weights)  # rFID reads the two folders

@@ -1,9 +1,19 @@
-"""Convolutional encoder/decoder of the RDPM image tokenizer (VQGAN-style).
+"""Convolutional encoder/decoder of the RDPM tokenizer (VQGAN-style), for images and audio.
 
 Design choices, one line each:
-- Residual blocks (GroupNorm, SiLU, 3x3 conv) with a stride-2 conv per downsampling level; the
+- Dims-generic: `dims` = 2 builds Conv2d (images, (B, C, H, W)), 1 builds Conv1d (waveforms,
+  (B, 1, samples)); module names and creation order do not depend on it, so an image model's
+  state-dict keys and initial weights are those of the 2-D-only code before (tests pin this).
+- Residual blocks (GroupNorm, SiLU, kernel-3 conv) with a strided conv per downsampling level; the
   decoder mirrors the encoder with nearest-neighbour upsampling + conv.
-- Downsampling factor = 2 ** (len(channel_mult) - 1): (1, 1, 2, 2, 4) is the paper's f16.
+- Per-level strides s (default 2): downsampling conv kernel 2s - 1, padding s - 1, so a length
+  divisible by s is divided exactly; s = 2 gives the 3x3 / stride 2 / padding 1 of the image
+  model. Audio takes large strides (4, 4, 4, 5: 320 samples per code).
+- Upsampling `nearest` (images): repeat s times, then a conv of kernel 2s - 1. `transposed`
+  (audio, as in SoundStream/EnCodec): a transposed conv of kernel 2s, stride s, whose s output
+  phases have their own taps, so a code's run of samples need not start from a constant (after
+  a nearest repeat only the convs' reach across run edges breaks translation equivariance).
+- Downsampling factor = prod(strides): (1, 1, 2, 2, 4) with strides 2 is the paper's f16.
 - Optional single-head self-attention in the middle block (VQGAN has one; off for the tiny size).
 - The encoder ends in a 1x1 conv to the latent width and a LayerNorm over channels, so the latent
   has the same scale as the unit Gaussian noise the quantizer mixes in (the paper's one addition).
@@ -16,16 +26,28 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
+CONVS = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
+TRANSPOSED_CONVS = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
+UPSAMPLING = ("nearest", "transposed")
+
+
+def conv_of(dims: int) -> type[nn.Module]:
+    if dims not in CONVS:
+        raise ValueError(f"dims={dims!r}: the autoencoder is 1-D (audio), 2-D (images) or 3-D")
+    return CONVS[dims]
+
+
 def _norm(channels: int) -> nn.GroupNorm:
     return nn.GroupNorm(min(32, channels), channels, eps=1e-6)
 
 
 class ResBlock(nn.Module):
-    def __init__(self, in_ch: int, out_ch: int):
+    def __init__(self, in_ch: int, out_ch: int, dims: int = 2):
         super().__init__()
-        self.norm1, self.conv1 = _norm(in_ch), nn.Conv2d(in_ch, out_ch, 3, padding=1)
-        self.norm2, self.conv2 = _norm(out_ch), nn.Conv2d(out_ch, out_ch, 3, padding=1)
-        self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
+        conv = conv_of(dims)
+        self.norm1, self.conv1 = _norm(in_ch), conv(in_ch, out_ch, 3, padding=1)
+        self.norm2, self.conv2 = _norm(out_ch), conv(out_ch, out_ch, 3, padding=1)
+        self.skip = conv(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.conv1(F.silu(self.norm1(x)))
@@ -33,22 +55,24 @@ class ResBlock(nn.Module):
         return self.skip(x) + h
 
 
-class SelfAttention2d(nn.Module):
-    def __init__(self, channels: int):
+class SelfAttention(nn.Module):
+    """Single-head self-attention over all grid positions (pixels or audio frames)."""
+
+    def __init__(self, channels: int, dims: int = 2):
         super().__init__()
+        conv = conv_of(dims)
         self.norm = _norm(channels)
-        self.qkv = nn.Conv2d(channels, 3 * channels, 1)
-        self.out = nn.Conv2d(channels, channels, 1)
+        self.qkv = conv(channels, 3 * channels, 1)
+        self.out = conv(channels, channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, c, h, w = x.shape
         q, k, v = self.qkv(self.norm(x)).flatten(2).transpose(1, 2).chunk(3, dim=-1)
         y = F.scaled_dot_product_attention(q[:, None], k[:, None], v[:, None])[:, 0]
-        return x + self.out(y.transpose(1, 2).reshape(b, c, h, w))
+        return x + self.out(y.transpose(1, 2).reshape(x.shape))
 
 
 class ChannelLayerNorm(nn.Module):
-    """LayerNorm over the channel axis of a (B, C, H, W) map."""
+    """LayerNorm over the channel axis of a (B, C, *grid) map."""
 
     def __init__(self, channels: int, affine: bool = True, gain_init: float = 1.0):
         super().__init__()
@@ -68,33 +92,49 @@ class ChannelLayerNorm(nn.Module):
         return y if self.norm.weight is not None else y * self.gain_init
 
 
-def _mid_block(ch: int, attention: bool) -> nn.Sequential:
-    layers = [ResBlock(ch, ch)]
+def _mid_block(ch: int, attention: bool, dims: int) -> nn.Sequential:
+    layers = [ResBlock(ch, ch, dims)]
     if attention:
-        layers.append(SelfAttention2d(ch))
-    layers.append(ResBlock(ch, ch))
+        layers.append(SelfAttention(ch, dims))
+    layers.append(ResBlock(ch, ch, dims))
     return nn.Sequential(*layers)
+
+
+def level_strides(channel_mult: tuple[int, ...], strides: tuple[int, ...] | None) -> tuple[int, ...]:
+    """One stride per level transition (len(channel_mult) - 1); None or () means 2 everywhere."""
+    if not strides:
+        return (2,) * (len(channel_mult) - 1)
+    if len(strides) != len(channel_mult) - 1 or min(strides) < 1:
+        raise ValueError(f"strides={list(strides)}: need {len(channel_mult) - 1} positive ints, "
+                         f"one per level transition of channel_mult={list(channel_mult)}")
+    return tuple(strides)
+
+
+def _strided_conv(ch: int, stride: int, dims: int) -> nn.Module:
+    return conv_of(dims)(ch, ch, 2 * stride - 1, stride=stride, padding=stride - 1)
 
 
 class Encoder(nn.Module):
     def __init__(self, in_channels: int, base_channels: int, channel_mult: tuple[int, ...],
                  num_res_blocks: int, latent_dim: int, mid_attention: bool,
-                 latent_norm_affine: bool = True, latent_gain_init: float = 1.0):
+                 latent_norm_affine: bool = True, latent_gain_init: float = 1.0, dims: int = 2,
+                 strides: tuple[int, ...] | None = None):
         super().__init__()
+        conv, strides = conv_of(dims), level_strides(channel_mult, strides)
         chans = [base_channels * m for m in channel_mult]
-        self.conv_in = nn.Conv2d(in_channels, chans[0], 3, padding=1)
+        self.conv_in = conv(in_channels, chans[0], 3, padding=1)
         layers: list[nn.Module] = []
         ch = chans[0]
         for level, out_ch in enumerate(chans):
             for _ in range(num_res_blocks):
-                layers.append(ResBlock(ch, out_ch))
+                layers.append(ResBlock(ch, out_ch, dims))
                 ch = out_ch
             if level < len(chans) - 1:
-                layers.append(nn.Conv2d(ch, ch, 3, stride=2, padding=1))
+                layers.append(_strided_conv(ch, strides[level], dims))
         self.down = nn.Sequential(*layers)
-        self.mid = _mid_block(ch, mid_attention)
+        self.mid = _mid_block(ch, mid_attention, dims)
         self.norm_out = _norm(ch)
-        self.conv_out = nn.Conv2d(ch, latent_dim, 1)
+        self.conv_out = conv(ch, latent_dim, 1)
         self.latent_norm = ChannelLayerNorm(latent_dim, latent_norm_affine, latent_gain_init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -103,32 +143,44 @@ class Encoder(nn.Module):
 
 
 class Upsample(nn.Module):
-    def __init__(self, ch: int):
+    def __init__(self, ch: int, stride: int = 2, dims: int = 2, mode: str = "nearest"):
         super().__init__()
-        self.conv = nn.Conv2d(ch, ch, 3, padding=1)
+        if mode not in UPSAMPLING:
+            raise ValueError(f"upsample={mode!r}: choose one of {UPSAMPLING}")
+        self.stride, self.mode = stride, mode
+        if mode == "nearest":
+            self.conv = conv_of(dims)(ch, ch, 2 * stride - 1, padding=stride - 1)
+        else:  # length L -> L * stride exactly: (L - 1) s - 2p + 2s + (s mod 2) with p = ceil(s/2)
+            self.conv = TRANSPOSED_CONVS[dims](ch, ch, 2 * stride, stride=stride,
+                                               padding=(stride + stride % 2) // 2,
+                                               output_padding=stride % 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+        if self.mode == "transposed":
+            return self.conv(x)
+        return self.conv(F.interpolate(x, scale_factor=float(self.stride), mode="nearest"))
 
 
 class Decoder(nn.Module):
     def __init__(self, out_channels: int, base_channels: int, channel_mult: tuple[int, ...],
-                 num_res_blocks: int, latent_dim: int, mid_attention: bool):
+                 num_res_blocks: int, latent_dim: int, mid_attention: bool, dims: int = 2,
+                 strides: tuple[int, ...] | None = None, upsample: str = "nearest"):
         super().__init__()
+        conv, strides = conv_of(dims), level_strides(channel_mult, strides)
         chans = [base_channels * m for m in channel_mult]
         ch = chans[-1]
-        self.conv_in = nn.Conv2d(latent_dim, ch, 3, padding=1)
-        self.mid = _mid_block(ch, mid_attention)
+        self.conv_in = conv(latent_dim, ch, 3, padding=1)
+        self.mid = _mid_block(ch, mid_attention, dims)
         layers: list[nn.Module] = []
         for level in reversed(range(len(chans))):
             for _ in range(num_res_blocks + 1):
-                layers.append(ResBlock(ch, chans[level]))
+                layers.append(ResBlock(ch, chans[level], dims))
                 ch = chans[level]
             if level > 0:
-                layers.append(Upsample(ch))
+                layers.append(Upsample(ch, strides[level - 1], dims, upsample))
         self.up = nn.Sequential(*layers)
         self.norm_out = _norm(ch)
-        self.conv_out = nn.Conv2d(ch, out_channels, 3, padding=1)
+        self.conv_out = conv(ch, out_channels, 3, padding=1)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         h = self.up(self.mid(self.conv_in(z)))

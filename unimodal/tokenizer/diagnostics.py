@@ -2,7 +2,8 @@
 
 - `StepDiagnostics` accumulates, over batches, for each step t: the residual still to explain,
   the quantizer input and its image part, the quantization error, code usage and perplexity, and
-  the PSNR of decoding from the first t code maps only. Values stay on the device until
+  the quality of decoding from the first t code maps only (PSNR for images; the caller may pass
+  another per-sample measure, the audio trainer passes SNR under "prefix_snr"). Values stay on the device until
   `compute()`, so a training loop pays one host sync per diagnostic step.
 - `latent_gain_stats`: the latent LayerNorm's gain (the latent's scale against unit noise).
 - `plot_step_diagnostics`: one PNG with the per-step curves (matplotlib, imported lazily).
@@ -21,16 +22,18 @@ import torch
 from unimodal.metrics.reconstruction import psnr_per_image
 
 class StepDiagnostics:
-    """Running per-step means over batches of (images, noise) through a tokenizer."""
+    """Running per-step means over batches of (inputs, noise) through a tokenizer."""
 
-    def __init__(self):
+    def __init__(self, quality=psnr_per_image, quality_key: str = "prefix_psnr"):
         self.sums: dict[str, torch.Tensor] = {}
         self.batches = 0
+        self.quality, self.quality_key = quality, quality_key  # per-sample (B,) measure, its name
 
     @torch.no_grad()
     def update(self, tokenizer, images: torch.Tensor, noise: torch.Tensor,
                prefix_psnr: bool = True) -> None:
-        """images (B, 3, H, W) in [-1, 1]; noise (B, T, d, h, w), as the tokenizer's forward takes."""
+        """images (B, 3, H, W) or waveforms (B, 1, samples) in [-1, 1]; noise (B, T, d, *grid),
+        as the tokenizer's forward takes."""
         q = tokenizer.quantizer
         z = tokenizer.encoder(images)
         stats, codes = q.step_statistics(z, noise)
@@ -40,8 +43,8 @@ class StepDiagnostics:
             for t in range(q.steps):  # decode from C_1..C_t only
                 latent = latent + q.embed_step(codes[:, t]).to(latent.dtype)
                 recon = tokenizer.decoder(latent).float().clamp(-1, 1)
-                psnr.append(psnr_per_image(images, recon).mean())
-            stats["prefix_psnr"] = torch.stack(psnr)
+                psnr.append(self.quality(images, recon).mean())
+            stats[self.quality_key] = torch.stack(psnr)
         for key, value in stats.items():
             value = value.detach().float()
             self.sums[key] = self.sums[key] + value if key in self.sums else value
@@ -84,9 +87,10 @@ def plot_step_diagnostics(diagnostics: dict[str, list[float]], path: str | Path,
     ax2 = ax.twinx()
     ax2.plot(steps, diagnostics["perplexity"], marker="s", color="C1", label="perplexity")
     ax = axes[3]
-    if "prefix_psnr" in diagnostics:
-        ax.plot(steps, diagnostics["prefix_psnr"], marker="o", color="C2")
-    ax.set_title("PSNR decoding C_1..C_t (dB)")
+    for key, name in (("prefix_psnr", "PSNR"), ("prefix_snr", "SNR")):
+        if key in diagnostics:
+            ax.plot(steps, diagnostics[key], marker="o", color="C2")
+            ax.set_title(f"{name} decoding C_1..C_t (dB)")
     for ax in axes:
         ax.set_xlabel("step t")
         ax.set_xticks(steps)

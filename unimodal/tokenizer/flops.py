@@ -1,4 +1,5 @@
-"""Model FLOPs of one tokenizer training step per image, for the trainer's TFLOP/s and MFU.
+"""Model FLOPs of one tokenizer training step per image (per clip for audio), for the trainer's
+TFLOP/s and MFU.
 
 Counted once per run by torch's FlopCounterMode (matmuls and convolutions, as torch counts them)
 on one image through a copy of the model: forward and backward of encoder, quantizer and decoder
@@ -24,7 +25,7 @@ def training_flops_per_image(model: RDPMTokenizer, decoder_only: bool = False) -
     cfg = model.cfg
     replica = copy.deepcopy(model).train()   # the copy's statistics and gradients are thrown away
     device = next(replica.parameters()).device
-    images = torch.zeros(1, cfg.in_channels, cfg.image_size, cfg.image_size, device=device)
+    images = torch.zeros(1, *cfg.input_shape, device=device)  # one image or one audio clip
     # FLOPs do not depend on values; zeros leave the global RNG untouched (runs reseed per step)
     noise = torch.zeros(1, cfg.code_maps, cfg.latent_dim, *cfg.grid, device=device)
     with FlopCounterMode(display=False) as counter:

@@ -1,16 +1,19 @@
-"""The RDPM image tokenizer: encoder -> diffusion quantizer (T steps) -> decoder.
+"""The RDPM tokenizer: encoder -> diffusion quantizer (T steps) -> decoder, for images or audio.
 
 Public surface used by the rest of the project:
-- `encode(images, seeds) -> codes (B, T, h, w)`; the seeds regenerate eps_t (see `rdpm_noise`).
-- `decode(codes) -> images`: z'_T from codes alone, then the decoder. decode(encode(x)) is the
+- `encode(x, seeds) -> codes (B, T, *grid)`; the seeds regenerate eps_t (see `rdpm_noise`).
+- `decode(codes) -> x`: z'_T from codes alone, then the decoder. decode(encode(x)) is the
   reconstruction; no noise is needed to decode.
 - `codes_to_latent(codes, upto=t)`: z'_t, which the unified model feeds back as its recurrent input.
 - `save_tokenizer` / `load_tokenizer`: safetensors weights + the YAML config in one folder.
-Images are float tensors in [-1, 1], (B, 3, H, W) with H = W = `image_size`.
+`model.modality` picks the input: images are float tensors in [-1, 1], (B, 3, H, W) with
+H = W = `image_size`, grid (h, w); audio is mono waveform in [-1, 1], (B, 1, clip_samples) at
+`sample_rate`, grid (clip_samples / prod(strides),) -- one code per hop of prod(strides) samples.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -20,17 +23,24 @@ import torch.nn as nn
 from safetensors.torch import load_file, save_file
 
 from unimodal.config import ConfigError, load_config, save_config
-from unimodal.tokenizer.autoencoder import Decoder, Encoder
+from unimodal.tokenizer.autoencoder import UPSAMPLING, Decoder, Encoder, level_strides
 from unimodal.tokenizer.rdpm_quantizer import SCHEDULES, QuantizerOutput, RDPMQuantizer
+
+MODALITIES = ("image", "audio")
 
 
 @dataclass
 class RDPMTokenizerConfig:
     size: str = "tiny"                    # named preset (SIZES); fields below override it
-    image_size: int = 64                  # H = W of the input images
-    in_channels: int = 3
+    modality: str = "image"               # image (2-D convs) | audio (1-D convs on the waveform)
+    image_size: int = 64                  # image: H = W of the input images
+    sample_rate: int = 16000              # audio: samples per second of the waveform
+    clip_samples: int = 32000             # audio: samples per clip (divisible by prod(strides))
+    in_channels: int = 3                  # 3 for RGB images, 1 for mono audio
     base_channels: int = 32               # width of the first level
-    channel_mult: list[int] = field(default_factory=lambda: [1, 2, 2, 4])  # f = 2**(levels-1)
+    channel_mult: list[int] = field(default_factory=lambda: [1, 2, 2, 4])  # one entry per level
+    strides: list[int] = field(default_factory=list)  # per level transition; [] = 2 each (images)
+    upsample: str = "nearest"             # decoder: nearest (+ conv; images) | transposed (audio)
     num_res_blocks: int = 1
     mid_attention: bool = False
     latent_dim: int = 32                  # d
@@ -57,6 +67,18 @@ class RDPMTokenizerConfig:
         "paper_f16": dict(image_size=256, base_channels=128, channel_mult=[1, 1, 2, 2, 4],
                           num_res_blocks=2, mid_attention=True, latent_dim=32,
                           codebook_size=4096, code_maps=10),
+        # Audio, CPU tests: 16 kHz, strides 4x4x4x5 = 320 samples per code (50 codes/s).
+        "audio_tiny": dict(modality="audio", in_channels=1, sample_rate=16000, clip_samples=8000,
+                           base_channels=16, channel_mult=[1, 2, 2, 4, 4], strides=[4, 4, 4, 5],
+                           upsample="transposed",
+                           num_res_blocks=1, mid_attention=False, latent_dim=8,
+                           codebook_size=256, code_maps=4),
+        # Audio on one GPU: 2 s clips at 16 kHz, 50 codes/s, K = 1024, T = 8.
+        "audio_16k": dict(modality="audio", in_channels=1, sample_rate=16000, clip_samples=32000,
+                          base_channels=32, channel_mult=[1, 2, 4, 8, 8], strides=[4, 4, 4, 5],
+                          upsample="transposed",
+                          num_res_blocks=2, mid_attention=False, latent_dim=8,
+                          codebook_size=1024, code_maps=8),
     }
 
     @classmethod
@@ -66,20 +88,59 @@ class RDPMTokenizerConfig:
         return cls(**{"size": name, **cls.SIZES[name], **overrides})
 
     @property
-    def downsample(self) -> int:
-        return 2 ** (len(self.channel_mult) - 1)
+    def dims(self) -> int:
+        """Rank of the code grid: 2 for images, 1 for audio."""
+        return 1 if self.modality == "audio" else 2
 
     @property
-    def grid(self) -> tuple[int, int]:
+    def level_strides(self) -> tuple[int, ...]:
+        return level_strides(tuple(self.channel_mult), tuple(self.strides))
+
+    @property
+    def downsample(self) -> int:
+        """Input positions per code: pixels per side for images, samples for audio."""
+        return math.prod(self.level_strides)
+
+    @property
+    def grid(self) -> tuple[int, ...]:
+        if self.modality == "audio":
+            return (self.clip_samples // self.downsample,)
         side = self.image_size // self.downsample
         return side, side
 
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """One sample without the batch axis: (C, H, W) or (1, clip_samples)."""
+        if self.modality == "audio":
+            return (self.in_channels, self.clip_samples)
+        return (self.in_channels, self.image_size, self.image_size)
+
+    def code_rate(self) -> dict[str, float]:
+        """Audio bitrate of the codes: T code maps x codes/s, each code log2(K) bits."""
+        if self.modality != "audio":
+            raise ValueError(f"code_rate is for audio tokenizers; this one is model.modality="
+                             f"{self.modality!r}")
+        codes_per_second = self.sample_rate / self.downsample
+        tokens_per_second = self.code_maps * codes_per_second
+        return {"codes_per_second": codes_per_second, "tokens_per_second": tokens_per_second,
+                "bits_per_second": tokens_per_second * math.log2(self.codebook_size)}
+
     def validate(self, prefix: str = "model") -> None:
+        if self.modality not in MODALITIES:
+            raise ConfigError(f"{prefix}.modality={self.modality!r}: choose one of {MODALITIES}")
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"{prefix}.schedule={self.schedule!r}: choose one of {SCHEDULES}")
-        if self.image_size % self.downsample:
+        if self.upsample not in UPSAMPLING:
+            raise ConfigError(f"{prefix}.upsample={self.upsample!r}: choose one of {UPSAMPLING}")
+        try:
+            strides = self.level_strides
+        except ValueError as err:
+            raise ConfigError(f"{prefix}.strides: {err}") from err
+        if self.modality == "image" and self.image_size % self.downsample:
             raise ConfigError(f"{prefix}.image_size={self.image_size} is not divisible by the "
                               f"downsampling factor {self.downsample} of {prefix}.channel_mult")
+        if self.modality == "audio":
+            self._validate_audio(prefix, strides)
         if not 0.0 <= self.noise_scale <= 1.0:
             raise ConfigError(f"{prefix}.noise_scale={self.noise_scale}: must be in [0, 1]")
         if self.latent_gain_init <= 0:
@@ -91,11 +152,21 @@ class RDPMTokenizerConfig:
             raise ConfigError(f"{prefix}.codebook_size={self.codebook_size}: codes are stored "
                               "as uint16, so at most 65536")
 
+    def _validate_audio(self, prefix: str, strides: tuple[int, ...]) -> None:
+        if self.in_channels != 1:
+            raise ConfigError(f"{prefix}.in_channels={self.in_channels}: audio is mono, set 1")
+        if not 8000 <= self.sample_rate <= 48000:
+            raise ConfigError(f"{prefix}.sample_rate={self.sample_rate}: must be in 8000..48000")
+        if self.clip_samples < 1 or self.clip_samples % self.downsample:
+            raise ConfigError(f"{prefix}.clip_samples={self.clip_samples} is not a positive multiple "
+                              f"of the total stride {self.downsample} of {prefix}.strides="
+                              f"{list(strides)}")
+
 
 def build_quantizer(cfg: RDPMTokenizerConfig, dead_code_after: int = 0) -> RDPMQuantizer:
     """The quantizer of a tokenizer config (also the frozen copy inside the unified model)."""
     return RDPMQuantizer(cfg.codebook_size, cfg.latent_dim, cfg.code_maps, cfg.schedule, cfg.phi,
-                         cfg.step_weighting, cfg.shared_bias, spatial_rank=2,
+                         cfg.step_weighting, cfg.shared_bias, spatial_rank=cfg.dims,
                          dead_code_after=dead_code_after, noise_scale=cfg.noise_scale)
 
 
@@ -104,19 +175,26 @@ class RDPMTokenizer(nn.Module):
         super().__init__()
         cfg.validate()
         self.cfg = cfg
-        mult = tuple(cfg.channel_mult)
+        mult, dims, strides = tuple(cfg.channel_mult), cfg.dims, cfg.level_strides
         self.encoder = Encoder(cfg.in_channels, cfg.base_channels, mult, cfg.num_res_blocks,
                                cfg.latent_dim, cfg.mid_attention, cfg.latent_norm_affine,
-                               cfg.latent_gain_init)
+                               cfg.latent_gain_init, dims=dims, strides=strides)
         self.quantizer = build_quantizer(cfg, dead_code_after=cfg.dead_code_after)
         self.decoder = Decoder(cfg.in_channels, cfg.base_channels, mult, cfg.num_res_blocks,
-                               cfg.latent_dim, cfg.mid_attention)
+                               cfg.latent_dim, cfg.mid_attention, dims=dims, strides=strides,
+                               upsample=cfg.upsample)
 
     def check_images(self, images: torch.Tensor) -> None:
+        """Raise unless `images` is a batch of this tokenizer's input (images or waveforms)."""
+        shape = self.cfg.input_shape
+        if images.dim() == 1 + len(shape) and tuple(images.shape[1:]) == shape:
+            return
+        if self.cfg.modality == "audio":
+            raise ValueError(f"tokenizer expects mono waveforms (B, 1, {shape[1]}) in [-1, 1], got "
+                             f"{tuple(images.shape)}; crop or pad to model.clip_samples={shape[1]}")
         c, s = self.cfg.in_channels, self.cfg.image_size
-        if images.dim() != 4 or images.shape[1] != c or images.shape[2:] != (s, s):
-            raise ValueError(f"tokenizer expects images (B, {c}, {s}, {s}) in [-1, 1], got "
-                             f"{tuple(images.shape)}; resize to model.image_size={s}")
+        raise ValueError(f"tokenizer expects images (B, {c}, {s}, {s}) in [-1, 1], got "
+                         f"{tuple(images.shape)}; resize to model.image_size={s}")
 
     def quantize(self, images: torch.Tensor, seeds=None, noise=None) -> QuantizerOutput:
         self.check_images(images)
@@ -142,9 +220,10 @@ class RDPMTokenizer(nn.Module):
 
     def check_codes(self, codes: torch.Tensor) -> None:
         grid = self.cfg.grid
-        if codes.dim() != 4 or codes.shape[2:] != grid or codes.shape[1] > self.cfg.code_maps:
-            raise ValueError(f"codes must be (B, T<={self.cfg.code_maps}, {grid[0]}, {grid[1]}), "
-                             f"got {tuple(codes.shape)}")
+        if (codes.dim() != 2 + len(grid) or tuple(codes.shape[2:]) != grid
+                or codes.shape[1] > self.cfg.code_maps):
+            raise ValueError(f"codes must be (B, T<={self.cfg.code_maps}, "
+                             f"{', '.join(map(str, grid))}), got {tuple(codes.shape)}")
 
 
 WEIGHTS_FILE, CONFIG_FILE = "tokenizer.safetensors", "tokenizer.yaml"

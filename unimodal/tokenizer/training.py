@@ -1,13 +1,16 @@
 """Training loop of the RDPM tokenizer (single device, or DDP under torchrun).
 
-- One config (`TokenizerTrainConfig`) validated before any model is built.
+- One config (`TokenizerTrainConfig`) validated before any model is built; `model.modality`
+  (image | audio) picks the data, reconstruction loss and evaluation (`training_modalities.py`).
 - Map-style data (shapes, image folders): a seeded per-epoch permutation split by rank, indexed
   by the step, so a resumed run sees the batches an uninterrupted one would. Webdataset restarts.
 - Each step reseeds the RNG from (seed, step, rank): training noise is drawn on the device, and
   a resumed run is bit-identical to an uninterrupted one.
 - Checkpoints: atomic step folders (weights, config, discriminator, optimizer state), keep-last-N,
   also on Ctrl-C; the export is `<out_dir>/tokenizer`. Log steps add img/s, TFLOP/s and MFU.
-- Ends with held-out PSNR/SSIM/codebook usage, a metrics JSON and an original-vs-reconstruction PNG.
+- Ends with held-out metrics (images: PSNR/SSIM; audio: SNR, STFT distance, code rate; both:
+  codebook usage and the prompt checker on built-in data), a metrics JSON and originals next to
+  reconstructions (a PNG for images, WAV files for audio).
 """
 
 from __future__ import annotations
@@ -19,7 +22,6 @@ from pathlib import Path
 from typing import Iterator
 
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
@@ -30,23 +32,20 @@ from unimodal.checkpointing import (NonFiniteStreak, atomic_folder, latest_check
                                     load_torch_file, prune_checkpoints, run_in_out_dir,
                                     step_dir_name, supersede_after)
 from unimodal.config import ConfigError, save_config, warmup_cosine
-from unimodal.data.image_sources import BadSampleCounter, build_image_dataset, collate_skip_none
-from unimodal.images import save_comparison_grid
-from unimodal.metrics.reconstruction import ReconstructionMeter, psnr_per_image
-from unimodal.metrics.shapes_checker import ShapesAccuracy, score_reconstructions
-from unimodal.tokenizer.diagnostics import (StepDiagnostics, latent_gain_stats,
-                                            plot_step_diagnostics)
+from unimodal.data.image_sources import collate_skip_none
+from unimodal.tokenizer.diagnostics import latent_gain_stats, plot_step_diagnostics
 from unimodal.tokenizer.flops import training_flops_per_image
-from unimodal.tokenizer.losses import (PatchDiscriminator, adaptive_gan_weight, build_perceptual,
-                                       hinge_d_loss)
+from unimodal.tokenizer.losses import PatchDiscriminator, adaptive_gan_weight, hinge_d_loss
 from unimodal.tokenizer.rdpm_tokenizer import (RDPMTokenizer, check_same_codes, load_tokenizer,
                                                save_tokenizer)
 from unimodal.tokenizer.training_config import (OptimConfig, TokenizerRunConfig,  # noqa: F401
                                                TokenizerTrainConfig)
+from unimodal.tokenizer.training_modalities import EXAMPLES_SHOWN, modality_training
 
 
 # What a run writes into train.out_dir, and which of it describes the run's end.
-FINAL_OUTPUTS = ("tokenizer", "metrics.json", "reconstructions.png", "step_diagnostics.png")
+FINAL_OUTPUTS = ("tokenizer", "metrics.json", "reconstructions.png", "reconstructions_wav",
+                 "step_diagnostics.png")
 RUN_FILES = ("log.jsonl", "checkpoints", "train_config.yaml", *FINAL_OUTPUTS)
 
 
@@ -56,7 +55,7 @@ def _index_batches(n: int, batch: int, seed: int, start_step: int) -> Iterator[l
     per_rank = n // world
     steps_per_epoch = per_rank // batch
     if steps_per_epoch < 1:
-        raise ConfigError(f"{n} training images cannot fill one batch of {batch} on {world} ranks")
+        raise ConfigError(f"{n} training samples cannot fill one batch of {batch} on {world} ranks")
     epoch, offset = divmod(start_step, steps_per_epoch)
     while True:
         gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
@@ -123,10 +122,8 @@ class TokenizerTrainer:
             self.model.encoder.requires_grad_(False)
             self.model.quantizer.requires_grad_(False)
         self.disc = PatchDiscriminator(cfg.model.in_channels, cfg.loss.disc_channels,
-                                       cfg.loss.disc_layers).to(self.device)
-        self.perceptual = build_perceptual(cfg.loss)
-        if self.perceptual is not None:
-            self.perceptual.to(self.device)
+                                       cfg.loss.disc_layers, dims=cfg.model.dims).to(self.device)
+        self.modality = modality_training(cfg, self.device)  # data, recon loss, metrics
         betas = tuple(cfg.optim.betas)
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         self.opt = torch.optim.Adam(trainable, lr=cfg.optim.lr, betas=betas,
@@ -143,7 +140,7 @@ class TokenizerTrainer:
         self.step = 0
         self.bad_steps = NonFiniteStreak(run.max_nonfinite_steps, self.ckpt_root,
                                          "a non-finite loss or gradients")
-        self.bad_counter = BadSampleCounter(cfg.data.max_bad_fraction)
+        self.bad_counter = self.modality.bad_counter()
 
     # --- checkpoints -----------------------------------------------------------------------
     def save_checkpoint(self) -> Path | None:
@@ -217,13 +214,8 @@ class TokenizerTrainer:
         if not self.decoder_only:
             self.model.quantizer.revive_dead_codes(q)   # every rank: it sums counts, broadcasts
         recon = recon.float()
-        rec_loss = F.mse_loss(recon, images)
-        nll = rec_loss
-        logs = {"rec": rec_loss.detach(), "quant": q.loss.detach(), "lr": lr}
-        if self.perceptual is not None:
-            p_loss = self.perceptual(recon, images)
-            nll = nll + lc.perceptual_weight * p_loss
-            logs["lpips"] = p_loss.detach()
+        rec_loss, nll, extra = self.modality.reconstruction_loss(recon, images)
+        logs = {"rec": rec_loss.detach(), "quant": q.loss.detach(), "lr": lr, **extra}
         loss = nll + lc.quant_weight * q.loss
         if use_gan:
             with self._autocast():
@@ -251,14 +243,14 @@ class TokenizerTrainer:
             d_loss.backward()
             self.disc_opt.step()
             logs["d"] = d_loss.detach()
-        logs.update(psnr=psnr_per_image(images, recon.detach()).mean(), usage=q.usage,
-                    ppl=q.perplexity)
+        logs.update({self.modality.quality_key: self.modality.batch_quality(images, recon.detach()),
+                     "usage": q.usage, "ppl": q.perplexity})
         return logs
 
     # --- the run ---------------------------------------------------------------------------
     def fit(self) -> dict[str, float]:
         cfg, run = self.cfg, self.cfg.train
-        dataset = build_image_dataset(cfg.data, "train", counter=self.bad_counter)
+        dataset = self.modality.dataset("train", counter=self.bad_counter)
         if D.is_main():
             self.out_dir.mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.out_dir / "train_config.yaml")
@@ -277,7 +269,7 @@ class TokenizerTrainer:
                     D.print0(f"\ntrain.max_minutes={run.max_minutes} reached at step {self.step}")
                     break
                 batch = next(batches)
-                images = batch["image"].to(self.device, non_blocking=True)
+                images = batch[self.modality.input_key].to(self.device, non_blocking=True)
                 logs = self.train_step(images)
                 self.step += 1
                 if logs.get("skipped"):
@@ -289,15 +281,16 @@ class TokenizerTrainer:
                 if self.step % run.log_every == 0 or self.step == run.steps:
                     logs = _host_values(logs)
                     elapsed = time.perf_counter() - window_start
-                    logs["img_per_s"] = window_images / max(elapsed, 1e-9)
-                    logs["tflops"] = flops_per_image * logs["img_per_s"] / 1e12   # all ranks
+                    rate = logs[self.modality.rate_key] = window_images / max(elapsed, 1e-9)
+                    logs["tflops"] = flops_per_image * rate / 1e12   # all ranks
                     logs["mfu"] = logs["tflops"] / (run.peak_tflops * D.world_size())
                     logs["skipped_steps"] = self.bad_steps.total
                     window_start, window_images = time.perf_counter(), 0
                     if run.diagnostics_every and self.step % run.diagnostics_every == 0:
                         logs["diagnostics"] = self.diagnostics(images[:run.diagnostics_images])
-                    bar.set_postfix({k: f"{logs[k]:.3g}" for k in ("loss", "rec", "quant", "psnr",
-                                     "usage", "img_per_s", "mfu") if k in logs})
+                    bar.set_postfix({k: f"{logs[k]:.3g}" for k in (
+                        "loss", "rec", "quant", self.modality.quality_key, "usage",
+                        self.modality.rate_key, "mfu") if k in logs})
                     if log_file:
                         log_file.write(json.dumps({"step": self.step, **logs}) + "\n")
                         log_file.flush()
@@ -321,31 +314,32 @@ class TokenizerTrainer:
 
     @torch.no_grad()
     def diagnostics(self, images: torch.Tensor) -> dict:
-        """Per-step quantizer statistics and prefix PSNR on some of this batch (fresh noise)."""
+        """Per-step quantizer statistics and prefix PSNR/SNR on some of this batch (fresh noise)."""
         cfg = self.cfg.model
         noise = torch.randn((images.shape[0], cfg.code_maps, cfg.latent_dim, *cfg.grid),
                             device=self.device)
-        meter = StepDiagnostics()
+        meter = self.modality.step_diagnostics()
         with self._autocast():
             meter.update(self.model, images, noise)
         return {**meter.compute(), **latent_gain_stats(self.model)}
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """Held-out PSNR/SSIM/usage, the metrics JSON and the comparison PNG (rank 0)."""
+        """Held-out metrics (see `training_modalities`), the metrics JSON and the originals
+        next to their reconstructions (rank 0)."""
         if not D.is_main():
             return {}
         cfg = self.cfg
         self.model.eval()
-        heldout = build_image_dataset(cfg.data, "heldout")
+        heldout = self.modality.dataset("heldout")
         loader = DataLoader(heldout, batch_size=cfg.train.batch_size, collate_fn=collate_skip_none)
-        meter, code_counts, shown = ReconstructionMeter(), None, None
-        steps_meter, checker = StepDiagnostics(), ShapesAccuracy()
+        meter, code_counts, shown = self.modality.eval_meter(), None, None
+        steps_meter = self.modality.step_diagnostics()
         seen = 0
         for batch in loader:
             if batch is None:
                 continue
-            images = batch["image"].to(self.device)[: cfg.train.eval_images - seen]
+            images = batch[self.modality.input_key].to(self.device)[: cfg.train.eval_images - seen]
             seeds = list(range(seen, seen + images.shape[0]))
             with self._autocast():
                 codes = self.model.encode(images, seeds)
@@ -353,34 +347,28 @@ class TokenizerTrainer:
                 noise = self.model.quantizer.noise(seeds, (cfg.model.latent_dim, *cfg.model.grid),
                                                    device=self.device)
                 steps_meter.update(self.model, images, noise)
-            meter.update(images, recon)
-            score_reconstructions(checker, recon.cpu(), batch["key"][:images.shape[0]])
+            meter.update(images, recon, batch["key"][:images.shape[0]])
             counts = torch.bincount(codes.flatten(), minlength=cfg.model.codebook_size)
             code_counts = counts if code_counts is None else code_counts + counts
             if shown is None:
-                shown = (images[:8].cpu(), recon[:8].cpu())
+                shown = (images[:EXAMPLES_SHOWN].cpu(), recon[:EXAMPLES_SHOWN].cpu())
             seen += images.shape[0]
             if seen >= cfg.train.eval_images:
                 break
         self.model.train()
-        metrics = {"step": self.step, **meter.compute()}
+        metrics = {"step": self.step, **meter.compute(), **self.modality.metrics()}
         if code_counts is not None:
             metrics["codebook_usage"] = (code_counts > 0).float().mean().item()
-        if checker.counts:
-            metrics["checker"] = checker.compute()
         if steps_meter.batches:
             metrics["per_step"] = steps_meter.compute()
             plot_step_diagnostics(metrics["per_step"], self.out_dir / "step_diagnostics.png",
                                   f"{self.out_dir}: held-out, step {self.step}")
         metrics.update(latent_gain_stats(self.model))
         (self.out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        examples = self.out_dir / self.modality.examples_output
         if shown is not None:
-            save_comparison_grid(shown[0], shown[1], self.out_dir / "reconstructions.png")
-        ceiling = (f" checker_prompt={metrics['checker']['prompt']:.3f}"
-                   if "checker" in metrics else "")
-        print(f"held-out: psnr={metrics['psnr']:.2f} dB ssim={metrics['ssim']:.4f} "
-              f"codebook_usage={metrics.get('codebook_usage', 0):.3f}{ceiling} "
-              f"images={metrics['images']} -> {self.out_dir / 'reconstructions.png'}", flush=True)
+            examples = self.modality.write_examples(shown[0], shown[1], self.out_dir)
+        print(f"held-out: {self.modality.summary(metrics)} -> {examples}", flush=True)
         return metrics
 
 

@@ -6,9 +6,30 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from unimodal.config import ConfigError, check_optimizer
+from unimodal.data.audio_sources import AUDIO_SOURCES
 from unimodal.data.image_sources import ImageDataConfig
 from unimodal.tokenizer.losses import TokenizerLossConfig
 from unimodal.tokenizer.rdpm_tokenizer import RDPMTokenizerConfig
+
+
+@dataclass
+class TokenizerDataConfig(ImageDataConfig):
+    """data.*: the image sources (shapes | folder | webdataset) for model.modality=image, the audio
+    ones (notes | folder) for audio. `image_size` applies to images only; clips take
+    model.sample_rate and model.clip_samples. num_samples / heldout_samples: shapes and notes."""
+
+    def validate_audio(self) -> None:
+        if self.source not in AUDIO_SOURCES:
+            raise ConfigError(f"data.source={self.source!r}: model.modality=audio takes one of "
+                              f"{AUDIO_SOURCES}")
+        if self.source == "folder" and not self.path.strip():
+            raise ConfigError("data.path='': required for data.source='folder' (a folder of "
+                              "WAV/FLAC files)")
+        for key, low in (("num_samples", 1), ("heldout_samples", 0), ("num_workers", 0)):
+            if getattr(self, key) < low:
+                raise ConfigError(f"data.{key}={getattr(self, key)}: must be >= {low}")
+        if not 0.0 <= self.max_bad_fraction <= 1.0:
+            raise ConfigError(f"data.max_bad_fraction={self.max_bad_fraction}: must be in [0, 1]")
 
 
 @dataclass
@@ -30,7 +51,7 @@ class TokenizerRunConfig:
     log_every: int = 10
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
-    eval_images: int = 64                 # held-out images for the final metrics
+    eval_images: int = 64                 # held-out images (or audio clips) for the final metrics
     seed: int = 0
     device: str = "auto"                  # auto | cpu | cuda
     precision: str = "fp32"               # fp32 | bf16 (autocast on CUDA)
@@ -50,12 +71,12 @@ class TokenizerRunConfig:
 
 @dataclass
 class TokenizerTrainConfig:
-    """One tokenizer run (tokenizers/train_rdpm.py): the RDPM tokenizer, its losses, the images,
-    Adam (warm-up, then a constant or cosine lr), and the loop."""
+    """One tokenizer run (tokenizers/train_rdpm.py): the RDPM tokenizer, its losses, the images
+    or audio clips, Adam (warm-up, then a constant or cosine lr), and the loop."""
 
     model: RDPMTokenizerConfig = field(default_factory=RDPMTokenizerConfig)
     loss: TokenizerLossConfig = field(default_factory=TokenizerLossConfig)
-    data: ImageDataConfig = field(default_factory=ImageDataConfig)
+    data: TokenizerDataConfig = field(default_factory=TokenizerDataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TokenizerRunConfig = field(default_factory=TokenizerRunConfig)
 
@@ -73,13 +94,11 @@ class TokenizerTrainConfig:
             raise ConfigError(f"train.keep_checkpoints={self.train.keep_checkpoints}: must be >= 0")
         if self.train.max_minutes < 0:
             raise ConfigError(f"train.max_minutes={self.train.max_minutes}: must be >= 0 (0 = off)")
-        try:
-            self.data.validate()
-        except ValueError as err:
-            raise ConfigError(str(err)) from err
-        if self.data.image_size != self.model.image_size:
-            raise ConfigError(f"data.image_size={self.data.image_size} differs from "
-                              f"model.image_size={self.model.image_size}")
+        if self.model.modality == "audio":
+            self.data.validate_audio()
+            self._validate_audio_losses()
+        else:
+            self._validate_image_data_and_losses()
         if self.train.precision not in ("fp32", "bf16"):
             raise ConfigError(f"train.precision={self.train.precision!r}: choose fp32 or bf16")
         for key in ("steps", "batch_size", "log_every", "checkpoint_every"):
@@ -93,3 +112,20 @@ class TokenizerTrainConfig:
         for key in ("diagnostics_every", "diagnostics_images"):
             if getattr(self.train, key) < 0:
                 raise ConfigError(f"train.{key} must be >= 0")
+
+    def _validate_image_data_and_losses(self) -> None:
+        try:
+            self.data.validate()
+        except ValueError as err:
+            raise ConfigError(str(err)) from err
+        if self.data.image_size != self.model.image_size:
+            raise ConfigError(f"data.image_size={self.data.image_size} differs from "
+                              f"model.image_size={self.model.image_size}")
+        if self.loss.stft_weight > 0:
+            raise ConfigError(f"loss.stft_weight={self.loss.stft_weight}: the STFT loss is for "
+                              "model.modality=audio; set 0 for images")
+
+    def _validate_audio_losses(self) -> None:
+        if self.loss.perceptual_weights_path:
+            raise ConfigError(f"loss.perceptual_weights_path={self.loss.perceptual_weights_path!r}: "
+                              "LPIPS is an image network; set '' for model.modality=audio")
