@@ -181,7 +181,7 @@ class RDPMTokenizerConfig:
         if self.upsample not in UPSAMPLING:
             raise ConfigError(f"{prefix}.upsample={self.upsample!r}: choose one of {UPSAMPLING}")
         try:
-            strides = self.level_strides
+            strides = self.spatial_strides
         except ValueError as err:
             raise ConfigError(f"{prefix}.strides: {err}") from err
         if self.modality in ("image", "video") and self.image_size % self.downsample:
