@@ -1,7 +1,6 @@
 """Video reconstruction metrics: per-frame PSNR against hand values, SSIM per frame, and the video
 checker on reconstructions of built-in moving-shapes clips (clips in the tokenizer's layout)."""
 
-
 import pytest
 import torch
 
