@@ -1,5 +1,5 @@
 """The audio and video tokenizers through tokenizers/train_rdpm.py end to end on CPU (they learn,
-evaluate, write WAVs / a GIF; audio resumes exactly), and the per-modality config rules (errors
+evaluate, write WAVs / a GIF, resume exactly), and the per-modality config rules (errors
 name the key)."""
 
 import json
@@ -87,6 +87,16 @@ def test_tiny_video_tokenizer_trains_end_to_end_and_its_loss_falls(tmp_path):
         assert gif.size == (64, 128) and gif.n_frames >= 2
     state = load_file(str(tmp_path / "tokenizer" / "tokenizer.safetensors"))
     assert state["encoder.conv_in.weight"].dim() == 5  # Conv3d: (out, in, t, h, w)
+
+
+def test_video_resume_is_exact(tmp_path):
+    main = train_main()
+    main(tiny_video_args(tmp_path / "straight", 4, "train.eval_images=2"))
+    main(tiny_video_args(tmp_path / "split", 2, "train.eval_images=2"))
+    main(tiny_video_args(tmp_path / "split", 4, "train.eval_images=2") + ["--resume"])
+    a = load_file(str(tmp_path / "straight/tokenizer/tokenizer.safetensors"))
+    b = load_file(str(tmp_path / "split/tokenizer/tokenizer.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 @pytest.mark.parametrize("override, key", [
