@@ -1,5 +1,5 @@
-"""tokenizers/train_rdpm.py at CPU-test size: its main, and the arguments of a tiny image or audio
-run. Used by tests/tokenizer/test_training.py, tests/tokenizer/test_training_modalities.py,
+"""tokenizers/train_rdpm.py at CPU-test size: its main, and the arguments of a tiny image, audio or
+video run. Used by tests/tokenizer/test_training.py, tests/tokenizer/test_training_modalities.py,
 tests/top/test_checkpointing.py and tests/data/test_image_sources.py."""
 
 import importlib.util
@@ -32,4 +32,13 @@ def tiny_audio_args(out, steps, *extra):
             f"train.steps={steps}", "model.clip_samples=3200", "model.base_channels=8",
             "model.codebook_size=64", "model.dead_code_after=5", "train.log_every=5",
             "train.eval_images=8", "data.heldout_samples=8", "data.num_samples=400",
+            "optim.lr=3e-3", "train.threads=0", *extra]  # threads=0: keep the test's torch threads
+
+
+def tiny_video_args(out, steps, *extra):
+    """The video tokenizer at CPU-test size: 8 frames at 32 px, grid (4, 8, 8), K = 64, T = 4."""
+    return ["--config", str(ROOT / "configs/rdpm_video_tiny.yaml"), f"train.out_dir={out}",
+            f"train.steps={steps}", "model.base_channels=8", "model.codebook_size=64",
+            "model.dead_code_after=5", "train.batch_size=4", "train.log_every=4",
+            "train.eval_images=4", "data.heldout_samples=4", "data.num_samples=200",
             "optim.lr=3e-3", "train.threads=0", *extra]  # threads=0: keep the test's torch threads

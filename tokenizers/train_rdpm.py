@@ -1,6 +1,7 @@
-"""Train the RDPM image tokenizer.
+"""Train the RDPM tokenizer: images, audio or video (model.modality picks; same quantizer).
 
     python tokenizers/train_rdpm.py --config configs/rdpm_tiny.yaml [key=value ...] [--resume [PATH]]
+    python tokenizers/train_rdpm.py --config configs/rdpm_video_tiny.yaml   # 8-frame clips, CPU
     torchrun --nproc_per_node 8 tokenizers/train_rdpm.py --config configs/rdpm_f16.yaml
 """
 

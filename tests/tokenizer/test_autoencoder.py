@@ -1,10 +1,11 @@
 """The tokenizer's convolutional encoder and decoder (unimodal/tokenizer/autoencoder.py).
 
 Dims-generic: the image model is the one of the 2-D-only code it replaced (same state-dict keys,
-bit-equal initial weights and codes, the same reconstruction), and the 1-D audio model divides and
-restores the waveform length by the product of its per-level strides. The blocks: shapes for each
-downsampling factor, the latent LayerNorm against a hand computation, the attention block against
-explicit softmax attention, and the residual/upsampling wiring."""
+bit-equal initial weights and codes, the same reconstruction), the 1-D audio model divides and
+restores the waveform length by the product of its per-level strides, and the 3-D video model does
+so per axis with (time, height, width) strides. The blocks: shapes for each downsampling factor,
+the latent LayerNorm against a hand computation, the attention block against explicit softmax
+attention, and the residual/upsampling wiring."""
 
 import hashlib
 import math
@@ -172,3 +173,29 @@ def test_upsample_is_nearest_then_conv():
             up.conv.weight[c, c, 1, 1] = 1.0
     x = torch.arange(8.0).reshape(1, 2, 2, 2)
     assert torch.equal(up(x), x.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3))
+
+
+@pytest.mark.parametrize("upsample", ["nearest", "transposed"])
+@pytest.mark.parametrize("strides, grid", [(((1, 2, 2), (2, 2, 2)), (4, 4, 4)),
+                                           (((2, 2, 2), (2, 2, 2)), (2, 4, 4))])
+def test_3d_model_divides_and_restores_each_axis_by_its_strides(strides, grid, upsample):
+    mult = (1, 2, 2)
+    enc = Encoder(3, 8, mult, 1, 4, mid_attention=True, dims=3, strides=strides)
+    dec = Decoder(3, 8, mult, 1, 4, mid_attention=True, dims=3, strides=strides, upsample=upsample)
+    clips = torch.randn(2, 3, 8, 16, 16)  # (B, C, F, H, W)
+    z = enc(clips)
+    assert z.shape == (2, 4, *grid)
+    assert dec(z).shape == clips.shape
+    convs = [m for m in enc.modules() if isinstance(m, torch.nn.modules.conv._ConvNd)]
+    assert all(isinstance(m, torch.nn.Conv3d) for m in convs)
+    assert enc.down[1].stride == strides[0]  # the first level's strided conv, per axis
+
+
+def test_int_strides_build_the_modules_they_did_before():
+    """An int stride keeps int kernel/stride/padding (an audio model is unchanged), a tuple one is
+    per axis; both give the same conv for equal axes."""
+    assert level_strides((1, 2, 2), ((1, 2, 2), (2, 2, 2))) == ((1, 2, 2), (2, 2, 2))
+    with pytest.raises(ValueError, match="positive ints"):
+        level_strides((1, 2, 2), ((0, 2, 2), (2, 2, 2)))
+    enc = Encoder(1, 8, (1, 2), 1, 4, mid_attention=False, dims=1, strides=(4,))
+    assert (enc.down[1].kernel_size, enc.down[1].stride, enc.down[1].padding) == ((7,), (4,), (3,))

@@ -1,5 +1,5 @@
-"""The tokenizer model: code round trips, checkpoint round trips, clear errors (the losses are in
-test_losses.py, the encoder and decoder in test_autoencoder.py)."""
+"""The tokenizer model: code round trips (images, audio, video), checkpoint round trips, clear
+errors (the losses are in test_losses.py, the encoder and decoder in test_autoencoder.py)."""
 
 import pytest
 import torch
@@ -116,7 +116,7 @@ def test_code_rate_in_tokens_and_bits_per_second():
 @pytest.mark.parametrize("override, key", [
     ("model.clip_samples=3000", r"model\.clip_samples=3000 is not a positive multiple of the total "
                                 r"stride 320 of model\.strides=\[4, 4, 4, 5\]"),
-    ("model.strides=[4,4]", r"model\.strides"), ("model.modality=video", r"model\.modality"),
+    ("model.strides=[4,4]", r"model\.strides"), ("model.modality=sound", r"model\.modality"),
     ("model.in_channels=2", r"model\.in_channels"), ("model.sample_rate=4000", r"model\.sample_rate"),
     ("model.upsample=cubic", r"model\.upsample"),
 ])
@@ -125,3 +125,57 @@ def test_bad_audio_model_values_name_the_key(override, key):
 
     with pytest.raises(ConfigError, match=key):
         load_config(TokenizerTrainConfig, ROOT / "configs/rdpm_audio_tiny.yaml", [override])
+
+
+# --- video: model.modality=video (3-D convs on (B, 3, F, H, W), per-axis level strides) ---------
+def video(**kw):
+    return RDPMTokenizerConfig.from_size("video_tiny", **{"base_channels": 8, "codebook_size": 64,
+                                                          **kw})
+
+
+def test_video_round_trip_shapes_and_code_ranges(tmp_path):
+    torch.manual_seed(0)
+    model = RDPMTokenizer(video()).eval()
+    cfg = model.cfg
+    # 8 frames at 32 px; strides (1,2,2) then (2,2,2): f4 in space, 2 in time
+    assert cfg.level_strides == ((1, 2, 2), (2, 2, 2))
+    assert (cfg.grid, cfg.downsample, cfg.temporal_downsample) == ((4, 8, 8), 4, 2)
+    clips = torch.rand(2, 3, 8, 32, 32) * 2 - 1
+    codes = model.encode(clips, [1, 2])
+    assert codes.shape == (2, 4, 4, 8, 8) and codes.dtype == torch.long
+    assert 0 <= codes.min() and codes.max() < 64
+    recon = model.decode(codes)
+    assert recon.shape == clips.shape
+    with torch.no_grad():
+        torch.testing.assert_close(recon, model(clips, seeds=[1, 2])[0], atol=1e-4, rtol=1e-4)
+    assert model.codes_to_latent(codes, upto=2).shape == (2, 8, 4, 8, 8)
+    save_tokenizer(model, tmp_path / "tok")
+    loaded = load_tokenizer(tmp_path / "tok")
+    assert loaded.cfg == model.cfg and torch.equal(loaded.encode(clips, [1, 2]), codes)
+    with pytest.raises(ValueError, match=r"\(B, 3, 8, 32, 32\).*channels before frames"):
+        model.encode(torch.zeros(1, 8, 3, 32, 32), [0])  # frames before channels: refused
+    with pytest.raises(ValueError, match=r"codes must be \(B, T<=4, 4, 8, 8\)"):
+        model.decode(torch.zeros(1, 4, 8, 8, 8, dtype=torch.long))
+
+
+def test_video_tokens_per_clip():
+    cfg = RDPMTokenizerConfig.from_size("video_64")
+    # 8 frames / 2 x (64 / 8)^2 = 256 codes per clip, T = 8 maps, log2(1024) = 10 bits each
+    assert cfg.grid == (4, 8, 8)
+    assert cfg.code_rate() == {"codes_per_clip": 256, "tokens_per_clip": 2048,
+                               "tokens_per_frame": 256.0, "bits_per_clip": 20480.0}
+    assert video(temporal_strides=[2, 2], num_frames=16).grid == (4, 8, 8)  # temporal 4
+
+
+@pytest.mark.parametrize("kw, key", [
+    (dict(num_frames=9), r"model\.num_frames=9 is not a positive multiple of the temporal "
+                         r"downsampling 2 of model\.temporal_strides=\[1, 2\]"),
+    (dict(num_frames=8, temporal_strides=[4, 4]), r"model\.num_frames=8 is not a positive multiple"),
+    (dict(temporal_strides=[2, 2, 2]), r"model\.temporal_strides: strides=\[2, 2, 2\]: need 2"),
+    (dict(temporal_strides=[0, 2]), r"model\.temporal_strides"),
+    (dict(image_size=30), r"model\.image_size=30 is not divisible"),
+    (dict(in_channels=1), r"model\.in_channels=1: video frames are RGB"),
+])
+def test_bad_video_model_values_name_the_key(kw, key):
+    with pytest.raises(ConfigError, match=key):
+        RDPMTokenizer(video(**kw))

@@ -62,9 +62,10 @@ def evaluate_reconstruction(cfg: ReconEvalConfig) -> dict:
     device = pick_device(cfg.device)
     tok = load_tokenizer(cfg.tokenizer, device)
     if tok.cfg.modality != "image":
-        raise ConfigError(f"tokenizer={cfg.tokenizer} is an {tok.cfg.modality} tokenizer; "
-                          "eval/recon.py measures images (an audio tokenizer's metrics come "
-                          "from its training run, metrics.json)")
+        article = "an" if tok.cfg.modality[0] in "aeiou" else "a"
+        raise ConfigError(f"tokenizer={cfg.tokenizer} is {article} {tok.cfg.modality} tokenizer; "
+                          "eval/recon.py measures images (audio and video tokenizers' metrics "
+                          "come from their training run, metrics.json)")
     out = Path(cfg.out_dir)
     real_dir, fake_dir = out / "original", out / "reconstruction"
     write_pngs = cfg.save_images or bool(cfg.inception_weights)  # rFID reads the two folders

@@ -1,14 +1,17 @@
-"""Convolutional encoder/decoder of the RDPM tokenizer (VQGAN-style), for images and audio.
+"""Convolutional encoder/decoder of the RDPM tokenizer (VQGAN-style), for images, audio and video.
 
 Design choices, one line each:
 - Dims-generic: `dims` = 2 builds Conv2d (images, (B, C, H, W)), 1 builds Conv1d (waveforms,
-  (B, 1, samples)); module names and creation order do not depend on it, so an image model's
+  (B, 1, samples)), 3 builds Conv3d (clips, (B, C, F, H, W)); module names and creation order do not depend on it, so an image model's
   state-dict keys and initial weights are those of the 2-D-only code before (tests pin this).
 - Residual blocks (GroupNorm, SiLU, kernel-3 conv) with a strided conv per downsampling level; the
   decoder mirrors the encoder with nearest-neighbour upsampling + conv.
 - Per-level strides s (default 2): downsampling conv kernel 2s - 1, padding s - 1, so a length
   divisible by s is divided exactly; s = 2 gives the 3x3 / stride 2 / padding 1 of the image
   model. Audio takes large strides (4, 4, 4, 5: 320 samples per code).
+- A level's stride may also be a tuple, one per axis (video: (2, 2, 2) or (1, 2, 2) to keep the
+  frames at that level); every formula then applies per axis. An int stride builds exactly the
+  modules it did before (int kernel/stride/padding), so image and audio weights stay bit-equal.
 - Upsampling `nearest` (images): repeat s times, then a conv of kernel 2s - 1. `transposed`
   (audio, as in SoundStream/EnCodec): a transposed conv of kernel 2s, stride s, whose s output
   phases have their own taps, so a code's run of samples need not start from a constant (after
@@ -100,25 +103,39 @@ def _mid_block(ch: int, attention: bool, dims: int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def level_strides(channel_mult: tuple[int, ...], strides: tuple[int, ...] | None) -> tuple[int, ...]:
+Stride = int | tuple[int, ...]  # one for every axis, or one per axis (video: (t, h, w))
+
+
+def _axes(stride: Stride) -> tuple[int, ...]:
+    return stride if isinstance(stride, tuple) else (stride,)
+
+
+def level_strides(channel_mult: tuple[int, ...], strides: tuple[Stride, ...] | None
+                  ) -> tuple[Stride, ...]:
     """One stride per level transition (len(channel_mult) - 1); None or () means 2 everywhere."""
     if not strides:
         return (2,) * (len(channel_mult) - 1)
-    if len(strides) != len(channel_mult) - 1 or min(strides) < 1:
+    if len(strides) != len(channel_mult) - 1 or min(min(_axes(s)) for s in strides) < 1:
         raise ValueError(f"strides={list(strides)}: need {len(channel_mult) - 1} positive ints, "
                          f"one per level transition of channel_mult={list(channel_mult)}")
     return tuple(strides)
 
 
-def _strided_conv(ch: int, stride: int, dims: int) -> nn.Module:
-    return conv_of(dims)(ch, ch, 2 * stride - 1, stride=stride, padding=stride - 1)
+def _per_axis(stride: Stride, rule) -> int | tuple[int, ...]:
+    """`rule(s)` for an int stride, or per axis for a tuple (kernel, padding, ... per axis)."""
+    return tuple(rule(s) for s in stride) if isinstance(stride, tuple) else rule(stride)
+
+
+def _strided_conv(ch: int, stride: Stride, dims: int) -> nn.Module:
+    return conv_of(dims)(ch, ch, _per_axis(stride, lambda s: 2 * s - 1), stride=stride,
+                         padding=_per_axis(stride, lambda s: s - 1))
 
 
 class Encoder(nn.Module):
     def __init__(self, in_channels: int, base_channels: int, channel_mult: tuple[int, ...],
                  num_res_blocks: int, latent_dim: int, mid_attention: bool,
                  latent_norm_affine: bool = True, latent_gain_init: float = 1.0, dims: int = 2,
-                 strides: tuple[int, ...] | None = None):
+                 strides: tuple[Stride, ...] | None = None):
         super().__init__()
         conv, strides = conv_of(dims), level_strides(channel_mult, strides)
         chans = [base_channels * m for m in channel_mult]
@@ -142,29 +159,41 @@ class Encoder(nn.Module):
         return self.latent_norm(self.conv_out(F.silu(self.norm_out(h))))
 
 
+def _transposed_geometry(s: int) -> tuple[int, int, int]:
+    """(kernel, padding, output_padding) taking length L to L * s exactly:
+    (L - 1) s - 2p + 2s + (s mod 2) with p = ceil(s/2); an axis of stride 1 (video frames kept
+    at a level) takes kernel 3, padding 1, since output_padding must stay below the stride."""
+    if s == 1:
+        return 3, 1, 0
+    return 2 * s, (s + s % 2) // 2, s % 2
+
+
 class Upsample(nn.Module):
-    def __init__(self, ch: int, stride: int = 2, dims: int = 2, mode: str = "nearest"):
+    def __init__(self, ch: int, stride: Stride = 2, dims: int = 2, mode: str = "nearest"):
         super().__init__()
         if mode not in UPSAMPLING:
             raise ValueError(f"upsample={mode!r}: choose one of {UPSAMPLING}")
         self.stride, self.mode = stride, mode
         if mode == "nearest":
-            self.conv = conv_of(dims)(ch, ch, 2 * stride - 1, padding=stride - 1)
-        else:  # length L -> L * stride exactly: (L - 1) s - 2p + 2s + (s mod 2) with p = ceil(s/2)
-            self.conv = TRANSPOSED_CONVS[dims](ch, ch, 2 * stride, stride=stride,
-                                               padding=(stride + stride % 2) // 2,
-                                               output_padding=stride % 2)
+            self.conv = conv_of(dims)(ch, ch, _per_axis(stride, lambda s: 2 * s - 1),
+                                      padding=_per_axis(stride, lambda s: s - 1))
+        else:
+            kernel, padding, output_padding = (
+                _per_axis(stride, lambda s, i=i: _transposed_geometry(s)[i]) for i in range(3))
+            self.conv = TRANSPOSED_CONVS[dims](ch, ch, kernel, stride=stride, padding=padding,
+                                               output_padding=output_padding)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.mode == "transposed":
             return self.conv(x)
-        return self.conv(F.interpolate(x, scale_factor=float(self.stride), mode="nearest"))
+        scale = _per_axis(self.stride, float)
+        return self.conv(F.interpolate(x, scale_factor=scale, mode="nearest"))
 
 
 class Decoder(nn.Module):
     def __init__(self, out_channels: int, base_channels: int, channel_mult: tuple[int, ...],
                  num_res_blocks: int, latent_dim: int, mid_attention: bool, dims: int = 2,
-                 strides: tuple[int, ...] | None = None, upsample: str = "nearest"):
+                 strides: tuple[Stride, ...] | None = None, upsample: str = "nearest"):
         super().__init__()
         conv, strides = conv_of(dims), level_strides(channel_mult, strides)
         chans = [base_channels * m for m in channel_mult]

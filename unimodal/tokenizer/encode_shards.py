@@ -182,9 +182,11 @@ class ShardEncoder:
         self.device = D.pick_device(cfg.device)
         D.init_from_env(self.device)
         self.tokenizer = load_tokenizer(cfg.tokenizer, self.device)
-        if self.tokenizer.cfg.modality != "image":
-            raise ConfigError(f"tokenizer={cfg.tokenizer} is an {self.tokenizer.cfg.modality} "
-                              "tokenizer; encoding into shards is for image tokenizers only so far")
+        modality = self.tokenizer.cfg.modality
+        if modality != "image":
+            article = "an" if modality[0] in "aeiou" else "a"
+            raise ConfigError(f"tokenizer={cfg.tokenizer} is {article} {modality} tokenizer; "
+                              "encoding into shards is for image tokenizers only so far")
         if self.tokenizer.cfg.image_size != cfg.data.image_size:
             raise ConfigError(f"data.image_size={cfg.data.image_size} but the tokenizer was trained "
                               f"at {self.tokenizer.cfg.image_size} px")

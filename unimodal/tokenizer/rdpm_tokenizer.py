@@ -1,4 +1,5 @@
-"""The RDPM tokenizer: encoder -> diffusion quantizer (T steps) -> decoder, for images or audio.
+"""The RDPM tokenizer: encoder -> diffusion quantizer (T steps) -> decoder, for images, audio or
+video.
 
 Public surface used by the rest of the project:
 - `encode(x, seeds) -> codes (B, T, *grid)`; the seeds regenerate eps_t (see `rdpm_noise`).
@@ -8,7 +9,9 @@ Public surface used by the rest of the project:
 - `save_tokenizer` / `load_tokenizer`: safetensors weights + the YAML config in one folder.
 `model.modality` picks the input: images are float tensors in [-1, 1], (B, 3, H, W) with
 H = W = `image_size`, grid (h, w); audio is mono waveform in [-1, 1], (B, 1, clip_samples) at
-`sample_rate`, grid (clip_samples / prod(strides),) -- one code per hop of prod(strides) samples.
+`sample_rate`, grid (clip_samples / prod(strides),) -- one code per hop of prod(strides) samples;
+video is clips in [-1, 1], (B, 3, F, H, W) channels first as Conv3d takes them (F = `num_frames`,
+H = W = `image_size`), grid (F / prod(temporal_strides), H / prod(strides), W / prod(strides)).
 """
 
 from __future__ import annotations
@@ -26,20 +29,24 @@ from unimodal.config import ConfigError, load_config, save_config
 from unimodal.tokenizer.autoencoder import UPSAMPLING, Decoder, Encoder, level_strides
 from unimodal.tokenizer.rdpm_quantizer import SCHEDULES, QuantizerOutput, RDPMQuantizer
 
-MODALITIES = ("image", "audio")
+MODALITIES = ("image", "audio", "video")
 
 
 @dataclass
 class RDPMTokenizerConfig:
     size: str = "tiny"                    # named preset (SIZES); fields below override it
     modality: str = "image"               # image (2-D convs) | audio (1-D convs on the waveform)
-    image_size: int = 64                  # image: H = W of the input images
+                                          # | video (3-D convs on (3, F, H, W) clips)
+    image_size: int = 64                  # image, video: H = W of the input images / frames
+    num_frames: int = 8                   # video: frames F per clip (divisible by prod(temporal_strides))
     sample_rate: int = 16000              # audio: samples per second of the waveform
     clip_samples: int = 32000             # audio: samples per clip (divisible by prod(strides))
     in_channels: int = 3                  # 3 for RGB images, 1 for mono audio
     base_channels: int = 32               # width of the first level
     channel_mult: list[int] = field(default_factory=lambda: [1, 2, 2, 4])  # one entry per level
     strides: list[int] = field(default_factory=list)  # per level transition; [] = 2 each (images)
+    # video: the time axis's stride per level transition; [] = 1 each (frames never downsampled)
+    temporal_strides: list[int] = field(default_factory=list)
     upsample: str = "nearest"             # decoder: nearest (+ conv; images) | transposed (audio)
     num_res_blocks: int = 1
     mid_attention: bool = False
@@ -79,6 +86,16 @@ class RDPMTokenizerConfig:
                           upsample="transposed",
                           num_res_blocks=2, mid_attention=False, latent_dim=8,
                           codebook_size=1024, code_maps=8),
+        # Video, CPU tests: 8 frames at 32 px, strides (1,2,2) then (2,2,2): grid (4, 8, 8).
+        "video_tiny": dict(modality="video", in_channels=3, num_frames=8, image_size=32,
+                           base_channels=16, channel_mult=[1, 2, 2], strides=[2, 2],
+                           temporal_strides=[1, 2], num_res_blocks=1, mid_attention=False,
+                           latent_dim=8, codebook_size=256, code_maps=4),
+        # Video on one GPU: 8 frames at 64 px, f8 in space and 2 in time: grid (4, 8, 8).
+        "video_64": dict(modality="video", in_channels=3, num_frames=8, image_size=64,
+                         base_channels=32, channel_mult=[1, 2, 2, 4], strides=[2, 2, 2],
+                         temporal_strides=[1, 1, 2], num_res_blocks=1, mid_attention=False,
+                         latent_dim=16, codebook_size=1024, code_maps=8),
     }
 
     @classmethod
@@ -89,37 +106,68 @@ class RDPMTokenizerConfig:
 
     @property
     def dims(self) -> int:
-        """Rank of the code grid: 2 for images, 1 for audio."""
-        return 1 if self.modality == "audio" else 2
+        """Rank of the code grid: 2 for images, 1 for audio, 3 for video."""
+        return {"audio": 1, "video": 3}.get(self.modality, 2)
 
     @property
-    def level_strides(self) -> tuple[int, ...]:
+    def spatial_strides(self) -> tuple[int, ...]:
+        """Per level transition: the stride of every axis of images and audio, of H and W of video."""
         return level_strides(tuple(self.channel_mult), tuple(self.strides))
 
     @property
+    def temporal_strides_per_level(self) -> tuple[int, ...]:
+        """Video: the time axis's stride per level transition ([] = 1 each)."""
+        if not self.temporal_strides:
+            return (1,) * (len(self.channel_mult) - 1)
+        return level_strides(tuple(self.channel_mult), tuple(self.temporal_strides))
+
+    @property
+    def level_strides(self) -> tuple:
+        """What the autoencoder takes: ints for images and audio, (t, h, w) tuples for video."""
+        if self.modality != "video":
+            return self.spatial_strides
+        return tuple((t, s, s) for t, s in zip(self.temporal_strides_per_level,
+                                               self.spatial_strides))
+
+    @property
     def downsample(self) -> int:
-        """Input positions per code: pixels per side for images, samples for audio."""
-        return math.prod(self.level_strides)
+        """Input positions per code: pixels per side for images and video, samples for audio."""
+        return math.prod(self.spatial_strides)
+
+    @property
+    def temporal_downsample(self) -> int:
+        """Video: frames per code along time (1 for images and audio)."""
+        return math.prod(self.temporal_strides_per_level) if self.modality == "video" else 1
 
     @property
     def grid(self) -> tuple[int, ...]:
         if self.modality == "audio":
             return (self.clip_samples // self.downsample,)
         side = self.image_size // self.downsample
+        if self.modality == "video":
+            return self.num_frames // self.temporal_downsample, side, side
         return side, side
 
     @property
     def input_shape(self) -> tuple[int, ...]:
-        """One sample without the batch axis: (C, H, W) or (1, clip_samples)."""
+        """One sample without the batch axis: (C, H, W), (1, clip_samples) or (C, F, H, W)."""
         if self.modality == "audio":
             return (self.in_channels, self.clip_samples)
+        if self.modality == "video":
+            return (self.in_channels, self.num_frames, self.image_size, self.image_size)
         return (self.in_channels, self.image_size, self.image_size)
 
     def code_rate(self) -> dict[str, float]:
-        """Audio bitrate of the codes: T code maps x codes/s, each code log2(K) bits."""
+        """Audio: T code maps x codes/s, each code log2(K) bits. Video: the same per clip."""
+        if self.modality == "video":
+            codes_per_clip = math.prod(self.grid)
+            tokens_per_clip = self.code_maps * codes_per_clip
+            return {"codes_per_clip": codes_per_clip, "tokens_per_clip": tokens_per_clip,
+                    "tokens_per_frame": tokens_per_clip / self.num_frames,
+                    "bits_per_clip": tokens_per_clip * math.log2(self.codebook_size)}
         if self.modality != "audio":
-            raise ValueError(f"code_rate is for audio tokenizers; this one is model.modality="
-                             f"{self.modality!r}")
+            raise ValueError(f"code_rate is for audio and video tokenizers; this one is "
+                             f"model.modality={self.modality!r}")
         codes_per_second = self.sample_rate / self.downsample
         tokens_per_second = self.code_maps * codes_per_second
         return {"codes_per_second": codes_per_second, "tokens_per_second": tokens_per_second,
@@ -133,14 +181,16 @@ class RDPMTokenizerConfig:
         if self.upsample not in UPSAMPLING:
             raise ConfigError(f"{prefix}.upsample={self.upsample!r}: choose one of {UPSAMPLING}")
         try:
-            strides = self.level_strides
+            strides = self.spatial_strides
         except ValueError as err:
             raise ConfigError(f"{prefix}.strides: {err}") from err
-        if self.modality == "image" and self.image_size % self.downsample:
+        if self.modality in ("image", "video") and self.image_size % self.downsample:
             raise ConfigError(f"{prefix}.image_size={self.image_size} is not divisible by the "
                               f"downsampling factor {self.downsample} of {prefix}.channel_mult")
         if self.modality == "audio":
             self._validate_audio(prefix, strides)
+        if self.modality == "video":
+            self._validate_video(prefix)
         if not 0.0 <= self.noise_scale <= 1.0:
             raise ConfigError(f"{prefix}.noise_scale={self.noise_scale}: must be in [0, 1]")
         if self.latent_gain_init <= 0:
@@ -161,6 +211,19 @@ class RDPMTokenizerConfig:
             raise ConfigError(f"{prefix}.clip_samples={self.clip_samples} is not a positive multiple "
                               f"of the total stride {self.downsample} of {prefix}.strides="
                               f"{list(strides)}")
+
+
+    def _validate_video(self, prefix: str) -> None:
+        if self.in_channels != 3:
+            raise ConfigError(f"{prefix}.in_channels={self.in_channels}: video frames are RGB, set 3")
+        try:
+            temporal = self.temporal_strides_per_level
+        except ValueError as err:
+            raise ConfigError(f"{prefix}.temporal_strides: {err}") from err
+        if self.num_frames < 1 or self.num_frames % self.temporal_downsample:
+            raise ConfigError(f"{prefix}.num_frames={self.num_frames} is not a positive multiple "
+                              f"of the temporal downsampling {self.temporal_downsample} of "
+                              f"{prefix}.temporal_strides={list(temporal)}")
 
 
 def build_quantizer(cfg: RDPMTokenizerConfig, dead_code_after: int = 0) -> RDPMQuantizer:
@@ -189,6 +252,11 @@ class RDPMTokenizer(nn.Module):
         shape = self.cfg.input_shape
         if images.dim() == 1 + len(shape) and tuple(images.shape[1:]) == shape:
             return
+        if self.cfg.modality == "video":
+            c, f, s = shape[0], shape[1], shape[2]
+            raise ValueError(f"tokenizer expects clips (B, {c}, {f}, {s}, {s}) in [-1, 1] (channels "
+                             f"before frames), got {tuple(images.shape)}; set model.num_frames={f} "
+                             f"and model.image_size={s}")
         if self.cfg.modality == "audio":
             raise ValueError(f"tokenizer expects mono waveforms (B, 1, {shape[1]}) in [-1, 1], got "
                              f"{tuple(images.shape)}; crop or pad to model.clip_samples={shape[1]}")

@@ -1,16 +1,17 @@
 """Training loop of the RDPM tokenizer (single device, or DDP under torchrun).
 
 - One config (`TokenizerTrainConfig`) validated before any model is built; `model.modality`
-  (image | audio) picks the data, reconstruction loss and evaluation (`training_modalities.py`).
+  (image | audio | video) picks the data, reconstruction loss and evaluation (`training_modalities.py`).
 - Map-style data (shapes, image folders): a seeded per-epoch permutation split by rank, indexed
   by the step, so a resumed run sees the batches an uninterrupted one would. Webdataset restarts.
 - Each step reseeds the RNG from (seed, step, rank): training noise is drawn on the device, and
   a resumed run is bit-identical to an uninterrupted one.
 - Checkpoints: atomic step folders (weights, config, discriminator, optimizer state), keep-last-N,
   also on Ctrl-C; the export is `<out_dir>/tokenizer`. Log steps add img/s, TFLOP/s and MFU.
-- Ends with held-out metrics (images: PSNR/SSIM; audio: SNR, STFT distance, code rate; both:
-  codebook usage and the prompt checker on built-in data), a metrics JSON and originals next to
-  reconstructions (a PNG for images, WAV files for audio).
+- Ends with held-out metrics (images: PSNR/SSIM; audio: SNR, STFT distance, code rate; video:
+  per-frame PSNR/SSIM, tokens per clip; all: codebook usage and the prompt checker on built-in
+  data), a metrics JSON and originals next to reconstructions (a PNG for images, WAV files for
+  audio, a GIF for video).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from unimodal.tokenizer.training_modalities import EXAMPLES_SHOWN, modality_trai
 
 # What a run writes into train.out_dir, and which of it describes the run's end.
 FINAL_OUTPUTS = ("tokenizer", "metrics.json", "reconstructions.png", "reconstructions_wav",
-                 "step_diagnostics.png")
+                 "reconstructions.gif", "step_diagnostics.png")
 RUN_FILES = ("log.jsonl", "checkpoints", "train_config.yaml", *FINAL_OUTPUTS)
 
 

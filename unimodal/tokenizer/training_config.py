@@ -7,16 +7,21 @@ from dataclasses import dataclass, field
 
 from unimodal.config import ConfigError, check_optimizer
 from unimodal.data.audio_sources import AUDIO_SOURCES
+from unimodal.data.moving_shapes import MAX_FRAMES, MIN_FRAMES
+from unimodal.data.shapes import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
 from unimodal.data.image_sources import ImageDataConfig
 from unimodal.tokenizer.losses import TokenizerLossConfig
 from unimodal.tokenizer.rdpm_tokenizer import RDPMTokenizerConfig
+
+VIDEO_SOURCES = ("moving_shapes",)  # model.modality=video: the built-in moving-shapes clips
 
 
 @dataclass
 class TokenizerDataConfig(ImageDataConfig):
     """data.*: the image sources (shapes | folder | webdataset) for model.modality=image, the audio
-    ones (notes | folder) for audio. `image_size` applies to images only; clips take
-    model.sample_rate and model.clip_samples. num_samples / heldout_samples: shapes and notes."""
+    ones (notes | folder) for audio, moving_shapes for video. `image_size` applies to images only;
+    audio clips take model.sample_rate and model.clip_samples, video clips model.num_frames and
+    model.image_size. num_samples / heldout_samples: shapes, notes and moving_shapes."""
 
     def validate_audio(self) -> None:
         if self.source not in AUDIO_SOURCES:
@@ -25,6 +30,15 @@ class TokenizerDataConfig(ImageDataConfig):
         if self.source == "folder" and not self.path.strip():
             raise ConfigError("data.path='': required for data.source='folder' (a folder of "
                               "WAV/FLAC files)")
+        self._validate_counts()
+
+    def validate_video(self) -> None:
+        if self.source not in VIDEO_SOURCES:
+            raise ConfigError(f"data.source={self.source!r}: model.modality=video takes one of "
+                              f"{VIDEO_SOURCES}")
+        self._validate_counts()
+
+    def _validate_counts(self) -> None:
         for key, low in (("num_samples", 1), ("heldout_samples", 0), ("num_workers", 0)):
             if getattr(self, key) < low:
                 raise ConfigError(f"data.{key}={getattr(self, key)}: must be >= {low}")
@@ -97,6 +111,10 @@ class TokenizerTrainConfig:
         if self.model.modality == "audio":
             self.data.validate_audio()
             self._validate_audio_losses()
+        elif self.model.modality == "video":
+            self.data.validate_video()
+            self._validate_video_clips()
+            self._validate_video_losses()
         else:
             self._validate_image_data_and_losses()
         if self.train.precision not in ("fp32", "bf16"):
@@ -129,3 +147,27 @@ class TokenizerTrainConfig:
         if self.loss.perceptual_weights_path:
             raise ConfigError(f"loss.perceptual_weights_path={self.loss.perceptual_weights_path!r}: "
                               "LPIPS is an image network; set '' for model.modality=audio")
+
+    def _validate_video_losses(self) -> None:
+        """L1/L2 per frame only: LPIPS and the PatchGAN discriminator are image (2-D) networks."""
+        loss = self.loss
+        if loss.perceptual_weights_path:
+            raise ConfigError(f"loss.perceptual_weights_path={loss.perceptual_weights_path!r}: "
+                              "LPIPS is an image network; set '' for model.modality=video")
+        if loss.gan_weight > 0 and loss.gan_start < self.train.steps:
+            raise ConfigError(f"loss.gan_weight={loss.gan_weight} with loss.gan_start="
+                              f"{loss.gan_start} < train.steps={self.train.steps}: the GAN loss is "
+                              "image/audio only; set loss.gan_weight=0 for model.modality=video")
+        if loss.stft_weight > 0:
+            raise ConfigError(f"loss.stft_weight={loss.stft_weight}: the STFT loss is for "
+                              "model.modality=audio; set 0 for video")
+
+    def _validate_video_clips(self) -> None:
+        """What the moving-shapes renderer draws (unimodal.data.moving_shapes)."""
+        model = self.model
+        if not MIN_FRAMES <= model.num_frames <= MAX_FRAMES:
+            raise ConfigError(f"model.num_frames={model.num_frames}: data.source=moving_shapes "
+                              f"renders {MIN_FRAMES}..{MAX_FRAMES} frames")
+        if not MIN_IMAGE_SIZE <= model.image_size <= MAX_IMAGE_SIZE:
+            raise ConfigError(f"model.image_size={model.image_size}: data.source=moving_shapes "
+                              f"renders {MIN_IMAGE_SIZE}..{MAX_IMAGE_SIZE} px")

@@ -7,7 +7,11 @@ reconstruction loss, the per-step quality figure and the held-out evaluation.
   multi-resolution STFT loss (spectral convergence + log magnitude); SNR on log steps; held-out
   SNR, STFT distance, the audio checker on the reconstructions, the code rate (tokens/s,
   bits/s) and originals next to reconstructions as WAV files under `reconstructions_wav/`.
-The loop itself (`training.py`) is the same for both: quantizer, GAN, checkpoints, resume.
+- video: the moving shapes, clips (B, 3, F, H, W); L1 or L2 over all frames (the mean of the
+  per-frame losses; LPIPS and the GAN are refused in the config); mean per-frame PSNR on log steps;
+  held-out per-frame PSNR/SSIM, the video checker on the reconstructions, tokens per clip, and
+  `reconstructions.gif` (each row an original beside its reconstruction).
+The loop itself (`training.py`) is the same for all: quantizer, GAN, checkpoints, resume.
 """
 
 from __future__ import annotations
@@ -19,16 +23,19 @@ import torch
 
 from unimodal.data.audio_sources import build_audio_dataset
 from unimodal.data.image_sources import BadSampleCounter, build_image_dataset
+from unimodal.data.moving_shapes import MovingShapesDataset, save_gif
 from unimodal.images import save_comparison_grid
 from unimodal.metrics.audio_reconstruction import AudioReconstructionMeter, snr_db
 from unimodal.metrics.reconstruction import ReconstructionMeter, psnr_per_image
 from unimodal.metrics.shapes_checker import ShapesAccuracy, score_reconstructions
+from unimodal.metrics.video_reconstruction import (VideoReconstructionMeter, clips_as_frames,
+                                                   psnr_per_clip)
 from unimodal.tokenizer.diagnostics import StepDiagnostics
 from unimodal.tokenizer.losses import (build_perceptual, multi_resolution_stft_loss,
                                        reconstruction_loss)
 from unimodal.tokenizer.training_config import TokenizerTrainConfig
 
-EXAMPLES_SHOWN = 8  # held-out samples written as the comparison PNG / WAV pairs
+EXAMPLES_SHOWN = 8  # held-out samples written as the comparison PNG / WAV pairs / GIF rows
 
 
 class ImageEvalMeter:
@@ -170,6 +177,72 @@ class AudioTraining:
         return {"code_rate": self.cfg.model.code_rate()}
 
 
+class ChannelsFirstClips(torch.utils.data.Dataset):
+    """Moving-shapes clips as the 3-D tokenizer takes them: "video" (F, 3, H, W) -> (3, F, H, W)."""
+
+    def __init__(self, clips: MovingShapesDataset):
+        self.clips = clips
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, i: int) -> dict:
+        item = self.clips[i]
+        return {**item, "video": item["video"].transpose(0, 1).contiguous()}
+
+
+class VideoTraining:
+    input_key, rate_key, quality_key = "video", "clips_per_s", "psnr"
+    examples_output = "reconstructions.gif"
+
+    def __init__(self, cfg: TokenizerTrainConfig, device: torch.device):
+        self.cfg = cfg
+        self.perceptual = None  # LPIPS is an image network (refused in the config)
+
+    def bad_counter(self) -> BadSampleCounter:
+        return BadSampleCounter(self.cfg.data.max_bad_fraction)  # rendered clips: never bad
+
+    def dataset(self, split: str, counter: BadSampleCounter | None = None):
+        data, model = self.cfg.data, self.cfg.model
+        count, offset = ((data.num_samples, 0) if split == "train"
+                         else (data.heldout_samples, data.num_samples))  # disjoint splits
+        return ChannelsFirstClips(MovingShapesDataset(count, model.num_frames, model.image_size,
+                                                      data.seed, offset=offset))
+
+    def reconstruction_loss(self, recon: torch.Tensor, x: torch.Tensor
+                            ) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        rec = reconstruction_loss(recon, x, self.cfg.loss.recon)  # every frame weighs the same
+        return rec, rec, {}
+
+    def batch_quality(self, x: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
+        return psnr_per_clip(x, recon).mean()
+
+    def step_diagnostics(self) -> StepDiagnostics:
+        return StepDiagnostics(quality=psnr_per_clip, quality_key="prefix_psnr")
+
+    def eval_meter(self) -> VideoReconstructionMeter:
+        return VideoReconstructionMeter()
+
+    def write_examples(self, originals: torch.Tensor, recon: torch.Tensor, out_dir: Path) -> Path:
+        """One GIF: a row per clip, the original left of its reconstruction."""
+        rows = torch.cat([clips_as_frames(originals), clips_as_frames(recon)], dim=-1)  # side by side
+        return save_gif(torch.cat(list(rows), dim=-2), out_dir / self.examples_output)
+
+    def metrics(self) -> dict:
+        return {"code_rate": self.cfg.model.code_rate()}
+
+    def summary(self, metrics: dict) -> str:
+        rate = metrics["code_rate"]
+        checker = (f" checker_prompt={metrics['checker']['prompt']:.3f}"
+                   if "checker" in metrics else "")
+        return (f"psnr={metrics['psnr']:.2f} dB ssim={metrics['ssim']:.4f} (per frame) "
+                f"codebook_usage={metrics.get('codebook_usage', 0):.3f}{checker} "
+                f"clips={metrics['clips']} at {rate['tokens_per_clip']} tokens per clip")
+
+
+MODALITY_TRAINING = {"image": ImageTraining, "audio": AudioTraining, "video": VideoTraining}
+
+
 def modality_training(cfg: TokenizerTrainConfig, device: torch.device
-                      ) -> ImageTraining | AudioTraining:
-    return (AudioTraining if cfg.model.modality == "audio" else ImageTraining)(cfg, device)
+                      ) -> ImageTraining | AudioTraining | VideoTraining:
+    return MODALITY_TRAINING[cfg.model.modality](cfg, device)
