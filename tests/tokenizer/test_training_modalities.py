@@ -9,7 +9,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tokenizer_training_fixtures import ROOT, tiny_audio_args, tiny_video_args, train_main
+from tokenizer_training_fixtures import (ROOT, assert_resume_is_exact, tiny_audio_args,
+                                         tiny_video_args, train_main)
 
 
 def test_tiny_audio_tokenizer_trains_end_to_end_and_its_loss_falls(tmp_path):
@@ -30,14 +31,9 @@ def test_tiny_audio_tokenizer_trains_end_to_end_and_its_loss_falls(tmp_path):
     assert state["encoder.conv_in.weight"].dim() == 3  # Conv1d: (out, in, kernel)
 
 
-def test_audio_resume_is_exact(tmp_path):
-    main = train_main()
-    main(tiny_audio_args(tmp_path / "straight", 4, "train.eval_images=2"))
-    main(tiny_audio_args(tmp_path / "split", 2, "train.eval_images=2"))
-    main(tiny_audio_args(tmp_path / "split", 4, "train.eval_images=2") + ["--resume"])
-    a = load_file(str(tmp_path / "straight/tokenizer/tokenizer.safetensors"))
-    b = load_file(str(tmp_path / "split/tokenizer/tokenizer.safetensors"))
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+@pytest.mark.parametrize("args", [tiny_audio_args, tiny_video_args], ids=["audio", "video"])
+def test_resume_is_exact(tmp_path, args):
+    assert_resume_is_exact(args, tmp_path, 4, "train.eval_images=2")
 
 
 def test_full_length_notes_are_scored_by_the_checker(tmp_path):
@@ -87,16 +83,6 @@ def test_tiny_video_tokenizer_trains_end_to_end_and_its_loss_falls(tmp_path):
         assert gif.size == (64, 128) and gif.n_frames >= 2
     state = load_file(str(tmp_path / "tokenizer" / "tokenizer.safetensors"))
     assert state["encoder.conv_in.weight"].dim() == 5  # Conv3d: (out, in, t, h, w)
-
-
-def test_video_resume_is_exact(tmp_path):
-    main = train_main()
-    main(tiny_video_args(tmp_path / "straight", 4, "train.eval_images=2"))
-    main(tiny_video_args(tmp_path / "split", 2, "train.eval_images=2"))
-    main(tiny_video_args(tmp_path / "split", 4, "train.eval_images=2") + ["--resume"])
-    a = load_file(str(tmp_path / "straight/tokenizer/tokenizer.safetensors"))
-    b = load_file(str(tmp_path / "split/tokenizer/tokenizer.safetensors"))
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 @pytest.mark.parametrize("override, key", [

@@ -38,6 +38,11 @@ from unimodal.tokenizer.training_config import TokenizerTrainConfig
 EXAMPLES_SHOWN = 8  # held-out samples written as the comparison PNG / WAV pairs / GIF rows
 
 
+def _checker_summary(metrics: dict) -> str:
+    """The prompt checker's whole-prompt accuracy for the one-line summary, when it ran."""
+    return f" checker_prompt={metrics['checker']['prompt']:.3f}" if "checker" in metrics else ""
+
+
 class ImageEvalMeter:
     """Held-out PSNR/SSIM and, on shapes data, the shapes checker on the reconstructions."""
 
@@ -166,8 +171,7 @@ class AudioTraining:
 
     def summary(self, metrics: dict) -> str:
         rate = metrics["code_rate"]
-        checker = (f" checker_prompt={metrics['checker']['prompt']:.3f}"
-                   if "checker" in metrics else "")
+        checker = _checker_summary(metrics)
         return (f"snr={metrics['snr_db']:.2f} dB stft_distance={metrics['stft_distance']:.3f} "
                 f"codebook_usage={metrics.get('codebook_usage', 0):.3f}{checker} "
                 f"clips={metrics['clips']} at {rate['tokens_per_second']:.0f} tokens/s, "
@@ -233,8 +237,7 @@ class VideoTraining:
 
     def summary(self, metrics: dict) -> str:
         rate = metrics["code_rate"]
-        checker = (f" checker_prompt={metrics['checker']['prompt']:.3f}"
-                   if "checker" in metrics else "")
+        checker = _checker_summary(metrics)
         return (f"psnr={metrics['psnr']:.2f} dB ssim={metrics['ssim']:.4f} (per frame) "
                 f"codebook_usage={metrics.get('codebook_usage', 0):.3f}{checker} "
                 f"clips={metrics['clips']} at {rate['tokens_per_clip']} tokens per clip")
