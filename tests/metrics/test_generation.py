@@ -46,6 +46,7 @@ def sets(tmp_path_factory):
             "b_vs_a_small": metrics_from_features(feat_b, feat_a, isc_splits=2, feature_layer=SMALL)}
 
 
+@pytest.mark.slow
 def test_fid_of_a_set_with_itself_is_zero_and_positive_against_another(sets):
     same, other = sets["a_vs_a"], sets["b_vs_a"]
     assert other["fid"] > 0.05

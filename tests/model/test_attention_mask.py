@@ -32,6 +32,7 @@ def test_dense_mask_is_exactly_the_mask_mod():
     assert not dense[1, 5, :5].any()                                            # no cross-document
 
 
+@pytest.mark.slow
 def test_compiled_block_mask_equals_the_uncompiled_one():
     # Built on the CPU (create_block_mask runs there; only flex_attention's backward does not).
     # Two rows of 256 tokens: documents of text, prompt and 64-token image blocks, then padding.

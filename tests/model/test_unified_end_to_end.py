@@ -15,6 +15,8 @@ from unimodal.model.export import save_unified
 from unimodal.model.sampling import (ImageSamplingConfig, TextSamplingConfig, generate_text,
                                      sample_codes)
 
+pytestmark = pytest.mark.slow  # end-to-end training runs (tests/conftest.py starts them first)
+
 SENTENCES = ["the red circle is on the left of the blue square.",
              "a green triangle sits above a yellow diamond."]
 

@@ -15,6 +15,8 @@ from process_fixtures import clean_env, finish_group, free_port, start_group
 from unimodal.config import load_config
 from unimodal.pretraining.config import PretrainConfig
 
+pytestmark = pytest.mark.slow  # end-to-end training runs (tests/conftest.py starts them first)
+
 
 def run_with_nan(config: str, out: str, where: str, bad_attempts: list[int], nan_ranks: str,
                  *overrides: str):

@@ -17,6 +17,8 @@ from unified_fixtures import ROOT, load_script
 from unimodal.config import ConfigError, load_config
 from unimodal.pretraining.config import PretrainConfig
 
+pytestmark = pytest.mark.slow  # end-to-end training runs (tests/conftest.py starts them first)
+
 
 def losses(out: Path, key: str = "loss") -> dict[int, float]:
     """step -> loss (or another logged `key`); a resumed run's later records replace the earlier

@@ -4,6 +4,8 @@ blocks run answers --help (shell scripts at least parse)."""
 import re
 import subprocess
 
+import pytest
+
 from help_fixtures import ROOT, script_helps
 
 README = (ROOT / "README.md").read_text()
@@ -20,6 +22,7 @@ def test_every_cited_file_exists():
     assert not missing, f"README cites files that do not exist: {missing}"
 
 
+@pytest.mark.slow
 def test_every_command_in_the_code_blocks_answers_help():
     blocks = code_blocks()
     scripts = sorted(set(re.findall(r"(?:tokenizers|mixing|train|eval)/\w+\.py", blocks)))

@@ -208,6 +208,7 @@ def test_multi_gpu_report_compares_scaling_and_resumed_losses(tmp_path, capsys):
     assert (tmp_path / "multi_gpu.md").read_text().strip() == text.strip()
 
 
+@pytest.mark.slow
 def test_bench_pretrain_profiles_the_real_loop_on_a_trained_tokenizer_geometry(assets, tmp_path):
     # A subprocess: the DeepSpeed process group (and the MASTER_PORT it sets in os.environ) must
     # not outlive the test inside pytest, where later launches would inherit a busy port.

@@ -10,6 +10,8 @@ from mixture_fixtures import code_shards, text_shards
 from process_fixtures import launch
 from unified_fixtures import load_script, make_assets, write_pretrain_config
 
+pytestmark = pytest.mark.slow  # end-to-end training runs (tests/conftest.py starts them first)
+
 
 @pytest.mark.parametrize("objective", ["next_token", "masked"])
 def test_token_objectives_train_export_and_sample_through_the_scripts(tmp_path, objective):

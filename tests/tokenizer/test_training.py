@@ -81,6 +81,7 @@ def test_decoder_fine_tune_keeps_the_codes_and_improves_reconstruction(tmp_path)
                        "model.codebook_size=32"))
 
 
+@pytest.mark.slow
 def test_two_process_ddp_on_cpu(tmp_path):
     """torchrun with 2 CPU processes (gloo): DDP, all-reduced dead-code tracking, rank-0 writes."""
     import os
