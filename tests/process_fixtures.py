@@ -1,10 +1,12 @@
-"""Child processes for the multi-process tests: a free port, and a launch that leaves nothing behind.
+"""Child processes for the multi-process tests: a free port, a launch that leaves nothing behind, and
+the losses a launched run logged.
 
 A launcher (deepspeed, torchrun) forks its ranks; killing only the launcher on a timeout would
 leave the ranks running, holding ports and CPU for the rest of the suite. Each launch gets its
 own process group, and a timeout kills the whole group.
 """
 
+import json
 import os
 import signal
 import socket
@@ -62,3 +64,10 @@ def launch(config: Path, out: Path, *extra: str, procs: int = 1, check: bool = T
     if check:
         assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
     return done
+
+
+def losses(out: Path, key: str = "loss") -> dict[int, float]:
+    """step -> loss (or another logged `key`); a resumed run's later records replace the earlier
+    ones."""
+    rows = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    return {r["step"]: r[key] for r in rows}

@@ -1,5 +1,7 @@
-"""train/pretrain.py with the real DeepSpeed engine on CPU (gloo, ZeRO 2): one and two processes
-through the launcher, exact kill-and-resume, the export, and config errors before any model."""
+"""train/pretrain.py with the real DeepSpeed engine on CPU (gloo, ZeRO 2), one process: exact
+kill-and-resume, the export, checkpoint safety, and config errors before any model (two ranks and
+two nodes: test_trainer_ranks.py, a file of its own so that xdist runs the two halves side by
+side)."""
 
 import json
 import math
@@ -12,19 +14,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from process_fixtures import clean_env, finish_group, free_port, launch, start_group
-from unified_fixtures import ROOT, load_script
+from process_fixtures import clean_env, launch, losses
+from unified_fixtures import load_script
 from unimodal.config import ConfigError, load_config
 from unimodal.pretraining.config import PretrainConfig
 
 pytestmark = pytest.mark.slow  # end-to-end training runs (tests/conftest.py starts them first)
-
-
-def losses(out: Path, key: str = "loss") -> dict[int, float]:
-    """step -> loss (or another logged `key`); a resumed run's later records replace the earlier
-    ones."""
-    rows = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
-    return {r["step"]: r[key] for r in rows}
 
 
 @pytest.fixture(scope="module")
@@ -33,15 +28,6 @@ def straight_run(tiny_config, tmp_path_factory) -> Path:
     test that changes it works on a copy)."""
     out = tmp_path_factory.mktemp("straight") / "run"
     launch(tiny_config, out)
-    return out
-
-
-@pytest.fixture(scope="module")
-def two_rank_run(tiny_config, tmp_path_factory) -> Path:
-    """6 steps on 2 ranks (ZeRO 2) without EMA, checkpoints at steps 3 and 6; shared like
-    straight_run (resuming it elsewhere leaves it as it was: a test checks that)."""
-    out = tmp_path_factory.mktemp("two_ranks") / "two"
-    launch(tiny_config, out, "train.ema_decay=0", procs=2)
     return out
 
 
@@ -92,83 +78,6 @@ def test_kill_and_resume_repeats_the_uninterrupted_losses(tiny_config, straight_
         assert torch.equal(ema_a[k], ema_b[k]), k
 
 
-def test_two_processes_zero2(tiny_config, tmp_path):
-    out = tmp_path / "ddp"
-    launch(tiny_config, out, "train.steps=3", procs=2)
-    assert [json.loads(x)["step"] for x in (out / "log.jsonl").read_text().splitlines()] == [1, 2, 3]
-    ckpt = out / "checkpoints/step_00000003"
-    assert (ckpt / "data_rank00000.json").is_file() and (ckpt / "data_rank00001.json").is_file()
-    assert (out / "export/hf/model.safetensors").is_file()
-
-
-
-def test_two_ranks_resume_on_one_through_a_universal_checkpoint(tiny_config, two_rank_run,
-                                                                tmp_path):
-    """2 ranks -> 1 rank: the loaded weights equal the 2-rank ZeRO checkpoint's, and training goes
-    on with the saved LR schedule (the global batch kept by doubling gradient accumulation)."""
-    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
-
-    from unimodal.model.export import load_unified
-
-    two, one = two_rank_run, tmp_path / "one"
-    no_ema = "train.ema_decay=0"  # the export then holds the engine's weights (as in two_rank_run)
-    ckpt = two / "checkpoints/step_00000003"
-    done = launch(tiny_config, one, no_ema, "train.steps=3", "train.gradient_accumulation=2",
-                  "--resume", str(ckpt))
-    assert "written by 2 ranks, loading on 1" in done.stdout
-    assert not (ckpt / "universal").exists()  # the source run is left as it was
-    zero = get_fp32_state_dict_from_zero_checkpoint(str(two / "checkpoints"), tag=ckpt.name)
-    loaded = load_unified(one / "export")[0].state_dict()
-    assert len(zero) > 10
-    for name, value in zero.items():
-        assert torch.equal(loaded[name].float(), value.float()), name
-    launch(tiny_config, one, no_ema, "train.gradient_accumulation=2", "--resume", str(ckpt))
-    rows = {r["step"]: r for r in map(json.loads, (one / "log.jsonl").read_text().splitlines())}
-    ref = {r["step"]: r for r in map(json.loads, (two / "log.jsonl").read_text().splitlines())}
-    assert sorted(rows) == [4, 5, 6]
-    for step in (4, 5, 6):
-        assert rows[step]["lr"] == pytest.approx(ref[step]["lr"]) and math.isfinite(rows[step]["loss"])
-
-
-
-def test_a_planted_pickle_stops_the_universal_conversion(tiny_config, two_rank_run, tmp_path):
-    """The 2 -> 1 conversion reads the checkpoint through the same safe loader, and its failure
-    stops the run with one clear cause instead of leaving ranks at a barrier."""
-    from safe_loading_fixtures import plant_payload
-
-    two, one = tmp_path / "two", tmp_path / "one"
-    shutil.copytree(two_rank_run, two)  # the copy is planted, not the shared run
-    ckpt = two / "checkpoints/step_00000003"
-    marker = plant_payload(ckpt / "zero_pp_rank_1_mp_rank_00_optim_states.pt", tmp_path / "ran")
-    done = launch(tiny_config, one, "train.ema_decay=0", "--resume", str(ckpt), check=False)
-    out = done.stdout + done.stderr
-    assert done.returncode != 0 and "converting it to a universal checkpoint failed" in out
-    assert "refused to load" in out and not marker.exists()
-
-
-def test_two_nodes_of_one_process_through_the_hostfile_launcher(tiny_config, tmp_path):
-    """The multi-node path of README: one launcher per node (--no_ssh --node_rank), a shared
-    out_dir; each node's rank reads its own part of the data."""
-    hostfile = tmp_path / "hostfile"
-    hostfile.write_text("node-a slots=1\nnode-b slots=1\n")
-    out = tmp_path / "run"
-    env = {**clean_env(), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    port = str(free_port())
-    nodes = [start_group(
-        [sys.executable, "-m", "deepspeed.launcher.runner", "--hostfile", str(hostfile), "--no_ssh",
-         "--node_rank", str(node), "--master_addr", "127.0.0.1", "--master_port", port,
-         str(ROOT / "train/pretrain.py"), "--config", str(tiny_config), f"train.out_dir={out}",
-         "train.steps=3"], env) for node in (0, 1)]
-    done = [finish_group(node, timeout=400) for node in nodes]
-    logs = [d.stdout + d.stderr for d in done]
-    assert [d.returncode for d in done] == [0, 0], "\n".join(x[-3000:] for x in logs)
-    assert "--node_rank=1" in logs[1]
-    ckpt = out / "checkpoints/step_00000003"
-    states = [json.loads((ckpt / f"data_rank{r:05d}.json").read_text()) for r in (0, 1)]
-    assert [(s["config"]["rank"], s["config"]["world_size"]) for s in states] == [(0, 2), (1, 2)]
-    assert states[0]["readers"] != states[1]["readers"]
-    assert sorted(losses(out)) == [1, 2, 3]
-
 def test_bad_configs_fail_before_any_model(tiny_config, tmp_path):
     with pytest.raises(ConfigError, match=r"train\.setps"):
         load_config(PretrainConfig, tiny_config, ["train.setps=3"])
@@ -186,7 +95,6 @@ def test_bad_configs_fail_before_any_model(tiny_config, tmp_path):
         load_config(PretrainConfig, tiny_config, ["deepspeed.optimizer.type=AdamW"])
 
 
-
 def test_image_geometry_comes_from_the_image_tokenizer(tiny_config):
     """K, T and the grid have one source of truth: left out, they are read from the tokenizer;
     stated, they must agree with it (the error names the key)."""
@@ -200,17 +108,6 @@ def test_image_geometry_comes_from_the_image_tokenizer(tiny_config):
     # T was model.vocab.steps, beside train.steps (optimizer steps): the old key names the new one.
     with pytest.raises(ConfigError, match=r"model\.vocab\.steps was renamed to model\.vocab\.code_maps"):
         load_config(PretrainConfig, tiny_config, ["model.vocab.steps=4"])
-
-@pytest.mark.parametrize("stage", [1, 3])
-def test_resume_loads_every_zero_stage_without_unpickling_code(tiny_config, tmp_path, stage):
-    """Resume goes through the weights_only loader for DeepSpeed's own files, at any ZeRO stage."""
-    out = tmp_path / f"zero{stage}"
-    zero = [f"deepspeed.zero_optimization.stage={stage}", "train.ema_decay=0"]
-    launch(tiny_config, out, "train.steps=3", *zero)
-    done = launch(tiny_config, out, "train.steps=4", *zero, "--resume")
-    assert "resumed from" in done.stdout + done.stderr
-    assert sorted(losses(out)) == [1, 2, 3, 4]
-
 
 @pytest.mark.parametrize("name", ["mp_rank_00_model_states.pt",
                                   "zero_pp_rank_0_mp_rank_00_optim_states.pt"])
@@ -282,7 +179,6 @@ def test_step_flops_count_zero3_partitioned_layers_in_full(tmp_path):
         p.ds_numel = p.numel()       # what DeepSpeed records before partitioning
         p.data = p.data.new_empty(0)  # what a ZeRO 3 rank holds between gathers
     assert step_flops(model, 256, 100, 80, 64, 256) == full
-
 
 
 def run_with_slow_loader(config: str, out: str, delay: str) -> None:
