@@ -179,3 +179,13 @@ def test_video_tokens_per_clip():
 def test_bad_video_model_values_name_the_key(kw, key):
     with pytest.raises(ConfigError, match=key):
         RDPMTokenizer(video(**kw))
+
+
+def test_only_an_image_tokenizer_passes_where_images_are_required(model):
+    from unimodal.tokenizer.rdpm_tokenizer import require_image_tokenizer
+
+    require_image_tokenizer(model, "tok", "why")  # an image tokenizer passes
+    for size, name in (("audio_tiny", "an audio"), ("video_tiny", "a video")):
+        other = RDPMTokenizer(RDPMTokenizerConfig.from_size(size, base_channels=8))
+        with pytest.raises(ConfigError, match=f"tokenizer=tok is {name} tokenizer; only images"):
+            require_image_tokenizer(other, "tok", "only images")

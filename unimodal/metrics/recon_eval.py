@@ -29,7 +29,7 @@ from unimodal.metrics.shapes_checker import ShapesAccuracy, score_reconstruction
 from unimodal.tokenizer.diagnostics import (StepDiagnostics, latent_gain_stats,
                                             plot_step_diagnostics)
 from unimodal.tokenizer.encode_shards import noise_seed
-from unimodal.tokenizer.rdpm_tokenizer import load_tokenizer
+from unimodal.tokenizer.rdpm_tokenizer import load_tokenizer, require_image_tokenizer
 
 
 @dataclass
@@ -61,11 +61,8 @@ def evaluate_reconstruction(cfg: ReconEvalConfig) -> dict:
     cfg.validate()
     device = pick_device(cfg.device)
     tok = load_tokenizer(cfg.tokenizer, device)
-    if tok.cfg.modality != "image":
-        article = "an" if tok.cfg.modality[0] in "aeiou" else "a"
-        raise ConfigError(f"tokenizer={cfg.tokenizer} is {article} {tok.cfg.modality} tokenizer; "
-                          "eval/recon.py measures images (audio and video tokenizers' metrics "
-                          "come from their training run, metrics.json)")
+    require_image_tokenizer(tok, cfg.tokenizer, "eval/recon.py measures images (audio and video "
+                            "tokenizers' metrics come from their training run, metrics.json)")
     out = Path(cfg.out_dir)
     real_dir, fake_dir = out / "original", out / "reconstruction"
     write_pngs = cfg.save_images or bool(cfg.inception_weights)  # rFID reads the two folders

@@ -45,7 +45,8 @@ from unimodal.data.image_sources import (BadSampleCounter, ImageDataConfig, buil
                                          collate_skip_none)
 from unimodal.data.text_shards import write_shard
 from unimodal.tokenizer.rdpm_quantizer import rdpm_noise
-from unimodal.tokenizer.rdpm_tokenizer import WEIGHTS_FILE, describe, load_tokenizer
+from unimodal.tokenizer.rdpm_tokenizer import (WEIGHTS_FILE, describe, load_tokenizer,
+                                               require_image_tokenizer)
 
 META_FILE = "encode_meta.json"
 
@@ -182,11 +183,8 @@ class ShardEncoder:
         self.device = D.pick_device(cfg.device)
         D.init_from_env(self.device)
         self.tokenizer = load_tokenizer(cfg.tokenizer, self.device)
-        modality = self.tokenizer.cfg.modality
-        if modality != "image":
-            article = "an" if modality[0] in "aeiou" else "a"
-            raise ConfigError(f"tokenizer={cfg.tokenizer} is {article} {modality} tokenizer; "
-                              "encoding into shards is for image tokenizers only so far")
+        require_image_tokenizer(self.tokenizer, cfg.tokenizer,
+                                "encoding into shards is for image tokenizers only so far")
         if self.tokenizer.cfg.image_size != cfg.data.image_size:
             raise ConfigError(f"data.image_size={cfg.data.image_size} but the tokenizer was trained "
                               f"at {self.tokenizer.cfg.image_size} px")

@@ -325,6 +325,14 @@ def load_tokenizer_config(folder: str | Path) -> RDPMTokenizerConfig:
     return load_config(_TokenizerFile, folder / CONFIG_FILE, upgrade_renamed=True).model
 
 
+def require_image_tokenizer(tokenizer: RDPMTokenizer, folder: str | Path, why: str) -> None:
+    """Refuse an audio or video tokenizer where only images are handled yet, naming both."""
+    modality = tokenizer.cfg.modality
+    if modality != "image":
+        article = "an" if modality[0] in "aeiou" else "a"
+        raise ConfigError(f"tokenizer={folder} is {article} {modality} tokenizer; {why}")
+
+
 def load_tokenizer(folder: str | Path, device: str | torch.device = "cpu") -> RDPMTokenizer:
     folder = Path(folder)
     cfg = load_tokenizer_config(folder)
