@@ -41,6 +41,7 @@ import torch
 
 from unimodal.cli import parse_config
 from unimodal.config import ConfigError, load_config
+from unimodal.distributed import shutdown
 from unimodal.data.sequences import image_document, pack_documents, text_document
 from unimodal.model.vocabulary import Vocabulary
 from unimodal.pretraining.config import PretrainConfig
@@ -226,6 +227,13 @@ def load_pretrain_config(args: BenchPretrainConfig, fixed: list[str]) -> Pretrai
 
 def main(argv=None):
     args = parse_config(BenchPretrainConfig, argv, __doc__, __file__)
+    try:
+        return run_bench(args)
+    finally:  # every rank leaves the process group cleanly, also on an error
+        shutdown()
+
+
+def run_bench(args: BenchPretrainConfig):
     load_pretrain_config(args, [])  # a bad key fails before any work
     tmp = Path(tempfile.mkdtemp())
     if args.image_tokenizer:
