@@ -227,10 +227,9 @@ def load_pretrain_config(args: BenchPretrainConfig, fixed: list[str]) -> Pretrai
 
 def main(argv=None):
     args = parse_config(BenchPretrainConfig, argv, __doc__, __file__)
-    try:
-        return run_bench(args)
-    finally:  # every rank leaves the process group cleanly, also on an error
-        shutdown()
+    result = run_bench(args)
+    shutdown()  # every rank leaves the process group (not on an error: a lone rank would hang at the barrier)
+    return result
 
 
 def run_bench(args: BenchPretrainConfig):
