@@ -228,7 +228,8 @@ def load_pretrain_config(args: BenchPretrainConfig, fixed: list[str]) -> Pretrai
 def main(argv=None):
     args = parse_config(BenchPretrainConfig, argv, __doc__, __file__)
     result = run_bench(args)
-    shutdown()  # every rank leaves the process group (not on an error: a lone rank would hang at the barrier)
+    # every rank leaves the process group; not on an error, where a lone rank would hang at the barrier
+    shutdown()
     return result
 
 
