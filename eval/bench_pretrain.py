@@ -41,8 +41,8 @@ import torch
 
 from unimodal.cli import parse_config
 from unimodal.config import ConfigError, load_config
-from unimodal.distributed import shutdown
 from unimodal.data.sequences import image_document, pack_documents, text_document
+from unimodal.distributed import shutdown
 from unimodal.model.vocabulary import Vocabulary
 from unimodal.pretraining.config import PretrainConfig
 from unimodal.pretraining.flops import attention_flops, causal_halved
