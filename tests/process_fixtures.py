@@ -54,12 +54,21 @@ def clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in rendezvous}
 
 
-def launch(config: Path, out: Path, *extra: str, procs: int = 1, check: bool = True):
-    """train/pretrain.py under the DeepSpeed launcher on `procs` CPU ranks (gloo)."""
+def launch(config: Path, out: Path, *extra: str, procs: int = 1, launcher: bool | None = None,
+           check: bool = True):
+    """train/pretrain.py on `procs` CPU ranks (gloo). Under the DeepSpeed launcher (`deepspeed
+    train/pretrain.py`, what users run) when `launcher` or `procs` > 1; one process on its own
+    (`python train/pretrain.py`) otherwise: the launcher adds two Python processes that each
+    import torch and DeepSpeed, seconds per run on a 2-core box, and the tests that check the
+    launcher path itself ask for it."""
     env = {**clean_env(), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", str(procs),
-           "--master_port", str(free_port()),
-           str(ROOT / "train/pretrain.py"), "--config", str(config), f"train.out_dir={out}", *extra]
+    args = [str(ROOT / "train/pretrain.py"), "--config", str(config), f"train.out_dir={out}", *extra]
+    if launcher or (launcher is None and procs > 1):
+        cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", str(procs),
+               "--master_port", str(free_port()), *args]
+    else:
+        assert procs == 1, "more than one rank needs the launcher"
+        cmd = [sys.executable, *args]
     done = run_group(cmd, env, timeout=400)
     if check:
         assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
