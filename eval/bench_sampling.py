@@ -1,12 +1,15 @@
 """Benchmark class-conditional image sampling with the unified model (random weights).
 
     python eval/bench_sampling.py                       # depth-12 backbone, 256 px, 16x16 codes, T=10, CFG
-    python eval/bench_sampling.py size=d16 batch_sizes=[1,64,256] compile_decoder=true
+    python eval/bench_sampling.py size=d16 batch_sizes=[1,64,256] compile=true
+    python eval/bench_sampling.py batch_sizes=[1,256] compile=true cuda_graphs=true channels_last=true
 
 Builds the named backbone over a vocabulary of 1000 class tokens + K = 4096 codes and the paper's
 RDPM tokenizer (256 px, f16), in bf16, then times `sample_codes` + tokenizer decoding with CUDA
 synchronisation around each phase: median over `iters` runs after a warm-up. Reports images/s,
 latency, and the share of time in the tokenizer's decoder. Prints a table last.
+`compile`, `cuda_graphs` and `channels_last` are the arguments of `compile_for_sampling`, the
+function eval/sample.py uses, so the timed model is the one users run.
 """
 
 import statistics
@@ -20,7 +23,7 @@ import torch
 from unimodal.cli import parse_config
 from unimodal.model.vocabulary import image_prompt
 from unimodal.random_models import random_class_conditional_model
-from unimodal.model.sampling import ImageSamplingConfig, sample_codes
+from unimodal.model.sampling import ImageSamplingConfig, compile_for_sampling, sample_codes
 
 
 @dataclass
@@ -29,8 +32,9 @@ class BenchSamplingConfig:
     batch_sizes: list[int] = field(default_factory=lambda: [1, 64, 256])
     sampling: ImageSamplingConfig = field(default_factory=ImageSamplingConfig)
     iters: int = 5                        # timed runs per batch size (the median is reported)
-    compile_decoder: bool = False
-    compile_backbone: bool = False
+    compile: bool = False                 # torch.compile the backbone and the decoder
+    cuda_graphs: bool = False             # with compile: the backbone's passes as CUDA graphs
+    channels_last: bool = False           # with compile: the decoder in NHWC
     profile: bool = False                 # print the top CUDA kernels of one run at the largest batch
 
 
@@ -45,9 +49,10 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmp:
         model, tokenizer, vocab = random_class_conditional_model(args.size, Path(tmp), device)
     params = model.num_parameters() / 1e6
-    decoder = torch.compile(tokenizer.decoder) if args.compile_decoder else tokenizer.decoder
-    if args.compile_backbone:  # what compile_for_sampling does for the backbone
-        model.backbone.forward = torch.compile(model.backbone.forward, dynamic=False)
+    if (args.cuda_graphs or args.channels_last) and not args.compile:
+        raise ValueError("cuda_graphs=true and channels_last=true need compile=true")
+    if args.compile:
+        compile_for_sampling(model, tokenizer, args.cuda_graphs, args.channels_last)
     sampling = args.sampling
     rows = []
     for batch in args.batch_sizes:
@@ -60,7 +65,7 @@ def main(argv=None):
             torch.cuda.synchronize()
             t1 = time.perf_counter()
             with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
-                images = decoder(tokenizer.codes_to_latent(codes))
+                images = tokenizer.decoder(tokenizer.codes_to_latent(codes))
             images.float().clamp(-1, 1)
             torch.cuda.synchronize()
             return t1 - t0, time.perf_counter() - t1
@@ -81,7 +86,8 @@ def main(argv=None):
         print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=18, max_name_column_width=60))
     print(f"\n{torch.cuda.get_device_name()} | torch {torch.__version__} | backbone {args.size} "
           f"({params:.0f}M trainable params, bf16) | T={model.tok_cfg.code_maps}, 16x16 codes, "
-          f"CFG {sampling.cfg_scale} {sampling.cfg_schedule}, 256 px | decoder {'compiled' if args.compile_decoder else 'eager'}"
+          f"CFG {sampling.cfg_scale} {sampling.cfg_schedule}, 256 px | {'compiled' if args.compile else 'eager'}, CUDA graphs "
+          f"{'on' if args.cuda_graphs else 'off'}, decoder {'NHWC' if args.channels_last else 'NCHW'}"
           f" bf16 | median of {args.iters}")
     print("| batch | total ms | img/s | generator ms | decoder ms | decoder share | peak GiB |")
     print("|---|---|---|---|---|---|---|")

@@ -88,3 +88,28 @@ def test_sampling_keys_are_the_config_fields_with_its_defaults():
     cfg = parse_config(sample.SampleConfig, ["sampling.cfg_scale=2", "sampling.top_k=5"], None,
                        sample.__file__)
     assert cfg.sampling == ImageSamplingConfig(cfg_scale=2.0, top_k=5)
+
+
+@pytest.mark.gpu
+def test_cuda_graph_sampling_draws_the_codes_of_plain_compilation(tmp_path):
+    # compile_for_sampling(cuda_graphs=True) replays one graph for every block pass and reuses its
+    # memory between passes and batches: a stale or overwritten buffer (the prompt cache, the last
+    # pass's hidden states) would change the codes. Plain compilation runs the same kernels.
+    import torch
+
+    from unimodal.model.sampling import compile_for_sampling, sample_codes
+    from unimodal.model.vocabulary import image_prompt
+    from unimodal.random_models import random_class_conditional_model
+
+    cfg = ImageSamplingConfig(cfg_scale=4.0, temperature=1.0)
+    batches = [[3, 9], [500, 7], [3, 9]]   # the first batch again after others: a graph replay
+    codes = {}
+    for graphs in (False, True):
+        torch.manual_seed(0)
+        model, tokenizer, vocab = random_class_conditional_model("tiny", tmp_path / str(graphs), "cuda")
+        compile_for_sampling(model, tokenizer, cuda_graphs=graphs)
+        codes[graphs] = [sample_codes(model, [image_prompt(vocab, class_id=c) for c in classes],
+                                      cfg, seeds=classes).cpu() for classes in batches]
+    for plain, graphed in zip(codes[False], codes[True]):
+        assert torch.equal(plain, graphed)
+    assert torch.equal(codes[True][0], codes[True][2])

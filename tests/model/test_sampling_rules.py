@@ -22,7 +22,7 @@ def model(tmp_path_factory):
 
 def _fixed_block_logits(cond_row: list[float], uncond_row: list[float]):
     """A stand-in for the network: every position gets these code logits (cond rows first)."""
-    def block_logits(model, cache, valid, next_pos, latent_prev, noise_t, t):
+    def block_logits(model, cache, valid, next_pos, latent_prev, noise_t, t, geometry=None):
         rows, _, h, w = latent_prev.shape
         k = model.vocab.codebook_size
         logits = torch.full((rows, h * w, k), -10.0)

@@ -215,8 +215,12 @@ def sample_codes(model, prompts: list[list[int]], cfg: ImageSamplingConfig,
     guided = cfg.cfg_scale != 0
     null_prompt = image_prompt(vocab)  # <bos> <null> <boi>
     cache, valid, next_pos, _ = run_prompts(model, prompts + [null_prompt] * b if guided else prompts)
+    # Own copies: with CUDA graphs (compile_for_sampling) the prompt pass's outputs live in the
+    # graph pool, which the block passes' replays may reuse. The prompt cache is small.
+    cache = [(k.clone(), v.clone()) for k, v in cache]
     rows = valid.shape[0]
     h, w = tok.grid
+    geometry = block_geometry(valid, next_pos, h * w)  # the same for every step: computed once
     noise = rdpm_noise(seeds, tok.code_maps, (tok.latent_dim, h, w), device=device)
     if guided:
         noise = torch.cat([noise, noise])  # cond and uncond rows see the same eps_t
@@ -225,7 +229,7 @@ def sample_codes(model, prompts: list[list[int]], cfg: ImageSamplingConfig,
     latent = torch.zeros((rows, tok.latent_dim, h, w), device=device)
     codes = []
     for t in range(1, tok.code_maps + 1):
-        logits = block_logits(model, cache, valid, next_pos, latent, noise[:, t - 1], t)
+        logits = block_logits(model, cache, valid, next_pos, latent, noise[:, t - 1], t, geometry)
         logits = sampling_logits(logits, b, cfg, t, tok.code_maps)
         c_t = gumbel_sample(logits, cfg.temperature, gens).view(b, h, w)
         if prefix is not None and t <= prefix.shape[1]:
@@ -236,23 +240,36 @@ def sample_codes(model, prompts: list[list[int]], cfg: ImageSamplingConfig,
     return torch.stack(codes, dim=1)
 
 
+def block_geometry(valid: torch.Tensor, next_pos: torch.Tensor,
+                   hw: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Positions (rows, h*w) of a block after the cached prompt, and its attention mask (None
+    when no prompt is padded): block queries see their row's real prompt tokens and their whole
+    block. Every step of an image has the same, so a sampler computes this once per batch (it
+    reads `valid` on the host once, not once per step)."""
+    rows, device = valid.shape[0], valid.device
+    positions = next_pos[:, None] + torch.arange(hw, device=device)[None]
+    if bool(valid.all()):
+        return positions, None
+    keys = torch.cat([valid, torch.ones(rows, hw, dtype=torch.bool, device=device)], 1)
+    return positions, keys[:, None, None, :].expand(rows, 1, hw, -1)
+
+
 @torch.no_grad()
 def block_logits(model, cache, valid: torch.Tensor, next_pos: torch.Tensor,
-                 latent_prev: torch.Tensor, noise_t: torch.Tensor, t: int) -> torch.Tensor:
-    """Code logits (rows, h*w, K) of the step-t block against the cached prompt."""
+                 latent_prev: torch.Tensor, noise_t: torch.Tensor, t: int,
+                 geometry: tuple[torch.Tensor, torch.Tensor | None] | None = None) -> torch.Tensor:
+    """Code logits (rows, h*w, K) of the step-t block against the cached prompt; `geometry` is
+    block_geometry(valid, next_pos, h*w), computed here when not given."""
     rows, _, h, w = latent_prev.shape
-    hw, device = h * w, latent_prev.device
-    positions = next_pos[:, None] + torch.arange(hw, device=device)[None]
-    # Block queries see the real prompt tokens and their whole block; no mask when nothing is padded.
-    mask = None
-    if not bool(valid.all()):
-        keys = torch.cat([valid, torch.ones(rows, hw, dtype=torch.bool, device=device)], 1)
-        mask = keys[:, None, None, :].expand(rows, 1, hw, -1)
-    steps = torch.full((rows,), t, device=device, dtype=torch.long)
+    positions, mask = geometry if geometry is not None else block_geometry(valid, next_pos, h * w)
+    steps = torch.full((rows,), t, device=latent_prev.device, dtype=torch.long)
     x = model.image_input.project(latent_prev, noise_t, steps).to(model.backbone.head_weight.dtype)
+    # A new CUDA-graph generation per pass: this pass may overwrite the last pass's outputs
+    # (already consumed); a no-op without graphs.
+    torch.compiler.cudagraph_mark_step_begin()
     hidden, _ = model.backbone(x, positions, mask, kv_prefix=cache)
     ctx = model.image_input.context(latent_prev, noise_t, steps)
-    return model.code_logits(hidden.flatten(0, 1), ctx).view(rows, hw, -1)
+    return model.code_logits(hidden.flatten(0, 1), ctx).view(rows, h * w, -1)
 
 
 # ---------------------------------------------------------------------------------- objective
