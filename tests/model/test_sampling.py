@@ -105,8 +105,10 @@ def test_cuda_graph_sampling_draws_the_codes_of_plain_compilation(tmp_path):
     batches = [[3, 9], [500, 7], [3, 9]]   # the first batch again after others: a graph replay
     codes = {}
     for graphs in (False, True):
+        folder = tmp_path / f"graphs_{graphs}"
+        folder.mkdir()
         torch.manual_seed(0)
-        model, tokenizer, vocab = random_class_conditional_model("tiny", tmp_path / str(graphs), "cuda")
+        model, tokenizer, vocab = random_class_conditional_model("tiny", folder, "cuda")
         compile_for_sampling(model, tokenizer, cuda_graphs=graphs)
         codes[graphs] = [sample_codes(model, [image_prompt(vocab, class_id=c) for c in classes],
                                       cfg, seeds=classes).cpu() for classes in batches]
