@@ -12,6 +12,9 @@ Design choices:
   would spell <bos>/<eos>):
   audio -> <boa>/<eoa>, video -> <bov>/<eov>. The markers are saved in vocabulary.json, so a
   later change of this rule never renames a saved vocabulary's markers.
+- Documents of a further modality are plain next-token sequences, `code_prompt` then the T code
+  maps flattened map after map (ids `code_offset + code`), then <eo?> <eos>; the model scores them
+  with the full head (UnifiedModel) and samples them with the softmax restricted to the codes.
 - Masked softmax: `logits_mask(vocab, name)` is True exactly at the modality's codes; adding
   `additive_logits_mask` (0 / -inf) to full-vocabulary logits gives the same distribution over
   those codes as a softmax over the code slice, which is what image sampling and the image loss
@@ -141,6 +144,14 @@ def check_against_tokenizer(modality: CodeModality, codebook_size: int, code_map
         if ours != theirs:
             raise ValueError(f"vocabulary modality {modality.name!r}: {key} is {ours} in the "
                              f"vocabulary, the tokenizer has {theirs}")
+
+
+# ------------------------------------------------------------------------- documents
+def code_prompt(vocab, name: str, caption: str | None = None) -> list[int]:
+    """<bos> (caption | <null>) <bo?>: what precedes the codes of a further modality `name`, in
+    training documents (data/sample_documents.py) and at sampling alike."""
+    body = vocab.encode_text(caption) if caption else [vocab.null_id]
+    return [vocab.bos_id, *body, vocab.modality(name).begin_id]
 
 
 # ------------------------------------------------------------------------- masks and loss names
