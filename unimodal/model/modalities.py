@@ -37,9 +37,14 @@ NAME_PATTERN = re.compile(r"[a-z][a-z0-9]*\Z")  # also a loss key prefix: "{name
 
 @dataclass
 class CodeModalityConfig:
-    """A code modality after image, e.g. {name: audio, codebook_size: 1024, code_maps: 8,
-    grid: [50]}. Its tokenizer must agree (Vocabulary.check_tokenizer)."""
+    """A code modality after image, e.g. {name: audio, tokenizer: runs/audio_tok/tokenizer} or
+    {name: audio, codebook_size: 1024, code_maps: 8, grid: [50]}. Its tokenizer must agree
+    (Vocabulary.check_tokenizer)."""
     name: str = ""  # lowercase letters and digits, e.g. audio, video
+    # Folder written by tokenizers/train_rdpm.py (an audio or video tokenizer): K, T and grid left
+    # 0 / [] are read from it (UnifiedModelConfig.resolve_image_geometry), and the export copies
+    # it into the checkpoint ("{name}_tokenizer/") so eval/sample.py can decode sampled codes.
+    tokenizer: str = ""
     codebook_size: int = 0  # K codes shared by the T code maps
     code_maps: int = 0  # T code maps per sample
     grid: list[int] = field(default_factory=list)  # one code map: [n], [h, w] or [t, h, w]
