@@ -41,13 +41,13 @@ class CodeModalityConfig:
     {name: audio, codebook_size: 1024, code_maps: 8, grid: [50]}. Its tokenizer must agree
     (Vocabulary.check_tokenizer)."""
     name: str = ""  # lowercase letters and digits, e.g. audio, video
+    codebook_size: int = 0  # K codes shared by the T code maps
+    code_maps: int = 0  # T code maps per sample
+    grid: list[int] = field(default_factory=list)  # one code map: [n], [h, w] or [t, h, w]
     # Folder written by tokenizers/train_rdpm.py (an audio or video tokenizer): K, T and grid left
     # 0 / [] are read from it (UnifiedModelConfig.resolve_image_geometry), and the export copies
     # it into the checkpoint ("{name}_tokenizer/") so eval/sample.py can decode sampled codes.
     tokenizer: str = ""
-    codebook_size: int = 0  # K codes shared by the T code maps
-    code_maps: int = 0  # T code maps per sample
-    grid: list[int] = field(default_factory=list)  # one code map: [n], [h, w] or [t, h, w]
 
     def validate(self, prefix: str) -> None:
         if not NAME_PATTERN.match(self.name) or self.name in RESERVED_NAMES:
