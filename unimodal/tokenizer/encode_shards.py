@@ -51,7 +51,7 @@ from unimodal.tokenizer.encode_sources import (INPUT_KEYS, build_encode_dataset,
 from unimodal.tokenizer.rdpm_quantizer import rdpm_noise
 from unimodal.tokenizer.rdpm_tokenizer import (WEIGHTS_FILE, describe, load_tokenizer,
                                                load_tokenizer_config)
-from unimodal.tokenizer.training_config import TokenizerDataConfig
+from unimodal.data.tokenizer_data import TokenizerDataConfig
 
 META_FILE = "encode_meta.json"
 

@@ -18,7 +18,7 @@ from unimodal.data.audio_sources import build_audio_dataset
 from unimodal.data.image_sources import BadSampleCounter, build_image_dataset
 from unimodal.data.moving_shapes import ChannelsFirstClips, MovingShapesDataset
 from unimodal.tokenizer.rdpm_tokenizer import RDPMTokenizerConfig
-from unimodal.tokenizer.training_config import TokenizerDataConfig
+from unimodal.data.tokenizer_data import TokenizerDataConfig
 
 # The field of a dataset item that holds the tokenizer's input, per tokenizer modality.
 INPUT_KEYS = {"image": "image", "audio": "waveform", "video": "video"}
