@@ -65,6 +65,12 @@ def test_a_mixed_model_trains_on_every_modality_and_samples_each(tmp_path):
     sample(common + [f"out={tmp_path / 'png'}", "prompts=[a red circle]"])
     with Image.open(tmp_path / "png" / "00000.png") as png:
         assert png.format == "PNG" and png.size == (32, 32)
+    score = load_script("eval/modality_score.py").main
+    report = score(common + ["modality=video", "prompts=3", "keep=1", f"out={tmp_path / 'score'}"])
+    assert report["prompts"] == 3 and 0 <= report["accuracy"]["prompt"] <= 1
+    assert json.loads((tmp_path / "score" / "modality_score.json").read_text())["accuracy"] == \
+        report["accuracy"]
+    assert [p.name for p in (tmp_path / "score").glob("*.gif")] == ["000.gif"]
     with pytest.raises(ValueError, match="class_ids is for images; modality=audio"):
         sample(common + [f"out={tmp_path / 'x'}", "modality=audio", "class_ids=[1]"])
     with pytest.raises(ValueError, match=r"no code modality 'speech'"):
