@@ -6,8 +6,8 @@
 # reconstruction quality and checker accuracy of each tokenizer, the checker's accuracy on the
 # samples of held-out captions, and the text loss of the mixed vs the text-only run.
 #   bash eval/gpu_modalities_run.sh                 (outputs under runs/gpu_modalities)
-#   MINUTES=3     training cap of each tokenizer (the three share the GPU)
-#   STEPS=1500    pretraining steps of both models
+#   MINUTES=2.5   training cap of each tokenizer (the three share the GPU)
+#   STEPS=1200    pretraining steps of both models
 #   PROMPTS=128   held-out captions scored per modality
 #   CFG_SCALE=2 TEMPERATURE=0.7   sampling of all three modalities
 #   RUN_DIR=runs/gm2 puts everything elsewhere (the config's paths are rewritten to it)
@@ -15,7 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 py=${PYTHON:-python3}
 out=${RUN_DIR:-runs/gpu_modalities}   # RUN_DIR, not OUT: the GPU runner's own output folder is $OUT
-minutes=${MINUTES:-3} steps=${STEPS:-1500} prompts=${PROMPTS:-128}
+minutes=${MINUTES:-2.5} steps=${STEPS:-1200} prompts=${PROMPTS:-128}
 sampling="sampling.cfg_scale=${CFG_SCALE:-2} sampling.temperature=${TEMPERATURE:-0.7}"
 config=configs/mix_modalities_gpu.yaml
 mkdir -p $out/text
