@@ -8,13 +8,14 @@ or a further code modality (audio -> WAV files, video -> GIF files).
     python eval/sample.py checkpoint=... modality=text prompts='[the red circle is]' \\
         text.max_new_tokens=40 text.temperature=0.8 text.top_p=0.9      (streams to the terminal)
     python eval/sample.py checkpoint=... modality=text prompts_file=p.txt out=texts.json
-    python eval/sample.py checkpoint=... modality=audio prompts='[three rising notes, square wave]' \
+    python eval/sample.py checkpoint=... modality=audio prompts='["three rising notes, square wave, loud"]' \
         sampling.temperature=1 sampling.cfg_scale=2                      (00000.wav, ... in out)
     python eval/sample.py checkpoint=... modality=video prompts='[a red circle moves left]'
 
 Audio and video: the codes are drawn position by position from the model's softmax over that
 modality's codes only (the `sampling.*` keys: temperature tau, 0 = greedy; cfg_scale; top_k;
-top_p; seed), then decoded by the checkpoint's copy of the modality's tokenizer.
+top_p; seed), then decoded by the checkpoint's copy of the modality's tokenizer. A caption with
+commas is quoted inside the YAML list (as above), or given in prompts_file, one per line.
 
 Every input is checked before sampling starts; files are written to a scratch folder and moved
 into `out` only when all images are done, so a failed run leaves no partial output.
@@ -53,7 +54,7 @@ class SampleConfig(SamplingRunConfig):
     prompts: list[str] = field(default_factory=list)  # captions, e.g. '[a red circle, a blue square]'
     prompts_file: str = ""                # one per line, a JSON list or COCO captions (added to prompts)
     class_ids: list[int] = field(default_factory=list)  # class-conditional images, e.g. [3,17]
-    images_per_prompt: int = 1
+    images_per_prompt: int = 1             # samples per prompt (images, audio or video clips)
     out: str = ""                         # output folder (runs/samples); modality=text: a .json ("" = stdout)
     overwrite: bool = False               # replace what out holds (else a non-empty out is refused)
     modality: str = "image"               # image | text (continue each prompt) | a further code

@@ -52,7 +52,8 @@ def test_a_mixed_model_trains_on_every_modality_and_samples_each(tmp_path):
     sample = load_script("eval/sample.py").main
     common = [f"checkpoint={out / 'export'}", "device=cpu", "sampling.temperature=1"]
     sample(common + [f"out={tmp_path / 'wav'}", "modality=audio",
-                     "prompts=[three rising notes, square wave, loud]"])
+                     'prompts=["three rising notes, square wave, loud"]'])
+    assert sorted(p.name for p in (tmp_path / "wav").iterdir()) == ["00000.wav", "samples.json"]
     with wave.open(str(tmp_path / "wav" / "00000.wav")) as wav:
         assert (wav.getnchannels(), wav.getsampwidth(), wav.getframerate()) == (1, 2, 16000)
         assert wav.getnframes() == 1600
