@@ -54,7 +54,7 @@ class SampleConfig(SamplingRunConfig):
     prompts: list[str] = field(default_factory=list)  # captions, e.g. '[a red circle, a blue square]'
     prompts_file: str = ""                # one per line, a JSON list or COCO captions (added to prompts)
     class_ids: list[int] = field(default_factory=list)  # class-conditional images, e.g. [3,17]
-    images_per_prompt: int = 1             # samples per prompt (images, audio or video clips)
+    images_per_prompt: int = 1            # samples per prompt (images, audio or video clips)
     out: str = ""                         # output folder (runs/samples); modality=text: a .json ("" = stdout)
     overwrite: bool = False               # replace what out holds (else a non-empty out is refused)
     modality: str = "image"               # image | text (continue each prompt) | a further code
