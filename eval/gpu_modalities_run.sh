@@ -4,7 +4,7 @@
 # mix_modalities_gpu.yaml) and beside it a text-only model that sees as many text tokens, then
 # prompt following of the mixed model's samples per modality. Prints one table last:
 # reconstruction quality and checker accuracy of each tokenizer, the checker's accuracy on the
-# samples of held-out captions, and the text loss of the mixed vs the text-only run.
+# samples of held-out captions, and the held-out text loss of the mixed vs the text-only run.
 #   bash eval/gpu_modalities_run.sh                 (outputs under runs/gpu_modalities)
 #   MINUTES=2.5   training cap of each tokenizer (the three share the GPU)
 #   STEPS=1200    pretraining steps of both models
@@ -101,6 +101,36 @@ run pretrain_text_only $py train/pretrain.py --config $config train.steps=$steps
     data.seq_len=$text_len data.rows_per_batch=1 data.num_workers=1
 wait_all
 
+# The text loss of both models on the same held-out text (another seed of the corpus): training
+# text_loss of the mixed run also counts captions and end markers, which the text-only run lacks.
+stage "held-out text loss of both models"
+$py - $out/pretrain/export $out/pretrain_text_only/export > $out/text_eval.json <<'PY'
+import json
+import sys
+
+import torch
+
+from unimodal.data.sequences import pack_documents, text_document
+from unimodal.data.text_corpus import shapes_text_corpus
+from unimodal.model.export import load_unified
+
+texts = shapes_text_corpus(1024, seed=2)
+losses = {}
+for name, folder in zip(("mixed", "text_only"), sys.argv[1:]):
+    model, _ = load_unified(folder, "cuda")
+    docs = [text_document(model.vocab, model.vocab.encode_text(t)) for t in texts]
+    loss_sum, tokens = 0.0, 0
+    with torch.no_grad():
+        for start in range(0, len(docs), 128):
+            batch = pack_documents(docs[start:start + 128], seq_len=1024, pad_id=model.vocab.pad_id)
+            batch.update({k: v for k, v in model.objective.empty_blocks().items() if k not in batch})
+            out = model({k: v.cuda() for k, v in batch.items()})
+            loss_sum += float(out["text_loss"]) * int(out["text_tokens"])
+            tokens += int(out["text_tokens"])
+    losses[name] = loss_sum / max(tokens, 1)
+print(json.dumps(losses))
+PY
+
 stage "prompt following of the samples: audio, video and images, side by side"
 run score_audio $py eval/modality_score.py checkpoint=$out/pretrain/export modality=audio \
     prompts=$prompts $sampling batch_size=128 out=$out/score_audio device=cuda
@@ -150,10 +180,12 @@ print(f"| audio | SNR {audio.get('snr_db', float('nan')):.2f} dB | {pct(audio.ge
 print(f"| video | PSNR {video.get('psnr', float('nan')):.2f} dB | {pct(video.get('checker', {}).get('prompt'))} "
       f"| {pct(read('score_video/modality_score.json').get('accuracy', {}).get('prompt'))} "
       f"| {mixed.get('video_loss', float('nan')):.3f} |")
-a, b = mixed.get("text_loss"), text_only.get("text_loss")
+held_out = read("text_eval.json")
+a, b = held_out.get("mixed"), held_out.get("text_only")
 ratio = f"{a / b - 1:+.1%}" if a and b else "-"
-print(f"| text | | | | mixed {a if a is None else round(a, 4)} vs text-only {b if b is None else round(b, 4)} "
-      f"at equal text tokens ({ratio}) |")
+print(f"| text | | | | held-out text loss: mixed {a if a is None else round(a, 4)} vs text-only "
+      f"{b if b is None else round(b, 4)} at equal text tokens ({ratio}); train text_loss "
+      f"{mixed.get('text_loss', float('nan')):.4f} / {text_only.get('text_loss', float('nan')):.4f} |")
 print(f"\nmixed: {mixed.get('step')} steps in {mixed.get('elapsed_s', 0) / 60:.1f} min, "
       f"{mixed.get('tokens_per_s', 0):.0f} tokens/s; targets: audio recon >= 95%, samples >= 80%; "
       "video recon >= 95%, samples >= 70%; text loss within 5% of text-only")
