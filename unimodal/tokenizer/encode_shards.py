@@ -290,7 +290,8 @@ class ShardEncoder:
         else:
             dataset = noiser
         start = time.perf_counter()
-        bar = tqdm(desc="encode", unit="img", disable=not D.is_main(), dynamic_ncols=True)
+        unit = "img" if self.input_key == "image" else "clip"
+        bar = tqdm(desc="encode", unit=unit, disable=not D.is_main(), dynamic_ncols=True)
         if isinstance(dataset, torch.utils.data.IterableDataset):
             written, total = self._run_stream(dataset, bar)
         else:
