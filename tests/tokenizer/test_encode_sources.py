@@ -61,3 +61,24 @@ def test_data_of_another_modality_is_refused_naming_the_key(tmp_path):
     with pytest.raises(ConfigError, match=r"data.path='': required for data.source='folder'"):
         encode(audio, tmp_path / "a", "data.source=folder")
     assert not (tmp_path / "a").exists() and not (tmp_path / "v").exists()
+
+
+def test_an_unreadable_audio_file_is_skipped_and_counted(tmp_path, capsys):
+    """A folder of WAV files with one broken file: the readable clips are encoded with their
+    sidecar captions, the broken one is skipped and reported by name."""
+    from unimodal.data.audio_sources import write_wav
+    from unimodal.data.image_sources import in_split
+
+    names = [n for n in (f"clip{i}" for i in range(20)) if in_split(n, "train")][:3]
+    folder = tmp_path / "wavs"
+    folder.mkdir()
+    for name in names[:2]:
+        write_wav(folder / f"{name}.wav", 0.3 * torch.sin(torch.arange(2000) * 0.1), 16000)
+        (folder / f"{name}.txt").write_text(f"{name}: one note, sine wave, quiet")
+    (folder / f"{names[2]}.wav").write_bytes(b"RIFF not really a wave file")
+    tok = save_random_tokenizer(tiny_audio_config(), tmp_path / "tok")
+    result = encode(tok, tmp_path / "codes", "data.source=folder", f"data.path={folder}")
+    assert result["written"] == 2
+    assert [s["caption"] for s in read_back(tmp_path / "codes")] == \
+        [f"{n}: one note, sine wave, quiet" for n in names[:2]]
+    assert f"{names[2]}.wav" in capsys.readouterr().out   # the bad-data summary names the file
