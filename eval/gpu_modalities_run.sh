@@ -45,12 +45,13 @@ wait_all() {
 pids=() names=()
 
 stage "tokenizers (image, audio, video, $minutes min each, side by side) and the text shards"
+# Loader workers split between the three (14 of the host's 16 cores), so none starves the others.
 run image_tokenizer $py tokenizers/train_rdpm.py --config configs/rdpm_shapes64_gpu.yaml \
-    train.out_dir=$out/image_tokenizer train.max_minutes=$minutes train.overwrite=true
+    train.out_dir=$out/image_tokenizer train.max_minutes=$minutes train.overwrite=true data.num_workers=4
 run audio_tokenizer $py tokenizers/train_rdpm.py --config configs/rdpm_audio_gpu.yaml \
-    train.out_dir=$out/audio_tokenizer train.max_minutes=$minutes train.overwrite=true
+    train.out_dir=$out/audio_tokenizer train.max_minutes=$minutes train.overwrite=true data.num_workers=4
 run video_tokenizer $py tokenizers/train_rdpm.py --config configs/rdpm_video_gpu.yaml \
-    train.out_dir=$out/video_tokenizer train.max_minutes=$minutes train.overwrite=true
+    train.out_dir=$out/video_tokenizer train.max_minutes=$minutes train.overwrite=true data.num_workers=6
 text_stage() {
     $py -c "from unimodal.data.text_corpus import shapes_text_corpus; print('\n'.join(shapes_text_corpus(4000, seed=1)))" > $out/text/corpus.txt
     $py tokenizers/train_text.py "input=[$out/text/corpus.txt]" out=$out/text/text.model vocab_size=512
