@@ -1,4 +1,5 @@
-"""Sample a unified-model checkpoint: images (prompts or class ids in, PNGs and a grid out) or text.
+"""Sample a unified-model checkpoint: images (prompts or class ids in, PNGs and a grid out), text,
+or a further code modality (audio -> WAV files, video -> GIF files).
 
     python eval/sample.py checkpoint=runs/quickstart/pretrain/export out=runs/samples \\
         prompts='[a red circle, a blue square above a green triangle]'
@@ -7,6 +8,14 @@
     python eval/sample.py checkpoint=... modality=text prompts='[the red circle is]' \\
         text.max_new_tokens=40 text.temperature=0.8 text.top_p=0.9      (streams to the terminal)
     python eval/sample.py checkpoint=... modality=text prompts_file=p.txt out=texts.json
+    python eval/sample.py checkpoint=... modality=audio prompts='["three rising notes, square wave, loud"]' \
+        sampling.temperature=1 sampling.cfg_scale=2                      (00000.wav, ... in out)
+    python eval/sample.py checkpoint=... modality=video prompts='[a red circle moves left]'
+
+Audio and video: the codes are drawn position by position from the model's softmax over that
+modality's codes only (the `sampling.*` keys: temperature tau, 0 = greedy; cfg_scale; top_k;
+top_p; seed), then decoded by the checkpoint's copy of the modality's tokenizer. A caption with
+commas is quoted inside the YAML list (as above), or given in prompts_file, one per line.
 
 Every input is checked before sampling starts; files are written to a scratch folder and moved
 into `out` only when all images are done, so a failed run leaves no partial output.
@@ -23,11 +32,15 @@ import torch
 from tqdm import tqdm
 
 from unimodal.cli import parse_config
+from unimodal.data.audio_sources import write_wav
+from unimodal.data.moving_shapes import save_gif
 from unimodal.data.prompt_files import read_prompts
 from unimodal.distributed import pick_device
 from unimodal.images import save_grid, save_png
-from unimodal.model.export import load_unified
+from unimodal.model.export import load_modality_tokenizer, load_unified
+from unimodal.model.modality_sampling import check_modality_prompts, generate_modality
 from unimodal.eval_sampling import SamplingRunConfig
+from unimodal.model.modalities import NAME_PATTERN
 from unimodal.model.sampling import (ImageRequest, TextSamplingConfig, compile_for_sampling,
                                      generate_images, generate_text, max_prompt_tokens,
                                      validate_requests)
@@ -41,17 +54,19 @@ class SampleConfig(SamplingRunConfig):
     prompts: list[str] = field(default_factory=list)  # captions, e.g. '[a red circle, a blue square]'
     prompts_file: str = ""                # one per line, a JSON list or COCO captions (added to prompts)
     class_ids: list[int] = field(default_factory=list)  # class-conditional images, e.g. [3,17]
-    images_per_prompt: int = 1
-    out: str = ""                         # image folder (runs/samples); modality=text: a .json ("" = stdout)
+    images_per_prompt: int = 1            # samples per prompt (images, audio or video clips)
+    out: str = ""                         # output folder (runs/samples); modality=text: a .json ("" = stdout)
     overwrite: bool = False               # replace what out holds (else a non-empty out is refused)
-    modality: str = "image"               # image | text (text: continue each prompt)
+    modality: str = "image"               # image | text (continue each prompt) | a further code
+                                          # modality of the checkpoint: audio (WAV), video (GIF)
     text: TextSamplingConfig = field(default_factory=TextSamplingConfig)  # modality=text only
 
     def validate(self) -> None:
         super().validate()
         self.text.validate()
-        if self.modality not in ("image", "text"):
-            raise ValueError(f"modality={self.modality!r}: image or text")
+        if not NAME_PATTERN.match(self.modality):
+            raise ValueError(f"modality={self.modality!r}: image, text, or a code modality of the "
+                             "checkpoint's vocabulary (audio, video)")
 
 
 def read_requests(args) -> list[ImageRequest]:
@@ -100,14 +115,73 @@ def sample_text(args) -> list[dict]:
     return results
 
 
+def check_out(args) -> Path:
+    out = Path(args.out or DEFAULT_OUT)
+    if out.exists() and any(out.iterdir()) and not args.overwrite:
+        raise FileExistsError(f"out={out} is not empty: old and new samples would mix; pass "
+                              "overwrite=true to replace its contents, or another out")
+    return out
+
+
+def write_folder(out: Path, write_files) -> None:
+    """`write_files(scratch)` fills a scratch folder beside `out` (same file system), then each
+    file lands by a rename; with overwrite=true the old contents go only once all new files exist,
+    and a failed run leaves `out` as it was."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}-") as scratch:
+        write_files(Path(scratch))
+        if out.exists():
+            shutil.rmtree(out)
+        out.mkdir(parents=True, exist_ok=True)
+        for f in Path(scratch).iterdir():
+            os.replace(f, out / f.name)
+
+
+def sample_code_modality(args) -> torch.Tensor:
+    """Audio or video: one WAV / GIF per prompt (x samples_per_prompt) and samples.json."""
+    if args.class_ids:
+        raise ValueError(f"class_ids is for images; modality={args.modality} takes prompts / "
+                         "prompts_file")
+    out = check_out(args)
+    captions = [r.caption for r in read_requests(args)]
+    if not Path(args.checkpoint).is_dir():
+        raise FileNotFoundError(f"checkpoint={args.checkpoint}: folder not found")
+    device = pick_device(args.device)
+    model, _ = load_unified(args.checkpoint, device,
+                            torch.bfloat16 if device.type == "cuda" else torch.float32)
+    check_modality_prompts(model, args.modality, captions)  # before any file is touched
+    tokenizer = load_modality_tokenizer(args.checkpoint, model.vocab, args.modality, device)
+    cfg, tok = args.sampling, tokenizer.cfg
+    with tqdm(total=len(captions), desc="sample", unit=args.modality) as bar:
+        samples = generate_modality(model, tokenizer, args.modality, captions, cfg,
+                                    args.batch_size, bar)
+    suffix = {"audio": "wav", "video": "gif"}[tok.modality]
+
+    def write_files(scratch: Path) -> None:
+        names = []
+        for i, (sample, caption) in enumerate(zip(samples, captions)):
+            name = f"{i:05d}.{suffix}"
+            if tok.modality == "audio":
+                write_wav(scratch / name, sample, tok.sample_rate)
+            else:
+                save_gif(sample.transpose(0, 1), scratch / name)  # (3, F, H, W) -> frames
+            names.append({"file": name, "prompt": caption, "seed": cfg.image_seed(i)})
+        (scratch / "samples.json").write_text(json.dumps(
+            {"checkpoint": str(args.checkpoint), "modality": args.modality,
+             "sampling": asdict(cfg), "samples": names}, indent=2))
+
+    write_folder(out, write_files)
+    print(f"wrote {len(captions)} {args.modality} samples to {out}", flush=True)
+    return samples
+
+
 def main(argv=None):
     args = parse_config(SampleConfig, argv, __doc__, __file__)
     if args.modality == "text":
         return sample_text(args)
-    out = Path(args.out or DEFAULT_OUT)
-    if out.exists() and any(out.iterdir()) and not args.overwrite:
-        raise FileExistsError(f"out={out} is not empty: old and new images would mix; pass "
-                              "overwrite=true to replace its contents, or another out")
+    if args.modality != "image":
+        return sample_code_modality(args)
+    out = check_out(args)
     requests = read_requests(args)
     if not Path(args.checkpoint).is_dir():
         raise FileNotFoundError(f"checkpoint={args.checkpoint}: folder not found")
@@ -119,27 +193,22 @@ def main(argv=None):
     if args.compile:
         compile_for_sampling(model, tokenizer)
     validate_requests(requests, model.vocab, max_prompt_tokens(model))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}-") as scratch:
-        with tqdm(total=len(requests), desc="sample", unit="img") as bar:
-            images = generate_images(model, tokenizer, requests, cfg, args.batch_size, bar)
+    with tqdm(total=len(requests), desc="sample", unit="img") as bar:
+        images = generate_images(model, tokenizer, requests, cfg, args.batch_size, bar)
+
+    def write_files(scratch: Path) -> None:
         names = []
         for i, (img, req) in enumerate(zip(images, requests)):
             name = f"{i:05d}.png"
-            save_png(img, Path(scratch) / name)
+            save_png(img, scratch / name)
             names.append({"file": name, "prompt": req.caption, "class_id": req.class_id,
                           "seed": cfg.image_seed(i)})
-        save_grid(images, Path(scratch) / "grid.png", nrow=min(8, len(images)))
-        (Path(scratch) / "samples.json").write_text(json.dumps(
+        save_grid(images, scratch / "grid.png", nrow=min(8, len(images)))
+        (scratch / "samples.json").write_text(json.dumps(
             {"checkpoint": str(args.checkpoint), "image_decoder": args.image_decoder,
              "sampling": asdict(cfg), "images": names}, indent=2))
-        # The scratch folder sits beside `out` (same file system): each file lands by a rename,
-        # and with overwrite=true the old contents go only once all new files exist.
-        if out.exists():
-            shutil.rmtree(out)
-        out.mkdir(parents=True, exist_ok=True)
-        for f in Path(scratch).iterdir():
-            os.replace(f, out / f.name)
+
+    write_folder(out, write_files)
     print(f"wrote {len(requests)} images and grid.png to {out}", flush=True)
     return images
 

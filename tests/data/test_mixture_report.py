@@ -102,3 +102,30 @@ def test_inspect_config_errors_name_the_key(assets, cfg, tmp_path):
     good.validate()
     assert good.resolved_latent_dim() == LATENT_DIM
     assert InspectConfig(latent_dim=5).resolved_latent_dim() == 5
+
+
+def test_an_audio_source_streams_and_is_described(assets, tmp_path):
+    """caption_audio through the whole stream: its documents carry the vocabulary's audio ids
+    (<boa>, codes, <eoa>) in the packed batches, and inspect describes them as audio."""
+    from mixture_fixtures import write_tar
+    from unimodal.model.modalities import CodeModalityConfig
+    from unimodal.model.vocabulary import Vocabulary
+
+    vocab_cfg = assets[4]
+    av = Vocabulary.build(type(vocab_cfg)(**{**vocab_cfg.__dict__, "modalities": [
+        CodeModalityConfig(name="audio", codebook_size=32, code_maps=2, grid=[5])]}))
+    rng = np.random.default_rng(0)
+    shard = write_tar(tmp_path / "audio.tar", [code_record(f"{i:03d}", rng, caption="a loud note",
+                                                           shape=(2, 5), high=32)
+                                               for i in range(6)])
+    text = text_shards(tmp_path / "text", "text", 1, 6, av)
+    cfg = data_config([("text", "text", text, 0.5), ("notes", "caption_audio", shard, 0.5)],
+                      seq_len=64, cfg_drop=0.0)
+    audio = av.modality("audio")
+    seen = torch.zeros(av.size, dtype=torch.bool)
+    for _, batch in zip(range(4), PackedBatchStream(cfg, av, LATENT_DIM)):
+        seen[batch["input_ids"].flatten()] = True
+        assert (batch["block_ids"] == -1).all()       # no image blocks
+    assert seen[audio.begin_id] and seen[audio.end_id] and seen[audio.code_slice].any()
+    described = dict(example_documents(cfg, av, LATENT_DIM, per_source=1))
+    assert described["notes"] == "audio, 25 tokens: caption 'a loud note', 2 maps of 5 codes"

@@ -145,3 +145,67 @@ def test_read_codes_returns_int64_codes_and_the_seed(vocab):
     assert np.array_equal(codes.numpy(), np.load(io.BytesIO(raw["codes.npy"])))
     with pytest.raises(ValueError, match=r"unknown source kind 'audio'; choose one of \('text', "):
         build(vocab, "audio")
+
+
+# ------------------------------------------------------------------------- audio and video
+AUDIO = {"name": "audio", "codebook_size": 32, "code_maps": 2, "grid": [5]}
+VIDEO = {"name": "video", "codebook_size": 16, "code_maps": 2, "grid": [2, 3, 3]}
+
+
+@pytest.fixture(scope="module")
+def av_vocab(tmp_path_factory):
+    from unimodal.model.modalities import CodeModalityConfig
+    from unimodal.model.vocabulary import Vocabulary
+
+    cfg = make_assets(tmp_path_factory.mktemp("av"))[4]
+    cfg.modalities = [CodeModalityConfig(**AUDIO), CodeModalityConfig(**VIDEO)]
+    return Vocabulary.build(cfg)
+
+
+@pytest.mark.parametrize("spec,kind", [(AUDIO, "caption_audio"), (VIDEO, "caption_video")])
+@pytest.mark.parametrize("caption_loss", [True, False])
+def test_audio_and_video_documents_are_next_token_code_sequences(av_vocab, spec, kind, caption_loss):
+    shape = (spec["code_maps"], *spec["grid"])
+    raw = code_record("k", np.random.default_rng(2), caption=CAPTION, shape=shape,
+                      high=spec["codebook_size"])
+    codes = np.load(io.BytesIO(raw["codes.npy"])).astype(np.int64)
+    (doc,) = build(av_vocab, kind, caption_loss=caption_loss)(raw, np.random.default_rng(1))
+    m = av_vocab.modality(spec["name"])
+    caption_ids = av_vocab.encode_text(CAPTION)
+    code_ids = [m.code_offset + int(c) for c in codes.reshape(-1)]   # map 1, then map 2
+    assert code_ids[:codes[0].size] == [m.code_offset + int(c) for c in codes[0].reshape(-1)]
+    seq = [av_vocab.bos_id, *caption_ids, m.begin_id, *code_ids, m.end_id, av_vocab.eos_id]
+    assert doc.input_ids == seq and doc.position_ids == list(range(len(seq)))
+    assert doc.block_of == [-1] * len(seq) and doc.blocks == []
+    p = len(caption_ids) + 2
+    prompt_targets = seq[1:p] if caption_loss else [IGNORE] * (p - 1)
+    assert doc.targets == prompt_targets + seq[p:] + [IGNORE]   # the marker predicts code 1
+
+
+def test_audio_document_fields_are_checked_against_its_modality(av_vocab):
+    builder = build(av_vocab, "caption_audio")
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match=r"codes of shape \(4, 8, 8\).*expected integer \(2, 5\)"):
+        builder(code_record("k", rng, caption=CAPTION), rng)   # image codes in an audio source
+    with pytest.raises(ValueError, match=r"codes outside \[0, 32\)"):
+        builder(code_record("k", rng, caption=CAPTION, shape=(2, 5), high=64), rng)
+    with pytest.raises(ValueError, match="missing or empty caption"):
+        builder(code_record("k", rng, shape=(2, 5), high=32), rng)
+    with pytest.raises(DocumentTooLong, match="audio document of"):
+        build(av_vocab, "caption_audio", seq_len=12)(
+            code_record("k", rng, caption=CAPTION, shape=(2, 5), high=32), rng)
+
+
+def test_audio_and_video_sources_are_checked_against_the_vocabulary(av_vocab, vocab):
+    from unimodal.config import ConfigError
+    from unimodal.data.data_config import SourceConfig
+    from unimodal.data.sample_documents import check_code_sources
+
+    sources = [SourceConfig(name="t", kind="text"), SourceConfig(name="v", kind="caption_video")]
+    check_code_sources(sources, av_vocab, seq_len=2 * 18 + 5)   # <bos> x <bov> 36 codes <eov> <eos>
+    with pytest.raises(ConfigError, match=r"data\.seq_len=40: a video document needs at least 41 "
+                                          r"tokens \(<bos> prompt <bov> \+ 2 maps of 18 codes"):
+        check_code_sources(sources, av_vocab, seq_len=40)
+    with pytest.raises(ConfigError, match=r"data\.sources\[1\]\.kind=caption_video needs the code "
+                                          r"modality 'video' in the vocabulary"):
+        check_code_sources(sources, vocab, seq_len=512)   # an image-only vocabulary

@@ -30,6 +30,7 @@ NEEDS_EXTRAS = {
     "unimodal.metrics.recon_eval": {"eval"}, "unimodal.metrics.shapes_checker": {"eval"},
     "unimodal.metrics.shapes_features": {"eval"}, "unimodal.metrics.video_checker": {"eval"},
     "unimodal.metrics.video_reconstruction": {"eval"},
+    "unimodal.metrics.modality_following": {"eval"},
     "unimodal.metrics.generator_diagnostics": {"eval", "train"},
     "unimodal.tokenizer.diagnostics": {"eval"}, "unimodal.tokenizer.training": {"eval"},
     "unimodal.tokenizer.training_modalities": {"eval"},

@@ -111,10 +111,3 @@ def test_encode_config_errors(tokenizer_dir, tmp_path):
         encode([f"out_dir={tmp_path}"])
     with pytest.raises(ConfigError, match="trained at 32"):
         encode(encode_args(tokenizer_dir, tmp_path)[:-1] + ["data.image_size=64"])
-
-
-def test_an_audio_tokenizer_is_refused_by_name(tmp_path):
-    cfg = RDPMTokenizerConfig.from_size("audio_tiny", clip_samples=3200, base_channels=8)
-    save_tokenizer(RDPMTokenizer(cfg), tmp_path / "audio_tok")
-    with pytest.raises(ConfigError, match="is an audio tokenizer; encoding into shards is for image"):
-        load_script("tokenizers/encode.py").main(encode_args(tmp_path / "audio_tok", tmp_path / "out"))

@@ -16,7 +16,8 @@ from unimodal.model.sampling import ImageSamplingConfig
 # Scripts on `[--config FILE] [key=value ...]` (unimodal.cli.parse_config).
 CONFIG_SCRIPTS = sorted(s for s in SCRIPTS if "parse_config" in (ROOT / s).read_text())
 SAMPLING_SCRIPTS = ["eval/accuracy_curve.py", "eval/clip_score.py", "eval/fid.py",
-                    "eval/generator_diagnostics.py", "eval/sample.py", "eval/shapes_score.py"]
+                    "eval/generator_diagnostics.py", "eval/modality_score.py", "eval/sample.py",
+                    "eval/shapes_score.py"]
 
 
 def run(*args):

@@ -21,6 +21,7 @@ Design choices:
 
 from __future__ import annotations
 
+import wave
 from pathlib import Path
 
 import numpy as np
@@ -151,3 +152,13 @@ def build_audio_dataset(source: str, path: str, sample_rate: int, clip_samples: 
             return AudioNotesClips(num_samples, sample_rate, clip_samples, seed, offset=0)
         return AudioNotesClips(heldout_samples, sample_rate, clip_samples, seed, offset=num_samples)
     return AudioFolderSource(path, sample_rate, clip_samples, counter, split=split)
+
+
+def write_wav(path: Path, waveform: torch.Tensor, sample_rate: int) -> None:
+    """Mono 16-bit PCM WAV with the standard library (no audio package needed to listen)."""
+    pcm = (waveform.float().clamp(-1, 1).reshape(-1).cpu().numpy() * 32767).round()
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(sample_rate)
+        out.writeframes(pcm.astype("<i2").tobytes())

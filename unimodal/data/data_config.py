@@ -15,7 +15,7 @@ from unimodal.data.sample_documents import KINDS
 @dataclass
 class SourceConfig:
     name: str = ""
-    kind: str = "text"          # text | class_images | caption_images
+    kind: str = "text"          # text | class_images | caption_images | caption_audio | caption_video
     shards: str = ""            # brace pattern(s), comma-separated allowed
     weight: float = 1.0         # share of samples: weight / sum of weights
     jsonl_field: str = "text"   # text field of `json` entries in text shards

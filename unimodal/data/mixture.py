@@ -15,7 +15,8 @@ Design choices, one line each:
   shards are never mixed by count, so a source's share does not depend on its shard sizes.
 - Documents: text as `<bos> text <eos>` (cut into pieces <= seq_len when longer, text_shards.py);
   images as prompt (class / caption / <null> at cfg_drop) <boi> + the image part that the image
-  objective lays out (`image_objective`, default rdpm: k blocks; sample_documents.py).
+  objective lays out (`image_objective`, default rdpm: k blocks; sample_documents.py); audio and
+  video as `<bos> caption <boa> codes <eoa> <eos>` (<bov>/<eov>), plain next-token codes.
 - Block steps: k distinct of 1..T, uniform by default; `step_weights` (T values) biases them, drawn
   from the same per-draw generator, so a weighted stream is just as reproducible and resumable.
 - Packing is greedy in draw order with `pack_documents`; a document never straddles two rows, and a
@@ -51,7 +52,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from unimodal.config import ConfigError
 from unimodal.data.data_config import DataConfig, SourceConfig  # noqa: F401 (re-exported)
 from unimodal.data.image_sources import BadSampleCounter, DataError, expand_urls
-from unimodal.data.sample_documents import DocumentTooLong, SampleDocuments
+from unimodal.data.sample_documents import DocumentTooLong, SampleDocuments, check_code_sources
 from unimodal.data.sequences import pack_documents
 from unimodal.data.shard_reader import SourceShardReader
 from unimodal.data.text_shards import check_text_shard_meta
@@ -86,6 +87,7 @@ def check_against_vocabulary(cfg: DataConfig, vocab: Vocabulary, latent_dim: int
                                   f"{vocab.grid[0]}x{vocab.grid[1]} codes); raise it")
     else:
         _check_rdpm_blocks(cfg, vocab, prefix, kinds)
+    check_code_sources(cfg.sources, vocab, cfg.seq_len, prefix)
     for i, source in enumerate(cfg.sources):
         where = f"{prefix}.sources[{i}]"
         if source.kind == "class_images" and vocab.num_classes == 0:

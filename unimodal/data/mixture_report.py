@@ -86,6 +86,11 @@ def mixture_table(cfg: DataConfig, stats: dict) -> str:
 
 def describe_document(vocab: Vocabulary, doc: Document, objective: ImageObjective,
                       max_chars: int = 200) -> str:
+    for modality in vocab.modalities[1:]:  # audio, video: a plain sequence after their marker
+        if modality.begin_id in doc.input_ids:
+            caption = vocab.decode_text(doc.input_ids)
+            return (f"{modality.name}, {len(doc)} tokens: caption {caption!r}, "
+                    f"{modality.code_maps} maps of {'x'.join(map(str, modality.grid))} codes")
     if not doc.blocks:
         text = vocab.decode_text(doc.input_ids)
         text = text if len(text) <= max_chars else text[:max_chars] + "..."

@@ -248,3 +248,17 @@ class MovingShapesDataset(torch.utils.data.Dataset):
             "caption": sample.caption,
             "key": f"moving-{self.seed}-{self.offset + i:08d}",
         }
+
+
+class ChannelsFirstClips(torch.utils.data.Dataset):
+    """Moving-shapes clips as the 3-D tokenizer takes them: "video" (F, 3, H, W) -> (3, F, H, W)."""
+
+    def __init__(self, clips: MovingShapesDataset):
+        self.clips = clips
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, i: int) -> dict:
+        item = self.clips[i]
+        return {**item, "video": item["video"].transpose(0, 1).contiguous()}

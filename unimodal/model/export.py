@@ -5,6 +5,8 @@ A consolidated checkpoint folder:
     image_input.safetensors    block projector, step embedding, frozen codebook copy
     vocabulary/                the Vocabulary (with a copy of the text tokenizer)
     image_tokenizer/           the RDPM tokenizer (decoder for sampling), copied in
+    {name}_tokenizer/          each further modality's tokenizer (audio_tokenizer/, ...), copied
+                               in when the config names it (model.vocab.modalities[i].tokenizer)
     unified.yaml               the UnifiedModelConfig
 
 Extending a base Llama (`extend_pretrained_llama`): the base's text rows are kept; the new rows
@@ -16,6 +18,7 @@ makes the K code rows distinct so they can specialise.
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,7 +29,8 @@ from transformers import LlamaConfig
 from unimodal.config import load_config, save_config
 from unimodal.model.unified import UnifiedModel, UnifiedModelConfig
 from unimodal.model.vocabulary import Vocabulary
-from unimodal.tokenizer.rdpm_tokenizer import (RDPMTokenizer, check_same_codes, load_tokenizer,
+from unimodal.tokenizer.rdpm_tokenizer import (CONFIG_FILE as TOKENIZER_CONFIG, WEIGHTS_FILE,
+                                               RDPMTokenizer, check_same_codes, load_tokenizer,
                                                save_tokenizer)
 
 HF_DIR, INPUT_FILE, VOCAB_DIR, TOKENIZER_DIR, CONFIG_FILE = (
@@ -118,7 +122,33 @@ def save_unified(model: UnifiedModel, tokenizer: RDPMTokenizer, folder: str | Pa
     save_file(extra, str(folder / INPUT_FILE))
     model.vocab.save(folder / VOCAB_DIR)
     save_tokenizer(tokenizer, folder / TOKENIZER_DIR)
+    for modality in model.cfg.vocab.modalities:
+        if modality.tokenizer:  # copied as saved: the weights are frozen, nothing trains them
+            target = folder / modality_tokenizer_dir(modality.name)
+            target.mkdir(exist_ok=True)
+            for name in (WEIGHTS_FILE, TOKENIZER_CONFIG):
+                shutil.copyfile(Path(modality.tokenizer) / name, target / name)
     save_config(_UnifiedFile(model.cfg), folder / CONFIG_FILE)
+
+
+def modality_tokenizer_dir(name: str) -> str:
+    return f"{name}_tokenizer"
+
+
+def load_modality_tokenizer(folder: str | Path, vocab: Vocabulary, name: str,
+                            device: str | torch.device = "cpu") -> RDPMTokenizer:
+    """The tokenizer of further modality `name` from a checkpoint folder, checked against the
+    vocabulary (a mismatch names the modality and the field)."""
+    path = Path(folder) / modality_tokenizer_dir(name)
+    vocab.modality(name)  # an unknown name fails naming the modalities there are
+    if not path.is_dir():
+        raise FileNotFoundError(f"{folder} has no {path.name}/: the model was trained without "
+                                f"a {name} tokenizer folder (set model.vocab.modalities[i]."
+                                "tokenizer to decode its codes)")
+    tokenizer = load_tokenizer(path, device)
+    tok = tokenizer.cfg
+    vocab.check_tokenizer(name, tok.codebook_size, tok.code_maps, tok.grid)
+    return tokenizer
 
 
 def load_unified(folder: str | Path, device: str | torch.device = "cpu",

@@ -12,6 +12,9 @@ Design choices:
   would spell <bos>/<eos>):
   audio -> <boa>/<eoa>, video -> <bov>/<eov>. The markers are saved in vocabulary.json, so a
   later change of this rule never renames a saved vocabulary's markers.
+- Documents of a further modality are plain next-token sequences, `code_prompt` then the T code
+  maps flattened map after map (ids `code_offset + code`), then <eo?> <eos>; the model scores them
+  with the full head (UnifiedModel) and samples them with the softmax restricted to the codes.
 - Masked softmax: `logits_mask(vocab, name)` is True exactly at the modality's codes; adding
   `additive_logits_mask` (0 / -inf) to full-vocabulary logits gives the same distribution over
   those codes as a softmax over the code slice, which is what image sampling and the image loss
@@ -34,12 +37,17 @@ NAME_PATTERN = re.compile(r"[a-z][a-z0-9]*\Z")  # also a loss key prefix: "{name
 
 @dataclass
 class CodeModalityConfig:
-    """A code modality after image, e.g. {name: audio, codebook_size: 1024, code_maps: 8,
-    grid: [50]}. Its tokenizer must agree (Vocabulary.check_tokenizer)."""
+    """A code modality after image, e.g. {name: audio, tokenizer: runs/audio_tok/tokenizer} or
+    {name: audio, codebook_size: 1024, code_maps: 8, grid: [50]}. Its tokenizer must agree
+    (Vocabulary.check_tokenizer)."""
     name: str = ""  # lowercase letters and digits, e.g. audio, video
     codebook_size: int = 0  # K codes shared by the T code maps
     code_maps: int = 0  # T code maps per sample
     grid: list[int] = field(default_factory=list)  # one code map: [n], [h, w] or [t, h, w]
+    # Folder written by tokenizers/train_rdpm.py (an audio or video tokenizer): K, T and grid left
+    # 0 / [] are read from it (UnifiedModelConfig.resolve_image_geometry), and the export copies
+    # it into the checkpoint ("{name}_tokenizer/") so eval/sample.py can decode sampled codes.
+    tokenizer: str = ""
 
     def validate(self, prefix: str) -> None:
         if not NAME_PATTERN.match(self.name) or self.name in RESERVED_NAMES:
@@ -141,6 +149,14 @@ def check_against_tokenizer(modality: CodeModality, codebook_size: int, code_map
         if ours != theirs:
             raise ValueError(f"vocabulary modality {modality.name!r}: {key} is {ours} in the "
                              f"vocabulary, the tokenizer has {theirs}")
+
+
+# ------------------------------------------------------------------------- documents
+def code_prompt(vocab, name: str, caption: str | None = None) -> list[int]:
+    """<bos> (caption | <null>) <bo?>: what precedes the codes of a further modality `name`, in
+    training documents (data/sample_documents.py) and at sampling alike."""
+    body = vocab.encode_text(caption) if caption else [vocab.null_id]
+    return [vocab.bos_id, *body, vocab.modality(name).begin_id]
 
 
 # ------------------------------------------------------------------------- masks and loss names

@@ -116,18 +116,34 @@ class UnifiedModelConfig:
 
     def resolve_image_geometry(self, prefix: str = "model") -> None:
         """Fill vocab.codebook_size / code_maps / grid from the image tokenizer's saved config
-        (the one source of truth: T is the tokenizer's `code_maps`); a value the config states must
-        agree with it."""
-        tok = load_tokenizer_config(self.image_tokenizer)
-        for key, theirs in (("codebook_size", tok.codebook_size), ("code_maps", tok.code_maps),
-                            ("grid", list(tok.grid))):
-            ours = getattr(self.vocab, key)
-            if not ours:
-                setattr(self.vocab, key, theirs)
-            elif list(ours) != theirs if key == "grid" else ours != theirs:
-                raise ConfigError(f"{prefix}.vocab.{key}={ours!r} but the image tokenizer "
-                                  f"{self.image_tokenizer} has {theirs!r}; drop the key (it is "
-                                  "read from the tokenizer) or use the matching tokenizer")
+        (the one source of truth: T is the tokenizer's `code_maps`), and each further modality's
+        from its `tokenizer` when it names one; a value the config states must agree with it."""
+        _fill_geometry(self.vocab, load_tokenizer_config(self.image_tokenizer),
+                       f"{prefix}.vocab", f"the image tokenizer {self.image_tokenizer}")
+        for i, modality in enumerate(self.vocab.modalities):
+            if not modality.tokenizer:
+                continue
+            where = f"{prefix}.vocab.modalities[{i}]"
+            try:
+                tok = load_tokenizer_config(modality.tokenizer)
+            except FileNotFoundError as err:
+                raise ConfigError(f"{where}.tokenizer={modality.tokenizer!r}: {err}") from err
+            if tok.modality == "image":
+                raise ConfigError(f"{where}.tokenizer={modality.tokenizer!r} is an image "
+                                  "tokenizer; a further modality takes an audio or video one")
+            _fill_geometry(modality, tok, where, f"its tokenizer {modality.tokenizer}")
+
+
+def _fill_geometry(target, tok: RDPMTokenizerConfig, prefix: str, source: str) -> None:
+    """Set target's codebook_size / code_maps / grid from `tok` where 0 / []; else check them."""
+    for key, theirs in (("codebook_size", tok.codebook_size), ("code_maps", tok.code_maps),
+                        ("grid", list(tok.grid))):
+        ours = getattr(target, key)
+        if not ours:
+            setattr(target, key, theirs)
+        elif list(ours) != theirs if key == "grid" else ours != theirs:
+            raise ConfigError(f"{prefix}.{key}={ours!r} but {source} has {theirs!r}; drop the key "
+                              "(it is read from the tokenizer) or use the matching tokenizer")
 
 
 def split_by_modality(targets: torch.Tensor, text_sel: torch.Tensor, further) -> dict:

@@ -1,12 +1,15 @@
-"""Encode images into webdataset shards of RDPM codes (tokenizers/encode.py).
+"""Encode images, audio or video clips into webdataset shards of RDPM codes (tokenizers/encode.py).
 
 Each sample of a shard `shard-000000.tar` holds:
-    codes.npy   uint16 (T, h, w)   the code maps C_1..C_T
+    codes.npy   uint16 (T, *grid)  the code maps C_1..C_T: grid (h, w) for images, (n,) for audio,
+                                   (t, h, w) for video
     seed.txt    decimal int        regenerates eps_1..eps_T (see rdpm_noise)
     cls         decimal int        class id, when the source has one
     txt         utf-8 caption      when the source has one
 
 Design choices, one line each:
+- The tokenizer's config says its modality; encode_sources.py reads the data for it (images,
+  audio clips or video clips), with the same data keys and splits as tokenizer training.
 - Noise seeds hash (base seed, sample key), so a sample's codes do not depend on batching, order,
   device count or which run encoded it.
 - Shard i of a map-style source holds samples [i*S, (i+1)*S); ranks take shards round-robin; a shard
@@ -41,12 +44,14 @@ from tqdm import tqdm
 
 from unimodal import distributed as D
 from unimodal.config import ConfigError
-from unimodal.data.image_sources import (BadSampleCounter, ImageDataConfig, build_image_dataset,
-                                         collate_skip_none)
+from unimodal.data.image_sources import BadSampleCounter, collate_skip_none
 from unimodal.data.text_shards import write_shard
+from unimodal.tokenizer.encode_sources import (INPUT_KEYS, build_encode_dataset,
+                                               validate_encode_data)
 from unimodal.tokenizer.rdpm_quantizer import rdpm_noise
 from unimodal.tokenizer.rdpm_tokenizer import (WEIGHTS_FILE, describe, load_tokenizer,
-                                               require_image_tokenizer)
+                                               load_tokenizer_config)
+from unimodal.data.tokenizer_data import TokenizerDataConfig
 
 META_FILE = "encode_meta.json"
 
@@ -55,7 +60,9 @@ META_FILE = "encode_meta.json"
 class EncodeConfig:
     tokenizer: str = ""                   # folder written by train_rdpm.py (<out_dir>/tokenizer)
     out_dir: str = ""                     # where shard-XXXXXX.tar files go
-    data: ImageDataConfig = field(default_factory=ImageDataConfig)
+    # Read for the tokenizer's modality (encode_sources.py): image shapes | folder | webdataset,
+    # audio notes | folder, video moving_shapes.
+    data: TokenizerDataConfig = field(default_factory=TokenizerDataConfig)
     split: str = "train"                  # train | heldout
     shard_size: int = 1000                # samples per shard
     max_samples: int = 0                  # 0 = the whole source
@@ -78,9 +85,10 @@ class EncodeConfig:
         if self.shard_size < 1 or self.batch_size < 1:
             raise ConfigError("shard_size and batch_size must be >= 1")
         try:
-            self.data.validate()
-        except ValueError as err:
-            raise ConfigError(str(err)) from err
+            tokenizer = load_tokenizer_config(self.tokenizer)
+        except FileNotFoundError as err:
+            raise ConfigError(f"tokenizer={self.tokenizer!r}: {err}") from err
+        validate_encode_data(self.data, tokenizer)
 
 
 # EncodeConfig keys that do not change a shard's bytes (where and how fast it is computed).
@@ -183,13 +191,10 @@ class ShardEncoder:
         self.device = D.pick_device(cfg.device)
         D.init_from_env(self.device)
         self.tokenizer = load_tokenizer(cfg.tokenizer, self.device)
-        require_image_tokenizer(self.tokenizer, cfg.tokenizer,
-                                "encoding into shards is for image tokenizers only so far")
-        if self.tokenizer.cfg.image_size != cfg.data.image_size:
-            raise ConfigError(f"data.image_size={cfg.data.image_size} but the tokenizer was trained "
-                              f"at {self.tokenizer.cfg.image_size} px")
+        self.input_key = INPUT_KEYS[self.tokenizer.cfg.modality]
         self.out_dir = Path(cfg.out_dir)
-        self.counter = BadSampleCounter(cfg.data.max_bad_fraction)
+        self.counter = BadSampleCounter(cfg.data.max_bad_fraction,
+                                        kind="audio" if self.input_key == "waveform" else "image")
         self.encoder = self.tokenizer.encoder
         if cfg.compile and self.device.type == "cuda":
             self.encoder = torch.compile(self.tokenizer.encoder)
@@ -198,7 +203,7 @@ class ShardEncoder:
 
     @torch.no_grad()
     def encode_batch(self, batch: dict) -> list[dict]:
-        images = batch["image"].to(self.device, non_blocking=True)
+        images = batch[self.input_key].to(self.device, non_blocking=True)
         noise = batch["noise"].to(self.device, non_blocking=True)
         seeds = batch["noise_seed"].tolist()
         self.tokenizer.check_images(images)
@@ -211,8 +216,9 @@ class ShardEncoder:
             self.first_batch_done = time.perf_counter()  # steady-state timing starts here
         else:
             self.images_after_first += len(seeds)
+        class_ids = batch["class_id"].tolist() if "class_id" in batch else [-1] * len(seeds)
         recs = [_record(k, c, s, int(cls), cap) for k, c, s, cls, cap in
-                zip(batch["key"], codes, seeds, batch["class_id"].tolist(), batch["caption"])]
+                zip(batch["key"], codes, seeds, class_ids, batch["caption"])]
         if "__index__" in batch:
             for rec, index in zip(recs, batch["__index__"].tolist()):
                 rec["__index__"] = index
@@ -276,7 +282,7 @@ class ShardEncoder:
                 self.clear_folder()
             (self.out_dir / META_FILE).write_text(json.dumps(meta, indent=2))
         D.barrier()
-        dataset = build_image_dataset(cfg.data, cfg.split, counter=self.counter)
+        dataset = build_encode_dataset(cfg.data, self.tokenizer.cfg, cfg.split, self.counter)
         tok = self.tokenizer.cfg
         noiser = _WithNoise(dataset, cfg.seed, tok.code_maps, (tok.latent_dim, *tok.grid))
         if isinstance(dataset, torch.utils.data.IterableDataset):
@@ -284,7 +290,8 @@ class ShardEncoder:
         else:
             dataset = noiser
         start = time.perf_counter()
-        bar = tqdm(desc="encode", unit="img", disable=not D.is_main(), dynamic_ncols=True)
+        unit = "img" if self.input_key == "image" else "clip"
+        bar = tqdm(desc="encode", unit=unit, disable=not D.is_main(), dynamic_ncols=True)
         if isinstance(dataset, torch.utils.data.IterableDataset):
             written, total = self._run_stream(dataset, bar)
         else:
@@ -299,8 +306,9 @@ class ShardEncoder:
             (self.out_dir / META_FILE).write_text(json.dumps(meta, indent=2))
             if self.counter.total_bad:
                 print(self.counter.summary(), flush=True)
-            print(f"encoded {written} images in {elapsed:.1f}s ({written / max(elapsed, 1e-9):.1f} "
-                  f"img/s on this rank) -> {self.out_dir}", flush=True)
+            what = {"audio": "clips", "video": "clips"}.get(self.tokenizer.cfg.modality, "images")
+            print(f"encoded {written} {what} in {elapsed:.1f}s ({written / max(elapsed, 1e-9):.1f} "
+                  f"samples/s on this rank) -> {self.out_dir}", flush=True)
         return {"written": written, "shards": total, "seconds": elapsed,
                 "steady_img_per_s": steady}
 

@@ -16,14 +16,13 @@ The loop itself (`training.py`) is the same for all: quantizer, GAN, checkpoints
 
 from __future__ import annotations
 
-import wave
 from pathlib import Path
 
 import torch
 
-from unimodal.data.audio_sources import build_audio_dataset
+from unimodal.data.audio_sources import build_audio_dataset, write_wav
 from unimodal.data.image_sources import BadSampleCounter, build_image_dataset
-from unimodal.data.moving_shapes import MovingShapesDataset, save_gif
+from unimodal.data.moving_shapes import ChannelsFirstClips, MovingShapesDataset, save_gif
 from unimodal.images import save_comparison_grid
 from unimodal.metrics.audio_reconstruction import AudioReconstructionMeter, snr_db
 from unimodal.metrics.reconstruction import ReconstructionMeter, psnr_per_image
@@ -113,16 +112,6 @@ class ImageTraining:
                 f"images={metrics['images']}")
 
 
-def write_wav(path: Path, waveform: torch.Tensor, sample_rate: int) -> None:
-    """Mono 16-bit PCM WAV with the standard library (no audio package needed to listen)."""
-    pcm = (waveform.float().clamp(-1, 1).reshape(-1).cpu().numpy() * 32767).round()
-    with wave.open(str(path), "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(sample_rate)
-        out.writeframes(pcm.astype("<i2").tobytes())
-
-
 class AudioTraining:
     input_key, rate_key, quality_key = "waveform", "clips_per_s", "snr"
     examples_output = "reconstructions_wav"
@@ -179,20 +168,6 @@ class AudioTraining:
 
     def metrics(self) -> dict:
         return {"code_rate": self.cfg.model.code_rate()}
-
-
-class ChannelsFirstClips(torch.utils.data.Dataset):
-    """Moving-shapes clips as the 3-D tokenizer takes them: "video" (F, 3, H, W) -> (3, F, H, W)."""
-
-    def __init__(self, clips: MovingShapesDataset):
-        self.clips = clips
-
-    def __len__(self) -> int:
-        return len(self.clips)
-
-    def __getitem__(self, i: int) -> dict:
-        item = self.clips[i]
-        return {**item, "video": item["video"].transpose(0, 1).contiguous()}
 
 
 class VideoTraining:
