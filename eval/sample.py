@@ -190,8 +190,8 @@ def main(argv=None):
     model, tokenizer = load_unified(args.checkpoint, device,
                                     torch.bfloat16 if device.type == "cuda" else torch.float32,
                                     image_decoder=args.image_decoder)
-    if args.compile:
-        compile_for_sampling(model, tokenizer)
+    if args.compile:  # images only here: text returned above (its growing cache suits no graph)
+        compile_for_sampling(model, tokenizer, args.cuda_graphs, channels_last=True)
     validate_requests(requests, model.vocab, max_prompt_tokens(model))
     with tqdm(total=len(requests), desc="sample", unit="img") as bar:
         images = generate_images(model, tokenizer, requests, cfg, args.batch_size, bar)

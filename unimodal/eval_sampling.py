@@ -46,11 +46,14 @@ class SamplingRunConfig:
     sampling: ImageSamplingConfig = field(default_factory=ImageSamplingConfig)
     batch_size: int = 32                  # images per sampling batch
     device: str = "auto"                  # auto | cpu | cuda | cuda:N
-    compile: bool = False                 # torch.compile backbone and decoder
+    compile: bool = False                 # torch.compile backbone and decoder (CUDA)
+    cuda_graphs: bool = False             # with compile: each image block pass replays one CUDA graph
 
     def validate(self) -> None:
         self.sampling.validate()
         check_batch_size(self.batch_size)
+        if self.cuda_graphs and not self.compile:
+            raise ValueError("cuda_graphs=true needs compile=true (the graphs are torch.compile's)")
 
 
 @dataclass
@@ -110,7 +113,7 @@ def load_for_sampling(run: SamplingRunConfig, device: torch.device):
                                     torch.bfloat16 if device.type == "cuda" else torch.float32,
                                     image_decoder=run.image_decoder)
     if run.compile:
-        compile_for_sampling(model, tokenizer)
+        compile_for_sampling(model, tokenizer, run.cuda_graphs, channels_last=True)
     return model, tokenizer
 
 

@@ -119,6 +119,9 @@ def test_code_rate_in_tokens_and_bits_per_second():
     ("model.strides=[4,4]", r"model\.strides"), ("model.modality=sound", r"model\.modality"),
     ("model.in_channels=2", r"model\.in_channels"), ("model.sample_rate=4000", r"model\.sample_rate"),
     ("model.upsample=cubic", r"model\.upsample"),
+    # base 48 x mult 1 = 48 channels cannot be split into 32 GroupNorm groups: refused before
+    # any training, naming the key (torch's own error named neither).
+    ("model.base_channels=48", r"model\.base_channels=48: level width 48 x 1 = 48"),
 ])
 def test_bad_audio_model_values_name_the_key(override, key):
     from tokenizer_training_fixtures import ROOT

@@ -114,6 +114,7 @@ def test_diagnostics_on_log_steps_and_time_budget(tmp_path):
     per_image = [r["tflops"] / r["img_per_s"] for r in logs]
     assert per_image[0] > 0 and per_image == pytest.approx([per_image[0]] * len(logs))
     assert all(r["mfu"] == pytest.approx(r["tflops"] / 989.0) for r in logs)
+    assert all(0 <= r["data_wait_frac"] <= 1 for r in logs)
     # A time budget already spent stops at the first check, then still saves and evaluates.
     metrics = main(tiny_args(tmp_path / "b", 200, "train.max_minutes=1e-6", "train.log_every=5"))
     assert metrics["step"] < 200 and (tmp_path / "b" / "tokenizer" / "tokenizer.safetensors").is_file()
@@ -164,3 +165,22 @@ def test_one_rule_for_the_out_dir(tmp_path):
     main(tiny_args(tmp_path, 2, *keep, "train.overwrite=true"))
     assert not (tmp_path / "checkpoints" / "step_00000003").exists()
     assert [json.loads(x)["step"] for x in (tmp_path / "log.jsonl").read_text().splitlines()] == [2]
+
+
+def test_a_slow_loader_shows_in_data_wait_frac(tmp_path, monkeypatch):
+    # Every batch arrives 1.5 s late: the loop spends most of its time waiting for the loader,
+    # which the log must say (a tiny step takes well under 1.5 s), so a user adds workers.
+    import time
+
+    from unimodal.tokenizer import training
+
+    real_batches = training._batches
+
+    def late_batches(*args):
+        for batch in real_batches(*args):
+            time.sleep(1.5)
+            yield batch
+    monkeypatch.setattr(training, "_batches", late_batches)
+    train_main()(tiny_args(tmp_path, 2, "train.log_every=2", "train.eval_images=8"))
+    logs = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert logs[-1]["data_wait_frac"] > 0.5

@@ -201,6 +201,14 @@ class RDPMTokenizerConfig:
         if self.codebook_size > 65536:
             raise ConfigError(f"{prefix}.codebook_size={self.codebook_size}: codes are stored "
                               "as uint16, so at most 65536")
+        # GroupNorm uses min(32, width) groups, so a level 32 or wider must be a multiple of 32
+        # (torch's own error names neither key nor level).
+        for mult in self.channel_mult:
+            width = self.base_channels * mult
+            if width > 32 and width % 32:
+                raise ConfigError(f"{prefix}.base_channels={self.base_channels}: level width "
+                                  f"{self.base_channels} x {mult} = {width} of {prefix}.channel_mult"
+                                  " is not a multiple of 32 (GroupNorm groups); use 16, 32, 64, ...")
 
     def _validate_audio(self, prefix: str, strides: tuple[int, ...]) -> None:
         if self.in_channels != 1:

@@ -259,7 +259,7 @@ class TokenizerTrainer:
         bar = tqdm(total=run.steps, initial=self.step, disable=not D.is_main(), desc="rdpm",
                    dynamic_ncols=True)
         batches = _batches(dataset, cfg, self.step)
-        window_start, window_images = time.perf_counter(), 0
+        window_start, window_images, data_wait = time.perf_counter(), 0, 0.0
         flops_per_image = training_flops_per_image(self.model, self.decoder_only)  # counted once
         deadline = time.perf_counter() + 60 * run.max_minutes if run.max_minutes > 0 else None
         try:
@@ -269,7 +269,9 @@ class TokenizerTrainer:
                         and D.any_rank(time.perf_counter() > deadline, self.device)):
                     D.print0(f"\ntrain.max_minutes={run.max_minutes} reached at step {self.step}")
                     break
+                wait_start = time.perf_counter()
                 batch = next(batches)
+                data_wait += time.perf_counter() - wait_start  # host blocked on the loader
                 images = batch[self.modality.input_key].to(self.device, non_blocking=True)
                 logs = self.train_step(images)
                 self.step += 1
@@ -286,12 +288,14 @@ class TokenizerTrainer:
                     logs["tflops"] = flops_per_image * rate / 1e12   # all ranks
                     logs["mfu"] = logs["tflops"] / (run.peak_tflops * D.world_size())
                     logs["skipped_steps"] = self.bad_steps.total
-                    window_start, window_images = time.perf_counter(), 0
+                    # Near 1: the loader starves the step (more workers); near 0: compute-bound.
+                    logs["data_wait_frac"] = data_wait / max(elapsed, 1e-9)
+                    window_start, window_images, data_wait = time.perf_counter(), 0, 0.0
                     if run.diagnostics_every and self.step % run.diagnostics_every == 0:
                         logs["diagnostics"] = self.diagnostics(images[:run.diagnostics_images])
                     bar.set_postfix({k: f"{logs[k]:.3g}" for k in (
                         "loss", "rec", "quant", self.modality.quality_key, "usage",
-                        self.modality.rate_key, "mfu") if k in logs})
+                        self.modality.rate_key, "mfu", "data_wait_frac") if k in logs})
                     if log_file:
                         log_file.write(json.dumps({"step": self.step, **logs}) + "\n")
                         log_file.flush()
