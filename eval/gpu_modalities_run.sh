@@ -10,13 +10,14 @@
 #   STEPS=1200    pretraining steps of both models
 #   PROMPTS=128   held-out captions scored per modality
 #   CFG_SCALE=2 TEMPERATURE=0.7   sampling of all three modalities
+#   SCORE_COMPILE=true   torch.compile for the samplers (false: eager)
 #   RUN_DIR=runs/gm2 puts everything elsewhere (the config's paths are rewritten to it)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 py=${PYTHON:-python3}
 out=${RUN_DIR:-runs/gpu_modalities}   # RUN_DIR, not OUT: the GPU runner's own output folder is $OUT
 minutes=${MINUTES:-2.5} steps=${STEPS:-1200} prompts=${PROMPTS:-128}
-sampling="sampling.cfg_scale=${CFG_SCALE:-2} sampling.temperature=${TEMPERATURE:-0.7}"
+sampling="sampling.cfg_scale=${CFG_SCALE:-2} sampling.temperature=${TEMPERATURE:-0.7} compile=${SCORE_COMPILE:-true}"
 config=configs/mix_modalities_gpu.yaml
 mkdir -p $out/text
 if [ "$out" != runs/gpu_modalities ]; then

@@ -14,16 +14,14 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import torch
 from tqdm import tqdm
 
 from unimodal.cli import parse_config
 from unimodal.data.audio_sources import write_wav
 from unimodal.data.moving_shapes import save_gif
 from unimodal.distributed import pick_device
-from unimodal.eval_sampling import SamplingRunConfig, checkpoint_sha256
+from unimodal.eval_sampling import SamplingRunConfig, checkpoint_sha256, load_modality_for_sampling
 from unimodal.metrics.modality_following import heldout_captions, score_samples
-from unimodal.model.export import load_modality_tokenizer, load_unified
 from unimodal.model.modality_sampling import generate_modality
 
 
@@ -43,12 +41,7 @@ class ModalityScoreConfig(SamplingRunConfig):
 
 def main(argv=None):
     args = parse_config(ModalityScoreConfig, argv, __doc__, __file__)
-    if not Path(args.checkpoint).is_dir():
-        raise FileNotFoundError(f"checkpoint={args.checkpoint}: folder not found")
-    device = pick_device(args.device)
-    model, _ = load_unified(args.checkpoint, device,
-                            torch.bfloat16 if device.type == "cuda" else torch.float32)
-    tokenizer = load_modality_tokenizer(args.checkpoint, model.vocab, args.modality, device)
+    model, tokenizer = load_modality_for_sampling(args, args.modality, pick_device(args.device))
     tok = tokenizer.cfg
     if tok.modality not in ("audio", "video"):
         raise ValueError(f"modality={args.modality}: its tokenizer is {tok.modality}; the checkers "

@@ -37,9 +37,9 @@ from unimodal.data.moving_shapes import save_gif
 from unimodal.data.prompt_files import read_prompts
 from unimodal.distributed import pick_device
 from unimodal.images import save_grid, save_png
-from unimodal.model.export import load_modality_tokenizer, load_unified
+from unimodal.model.export import load_unified
 from unimodal.model.modality_sampling import check_modality_prompts, generate_modality
-from unimodal.eval_sampling import SamplingRunConfig
+from unimodal.eval_sampling import SamplingRunConfig, load_modality_for_sampling
 from unimodal.model.modalities import NAME_PATTERN
 from unimodal.model.sampling import (ImageRequest, TextSamplingConfig, compile_for_sampling,
                                      generate_images, generate_text, max_prompt_tokens,
@@ -144,13 +144,8 @@ def sample_code_modality(args) -> torch.Tensor:
                          "prompts_file")
     out = check_out(args)
     captions = [r.caption for r in read_requests(args)]
-    if not Path(args.checkpoint).is_dir():
-        raise FileNotFoundError(f"checkpoint={args.checkpoint}: folder not found")
-    device = pick_device(args.device)
-    model, _ = load_unified(args.checkpoint, device,
-                            torch.bfloat16 if device.type == "cuda" else torch.float32)
+    model, tokenizer = load_modality_for_sampling(args, args.modality, pick_device(args.device))
     check_modality_prompts(model, args.modality, captions)  # before any file is touched
-    tokenizer = load_modality_tokenizer(args.checkpoint, model.vocab, args.modality, device)
     cfg, tok = args.sampling, tokenizer.cfg
     with tqdm(total=len(captions), desc="sample", unit=args.modality) as bar:
         samples = generate_modality(model, tokenizer, args.modality, captions, cfg,

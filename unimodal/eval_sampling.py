@@ -117,6 +117,27 @@ def load_for_sampling(run: SamplingRunConfig, device: torch.device):
     return model, tokenizer
 
 
+def load_modality_for_sampling(run: SamplingRunConfig, modality: str, device: torch.device):
+    """The checkpoint's model (bf16 on CUDA) and its copy of `modality`'s tokenizer (audio,
+    video), both compiled with `run.compile`. CUDA graphs are refused here: the code-by-code
+    sampler writes its static KV cache in place between steps, which a graph would have to copy
+    in full at every replay."""
+    from unimodal.model.export import load_modality_tokenizer, load_unified
+    from unimodal.model.sampling import compile_for_sampling
+
+    if run.cuda_graphs:
+        raise ValueError(f"cuda_graphs=true is for images; modality={modality} samples code by "
+                         "code (use compile=true)")
+    if not Path(run.checkpoint).is_dir():
+        raise FileNotFoundError(f"checkpoint={run.checkpoint}: folder not found")
+    model, _ = load_unified(run.checkpoint, device,
+                            torch.bfloat16 if device.type == "cuda" else torch.float32)
+    tokenizer = load_modality_tokenizer(run.checkpoint, model.vocab, modality, device)
+    if run.compile:
+        compile_for_sampling(model, tokenizer)
+    return model, tokenizer
+
+
 def sampling_record(run: SamplingRunConfig, model) -> dict:
     """Everything that decides which images come out, for reports and the resume check."""
     cfg, tok = run.sampling, model.tok_cfg

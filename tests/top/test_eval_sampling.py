@@ -1,8 +1,10 @@
-"""unimodal/eval_sampling.py: the settings record that guards a resumed sampling run."""
+"""unimodal/eval_sampling.py: the settings record that guards a resumed sampling run, and the
+compile / CUDA-graph options."""
 
 from types import SimpleNamespace
 
 import pytest
+import torch
 
 from unimodal.eval_sampling import SamplingRunConfig, check_resume, sampling_record, write_settings
 from unimodal.model.sampling import ImageSamplingConfig
@@ -40,3 +42,15 @@ def test_eval_settings_record_top_p_when_it_filters(tmp_path):
     write_settings(tmp_path / "out", record(0.9))
     with pytest.raises(ValueError, match="top_p: 0.9 -> None"):
         check_resume(tmp_path / "out", record(1.0))
+
+
+def test_cuda_graphs_need_compile_and_are_refused_for_code_by_code_sampling(tmp_path):
+    from unimodal.eval_sampling import load_modality_for_sampling
+
+    with pytest.raises(ValueError, match="cuda_graphs=true needs compile=true"):
+        SamplingRunConfig(checkpoint=str(tmp_path), cuda_graphs=True).validate()
+    SamplingRunConfig(checkpoint=str(tmp_path), compile=True, cuda_graphs=True).validate()
+    # Refused before any file is read: the checkpoint folder does not even exist.
+    run = SamplingRunConfig(checkpoint=str(tmp_path / "missing"), compile=True, cuda_graphs=True)
+    with pytest.raises(ValueError, match="cuda_graphs=true is for images; modality=audio"):
+        load_modality_for_sampling(run, "audio", torch.device("cpu"))

@@ -5,8 +5,13 @@
 
 Design choices, one line each:
 - The documents are plain next-token sequences (`code_prompt`, then the T maps flattened map
-  after map), so sampling is the text loop: the prompts run once, then one position per step
-  against a growing KV cache, T * prod(grid) steps.
+  after map), so sampling is the text loop: the prompts run once, then one position per step,
+  T * prod(grid) steps (800 for 2 s of audio, 2048 for a video clip).
+- Static KV cache: each layer's keys and values are allocated once at their final length (the
+  prompt, then one slot per code) and step i writes slot i in place; a key mask hides the slots
+  not yet written. Every step then has the same shapes, so a compiled backbone compiles one step
+  graph (a growing cache is a new shape, and a new compilation, every step), and no step copies
+  the whole cache as a concatenation would.
 - Every step's logits are the head rows of the modality's codes only (`code_slice`): the same
   distribution as full-vocabulary logits plus `additive_logits_mask`, without the other rows, so
   a text id, a marker or another modality's code can never be drawn.
@@ -41,6 +46,14 @@ def check_modality_prompts(model, name: str, captions: list[str]) -> None:
                              f"for a prompt before the {name} codes: shorten it")
 
 
+def static_cache(prompt_cache, slots: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per-layer (K, V) of shape (rows, heads, prompt + slots, head_dim): the prompt's keys and
+    values, then `slots` zeroed slots for the codes to come."""
+    def grow(x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([x, x.new_zeros(*x.shape[:2], slots, x.shape[3])], 2)
+    return [(grow(k), grow(v)) for k, v in prompt_cache]
+
+
 @torch.no_grad()
 def sample_modality_codes(model, name: str, captions: list[str], cfg: ImageSamplingConfig,
                           seeds: list[int] | None = None) -> torch.Tensor:
@@ -54,7 +67,9 @@ def sample_modality_codes(model, name: str, captions: list[str], cfg: ImageSampl
     guided = cfg.cfg_scale != 0
     prompts = [code_prompt(model.vocab, name, c) for c in captions]
     rows = prompts + [code_prompt(model.vocab, name)] * b if guided else prompts
-    cache, valid, next_pos, hidden = run_prompts(model, rows)
+    prompt_cache, valid, next_pos, hidden = run_prompts(model, rows)
+    cache, prompt_len = static_cache(prompt_cache, length - 1), valid.shape[1]
+    slots = torch.arange(length - 1, device=device)
     head = model.backbone.head_weight[modality.code_slice]
     gens = [torch.Generator(device).manual_seed(s) for s in seeds]
     one = torch.ones(len(rows), 1, dtype=torch.bool, device=device)
@@ -67,11 +82,13 @@ def sample_modality_codes(model, name: str, captions: list[str], cfg: ImageSampl
             break
         ids = code + modality.code_offset
         ids = torch.cat([ids, ids]) if guided else ids
-        valid = torch.cat([valid, one], 1)
+        # Keys: the real prompt tokens, the i slots written so far, and the new code itself.
+        keys = torch.cat([valid, (slots < i).expand(len(rows), -1), one], 1)
         out, new_kv = model.backbone(model.backbone.embed(ids[:, None]), next_pos[:, None],
-                                     valid[:, None, None, :], kv_prefix=cache)
-        cache = [(torch.cat([k, nk], 2), torch.cat([v, nv], 2))
-                 for (k, v), (nk, nv) in zip(cache, new_kv)]
+                                     keys[:, None, None, :], kv_prefix=cache)
+        for (k, v), (new_k, new_v) in zip(cache, new_kv):
+            k[:, :, prompt_len + i] = new_k[:, :, 0]
+            v[:, :, prompt_len + i] = new_v[:, :, 0]
         next_pos, hidden = next_pos + 1, out[:, -1]
     return torch.stack(codes, 1).view(b, modality.code_maps, *modality.grid)
 
