@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from unimodal.cli import parse_config
 from unimodal.data.audio_sources import write_wav
-from unimodal.data.moving_shapes import save_gif
+from unimodal.data.video_files import save_gif
 from unimodal.distributed import pick_device
 from unimodal.eval_sampling import SamplingRunConfig, checkpoint_sha256, load_modality_for_sampling
 from unimodal.metrics.modality_following import heldout_captions, score_samples

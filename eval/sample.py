@@ -1,5 +1,5 @@
 """Sample a unified-model checkpoint: images (prompts or class ids in, PNGs and a grid out), text,
-or a further code modality (audio -> WAV files, video -> GIF files).
+or a further code modality (audio -> WAV files, video -> GIF or MP4 files).
 
     python eval/sample.py checkpoint=runs/quickstart/pretrain/export out=runs/samples \\
         prompts='[a red circle, a blue square above a green triangle]'
@@ -11,6 +11,7 @@ or a further code modality (audio -> WAV files, video -> GIF files).
     python eval/sample.py checkpoint=... modality=audio prompts='["three rising notes, square wave, loud"]' \
         sampling.temperature=1 sampling.cfg_scale=2                      (00000.wav, ... in out)
     python eval/sample.py checkpoint=... modality=video prompts='[a red circle moves left]'
+    python eval/sample.py checkpoint=... modality=video prompts_file=p.txt video_format=mp4 fps=8
 
 Audio and video: the codes are drawn position by position from the model's softmax over that
 modality's codes only (the `sampling.*` keys: temperature tau, 0 = greedy; cfg_scale; top_k;
@@ -33,7 +34,7 @@ from tqdm import tqdm
 
 from unimodal.cli import parse_config
 from unimodal.data.audio_sources import write_wav
-from unimodal.data.moving_shapes import save_gif
+from unimodal.data.video_files import VIDEO_FORMATS, save_video
 from unimodal.data.prompt_files import read_prompts
 from unimodal.distributed import pick_device
 from unimodal.images import save_grid, save_png
@@ -58,7 +59,9 @@ class SampleConfig(SamplingRunConfig):
     out: str = ""                         # output folder (runs/samples); modality=text: a .json ("" = stdout)
     overwrite: bool = False               # replace what out holds (else a non-empty out is refused)
     modality: str = "image"               # image | text (continue each prompt) | a further code
-                                          # modality of the checkpoint: audio (WAV), video (GIF)
+                                          # modality of the checkpoint: audio (WAV), video (GIF/MP4)
+    video_format: str = "gif"             # modality=video: gif | mp4 (mp4 needs the video extra)
+    fps: int = 8                          # modality=video: frames per second of the files
     text: TextSamplingConfig = field(default_factory=TextSamplingConfig)  # modality=text only
 
     def validate(self) -> None:
@@ -67,6 +70,9 @@ class SampleConfig(SamplingRunConfig):
         if not NAME_PATTERN.match(self.modality):
             raise ValueError(f"modality={self.modality!r}: image, text, or a code modality of the "
                              "checkpoint's vocabulary (audio, video)")
+        if self.video_format not in VIDEO_FORMATS or self.fps < 1:
+            raise ValueError(f"video_format={self.video_format!r} must be one of "
+                             f"{list(VIDEO_FORMATS)} and fps={self.fps} >= 1")
 
 
 def read_requests(args) -> list[ImageRequest]:
@@ -138,7 +144,7 @@ def write_folder(out: Path, write_files) -> None:
 
 
 def sample_code_modality(args) -> torch.Tensor:
-    """Audio or video: one WAV / GIF per prompt (x samples_per_prompt) and samples.json."""
+    """Audio or video: one WAV / GIF / MP4 per prompt (x samples_per_prompt) and samples.json."""
     if args.class_ids:
         raise ValueError(f"class_ids is for images; modality={args.modality} takes prompts / "
                          "prompts_file")
@@ -150,7 +156,7 @@ def sample_code_modality(args) -> torch.Tensor:
     with tqdm(total=len(captions), desc="sample", unit=args.modality) as bar:
         samples = generate_modality(model, tokenizer, args.modality, captions, cfg,
                                     args.batch_size, bar)
-    suffix = {"audio": "wav", "video": "gif"}[tok.modality]
+    suffix = {"audio": "wav", "video": args.video_format}[tok.modality]
 
     def write_files(scratch: Path) -> None:
         names = []
@@ -159,7 +165,8 @@ def sample_code_modality(args) -> torch.Tensor:
             if tok.modality == "audio":
                 write_wav(scratch / name, sample, tok.sample_rate)
             else:
-                save_gif(sample.transpose(0, 1), scratch / name)  # (3, F, H, W) -> frames
+                # (3, F, H, W) -> frames
+                save_video(sample.transpose(0, 1), scratch / name, args.video_format, args.fps)
             names.append({"file": name, "prompt": caption, "seed": cfg.image_seed(i)})
         (scratch / "samples.json").write_text(json.dumps(
             {"checkpoint": str(args.checkpoint), "modality": args.modality,

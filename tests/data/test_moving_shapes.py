@@ -1,5 +1,5 @@
 """The moving-shapes clip set: deterministic, in range, objects inside the frame and apart, captions
-that say what moves where, every direction and speed drawn, GIFs that read back; and the still
+that say what moves where, every direction and speed drawn; and the still
 shapes renderer unchanged by the helpers made public for it."""
 
 import hashlib
@@ -11,8 +11,8 @@ import torch
 
 import unimodal.data.moving_shapes as moving_shapes
 from unimodal.data.moving_shapes import (DIRECTIONS, EDGE_MARGIN, GAP, MAX_FRAMES, SPEED_WORDS,
-                                         SPEEDS, MovingShapesDataset, load_gif, render_clip,
-                                         render_scene, sample_scene, save_gif)
+                                         SPEEDS, MovingShapesDataset, render_clip, render_scene,
+                                         sample_scene)
 from unimodal.data.shapes import COLORS, SHAPES, render_sample
 
 SCENES = 300
@@ -118,19 +118,6 @@ def test_layout_fallback_is_never_needed(monkeypatch):
     fallback_like = [s for s in default if all(o.start.center[0] == 0.5 and o.speed == "slow"
                                                for o in s.objects)]
     assert fallback_like == []  # the fallback puts every object at x = 0.5, slow
-
-
-def test_gif_round_trip(tmp_path):
-    clip = render_clip(3, frames=8, image_size=64)
-    path = save_gif(clip.frames, tmp_path / "clip.gif")
-    frames = load_gif(path)
-    assert frames.shape == (8, 64, 64, 3) and frames.dtype == np.uint8
-    original = ((clip.frames + 1) * 127.5).round().permute(0, 2, 3, 1).numpy()
-    assert np.abs(frames.astype(float) - original).mean() < 4  # a 256-colour palette per frame
-    uint8_path = save_gif(render_scene(sample_scene(3, frames=16), 32), tmp_path / "uint8.gif")
-    assert load_gif(uint8_path).shape == (16, 32, 32, 3)
-    with pytest.raises(ValueError, match="uint8"):
-        save_gif(np.zeros((2, 8, 8, 3), np.float32), tmp_path / "bad.gif")
 
 
 def test_dataset_items_and_batches():

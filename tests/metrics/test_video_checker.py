@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from unimodal.data.moving_shapes import (DIRECTIONS, MovingShapesDataset, load_gif, render_clip,
-                                         save_gif)
+from unimodal.data.moving_shapes import DIRECTIONS, MovingShapesDataset, render_clip
+from unimodal.data.video_files import load_gif, save_gif
 from unimodal.metrics.video_checker import (AskedObject, VideoAccuracy, VideoSpec, detect_clip,
                                             estimate_motion, parse_caption, score_clip,
                                             score_reconstructions, spec_for_key, spec_from_scene)

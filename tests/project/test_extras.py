@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parents[2]
 OPTIONAL = {"transformers": "train", "deepspeed": "train", "sentencepiece": "train",
             "tensorboard": "train", "tokenizers": "train", "torchmetrics": "eval",
             "torch_fidelity": "eval", "lpips": "eval", "open_clip": "eval", "scipy": "eval",
-            "matplotlib": "eval", "flash_attn": "flash", "soundfile": "audio"}
+            "matplotlib": "eval", "flash_attn": "flash", "soundfile": "audio",
+            "av": "video"}
 
 # module -> the extras it needs (README "Set up and run" says the same in words)
 NEEDS_EXTRAS = {

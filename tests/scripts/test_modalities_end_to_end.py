@@ -2,6 +2,7 @@
 encoded by tokenizers/encode.py, a mixed model (text, images, audio, video) trained by
 train/pretrain.py, and eval/sample.py writing a valid WAV, GIF and PNG from its export."""
 
+import importlib.util
 import json
 import math
 import wave
@@ -63,6 +64,12 @@ def test_a_mixed_model_trains_on_every_modality_and_samples_each(tmp_path):
                                                                     "samples.json"]
     with Image.open(tmp_path / "gif" / "00000.gif") as gif:
         assert gif.format == "GIF" and gif.size == (32, 32) and gif.n_frames >= 1
+    if importlib.util.find_spec("av") is not None:   # the video extra: MP4 files
+        from unimodal.data.video_files import load_mp4
+
+        sample(common + [f"out={tmp_path / 'mp4'}", "modality=video", "video_format=mp4",
+                         "prompts=[a red circle moves left]"])
+        assert load_mp4(tmp_path / "mp4" / "00000.mp4").shape == (4, 32, 32, 3)
     sample(common + [f"out={tmp_path / 'png'}", "prompts=[a red circle]"])
     with Image.open(tmp_path / "png" / "00000.png") as png:
         assert png.format == "PNG" and png.size == (32, 32)

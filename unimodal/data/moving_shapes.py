@@ -23,11 +23,9 @@ reuses); `unimodal.metrics.video_checker` scores clips against their captions. D
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageSequence
 
 from unimodal.data.shapes import (COLORS, SHAPES, Background, ShapeObject, check_image_size,
                                   render_objects, sample_background, with_article)
@@ -189,36 +187,6 @@ def render_clip(index: int, seed: int = 0, frames: int = FRAMES, image_size: int
     """Clip (index, seed) with `frames` frames at `image_size` px."""
     scene = sample_scene(index, seed, frames)
     return ClipSample(to_model_frames(render_scene(scene, image_size)), caption_of(scene), scene)
-
-
-def _as_uint8_frames(frames) -> np.ndarray:
-    if isinstance(frames, torch.Tensor):  # (F, 3, H, W) in [-1, 1]
-        frames = ((frames.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().byte()
-        return frames.permute(0, 2, 3, 1).numpy()
-    frames = np.asarray(frames)
-    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
-        raise ValueError(f"expected uint8 (F, H, W, 3) or a float tensor (F, 3, H, W), "
-                         f"got {frames.dtype} {frames.shape}")
-    return frames
-
-
-def save_gif(frames, path, frame_ms: int = 125) -> Path:
-    """Write a looping GIF (PIL; an adaptive 256-colour palette per frame).
-
-    frames: a float tensor (F, 3, H, W) in [-1, 1] or uint8 (F, H, W, 3). PIL merges identical
-    consecutive frames into one longer frame, so a static clip reads back with fewer frames.
-    """
-    images = [Image.fromarray(frame) for frame in _as_uint8_frames(frames)]
-    path = Path(path)
-    images[0].save(path, format="GIF", save_all=True, append_images=images[1:], duration=frame_ms,
-                   loop=0)
-    return path
-
-
-def load_gif(path) -> np.ndarray:
-    """uint8 (F, H, W, 3): the frames of a GIF, e.g. one `save_gif` wrote."""
-    with Image.open(path) as gif:
-        return np.stack([np.array(frame.convert("RGB")) for frame in ImageSequence.Iterator(gif)])
 
 
 class MovingShapesDataset(torch.utils.data.Dataset):

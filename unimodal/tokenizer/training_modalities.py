@@ -22,7 +22,8 @@ import torch
 
 from unimodal.data.audio_sources import build_audio_dataset, write_wav
 from unimodal.data.image_sources import BadSampleCounter, build_image_dataset
-from unimodal.data.moving_shapes import ChannelsFirstClips, MovingShapesDataset, save_gif
+from unimodal.data.moving_shapes import ChannelsFirstClips, MovingShapesDataset
+from unimodal.data.video_files import save_gif
 from unimodal.images import save_comparison_grid
 from unimodal.metrics.audio_reconstruction import AudioReconstructionMeter, snr_db
 from unimodal.metrics.reconstruction import ReconstructionMeter, psnr_per_image
