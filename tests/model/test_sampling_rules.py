@@ -1,16 +1,18 @@
 """Guidance direction and schedule inside the sampler (unimodal/model/sampling_rules.py: `guide`,
 `guidance_scale`): checks aimed at plausible one-line bugs that earlier tests let through (issue 11,
 part 7; its other guards are tests/pretraining/test_ema.py, tests/pretraining/test_config.py and
-the precision/recall test in tests/metrics/test_generation.py)."""
+the precision/recall test in tests/metrics/test_generation.py); and the static KV cache of the
+token-by-token samplers against a full forward pass."""
 
 import pytest
 import torch
 
 import unimodal.model.objectives.rdpm as rdpm
 import unimodal.model.sampling as sampling
-from unified_fixtures import make_assets, tiny_model
+from unified_fixtures import causal_mask, make_assets, tiny_model
 from unimodal.model.vocabulary import image_prompt
 from unimodal.model.sampling import ImageSamplingConfig, sample_codes
+from unimodal.model.sampling_rules import StaticKVCache, run_prompts
 
 
 @pytest.fixture(scope="module")
@@ -53,3 +55,28 @@ def test_linear_guidance_already_acts_at_the_first_step(model, monkeypatch):
     assert (codes[:, 0] == 1).all()
     assert sampling.guidance_scale(4.0, "linear", 1, 4) == 1.0
     assert sampling.guidance_scale(4.0, "linear", 4, 4) == 4.0
+
+
+def test_static_kv_cache_steps_equal_a_full_forward_per_row(model):
+    # Two prompts of different lengths (so the shorter is left-padded), then three fed tokens each:
+    # every step's hidden state, read through the static cache and its key mask, must equal a full
+    # causal forward of that row's prompt + tokens so far. A wrong slot, an off-by-one mask or a
+    # padded key left visible would change it.
+    vocab = model.vocab
+    prompts = [[vocab.bos_id, *vocab.encode_text("a red circle above a blue square")],
+               [vocab.bos_id, *vocab.encode_text("two")]]
+    fed = torch.tensor([[5, 9, 13], [7, 7, 2]])
+    with torch.no_grad():
+        prompt_cache, valid, next_pos, _ = run_prompts(model, prompts)
+        cache = StaticKVCache(prompt_cache, valid, slots=fed.shape[1])
+        for step in range(fed.shape[1]):
+            x = model.backbone.embed(fed[:, step:step + 1])
+            hidden, new_kv = model.backbone(x, next_pos[:, None], cache.key_mask(step),
+                                            kv_prefix=cache.prefix)
+            cache.write(step, new_kv)
+            next_pos = next_pos + 1
+            for row, prompt in enumerate(prompts):
+                ids = torch.tensor([prompt + fed[row, :step + 1].tolist()])
+                full, _ = model.backbone(model.backbone.embed(ids), torch.arange(ids.shape[1])[None],
+                                         causal_mask(ids))
+                torch.testing.assert_close(hidden[row, 0], full[0, -1], rtol=1e-4, atol=1e-5)

@@ -7,11 +7,8 @@ Design choices, one line each:
 - The documents are plain next-token sequences (`code_prompt`, then the T maps flattened map
   after map), so sampling is the text loop: the prompts run once, then one position per step,
   T * prod(grid) steps (800 for 2 s of audio, 2048 for a video clip).
-- Static KV cache: each layer's keys and values are allocated once at their final length (the
-  prompt, then one slot per code) and step i writes slot i in place; a key mask hides the slots
-  not yet written. Every step then has the same shapes, so a compiled backbone compiles one step
-  graph (a growing cache is a new shape, and a new compilation, every step), and no step copies
-  the whole cache as a concatenation would.
+- A static KV cache (`StaticKVCache`, sampling_rules.py): one shape per step, so `compile=true`
+  compiles one step graph.
 - Every step's logits are the head rows of the modality's codes only (`code_slice`): the same
   distribution as full-vocabulary logits plus `additive_logits_mask`, without the other rows, so
   a text id, a marker or another modality's code can never be drawn.
@@ -26,8 +23,8 @@ from __future__ import annotations
 import torch
 
 from unimodal.model.modalities import code_prompt
-from unimodal.model.sampling_rules import (ImageSamplingConfig, gumbel_sample, run_prompts,
-                                           sampling_logits)
+from unimodal.model.sampling_rules import (ImageSamplingConfig, StaticKVCache, gumbel_sample,
+                                           run_prompts, sampling_logits)
 
 
 def check_modality_prompts(model, name: str, captions: list[str]) -> None:
@@ -46,14 +43,6 @@ def check_modality_prompts(model, name: str, captions: list[str]) -> None:
                              f"for a prompt before the {name} codes: shorten it")
 
 
-def static_cache(prompt_cache, slots: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Per-layer (K, V) of shape (rows, heads, prompt + slots, head_dim): the prompt's keys and
-    values, then `slots` zeroed slots for the codes to come."""
-    def grow(x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([x, x.new_zeros(*x.shape[:2], slots, x.shape[3])], 2)
-    return [(grow(k), grow(v)) for k, v in prompt_cache]
-
-
 @torch.no_grad()
 def sample_modality_codes(model, name: str, captions: list[str], cfg: ImageSamplingConfig,
                           seeds: list[int] | None = None) -> torch.Tensor:
@@ -68,11 +57,9 @@ def sample_modality_codes(model, name: str, captions: list[str], cfg: ImageSampl
     prompts = [code_prompt(model.vocab, name, c) for c in captions]
     rows = prompts + [code_prompt(model.vocab, name)] * b if guided else prompts
     prompt_cache, valid, next_pos, hidden = run_prompts(model, rows)
-    cache, prompt_len = static_cache(prompt_cache, length - 1), valid.shape[1]
-    slots = torch.arange(length - 1, device=device)
+    cache = StaticKVCache(prompt_cache, valid, length - 1)
     head = model.backbone.head_weight[modality.code_slice]
     gens = [torch.Generator(device).manual_seed(s) for s in seeds]
-    one = torch.ones(len(rows), 1, dtype=torch.bool, device=device)
     codes = []
     for i in range(length):
         logits = sampling_logits((hidden @ head.t()).float(), b, cfg, i + 1, length)
@@ -82,13 +69,9 @@ def sample_modality_codes(model, name: str, captions: list[str], cfg: ImageSampl
             break
         ids = code + modality.code_offset
         ids = torch.cat([ids, ids]) if guided else ids
-        # Keys: the real prompt tokens, the i slots written so far, and the new code itself.
-        keys = torch.cat([valid, (slots < i).expand(len(rows), -1), one], 1)
         out, new_kv = model.backbone(model.backbone.embed(ids[:, None]), next_pos[:, None],
-                                     keys[:, None, None, :], kv_prefix=cache)
-        for (k, v), (new_k, new_v) in zip(cache, new_kv):
-            k[:, :, prompt_len + i] = new_k[:, :, 0]
-            v[:, :, prompt_len + i] = new_v[:, :, 0]
+                                     cache.key_mask(i), kv_prefix=cache.prefix)
+        cache.write(i, new_kv)
         next_pos, hidden = next_pos + 1, out[:, -1]
     return torch.stack(codes, 1).view(b, modality.code_maps, *modality.grid)
 

@@ -8,7 +8,8 @@ image i the noise seed cfg.seed + i whatever the batching.
 Design choices, one line each:
 - The rules every image sampler shares (ImageSamplingConfig, guidance, Gumbel-max, top-k, top-p,
   the cached prompt pass) live in sampling_rules.py, below the objectives, and are re-exported here.
-- Text: incremental decoding with a growing KV cache; greedy, temperature, top-k, top-p.
+- Text: incremental decoding with a static KV cache (`StaticKVCache`); greedy, temperature,
+  top-k, top-p.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from dataclasses import dataclass
 
 import torch
 
-from unimodal.model.sampling_rules import (ImageSamplingConfig, guidance_scale, guide,  # noqa: F401
-                                           gumbel_sample, run_prompts, top_k_filter,
-                                           top_p_filter)
+from unimodal.model.sampling_rules import (ImageSamplingConfig, StaticKVCache,  # noqa: F401
+                                           guidance_scale, guide, gumbel_sample, run_prompts,
+                                           top_k_filter, top_p_filter)
 from unimodal.model.unified import UnifiedModel
 from unimodal.model.vocabulary import image_prompt
 
@@ -71,13 +72,14 @@ def generate_text(model: UnifiedModel, prompts: list[str], cfg: TextSamplingConf
         new = [t for t in new_ids if t != vocab.eos_id]
         prefix, full = vocab.decode_text(body), vocab.decode_text(body + new)
         return full[len(prefix):] if full.startswith(prefix) else vocab.decode_text(new)
-    cache, valid, next_pos, last_hidden = run_prompts(model, token_lists)
+    prompt_cache, valid, next_pos, last_hidden = run_prompts(model, token_lists)
+    cache = StaticKVCache(prompt_cache, valid, cfg.max_new_tokens - 1)
     gen = torch.Generator(device).manual_seed(cfg.seed)
     head = model.backbone.head_weight[: vocab.text_size]
     out: list[list[int]] = [[] for _ in prompts]
     done = torch.zeros(len(prompts), dtype=torch.bool, device=device)
     eos_in_text = vocab.eos_id < vocab.text_size
-    for _ in range(cfg.max_new_tokens):
+    for step in range(cfg.max_new_tokens):
         logits = (last_hidden @ head.t()).float()
         if not eos_in_text:  # our own <eos> special sits outside the text range
             eos_logit = (last_hidden @ model.backbone.head_weight[vocab.eos_id]).float()[:, None]
@@ -92,14 +94,12 @@ def generate_text(model: UnifiedModel, prompts: list[str], cfg: TextSamplingConf
         if on_step is not None:
             on_step([continuation(p, ids) for p, ids in zip(token_lists, out)])
         done |= nxt == vocab.eos_id
-        if bool(done.all()):
+        if bool(done.all()) or step == cfg.max_new_tokens - 1:
             break
-        valid = torch.cat([valid, torch.ones(len(prompts), 1, dtype=torch.bool, device=device)], 1)
         x = model.backbone.embed(nxt[:, None])
-        hidden, new_kv = model.backbone(x, next_pos[:, None], valid[:, None, None, :],
-                                        kv_prefix=cache)
-        cache = [(torch.cat([k, nk], 2), torch.cat([v, nv], 2))
-                 for (k, v), (nk, nv) in zip(cache, new_kv)]
+        hidden, new_kv = model.backbone(x, next_pos[:, None], cache.key_mask(step),
+                                        kv_prefix=cache.prefix)
+        cache.write(step, new_kv)
         next_pos = next_pos + 1
         last_hidden = hidden[:, -1]
     return [continuation(p, ids) for p, ids in zip(token_lists, out)]

@@ -13,6 +13,10 @@ Design choices, one line each:
 - Prompts are left-padded; padding is masked out of attention and positions start at each
   prompt's first real token, so a batch gives the same codes as one prompt at a time.
 - The model is duck-typed (`backbone`, `vocab`): this module sits below the unified model.
+- Token-by-token samplers (text, audio and video codes) keep a static KV cache (`StaticKVCache`):
+  allocated once at its final length, written in place, the unwritten slots masked. Every step then
+  has one shape, so a compiled backbone compiles one step graph instead of one per length, and no
+  step copies the whole cache as a concatenation would.
 """
 
 from __future__ import annotations
@@ -138,3 +142,30 @@ def sampling_logits(logits: torch.Tensor, b: int, cfg: "ImageSamplingConfig", st
         logits = guide(logits[:b], logits[b:],
                        guidance_scale(cfg.cfg_scale, cfg.cfg_schedule, step, steps))
     return top_p_filter(top_k_filter(logits, cfg.top_k), cfg.top_p)
+
+
+class StaticKVCache:
+    """Per-layer keys and values of (rows, heads, prompt + slots, head_dim): the prompt pass's,
+    then `slots` slots that step i of a token-by-token sampler fills, slot i with the token it
+    feeds. `prefix` is what the backbone takes as `kv_prefix`; `key_mask(i)` its attention mask at
+    step i (the real prompt tokens, slots 0..i-1, and the fed token itself, which the backbone
+    appends after the prefix)."""
+
+    def __init__(self, prompt_cache, valid: torch.Tensor, slots: int):
+        def grow(x: torch.Tensor) -> torch.Tensor:
+            return torch.cat([x, x.new_zeros(*x.shape[:2], slots, x.shape[3])], 2)
+        self.prefix = [(grow(k), grow(v)) for k, v in prompt_cache]
+        self.valid, self.prompt_len = valid, valid.shape[1]
+        self.slots = torch.arange(slots, device=valid.device)
+        self.fed = torch.ones(valid.shape[0], 1, dtype=torch.bool, device=valid.device)
+
+    def key_mask(self, step: int) -> torch.Tensor:
+        keys = torch.cat([self.valid, (self.slots < step).expand(self.valid.shape[0], -1),
+                          self.fed], 1)
+        return keys[:, None, None, :]
+
+    def write(self, step: int, new_kv) -> None:
+        """Slot `step` <- the fed token's keys and values (the backbone's `new_kv`)."""
+        for (k, v), (new_k, new_v) in zip(self.prefix, new_kv):
+            k[:, :, self.prompt_len + step] = new_k[:, :, 0]
+            v[:, :, self.prompt_len + step] = new_v[:, :, 0]
