@@ -7,8 +7,8 @@ Design choices, one line each:
 - The documents are plain next-token sequences (`code_prompt`, then the T maps flattened map
   after map), so sampling is the text loop: the prompts run once, then one position per step,
   T * prod(grid) steps (800 for 2 s of audio, 2048 for a video clip).
-- A static KV cache (`StaticKVCache`, sampling_rules.py): one shape per step, so `compile=true`
-  compiles one step graph.
+- The loop is `sample_token_by_token` (sampling_rules.py), shared with the raster next-token
+  image objective: a static KV cache, one shape per step, so `compile=true` compiles one step graph.
 - Every step's logits are the head rows of the modality's codes only (`code_slice`): the same
   distribution as full-vocabulary logits plus `additive_logits_mask`, without the other rows, so
   a text id, a marker or another modality's code can never be drawn.
@@ -23,8 +23,7 @@ from __future__ import annotations
 import torch
 
 from unimodal.model.modalities import code_prompt
-from unimodal.model.sampling_rules import (ImageSamplingConfig, StaticKVCache, gumbel_sample,
-                                           run_prompts, sampling_logits)
+from unimodal.model.sampling_rules import ImageSamplingConfig, sample_token_by_token
 
 
 def check_modality_prompts(model, name: str, captions: list[str]) -> None:
@@ -50,30 +49,14 @@ def sample_modality_codes(model, name: str, captions: list[str], cfg: ImageSampl
     cfg.validate()
     check_modality_prompts(model, name, captions)
     modality = model.vocab.modality(name)
-    device = model.backbone.head_weight.device
     b, length = len(captions), modality.code_maps * modality.tokens_per_map
     seeds = seeds if seeds is not None else [cfg.image_seed(i) for i in range(b)]
-    guided = cfg.cfg_scale != 0
     prompts = [code_prompt(model.vocab, name, c) for c in captions]
-    rows = prompts + [code_prompt(model.vocab, name)] * b if guided else prompts
-    prompt_cache, valid, next_pos, hidden = run_prompts(model, rows)
-    cache = StaticKVCache(prompt_cache, valid, length - 1)
+    rows = prompts + [code_prompt(model.vocab, name)] * b if cfg.cfg_scale != 0 else prompts
     head = model.backbone.head_weight[modality.code_slice]
-    gens = [torch.Generator(device).manual_seed(s) for s in seeds]
-    codes = []
-    for i in range(length):
-        logits = sampling_logits((hidden @ head.t()).float(), b, cfg, i + 1, length)
-        code = gumbel_sample(logits, cfg.temperature, gens)
-        codes.append(code)
-        if i == length - 1:
-            break
-        ids = code + modality.code_offset
-        ids = torch.cat([ids, ids]) if guided else ids
-        out, new_kv = model.backbone(model.backbone.embed(ids[:, None]), next_pos[:, None],
-                                     cache.key_mask(i), kv_prefix=cache.prefix)
-        cache.write(i, new_kv)
-        next_pos, hidden = next_pos + 1, out[:, -1]
-    return torch.stack(codes, 1).view(b, modality.code_maps, *modality.grid)
+    codes = sample_token_by_token(model, rows, b, length, modality.code_offset,
+                                  lambda hidden: (hidden @ head.t()).float(), cfg, seeds)
+    return codes.view(b, modality.code_maps, *modality.grid)
 
 
 @torch.no_grad()

@@ -13,10 +13,11 @@ Design choices, one line each:
 - Prompts are left-padded; padding is masked out of attention and positions start at each
   prompt's first real token, so a batch gives the same codes as one prompt at a time.
 - The model is duck-typed (`backbone`, `vocab`): this module sits below the unified model.
-- Token-by-token samplers (text, audio and video codes) keep a static KV cache (`StaticKVCache`):
-  allocated once at its final length, written in place, the unwritten slots masked. Every step then
-  has one shape, so a compiled backbone compiles one step graph instead of one per length, and no
-  step copies the whole cache as a concatenation would.
+- Token-by-token samplers (text; `sample_token_by_token` for raster next-token images and audio /
+  video codes) keep a static KV cache (`StaticKVCache`): allocated once at its final length,
+  written in place, the unwritten slots masked. Every step then has one shape, so a compiled
+  backbone compiles one step graph instead of one per length, and no step copies the whole cache
+  as a concatenation would.
 """
 
 from __future__ import annotations
@@ -169,3 +170,31 @@ class StaticKVCache:
         for (k, v), (new_k, new_v) in zip(self.prefix, new_kv):
             k[:, :, self.prompt_len + step] = new_k[:, :, 0]
             v[:, :, self.prompt_len + step] = new_v[:, :, 0]
+
+
+@torch.no_grad()
+def sample_token_by_token(model, rows: list[list[int]], b: int, length: int, code_offset: int,
+                          code_logits, cfg: "ImageSamplingConfig", seeds: list[int]) -> torch.Tensor:
+    """Codes (b, length) drawn one position per step: raster next-token images and the audio /
+    video code sequences. `rows` are the b prompts, then (with guidance) their b <null> twins;
+    `code_logits(hidden)` maps the last hidden states (rows, W) to code logits (rows, K); a drawn
+    code c is fed back as token id code_offset + c. Sample i draws from a generator seeded
+    seeds[i], guidance rises over the positions (t / T = position / length)."""
+    device = model.backbone.head_weight.device
+    prompt_cache, valid, next_pos, hidden = run_prompts(model, rows)
+    cache = StaticKVCache(prompt_cache, valid, length - 1)
+    gens = [torch.Generator(device).manual_seed(s) for s in seeds]
+    codes = []
+    for i in range(length):
+        logits = sampling_logits(code_logits(hidden), b, cfg, i + 1, length)
+        code = gumbel_sample(logits, cfg.temperature, gens)
+        codes.append(code)
+        if i == length - 1:
+            break
+        ids = code + code_offset
+        ids = torch.cat([ids, ids]) if len(rows) > b else ids
+        out, new_kv = model.backbone(model.backbone.embed(ids[:, None]), next_pos[:, None],
+                                     cache.key_mask(i), kv_prefix=cache.prefix)
+        cache.write(i, new_kv)
+        next_pos, hidden = next_pos + 1, out[:, -1]
+    return torch.stack(codes, 1)

@@ -39,7 +39,7 @@ The objectives, one file each:
     rdpm        (rdpm.py) the RDPM paper's Markov recurrent code prediction over T code maps:
                 k blocks of random steps per document, block-bidirectional, T block passes to sample
     next_token  (next_token.py) raster next-token over T = 1 codes: <boi> + codes as token ids,
-                causal within the image, h*w one-position steps against a growing KV cache
+                causal within the image, h*w one-position steps against a static KV cache
     masked      (masked.py) MaskGIT-style masked tokens over T = 1 codes: cosine-masked image,
                 bidirectional within the image, S = sampling.mask_steps passes that keep the
                 most confident codes

@@ -6,7 +6,7 @@ Training document:  <bos> prompt [<boi> c_1 c_2 ... c_{hw-1}]
     the block's h*w targets are exactly the h*w codes. Positions continue the prompt's.
 Attention: causal within the image block (and causal to the prompt, like text).
 Sampling: the prompts run once (cond and, for CFG, <null> as one doubled batch); the hidden state
-    at <boi> gives c_1; then one position per step against a growing KV cache, h*w - 1 steps:
+    at <boi> gives c_1; then one position per step against a static KV cache, h*w - 1 steps:
     logits -> guidance -> top-k -> top-p -> Gumbel-max at temperature tau -> c_{i+1}.
 
 Design choices, one line each:
@@ -29,8 +29,7 @@ import torch.nn as nn
 from unimodal.model.document import IGNORE, Document
 from unimodal.model.objectives import (ImageObjective, refuse_prefix, require_single_step,
                                       same_block)
-from unimodal.model.sampling_rules import (ImageSamplingConfig, gumbel_sample, run_prompts,
-                                           sampling_logits)
+from unimodal.model.sampling_rules import ImageSamplingConfig, sample_token_by_token
 from unimodal.model.vocabulary import Vocabulary, image_prompt
 
 
@@ -68,32 +67,14 @@ def sample_codes(model, prompts: list[list[int]], cfg: ImageSamplingConfig,
     """Codes (B, 1, h, w) for B prompts (token ids ending in <boi>), one position per step."""
     cfg.validate()
     vocab = model.vocab
-    device = model.backbone.head_weight.device
     b, (h, w) = len(prompts), vocab.grid
     hw = h * w
     seeds = seeds if seeds is not None else [cfg.image_seed(i) for i in range(b)]
-    guided = cfg.cfg_scale != 0
-    rows = prompts + [image_prompt(vocab)] * b if guided else prompts
-    cache, valid, next_pos, hidden = run_prompts(model, rows)
-    gens = [torch.Generator(device).manual_seed(s) for s in seeds]
-    one = torch.ones(len(rows), 1, dtype=torch.bool, device=device)
-    codes = []
-    for i in range(hw):
-        logits = model.code_logits(hidden)          # (rows, K): the last position predicts c_{i+1}
-        logits = sampling_logits(logits, b, cfg, i + 1, hw)
-        code = gumbel_sample(logits, cfg.temperature, gens)
-        codes.append(code)
-        if i == hw - 1:
-            break
-        ids = code + vocab.code_offset
-        ids = torch.cat([ids, ids]) if guided else ids
-        valid = torch.cat([valid, one], 1)
-        out, new_kv = model.backbone(model.backbone.embed(ids[:, None]), next_pos[:, None],
-                                     valid[:, None, None, :], kv_prefix=cache)
-        cache = [(torch.cat([k, nk], 2), torch.cat([v, nv], 2))
-                 for (k, v), (nk, nv) in zip(cache, new_kv)]
-        next_pos, hidden = next_pos + 1, out[:, -1]
-    return torch.stack(codes, 1).view(b, 1, h, w)
+    rows = prompts + [image_prompt(vocab)] * b if cfg.cfg_scale != 0 else prompts
+    # The last position predicts the next code: c_{i+1} from the hidden state of position i.
+    codes = sample_token_by_token(model, rows, b, hw, vocab.code_offset, model.code_logits, cfg,
+                                  seeds)
+    return codes.view(b, 1, h, w)
 
 
 # ---------------------------------------------------------------------------------- objective
