@@ -25,33 +25,15 @@ if [ "$out" != runs/gpu_modalities ]; then
     config=$out/mix.yaml
 fi
 stage() { echo "[$(date +%T)] $*"; }
-run() {  # run <log name> <command...>: in the background, its output in $out/<log name>.log
-    local name=$1
-    shift
-    "$@" > "$out/$name.log" 2>&1 &
-    pids+=($!) names+=("$name")
-}
-wait_all() {
-    local i failed=0
-    for i in "${!pids[@]}"; do
-        if ! wait "${pids[$i]}"; then
-            echo "${names[$i]} failed; the end of $out/${names[$i]}.log:"
-            tail -20 "$out/${names[$i]}.log"
-            failed=1
-        fi
-    done
-    pids=() names=()
-    return $failed
-}
-pids=() names=()
+. eval/background_jobs.sh   # run_in_background, wait_all
 
 stage "tokenizers (image, audio, video, $minutes min each, side by side) and the text shards"
 # Loader workers split between the three (14 of the host's 16 cores), so none starves the others.
-run image_tokenizer $py tokenizers/train_rdpm.py --config configs/rdpm_shapes64_gpu.yaml \
+run_in_background image_tokenizer $py tokenizers/train_rdpm.py --config configs/rdpm_shapes64_gpu.yaml \
     train.out_dir=$out/image_tokenizer train.max_minutes=$minutes train.overwrite=true data.num_workers=4
-run audio_tokenizer $py tokenizers/train_rdpm.py --config configs/rdpm_audio_gpu.yaml \
+run_in_background audio_tokenizer $py tokenizers/train_rdpm.py --config configs/rdpm_audio_gpu.yaml \
     train.out_dir=$out/audio_tokenizer train.max_minutes=$minutes train.overwrite=true data.num_workers=4
-run video_tokenizer $py tokenizers/train_rdpm.py --config configs/rdpm_video_gpu.yaml \
+run_in_background video_tokenizer $py tokenizers/train_rdpm.py --config configs/rdpm_video_gpu.yaml \
     train.out_dir=$out/video_tokenizer train.max_minutes=$minutes train.overwrite=true data.num_workers=6
 text_stage() {
     $py -c "from unimodal.data.text_corpus import shapes_text_corpus; print('\n'.join(shapes_text_corpus(4000, seed=1)))" > $out/text/corpus.txt
@@ -59,14 +41,14 @@ text_stage() {
     $py tokenizers/encode_text.py "input=[$out/text/corpus.txt]" out_dir=$out/text_shards \
         text_tokenizer=$out/text/text.model shard_size=1000
 }
-run text text_stage
+run_in_background text text_stage
 wait_all
 
 stage "code shards: 10000 images, 20000 audio clips, 10000 video clips"
 encode() {  # encode <name> <source> <samples> <overrides...>
     local name=$1 source=$2 samples=$3
     shift 3
-    run encode_$name $py tokenizers/encode.py tokenizer=$out/${name}_tokenizer/tokenizer \
+    run_in_background encode_$name $py tokenizers/encode.py tokenizer=$out/${name}_tokenizer/tokenizer \
         out_dir=$out/${name}_codes data.source=$source data.num_samples=$samples shard_size=1000 \
         batch_size=128 device=cuda overwrite=true "$@"
 }
@@ -97,8 +79,8 @@ PY
 )
 text_source=$($py -c "import yaml; s = [x for x in yaml.safe_load(open('$config'))['data']['sources'] if x['kind'] == 'text'][0]; print('{name: %s, kind: text, shards: \"%s\", weight: 1.0}' % (s['name'], s['shards']))")
 stage "pretraining $steps steps: the mixed model, and a text-only one of $text_len text tokens per step beside it"
-run pretrain $py train/pretrain.py --config $config train.steps=$steps train.overwrite=true
-run pretrain_text_only $py train/pretrain.py --config $config train.steps=$steps \
+run_in_background pretrain $py train/pretrain.py --config $config train.steps=$steps train.overwrite=true
+run_in_background pretrain_text_only $py train/pretrain.py --config $config train.steps=$steps \
     train.out_dir=$out/pretrain_text_only train.overwrite=true "data.sources=[$text_source]" \
     data.seq_len=$text_len data.rows_per_batch=1 data.num_workers=1
 wait_all
@@ -134,11 +116,11 @@ print(json.dumps(losses))
 PY
 
 stage "prompt following of the samples: audio, video and images, side by side"
-run score_audio $py eval/modality_score.py checkpoint=$out/pretrain/export modality=audio \
+run_in_background score_audio $py eval/modality_score.py checkpoint=$out/pretrain/export modality=audio \
     prompts=$prompts $sampling batch_size=128 out=$out/score_audio device=cuda
-run score_video $py eval/modality_score.py checkpoint=$out/pretrain/export modality=video \
+run_in_background score_video $py eval/modality_score.py checkpoint=$out/pretrain/export modality=video \
     prompts=$prompts $sampling batch_size=128 out=$out/score_video device=cuda
-run score_image $py eval/shapes_score.py checkpoint=$out/pretrain/export captions=$prompts \
+run_in_background score_image $py eval/shapes_score.py checkpoint=$out/pretrain/export captions=$prompts \
     per_class=0 $sampling batch_size=128 out=$out/score_image device=cuda
 wait_all || true
 stage done

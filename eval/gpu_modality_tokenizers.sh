@@ -15,13 +15,12 @@ out=${RUN_DIR:-runs/gpu_modalities}   # RUN_DIR, not OUT: the GPU runner's own o
 minutes=${MINUTES:-4}
 mkdir -p "$out"
 
-names=() pids=()
+. eval/background_jobs.sh   # run_in_background, wait_all
 start() {  # start <name> <config> <overrides...>: one tokenizer training in the background
     local name=$1 config=$2
     shift 2
-    $py tokenizers/train_rdpm.py --config "$config" "train.out_dir=$out/$name" \
-        "train.max_minutes=$minutes" train.overwrite=true "$@" > "$out/$name.log" 2>&1 &
-    names+=("$name") pids+=($!)
+    run_in_background "$name" $py tokenizers/train_rdpm.py --config "$config" \
+        "train.out_dir=$out/$name" "train.max_minutes=$minutes" train.overwrite=true "$@"
     echo "started $name: $config $*"
 }
 
@@ -36,14 +35,9 @@ if [ "${VIDEO:-1}" != 0 ]; then
     start video configs/rdpm_video_gpu.yaml "${words[@]}"
 fi
 
+names=("${job_names[@]}")   # wait_all forgets them; the table below reads their runs
 failed=0
-for i in "${!pids[@]}"; do
-    if ! wait "${pids[$i]}"; then
-        echo "${names[$i]} failed; the end of $out/${names[$i]}.log:"
-        tail -20 "$out/${names[$i]}.log"
-        failed=1
-    fi
-done
+wait_all || failed=1
 
 $py - "$out" "${names[@]}" <<'EOF'
 import json
