@@ -192,7 +192,7 @@ def main(argv=None):
     model, tokenizer = load_unified(args.checkpoint, device,
                                     torch.bfloat16 if device.type == "cuda" else torch.float32,
                                     image_decoder=args.image_decoder)
-    if args.compile:  # images only here: text returned above (its growing cache suits no graph)
+    if args.compile:  # images only here: text and audio/video returned above
         compile_for_sampling(model, tokenizer, args.cuda_graphs, channels_last=True)
     validate_requests(requests, model.vocab, max_prompt_tokens(model))
     with tqdm(total=len(requests), desc="sample", unit="img") as bar:
