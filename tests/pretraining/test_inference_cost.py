@@ -25,7 +25,12 @@ def assets(tmp_path_factory):
 
 
 def _math_attention(q, k, v, attn_mask=None, enable_gqa=False):
-    """SDPA written as two matmuls, so FlopCounterMode sees the attention (the CPU kernel hides it)."""
+    """SDPA written as two matmuls, so FlopCounterMode sees the attention (the CPU kernel hides it).
+    Keys that no query may see are left out: the static KV cache's slots not yet written, which
+    the hand count (the keys cached so far) does not charge either."""
+    if attn_mask is not None:
+        seen = attn_mask.reshape(-1, attn_mask.shape[-1]).any(0)
+        k, v, attn_mask = k[:, :, seen], v[:, :, seen], attn_mask[..., seen]
     k = k.repeat_interleave(q.shape[1] // k.shape[1], 1)
     v = v.repeat_interleave(q.shape[1] // v.shape[1], 1)
     scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])

@@ -15,7 +15,8 @@ parameters of the decoder layers, H = the code head's multiply-adds per code (co
 W * K shared, W * d + d * K latent/distance), 2d * W = rdpm's block projector. Attention is
 counted as in training (PaLM): QK^T and AV over every key the query is computed against, the
 prompt's p x p matrix in full (not reduced for the causal mask), the cached prompt plus the
-image positions for a pass (p + hw keys; next_token: the keys cached so far). rows = 2 with
+image positions for a pass (p + hw keys; next_token: the keys cached so far, not the static KV
+cache's unwritten slots, which the sampler masks and a length-aware decode kernel skips). rows = 2 with
 classifier-free guidance (the prompt and its <null> twin run as one doubled batch), else 1.
 Not counted: embedding lookups, softmax, Gumbel and top-k/top-p, RDPM's frozen code -> latent
 map (a d x d conv per code), and the image tokenizer's decoder (the same decoder, run once per
