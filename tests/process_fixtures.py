@@ -75,6 +75,23 @@ def launch(config: Path, out: Path, *extra: str, procs: int = 1, launcher: bool 
     return done
 
 
+def three_step_run(config: Path, text_model: Path, tok_dir: Path, sources: list[tuple],
+                   out: Path, **model) -> list[dict]:
+    """The scripts' end-to-end runs: a pretraining config over `sources` (model section `model`),
+    three steps of train/pretrain.py that log and export at the end; returns the log, one record
+    per step."""
+    from unified_fixtures import write_pretrain_config
+
+    write_pretrain_config(config, text_model, tok_dir, sources, model=model,
+                          optim={"lr": 3.0e-3, "warmup_steps": 1},
+                          train={"steps": 3, "log_every": 1, "checkpoint_every": 3, "ema_decay": 0},
+                          deepspeed={"zero_optimization": {"stage": 1}})
+    launch(config, out)
+    log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3]
+    return log
+
+
 def losses(out: Path, key: str = "loss") -> dict[int, float]:
     """step -> loss (or another logged `key`); a resumed run's later records replace the earlier
     ones."""

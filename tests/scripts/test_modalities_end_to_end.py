@@ -12,8 +12,8 @@ from PIL import Image
 
 from mixture_fixtures import code_shards, text_shards
 from modality_fixtures import save_random_tokenizer, tiny_audio_config, tiny_video_config
-from process_fixtures import launch
-from unified_fixtures import load_script, make_assets, write_pretrain_config
+from process_fixtures import three_step_run
+from unified_fixtures import load_script, make_assets
 
 pytestmark = pytest.mark.slow  # an end-to-end training run (tests/conftest.py starts it first)
 
@@ -34,19 +34,13 @@ def test_a_mixed_model_trains_on_every_modality_and_samples_each(tmp_path):
     video = encode(video_tok, tmp_path / "video_codes", "moving_shapes", 8)
     text = text_shards(tmp_path / "text", "text", 1, 30, vocab)
     t2i = code_shards(tmp_path / "t2i", "t2i", 1, 20, "caption_images")
-    config = write_pretrain_config(
+    out = tmp_path / "run"
+    log = three_step_run(
         tmp_path / "mix.yaml", text_model, tok_dir,
         [("text", "text", text, 0.25), ("t2i", "caption_images", t2i, 0.25),
-         ("audio", "caption_audio", audio, 0.25), ("video", "caption_video", video, 0.25)],
-        model={"vocab": {"modalities": [{"name": "audio", "tokenizer": str(audio_tok)},
-                                        {"name": "video", "tokenizer": str(video_tok)}]}},
-        optim={"lr": 3.0e-3, "warmup_steps": 1},
-        train={"steps": 3, "log_every": 1, "checkpoint_every": 3, "ema_decay": 0},
-        deepspeed={"zero_optimization": {"stage": 1}})
-    out = tmp_path / "run"
-    launch(config, out)
-    log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in log] == [1, 2, 3]
+         ("audio", "caption_audio", audio, 0.25), ("video", "caption_video", video, 0.25)], out,
+        vocab={"modalities": [{"name": "audio", "tokenizer": str(audio_tok)},
+                              {"name": "video", "tokenizer": str(video_tok)}]})
     for key in ("text_loss", "image_loss", "audio_loss", "video_loss"):  # 0 = no such tokens
         assert all(math.isfinite(r[key]) and r[key] > 0 for r in log), key
 

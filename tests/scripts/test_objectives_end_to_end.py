@@ -1,14 +1,13 @@
 """The token image objectives end to end through the scripts: a T = 1 tokenizer, training with
 train/pretrain.py under DeepSpeed, the export, and eval/sample.py drawing from it."""
 
-import json
 import math
 
 import pytest
 
 from mixture_fixtures import code_shards, text_shards
-from process_fixtures import launch
-from unified_fixtures import load_script, make_assets, write_pretrain_config
+from process_fixtures import three_step_run
+from unified_fixtures import load_script, make_assets
 
 pytestmark = pytest.mark.slow  # end-to-end training runs (tests/conftest.py starts them first)
 
@@ -21,17 +20,11 @@ def test_token_objectives_train_export_and_sample_through_the_scripts(tmp_path, 
     text = text_shards(tmp_path / "text", "text", 1, 30, vocab)
     c2i = code_shards(tmp_path / "c2i", "c2i", 1, 20, "class_images", code_maps=1)
     t2i = code_shards(tmp_path / "t2i", "t2i", 1, 20, "caption_images", code_maps=1)
-    config = write_pretrain_config(
+    out = tmp_path / "run"
+    log = three_step_run(
         tmp_path / "uni_t1.yaml", text_model, tok_dir,
         [("text", "text", text, 0.3), ("c2i", "class_images", c2i, 0.4),
-         ("t2i", "caption_images", t2i, 0.3)],
-        model={"image_objective": objective}, optim={"lr": 3.0e-3, "warmup_steps": 1},
-        train={"steps": 3, "log_every": 1, "checkpoint_every": 3, "ema_decay": 0},
-        deepspeed={"zero_optimization": {"stage": 1}})
-    out = tmp_path / "run"
-    launch(config, out)
-    log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in log] == [1, 2, 3]
+         ("t2i", "caption_images", t2i, 0.3)], out, image_objective=objective)
     assert all(math.isfinite(r["image_loss"]) and r["image_loss"] > 0 for r in log)
     sample = load_script("eval/sample.py").main
     pngs = tmp_path / "samples"
