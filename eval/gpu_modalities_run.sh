@@ -11,12 +11,15 @@
 #   PROMPTS=128   held-out captions scored per modality
 #   CFG_SCALE=2 TEMPERATURE=0.7   sampling of all three modalities
 #   SCORE_COMPILE=true   torch.compile for the samplers (false: eager)
+#   SCORE_SECONDS=150    each scorer is stopped after this long, so the table always prints
+#                        (a stopped scorer's cells read "-"; lower PROMPTS to fit)
 #   RUN_DIR=runs/gm2 puts everything elsewhere (the config's paths are rewritten to it)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 py=${PYTHON:-python3}
 out=${RUN_DIR:-runs/gpu_modalities}   # RUN_DIR, not OUT: the GPU runner's own output folder is $OUT
 minutes=${MINUTES:-2.5} steps=${STEPS:-1200} prompts=${PROMPTS:-128}
+score_limit="timeout ${SCORE_SECONDS:-150}"
 sampling="sampling.cfg_scale=${CFG_SCALE:-2} sampling.temperature=${TEMPERATURE:-0.7} compile=${SCORE_COMPILE:-true}"
 config=configs/mix_modalities_gpu.yaml
 mkdir -p $out/text
@@ -116,11 +119,11 @@ print(json.dumps(losses))
 PY
 
 stage "prompt following of the samples: audio, video and images, side by side"
-run_in_background score_audio $py eval/modality_score.py checkpoint=$out/pretrain/export modality=audio \
+run_in_background score_audio $score_limit $py eval/modality_score.py checkpoint=$out/pretrain/export modality=audio \
     prompts=$prompts $sampling batch_size=128 out=$out/score_audio device=cuda
-run_in_background score_video $py eval/modality_score.py checkpoint=$out/pretrain/export modality=video \
+run_in_background score_video $score_limit $py eval/modality_score.py checkpoint=$out/pretrain/export modality=video \
     prompts=$prompts $sampling batch_size=128 out=$out/score_video device=cuda
-run_in_background score_image $py eval/shapes_score.py checkpoint=$out/pretrain/export captions=$prompts \
+run_in_background score_image $score_limit $py eval/shapes_score.py checkpoint=$out/pretrain/export captions=$prompts \
     per_class=0 $sampling batch_size=128 out=$out/score_image device=cuda
 wait_all || true
 stage done
