@@ -129,17 +129,28 @@ def check_out(args) -> Path:
     return out
 
 
-def write_folder(out: Path, write_files) -> None:
-    """`write_files(scratch)` fills a scratch folder beside `out` (same file system), then each
-    file lands by a rename; with overwrite=true the old contents go only once all new files exist,
-    and a failed run leaves `out` as it was."""
+def write_folder(out: Path, samples, suffix: str, write_one, records, header: dict,
+                 list_key: str = "samples", extra=None) -> None:
+    """Sample i as `{i:05d}.{suffix}` (`write_one(sample, path)`), `extra(folder)` for anything
+    else (the image grid), and samples.json: `header` plus, under `list_key`, one record per
+    file, `records(i)` and its file name. Everything is written to a scratch folder beside `out` (same file system),
+    then each file lands by a rename; with overwrite=true the old contents go only once all new
+    files exist, and a failed run leaves `out` as it was."""
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}-") as scratch:
-        write_files(Path(scratch))
+        scratch = Path(scratch)
+        listed = []
+        for i, sample in enumerate(samples):
+            name = f"{i:05d}.{suffix}"
+            write_one(sample, scratch / name)
+            listed.append({"file": name, **records(i)})
+        if extra is not None:
+            extra(scratch)
+        (scratch / "samples.json").write_text(json.dumps({**header, list_key: listed}, indent=2))
         if out.exists():
             shutil.rmtree(out)
         out.mkdir(parents=True, exist_ok=True)
-        for f in Path(scratch).iterdir():
+        for f in scratch.iterdir():
             os.replace(f, out / f.name)
 
 
@@ -156,23 +167,17 @@ def sample_code_modality(args) -> torch.Tensor:
     with tqdm(total=len(captions), desc="sample", unit=args.modality) as bar:
         samples = generate_modality(model, tokenizer, args.modality, captions, cfg,
                                     args.batch_size, bar)
-    suffix = {"audio": "wav", "video": args.video_format}[tok.modality]
+    suffix = "wav" if tok.modality == "audio" else args.video_format
 
-    def write_files(scratch: Path) -> None:
-        names = []
-        for i, (sample, caption) in enumerate(zip(samples, captions)):
-            name = f"{i:05d}.{suffix}"
-            if tok.modality == "audio":
-                write_wav(scratch / name, sample, tok.sample_rate)
-            else:
-                # (3, F, H, W) -> frames
-                save_video(sample.transpose(0, 1), scratch / name, args.video_format, args.fps)
-            names.append({"file": name, "prompt": caption, "seed": cfg.image_seed(i)})
-        (scratch / "samples.json").write_text(json.dumps(
-            {"checkpoint": str(args.checkpoint), "modality": args.modality,
-             "sampling": asdict(cfg), "samples": names}, indent=2))
-
-    write_folder(out, write_files)
+    def write_one(clip: torch.Tensor, path: Path) -> None:
+        if tok.modality == "audio":
+            write_wav(path, clip, tok.sample_rate)
+        else:  # (3, F, H, W) -> frames
+            save_video(clip.transpose(0, 1), path, args.video_format, args.fps)
+    write_folder(out, samples, suffix, write_one,
+                 lambda i: {"prompt": captions[i], "seed": cfg.image_seed(i)},
+                 {"checkpoint": str(args.checkpoint), "modality": args.modality,
+                  "sampling": asdict(cfg)})
     print(f"wrote {len(captions)} {args.modality} samples to {out}", flush=True)
     return samples
 
@@ -198,19 +203,13 @@ def main(argv=None):
     with tqdm(total=len(requests), desc="sample", unit="img") as bar:
         images = generate_images(model, tokenizer, requests, cfg, args.batch_size, bar)
 
-    def write_files(scratch: Path) -> None:
-        names = []
-        for i, (img, req) in enumerate(zip(images, requests)):
-            name = f"{i:05d}.png"
-            save_png(img, scratch / name)
-            names.append({"file": name, "prompt": req.caption, "class_id": req.class_id,
-                          "seed": cfg.image_seed(i)})
-        save_grid(images, scratch / "grid.png", nrow=min(8, len(images)))
-        (scratch / "samples.json").write_text(json.dumps(
-            {"checkpoint": str(args.checkpoint), "image_decoder": args.image_decoder,
-             "sampling": asdict(cfg), "images": names}, indent=2))
-
-    write_folder(out, write_files)
+    write_folder(out, images, "png", save_png,
+                 lambda i: {"prompt": requests[i].caption, "class_id": requests[i].class_id,
+                            "seed": cfg.image_seed(i)},
+                 {"checkpoint": str(args.checkpoint), "image_decoder": args.image_decoder,
+                  "sampling": asdict(cfg)}, list_key="images",
+                 extra=lambda folder: save_grid(images, folder / "grid.png",
+                                                nrow=min(8, len(images))))
     print(f"wrote {len(requests)} images and grid.png to {out}", flush=True)
     return images
 
