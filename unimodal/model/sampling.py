@@ -112,8 +112,9 @@ def compile_for_sampling(model: UnifiedModel, tokenizer, cuda_graphs: bool = Fal
     `cuda_graphs`: compile the backbone with mode="reduce-overhead", so that each pass replays one
     CUDA graph instead of launching its kernels one by one. An image sampler's block passes all
     have one shape (the prompt cache does not grow), so they replay a single graph; this is what
-    makes batch-1 latency small. Text generation grows its cache by one token per pass, so every
-    length would record a graph of its own: leave it off there.
+    makes batch-1 latency small. The token-by-token samplers (text, audio, video) write their
+    static KV cache in place between passes, which a graph would copy in full at every replay:
+    leave it off there (their one step shape still compiles once without it).
     `channels_last`: the decoder's convolutions in NHWC, which cuDNN runs faster in bf16."""
     model.backbone.forward = torch.compile(
         model.backbone.forward, dynamic=False, mode="reduce-overhead" if cuda_graphs else None)
