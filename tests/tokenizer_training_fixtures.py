@@ -22,7 +22,9 @@ def tiny_args(out, steps, *extra):
             "model.code_maps=4", "model.dead_code_after=5", "train.batch_size=8", "train.log_every=10",
             "train.checkpoint_every=1000", "train.eval_images=16", "data.num_workers=0",
             "data.num_samples=400", "data.heldout_samples=16", "optim.lr=2e-3",
-            "optim.warmup_steps=5", "loss.gan_start=250", "loss.disc_channels=8",
+            "optim.warmup_steps=5", "optim.schedule=constant",  # the quickstart's cosine
+            # would decay within the tests' few steps
+            "loss.gan_start=250", "loss.disc_channels=8",
             "train.threads=0", *extra]  # threads=0: keep the test's torch threads (conftest.py)
 
 

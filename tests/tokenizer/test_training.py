@@ -168,8 +168,8 @@ def test_one_rule_for_the_out_dir(tmp_path):
 
 
 def test_a_slow_loader_shows_in_data_wait_frac(tmp_path, monkeypatch):
-    # Every batch arrives 1.5 s late: the loop spends most of its time waiting for the loader,
-    # which the log must say (a tiny step takes well under 1.5 s), so a user adds workers.
+    # Every batch arrives 3 s late: the loop spends most of its time waiting for the loader,
+    # which the log must say (a tiny step takes well under 3 s, even on a loaded box).
     import time
 
     from unimodal.tokenizer import training
@@ -178,7 +178,7 @@ def test_a_slow_loader_shows_in_data_wait_frac(tmp_path, monkeypatch):
 
     def late_batches(*args):
         for batch in real_batches(*args):
-            time.sleep(1.5)
+            time.sleep(3.0)
             yield batch
     monkeypatch.setattr(training, "_batches", late_batches)
     train_main()(tiny_args(tmp_path, 2, "train.log_every=2", "train.eval_images=8"))
