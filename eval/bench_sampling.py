@@ -3,13 +3,18 @@
     python eval/bench_sampling.py                       # depth-12 backbone, 256 px, 16x16 codes, T=10, CFG
     python eval/bench_sampling.py size=d16 batch_sizes=[1,64,256] compile=true
     python eval/bench_sampling.py batch_sizes=[1,256] compile=true cuda_graphs=true channels_last=true
+    python eval/bench_sampling.py batch_sizes=[256] compile=true cuda_graphs=true channels_last=true \
+        overlap_decode=true stream_batches=6
 
 Builds the named backbone over a vocabulary of 1000 class tokens + K = 4096 codes and the paper's
 RDPM tokenizer (256 px, f16), in bf16, then times `sample_codes` + tokenizer decoding with CUDA
 synchronisation around each phase: median over `iters` runs after a warm-up. Reports images/s,
 latency, and the share of time in the tokenizer's decoder. Prints a table last.
-`compile`, `cuda_graphs` and `channels_last` are the arguments of `compile_for_sampling`, the
-function eval/sample.py uses, so the timed model is the one users run.
+`compile`, `cuda_graphs`, `channels_last` and `overlap_decode` are the arguments of
+`compile_for_sampling`, the function eval/sample.py uses, so the timed model is the one users run.
+`stream_batches=N` also times N batches of the largest size through `sample_and_decode` (what
+eval/sample.py and eval/fid.py run), with the decoder in line, and with `overlap_decode=true`
+also on a side stream beside the next batch's generation: the throughput of a long job.
 """
 
 import statistics
@@ -23,7 +28,8 @@ import torch
 from unimodal.cli import parse_config
 from unimodal.model.vocabulary import image_prompt
 from unimodal.random_models import random_class_conditional_model
-from unimodal.model.sampling import ImageSamplingConfig, compile_for_sampling, sample_codes
+from unimodal.model.sampling import (ImageSamplingConfig, compile_for_sampling, sample_and_decode,
+                                     sample_codes)
 
 
 @dataclass
@@ -35,6 +41,9 @@ class BenchSamplingConfig:
     compile: bool = False                 # torch.compile the backbone and the decoder
     cuda_graphs: bool = False             # with compile: the backbone's passes as CUDA graphs
     channels_last: bool = False           # with compile: the decoder in NHWC
+    overlap_decode: bool = False          # with compile: the decoder without CUDA graphs, so that
+                                          # stream_batches can also time it on a side stream
+    stream_batches: int = 0               # > 0: img/s over this many batches of the largest size
     profile: bool = False                 # print the top CUDA kernels of one run at the largest batch
 
 
@@ -48,11 +57,15 @@ def main(argv=None):
     device = torch.device("cuda")
     with tempfile.TemporaryDirectory() as tmp:
         model, tokenizer, vocab = random_class_conditional_model(args.size, Path(tmp), device)
+    tokenizer = tokenizer.to(torch.bfloat16)  # as load_unified gives it to eval/sample.py on CUDA
     params = model.num_parameters() / 1e6
     if (args.cuda_graphs or args.channels_last) and not args.compile:
         raise ValueError("cuda_graphs=true and channels_last=true need compile=true")
+    if args.stream_batches < 0:
+        raise ValueError(f"stream_batches={args.stream_batches}: must be >= 0")
     if args.compile:
-        compile_for_sampling(model, tokenizer, args.cuda_graphs, args.channels_last)
+        compile_for_sampling(model, tokenizer, args.cuda_graphs, args.channels_last,
+                             args.overlap_decode)
     sampling = args.sampling
     rows = []
     for batch in args.batch_sizes:
@@ -78,6 +91,22 @@ def main(argv=None):
         rows.append((batch, total * 1e3, batch / total, gen * 1e3, dec * 1e3, dec / (gen + dec),
                      torch.cuda.max_memory_allocated() / 2**30))
         print(f"batch {batch}: {total * 1e3:.0f} ms, {batch / total:.1f} img/s", flush=True)
+    streams = []
+    if args.stream_batches > 0:
+        batch = max(args.batch_sizes)
+        batches = [([image_prompt(vocab, class_id=(j * batch + i) % 1000) for i in range(batch)],
+                    list(range(j * batch, (j + 1) * batch))) for j in range(args.stream_batches)]
+        for overlap in (False, True) if args.overlap_decode else (False,):
+            for _ in range(2):  # the first pass warms the side stream's allocator up
+                torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                for _ in sample_and_decode(model, tokenizer, batches, sampling, overlap):
+                    pass
+                torch.cuda.synchronize()
+                seconds = time.perf_counter() - t0
+            streams.append((overlap, args.stream_batches * batch / seconds))
+            print(f"stream, decoder {'overlapped' if overlap else 'in line'}: "
+                  f"{streams[-1][1]:.1f} img/s", flush=True)
     if args.profile:
         from torch.profiler import ProfilerActivity, profile
 
@@ -93,6 +122,9 @@ def main(argv=None):
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r[0]} | {r[1]:.0f} | {r[2]:.1f} | {r[3]:.0f} | {r[4]:.0f} | {r[5]:.0%} | {r[6]:.1f} |")
+    for overlap, rate in streams:
+        print(f"| {max(args.batch_sizes)} x {args.stream_batches} batches, sample_and_decode, decoder "
+              f"{'overlapped' if overlap else 'in line'} | | {rate:.1f} | | | | |")
     return rows
 
 

@@ -76,7 +76,7 @@ def main(argv=None):
         jobs = [ImageJob(i, ImageRequest(caption=p), images_dir / f"{i:05d}.png")
                 for i, p in enumerate(prompts)]
         sample_shard(model, tokenizer, out, record, jobs, cfg, args.batch_size, shard_rank,
-                     num_shards, distributed)
+                     num_shards, distributed, args.overlap_decode)
         del model, tokenizer
         if shard_rank != 0:
             return None

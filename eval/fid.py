@@ -79,7 +79,7 @@ def main(argv=None):
               "per_class": args.per_class}
     jobs = class_jobs(out / "images", num_classes, args.per_class)
     written, mine = sample_shard(model, tokenizer, out, record, jobs, cfg, args.batch_size,
-                                 shard_rank, num_shards, distributed)
+                                 shard_rank, num_shards, distributed, args.overlap_decode)
     del model, tokenizer
     if shard_rank != 0 or args.sample_only:
         print(f"shard {shard_rank}/{num_shards}: wrote {written}, kept {mine - written}",

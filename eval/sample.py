@@ -198,10 +198,12 @@ def main(argv=None):
                                     torch.bfloat16 if device.type == "cuda" else torch.float32,
                                     image_decoder=args.image_decoder)
     if args.compile:  # images only here: text and audio/video returned above
-        compile_for_sampling(model, tokenizer, args.cuda_graphs, channels_last=True)
+        compile_for_sampling(model, tokenizer, args.cuda_graphs, channels_last=True,
+                             overlap_decode=args.overlap_decode)
     validate_requests(requests, model.vocab, max_prompt_tokens(model))
     with tqdm(total=len(requests), desc="sample", unit="img") as bar:
-        images = generate_images(model, tokenizer, requests, cfg, args.batch_size, bar)
+        images = generate_images(model, tokenizer, requests, cfg, args.batch_size, bar,
+                                 overlap_decode=args.overlap_decode)
 
     write_folder(out, images, "png", save_png,
                  lambda i: {"prompt": requests[i].caption, "class_id": requests[i].class_id,

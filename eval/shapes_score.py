@@ -77,7 +77,7 @@ def main(argv=None):
               "data_seed": args.data_seed}
     jobs = build_jobs(out / "images", [s.caption for s in scenes], args.per_class)
     sample_shard(model, tokenizer, out, record, jobs, cfg, args.batch_size, shard_rank,
-                 num_shards, distributed)
+                 num_shards, distributed, args.overlap_decode)
     del model, tokenizer
     if shard_rank != 0:
         return None

@@ -32,7 +32,7 @@ import torch
 from unimodal.distributed import init_from_env, pick_device, rank, world_size
 from unimodal.images import tensor_to_pil
 from unimodal.model.sampling import (ImageRequest, ImageSamplingConfig, check_batch_size,
-                                     max_prompt_tokens, sample_codes, validate_requests)
+                                     max_prompt_tokens, sample_and_decode, validate_requests)
 
 SETTINGS_FILE = "sampling.json"
 
@@ -48,6 +48,7 @@ class SamplingRunConfig:
     device: str = "auto"                  # auto | cpu | cuda | cuda:N
     compile: bool = False                 # torch.compile backbone and decoder (CUDA)
     cuda_graphs: bool = False             # with compile: each image block pass replays one CUDA graph
+    overlap_decode: bool = False          # CUDA: decode batch i on a side stream while batch i+1 samples
 
     def validate(self) -> None:
         self.sampling.validate()
@@ -113,7 +114,8 @@ def load_for_sampling(run: SamplingRunConfig, device: torch.device):
                                     torch.bfloat16 if device.type == "cuda" else torch.float32,
                                     image_decoder=run.image_decoder)
     if run.compile:
-        compile_for_sampling(model, tokenizer, run.cuda_graphs, channels_last=True)
+        compile_for_sampling(model, tokenizer, run.cuda_graphs, channels_last=True,
+                             overlap_decode=run.overlap_decode)
     return model, tokenizer
 
 
@@ -201,8 +203,10 @@ def _save_png_atomic(image: torch.Tensor, path: Path) -> None:
 
 @torch.no_grad()
 def sample_jobs(model, tokenizer, jobs: list[ImageJob], cfg: ImageSamplingConfig,
-                batch_size: int, progress=None, png_threads: int = 4) -> int:
-    """Sample and write every job whose file is missing; returns how many were written."""
+                batch_size: int, progress=None, png_threads: int = 4,
+                overlap_decode: bool = False) -> int:
+    """Sample and write every job whose file is missing; returns how many were written.
+    `overlap_decode`: see `sample_and_decode`."""
     from unimodal.model.vocabulary import image_prompt
 
     check_batch_size(batch_size)
@@ -213,13 +217,13 @@ def sample_jobs(model, tokenizer, jobs: list[ImageJob], cfg: ImageSamplingConfig
         progress.update(len(jobs) - len(todo))
     for folder in {job.path.parent for job in todo}:
         folder.mkdir(parents=True, exist_ok=True)
+    chunks = [todo[start:start + batch_size] for start in range(0, len(todo), batch_size)]
+    batches = (([image_prompt(model.vocab, j.request.caption, j.request.class_id) for j in chunk],
+                [cfg.image_seed(j.index) for j in chunk]) for chunk in chunks)
     with ThreadPoolExecutor(png_threads) as pool:
         pending: deque = deque()
-        for start in range(0, len(todo), batch_size):
-            chunk = todo[start:start + batch_size]
-            prompts = [image_prompt(model.vocab, j.request.caption, j.request.class_id) for j in chunk]
-            codes = sample_codes(model, prompts, cfg, seeds=[cfg.image_seed(j.index) for j in chunk])
-            images = tokenizer.decode(codes).float().clamp(-1, 1).cpu()
+        decoded = sample_and_decode(model, tokenizer, batches, cfg, overlap_decode)
+        for chunk, images in zip(chunks, decoded):
             pending.extend(pool.submit(_save_png_atomic, img, j.path) for img, j in zip(images, chunk))
             while len(pending) > 4 * batch_size:  # bound the images waiting for their PNG
                 pending.popleft().result()
@@ -232,7 +236,7 @@ def sample_jobs(model, tokenizer, jobs: list[ImageJob], cfg: ImageSamplingConfig
 
 def sample_shard(model, tokenizer, out_dir: Path, record: dict, jobs: list[ImageJob],
                  cfg: ImageSamplingConfig, batch_size: int, shard_rank: int, num_shards: int,
-                 distributed: bool) -> tuple[int, int]:
+                 distributed: bool, overlap_decode: bool = False) -> tuple[int, int]:
     """This rank's share of `jobs`: check/record the settings, sample the missing PNGs with a
     progress bar, then leave the process group. Returns (written, jobs of this shard)."""
     from tqdm import tqdm
@@ -244,7 +248,8 @@ def sample_shard(model, tokenizer, out_dir: Path, record: dict, jobs: list[Image
     mine = shard_jobs(jobs, shard_rank, num_shards)
     with tqdm(total=len(mine), desc=f"sample {shard_rank}/{num_shards}", unit="img",
               dynamic_ncols=True, disable=distributed and shard_rank != 0) as bar:
-        written = sample_jobs(model, tokenizer, mine, cfg, batch_size, bar)
+        written = sample_jobs(model, tokenizer, mine, cfg, batch_size, bar,
+                              overlap_decode=overlap_decode)
     if distributed:
         shutdown()  # every rank has finished its PNGs; rank 0 goes on alone
     return written, len(mine)

@@ -115,3 +115,36 @@ def test_cuda_graph_sampling_draws_the_codes_of_plain_compilation(tmp_path):
     for plain, graphed in zip(codes[False], codes[True]):
         assert torch.equal(plain, graphed)
     assert torch.equal(codes[True][0], codes[True][2])
+
+
+def test_overlapped_decoding_refuses_a_decoder_on_cuda_graphs(checkpoint):
+    # A side stream would replay the decoder's graph beside the generator's in one memory pool.
+    _, model, tok = checkpoint
+    from unimodal.model.sampling import sample_and_decode
+
+    tok.decoder_cuda_graphs = True
+    try:
+        with pytest.raises(ValueError, match="overlap_decode=True"):
+            next(sample_and_decode(model, tok, [([0], [0])], ImageSamplingConfig(), True))
+    finally:
+        del tok.decoder_cuda_graphs
+
+
+@pytest.mark.gpu
+def test_overlapped_decoding_gives_the_images_of_decoding_in_line(tmp_path):
+    # The side-stream decoder reads codes made on the main stream and hands images back one batch
+    # late: a missing stream wait or a freed buffer would change or reorder the pixels.
+    import torch
+
+    from unimodal.model.sampling import compile_for_sampling
+    from unimodal.random_models import random_class_conditional_model
+
+    torch.manual_seed(0)
+    model, tokenizer, _ = random_class_conditional_model("tiny", tmp_path, "cuda")
+    compile_for_sampling(model, tokenizer, cuda_graphs=True, channels_last=True, overlap_decode=True)
+    requests = [ImageRequest(class_id=c) for c in (3, 9, 500, 7, 3)]
+    cfg = ImageSamplingConfig(cfg_scale=4.0, temperature=1.0)
+    in_line = generate_images(model, tokenizer, requests, cfg, batch_size=2)
+    overlapped = generate_images(model, tokenizer, requests, cfg, batch_size=2, overlap_decode=True)
+    assert overlapped.shape == (5, 3, 256, 256)
+    assert torch.equal(in_line, overlapped)

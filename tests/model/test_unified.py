@@ -40,6 +40,22 @@ def test_flex_attention_agrees_with_dense_sdpa_on_cuda(objective):
         flex = attend(q, k, v, build_attention_mask(doc_ids, block_ids, rule, use_flex=True,
                                                     compiled=compiled))
         torch.testing.assert_close(flex, sdpa, rtol=2e-3, atol=2e-3)
+    # model.flex_kernel_options: other tiles, the same attention
+    tiles = {"fwd_BLOCK_M": 64, "fwd_BLOCK_N": 32, "fwd_num_warps": 8}
+    flex = attend(q, k, v, build_attention_mask(doc_ids, block_ids, rule, use_flex=True), tiles)
+    torch.testing.assert_close(flex, sdpa, rtol=2e-3, atol=2e-3)
+
+
+def test_flex_kernel_options_reach_every_layer(assets):
+    from unimodal.model.unified import UnifiedModel, UnifiedModelConfig
+
+    _, tok_dir, tok, vocab, vocab_cfg = assets
+    assert tiny_model(vocab, vocab_cfg, tok, tok_dir).backbone.flex_kernel_options == {}
+    cfg = UnifiedModelConfig(vocab=vocab_cfg, image_tokenizer=str(tok_dir),
+                             flex_kernel_options={"fwd_num_warps": 8})
+    model = UnifiedModel(cfg, vocab, tok.cfg)
+    assert [layer.self_attn.flex_kernel_options for layer in model.backbone.model.layers] == \
+        [{"fwd_num_warps": 8}] * cfg.backbone.num_layers
 
 
 def test_loss_matches_a_hand_computation(model, assets):

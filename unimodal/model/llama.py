@@ -26,17 +26,19 @@ KV = tuple[torch.Tensor, torch.Tensor]
 _compiled_flex = None
 
 
-def _flex(q, k, v, block_mask):
+def _flex(q, k, v, block_mask, kernel_options):
     global _compiled_flex
     if _compiled_flex is None:  # flex_attention is only fast compiled; compile once per process
         _compiled_flex = torch.compile(flex_attention, dynamic=False)
-    return _compiled_flex(q, k, v, block_mask=block_mask, enable_gqa=True)
+    return _compiled_flex(q, k, v, block_mask=block_mask, enable_gqa=True,
+                          kernel_options=kernel_options or None)
 
 
-def attend(q, k, v, mask) -> torch.Tensor:
-    """q (B, H, Lq, D); k, v (B, Hkv, Lk, D); mask: BlockMask, bool (B, 1, Lq, Lk) or None."""
+def attend(q, k, v, mask, kernel_options: dict | None = None) -> torch.Tensor:
+    """q (B, H, Lq, D); k, v (B, Hkv, Lk, D); mask: BlockMask, bool (B, 1, Lq, Lk) or None.
+    `kernel_options`: flex_attention's Triton tile options (BlockMask only)."""
     if isinstance(mask, BlockMask):
-        return _flex(q, k, v, mask)
+        return _flex(q, k, v, mask, kernel_options)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
 
 
@@ -94,6 +96,7 @@ class Attention(nn.Module):
         self.k_proj = nn.Linear(width, self.kv_heads * self.head_dim, bias=False)
         self.v_proj = nn.Linear(width, self.kv_heads * self.head_dim, bias=False)
         self.o_proj = nn.Linear(self.heads * self.head_dim, width, bias=False)
+        self.flex_kernel_options: dict = {}  # set through LlamaBackbone.flex_kernel_options
 
     def forward(self, x, cos, sin, mask, kv_prefix: KV | None = None) -> tuple[torch.Tensor, KV]:
         b, length, _ = x.shape
@@ -105,7 +108,7 @@ class Attention(nn.Module):
         if kv_prefix is not None:
             k = torch.cat([kv_prefix[0], k], dim=2)
             v = torch.cat([kv_prefix[1], v], dim=2)
-        y = attend(q, k, v, mask).transpose(1, 2).reshape(b, length, -1)
+        y = attend(q, k, v, mask, self.flex_kernel_options).transpose(1, 2).reshape(b, length, -1)
         return self.o_proj(y), new_kv
 
 
@@ -164,6 +167,16 @@ class LlamaBackbone(nn.Module):
                 nn.init.normal_(module.weight, 0.0, std)
             elif isinstance(module, RMSNorm):
                 nn.init.ones_(module.weight)
+
+    @property
+    def flex_kernel_options(self) -> dict:
+        """flex_attention's Triton tile options in every layer (model.flex_kernel_options)."""
+        return self.model.layers[0].self_attn.flex_kernel_options if len(self.model.layers) else {}
+
+    @flex_kernel_options.setter
+    def flex_kernel_options(self, options: dict) -> None:
+        for layer in self.model.layers:
+            layer.self_attn.flex_kernel_options = dict(options)
 
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.model.embed_tokens(input_ids)

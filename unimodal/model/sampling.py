@@ -106,21 +106,67 @@ def generate_text(model: UnifiedModel, prompts: list[str], cfg: TextSamplingConf
 
 
 def compile_for_sampling(model: UnifiedModel, tokenizer, cuda_graphs: bool = False,
-                         channels_last: bool = False) -> None:
-    """torch.compile the backbone and the image decoder in place (CUDA; about 2x faster, see README).
+                         channels_last: bool = False, overlap_decode: bool = False) -> None:
+    """torch.compile the backbone, the image objective's sampling step and the image decoder in
+    place (CUDA; about 2x faster, see README).
 
-    `cuda_graphs`: compile the backbone with mode="reduce-overhead", so that each pass replays one
+    The objective's step (RDPM: block input, backbone, code head, guidance, top-k/p; see
+    `ImageObjective.compile_sampling_step`) compiles as one graph; the backbone alone is also
+    compiled for the prompt pass and the token-by-token samplers.
+    `cuda_graphs`: mode="reduce-overhead" for the step and the decoder, so that each replays one
     CUDA graph instead of launching its kernels one by one. An image sampler's block passes all
     have one shape (the prompt cache does not grow), so they replay a single graph; this is what
     makes batch-1 latency small. The token-by-token samplers (text, audio, video) write their
     static KV cache in place between passes, which a graph would copy in full at every replay:
     leave it off there (their one step shape still compiles once without it).
-    `channels_last`: the decoder's convolutions in NHWC, which cuDNN runs faster in bf16."""
-    model.backbone.forward = torch.compile(
-        model.backbone.forward, dynamic=False, mode="reduce-overhead" if cuda_graphs else None)
+    `channels_last`: the decoder's convolutions in NHWC, which cuDNN runs faster in bf16.
+    `overlap_decode`: the decoder will run on a side stream (`sample_and_decode`), so it is
+    compiled without CUDA graphs, whose memory pool assumes one stream."""
+    mode = "reduce-overhead" if cuda_graphs else None
+    model.backbone.forward = torch.compile(model.backbone.forward, dynamic=False, mode=mode)
+    model.objective.compile_sampling_step(mode)
     if channels_last:
         tokenizer.decoder.to(memory_format=torch.channels_last)
-    tokenizer.decoder = torch.compile(tokenizer.decoder)
+    decoder_graphs = cuda_graphs and not overlap_decode
+    tokenizer.decoder = torch.compile(tokenizer.decoder,
+                                      mode="reduce-overhead" if decoder_graphs else None)
+    tokenizer.decoder_cuda_graphs = decoder_graphs
+
+
+@torch.no_grad()
+def sample_and_decode(model: UnifiedModel, tokenizer, batches, cfg: ImageSamplingConfig,
+                      overlap_decode: bool = False):
+    """Images (n, 3, H, W) in [-1, 1] on the CPU, one tensor per (prompts, seeds) of `batches`,
+    in order. `overlap_decode` (CUDA): batch i decodes on a side stream while batch i+1 is
+    sampled, so the decoder's time hides behind the generator's (its images come back one batch
+    later; the codes and pixels are the same)."""
+    device = model.backbone.head_weight.device
+    if overlap_decode and getattr(tokenizer, "decoder_cuda_graphs", False):
+        raise ValueError("overlap_decode needs a decoder compiled without CUDA graphs: "
+                         "compile_for_sampling(..., overlap_decode=True)")
+    stream = torch.cuda.Stream(device) if overlap_decode and device.type == "cuda" else None
+    pending = None  # (pinned host images, event) of the batch decoding on the side stream
+    for prompts, seeds in batches:
+        codes = sample_codes(model, prompts, cfg, seeds)
+        if stream is None:
+            torch.compiler.cudagraph_mark_step_begin()  # the decoder's graph may reuse memory
+            yield tokenizer.decode(codes).float().clamp(-1, 1).cpu()
+            continue
+        if pending is not None:
+            pending[1].synchronize()
+            yield pending[0]
+        stream.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(stream):
+            images = tokenizer.decode(codes).float().clamp(-1, 1)
+            host = torch.empty(images.shape, dtype=images.dtype, pin_memory=True)
+            host.copy_(images, non_blocking=True)
+            done = torch.cuda.Event()
+            done.record(stream)
+        codes.record_stream(stream)  # made on the main stream, read on the side one
+        pending = (host, done)
+    if pending is not None:
+        pending[1].synchronize()
+        yield pending[0]
 
 
 @dataclass
@@ -169,18 +215,21 @@ def check_batch_size(batch_size: int, name: str = "batch_size") -> None:
 
 @torch.no_grad()
 def generate_images(model: UnifiedModel, tokenizer, requests: list[ImageRequest],
-                    cfg: ImageSamplingConfig, batch_size: int = 32, progress=None) -> torch.Tensor:
-    """Images (N, 3, H, W) in [-1, 1]; image i uses noise seed cfg.seed + i."""
+                    cfg: ImageSamplingConfig, batch_size: int = 32, progress=None,
+                    overlap_decode: bool = False) -> torch.Tensor:
+    """Images (N, 3, H, W) in [-1, 1]; image i uses noise seed cfg.seed + i. `overlap_decode`:
+    see `sample_and_decode`."""
     check_batch_size(batch_size)
     cfg.validate()
     validate_requests(requests, model.vocab, max_prompt_tokens(model))
-    images = []
+    batches = []
     for start in range(0, len(requests), batch_size):
         chunk = requests[start:start + batch_size]
-        prompts = [image_prompt(model.vocab, r.caption, r.class_id) for r in chunk]
-        seeds = [cfg.image_seed(start + i) for i in range(len(chunk))]
-        codes = sample_codes(model, prompts, cfg, seeds)
-        images.append(tokenizer.decode(codes).float().clamp(-1, 1).cpu())
+        batches.append(([image_prompt(model.vocab, r.caption, r.class_id) for r in chunk],
+                        [cfg.image_seed(start + i) for i in range(len(chunk))]))
+    images = []
+    for decoded in sample_and_decode(model, tokenizer, batches, cfg, overlap_decode):
+        images.append(decoded)
         if progress is not None:
-            progress.update(len(chunk))
+            progress.update(len(decoded))
     return torch.cat(images)

@@ -93,6 +93,13 @@ class BackboneConfig:
             initializer_range=self.initializer_range, attention_bias=False, mlp_bias=False)
 
 
+# The flex_attention kernel options a config may set (torch's Triton templates read them).
+FLEX_KERNEL_OPTIONS = frozenset(
+    [f"fwd_{k}" for k in ("BLOCK_M", "BLOCK_N", "num_warps", "num_stages")]
+    + [f"bwd_{k}" for k in ("BLOCK_M1", "BLOCK_N1", "BLOCK_M2", "BLOCK_N2", "num_warps",
+                            "num_stages")])
+
+
 @dataclass
 class UnifiedModelConfig:
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
@@ -105,11 +112,19 @@ class UnifiedModelConfig:
     compile_block_mask: bool = False      # CUDA: build the flex_attention BlockMask with a compiled
                                           # create_block_mask (a fixed Python cost per batch when
                                           # not); same mask, not yet timed on a GPU, so off
+    # CUDA: flex_attention's Triton tile options, e.g. {fwd_num_warps: 8, bwd_BLOCK_M1: 32}
+    # (forward BLOCK_M/BLOCK_N/num_warps/num_stages with fwd_, backward BLOCK_M1/BLOCK_N1/
+    # BLOCK_M2/BLOCK_N2/num_warps/num_stages with bwd_); {} = torch's defaults for the GPU
+    flex_kernel_options: dict[str, int] = field(default_factory=dict)
 
     def validate(self, prefix: str = "model") -> None:
         if self.loss_chunk_tokens < 0:
             raise ConfigError(f"{prefix}.loss_chunk_tokens={self.loss_chunk_tokens}: must be >= 0 "
                               "(0 = the whole loss in one go)")
+        for key, value in self.flex_kernel_options.items():
+            if key not in FLEX_KERNEL_OPTIONS or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{prefix}.flex_kernel_options.{key}={value!r}: the keys are "
+                                  f"{sorted(FLEX_KERNEL_OPTIONS)}, each a positive int")
         heads = objective_class(self.image_objective, f"{prefix}.image_objective").CODE_HEADS
         if self.code_head not in heads:
             raise ConfigError(f"{prefix}.code_head={self.code_head!r}: choose one of {heads}")
@@ -167,6 +182,7 @@ class UnifiedModel(nn.Module):
             raise ValueError(f"backbone vocab_size={hf_config.vocab_size} but the vocabulary has "
                              f"{vocab.size} ids")
         self.backbone = LlamaBackbone(hf_config)
+        self.backbone.flex_kernel_options = dict(cfg.flex_kernel_options)
         self.backbone.init_weights()
         cfg.validate()
         self.objective: ImageObjective = build_objective(cfg.image_objective, vocab,

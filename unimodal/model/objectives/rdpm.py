@@ -36,8 +36,8 @@ import torch.nn as nn
 
 from unimodal.model.document import IGNORE, Document
 from unimodal.model.objectives import ImageObjective
-from unimodal.model.sampling_rules import (ImageSamplingConfig, gumbel_sample, run_prompts,
-                                           sampling_logits)
+from unimodal.model.sampling_rules import (ImageSamplingConfig, guidance_scale, guide,
+                                           gumbel_sample, run_prompts, top_k_filter, top_p_filter)
 from unimodal.model.vocabulary import Vocabulary, image_prompt
 from unimodal.tokenizer.rdpm_quantizer import rdpm_noise
 from unimodal.tokenizer.rdpm_tokenizer import RDPMTokenizerConfig, build_quantizer
@@ -227,10 +227,19 @@ def sample_codes(model, prompts: list[list[int]], cfg: ImageSamplingConfig,
     # One Gumbel generator per image: an image's codes do not depend on the rest of its batch.
     gens = [torch.Generator(device).manual_seed(s) for s in seeds]
     latent = torch.zeros((rows, tok.latent_dim, h, w), device=device)
+    # Step t and its guidance weight as tensors: a compiled step (compile_for_sampling) then has
+    # one graph for all T steps instead of one per value.
+    steps = torch.arange(1, tok.code_maps + 1, device=device)[:, None].repeat(1, rows)
+    scales = [torch.tensor(guidance_scale(cfg.cfg_scale, cfg.cfg_schedule, t, tok.code_maps),
+                           device=device) if guided else None for t in range(1, tok.code_maps + 1)]
+    step_fn = getattr(model.objective, "compiled_step", None) or guided_block_logits
     codes = []
     for t in range(1, tok.code_maps + 1):
-        logits = block_logits(model, cache, valid, next_pos, latent, noise[:, t - 1], t, geometry)
-        logits = sampling_logits(logits, b, cfg, t, tok.code_maps)
+        # A new CUDA-graph generation per pass: this pass may overwrite the last pass's outputs
+        # (already consumed); a no-op without graphs.
+        torch.compiler.cudagraph_mark_step_begin()
+        logits = step_fn(model, cache, latent, noise[:, t - 1], steps[t - 1], geometry, b,
+                         scales[t - 1], cfg.top_k, cfg.top_p)
         c_t = gumbel_sample(logits, cfg.temperature, gens).view(b, h, w)
         if prefix is not None and t <= prefix.shape[1]:
             c_t = prefix[:, t - 1].to(device)
@@ -254,19 +263,31 @@ def block_geometry(valid: torch.Tensor, next_pos: torch.Tensor,
     return positions, keys[:, None, None, :].expand(rows, 1, hw, -1)
 
 
+def guided_block_logits(model, cache, latent_prev: torch.Tensor, noise_t: torch.Tensor,
+                        steps: torch.Tensor, geometry, b: int, scale: torch.Tensor | None,
+                        top_k: int, top_p: float) -> torch.Tensor:
+    """One sampling step up to the distribution it draws from: the block pass (`block_logits`),
+    guidance of rows [:b] against their <null> twins [b:] with weight `scale` (None: unguided),
+    then top-k and top-p. Tensors only vary between steps, so `compile_for_sampling` compiles
+    this whole step (pass, code head, guidance) as one graph."""
+    logits = block_logits(model, cache, None, None, latent_prev, noise_t, steps, geometry)
+    if scale is not None:
+        logits = guide(logits[:b], logits[b:], scale)
+    return top_p_filter(top_k_filter(logits, top_k), top_p)
+
+
 @torch.no_grad()
-def block_logits(model, cache, valid: torch.Tensor, next_pos: torch.Tensor,
-                 latent_prev: torch.Tensor, noise_t: torch.Tensor, t: int,
+def block_logits(model, cache, valid: torch.Tensor | None, next_pos: torch.Tensor | None,
+                 latent_prev: torch.Tensor, noise_t: torch.Tensor, t: int | torch.Tensor,
                  geometry: tuple[torch.Tensor, torch.Tensor | None] | None = None) -> torch.Tensor:
-    """Code logits (rows, h*w, K) of the step-t block against the cached prompt; `geometry` is
-    block_geometry(valid, next_pos, h*w), computed here when not given."""
+    """Code logits (rows, h*w, K) of the step-t block against the cached prompt; `t` an int or
+    the steps (rows,); `geometry` is block_geometry(valid, next_pos, h*w), computed here when not
+    given."""
     rows, _, h, w = latent_prev.shape
     positions, mask = geometry if geometry is not None else block_geometry(valid, next_pos, h * w)
-    steps = torch.full((rows,), t, device=latent_prev.device, dtype=torch.long)
+    steps = t if torch.is_tensor(t) else torch.full((rows,), t, device=latent_prev.device,
+                                                    dtype=torch.long)
     x = model.image_input.project(latent_prev, noise_t, steps).to(model.backbone.head_weight.dtype)
-    # A new CUDA-graph generation per pass: this pass may overwrite the last pass's outputs
-    # (already consumed); a no-op without graphs.
-    torch.compiler.cudagraph_mark_step_begin()
     hidden, _ = model.backbone(x, positions, mask, kv_prefix=cache)
     ctx = model.image_input.context(latent_prev, noise_t, steps)
     return model.code_logits(hidden.flatten(0, 1), ctx).view(rows, h * w, -1)
@@ -320,3 +341,9 @@ class RDPMObjective(ImageObjective):
     def sample(self, model, prompts: list[list[int]], cfg: ImageSamplingConfig,
                seeds: list[int] | None = None, prefix: torch.Tensor | None = None) -> torch.Tensor:
         return sample_codes(model, prompts, cfg, seeds, prefix)
+
+    def compile_sampling_step(self, mode: str | None) -> None:
+        # The whole step (block input, backbone, code head, guidance, top-k/p) in one graph:
+        # inductor fuses the float32 code-head and guidance arithmetic, and with CUDA graphs one
+        # replay covers the step, not just the backbone.
+        self.compiled_step = torch.compile(guided_block_logits, dynamic=False, mode=mode)
