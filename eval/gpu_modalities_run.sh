@@ -5,6 +5,8 @@
 # prompt following of the mixed model's samples per modality. Prints one table last:
 # reconstruction quality and checker accuracy of each tokenizer, the checker's accuracy on the
 # samples of held-out captions, and the held-out text loss of the mixed vs the text-only run.
+# Before it, eval/modality_curves.py writes <out>/curves.png (tokenizer reconstruction and the
+# mixed model's loss per modality against steps) and tabulates where each curve stopped.
 #   bash eval/gpu_modalities_run.sh                 (outputs under runs/gpu_modalities)
 #   MINUTES=2.5   training cap of each tokenizer (the three share the GPU)
 #   STEPS=1200    pretraining steps of both models
@@ -127,6 +129,8 @@ run_in_background score_image $score_limit $py eval/shapes_score.py checkpoint=$
     per_class=0 $sampling batch_size=128 out=$out/score_image device=cuda
 wait_all || true
 stage done
+# Where each curve stood and how fast it still moved: <out>/curves.png and a table.
+$py eval/modality_curves.py run=$out || true
 
 $py - "$out" <<'PY'
 import json

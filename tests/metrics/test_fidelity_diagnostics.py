@@ -114,3 +114,21 @@ def test_guidance_on_distance_logits_is_an_extrapolated_latent(code_head):
 def test_unknown_code_head_is_a_config_error():
     with pytest.raises(ConfigError, match="model.code_head='mlp'"):
         UnifiedModelConfig(code_head="mlp").validate()
+
+
+def test_seed_agreement_is_the_share_of_codes_the_input_alone_fixes():
+    # Without noise (noise_scale = 0) the codes are a function of the input: agreement 1 at every
+    # step. With the paper's noise the first step's input is ~99% noise (b_1 = 0.99), so another
+    # draw changes most of its codes; the last step (b_T = 0) still depends on the earlier picks.
+    from unimodal.tokenizer.diagnostics import StepDiagnostics
+
+    images = torch.rand(4, 3, 32, 32) * 2 - 1
+    agreement = {}
+    for scale in (0.0, 1.0):
+        torch.manual_seed(0)
+        tok = tiny_tokenizer(noise_scale=scale).eval()
+        meter = StepDiagnostics()
+        meter.update(tok, images, tok.quantizer.noise([1, 2, 3, 4], (4, 8, 8)), prefix_psnr=False)
+        agreement[scale] = meter.compute()["seed_agreement"]
+    assert agreement[0.0] == [1.0] * 5
+    assert agreement[1.0][0] < 0.5

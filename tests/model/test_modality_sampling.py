@@ -120,3 +120,13 @@ def test_modality_tokenizer_config_errors_name_the_key(setup):
     with pytest.raises(ConfigError, match=r"model\.vocab\.modalities\[0\]\.code_maps=3 but its "
                                           r"tokenizer .* has 2"):
         UnifiedModelConfig(vocab=vocab_cfg, image_tokenizer=str(tok_dir)).resolve_image_geometry()
+
+
+def test_a_modality_tokenizer_trained_with_noise_is_warned_about(setup):
+    # Its codes depend on eps_t, which a plain next-token document never shows the model.
+    folder = setup[0]
+    _, tok_dir, _, _, vocab_cfg = make_assets(folder)
+    noisy = save_random_tokenizer(tiny_audio_config(noise_scale=1.0), folder / "noisy_audio_tok")
+    vocab_cfg.modalities = [CodeModalityConfig(name="audio", tokenizer=str(noisy))]
+    with pytest.warns(UserWarning, match=r"modalities\[0\]\.tokenizer=.*noise_scale=1\.0.*noise_scale=0"):
+        UnifiedModelConfig(vocab=vocab_cfg, image_tokenizer=str(tok_dir)).resolve_image_geometry()

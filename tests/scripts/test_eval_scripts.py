@@ -208,6 +208,33 @@ def test_multi_gpu_report_compares_scaling_and_resumed_losses(tmp_path, capsys):
     assert (tmp_path / "multi_gpu.md").read_text().strip() == text.strip()
 
 
+def test_modality_curves_plot_and_tabulate_a_modalities_run(tmp_path, capsys):
+    """eval/gpu_modalities_run.sh's curves: the last value of each curve, its late change, ln K."""
+    import json
+    import math
+
+    from modality_fixtures import save_random_tokenizer, tiny_audio_config
+
+    def log(run, rows):
+        (tmp_path / run).mkdir(parents=True, exist_ok=True)
+        (tmp_path / run / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    log("audio_tokenizer", [{"step": 50 * i, "snr": float(i)} for i in range(1, 9)])
+    save_random_tokenizer(tiny_audio_config(), tmp_path / "audio_tokenizer" / "tokenizer")
+    log("pretrain", [{"step": 100 * i, "text_loss": 2.0 / i, "audio_loss": 3.4}
+                     for i in range(1, 9)])
+    log("pretrain_text_only", [{"step": 100 * i, "text_loss": 1.0} for i in range(1, 9)])
+    curves = load_script("eval/modality_curves.py").main([f"run={tmp_path}"])
+    assert (tmp_path / "curves.png").stat().st_size > 0
+    assert curves["uniform"] == {"audio": math.log(32)}
+    text = capsys.readouterr().out
+    assert "| audio dB | 400 | 8.000 | +2.000 | - |" in text        # 8 points: a quarter is 2 back
+    assert f"| mixed audio_loss | 800 | 3.400 | +0.000 | {math.log(32):.3f} |" in text
+    assert "| mixed text_loss | 800 | 0.250 | -0.083 | - |" in text   # 2/8 - 2/6
+    with pytest.raises(FileNotFoundError, match="no tokenizer or pretraining log"):
+        load_script("eval/modality_curves.py").main([f"run={tmp_path / 'audio_tokenizer'}"])
+
+
 @pytest.mark.slow
 def test_bench_pretrain_profiles_the_real_loop_on_a_trained_tokenizer_geometry(assets, tmp_path):
     # A subprocess: the DeepSpeed process group (and the MASTER_PORT it sets in os.environ) must

@@ -22,6 +22,7 @@ Design choices, one line each:
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -146,6 +147,12 @@ class UnifiedModelConfig:
             if tok.modality == "image":
                 raise ConfigError(f"{where}.tokenizer={modality.tokenizer!r} is an image "
                                   "tokenizer; a further modality takes an audio or video one")
+            if tok.noise_scale > 0:
+                warnings.warn(f"{where}.tokenizer={modality.tokenizer!r} was trained with "
+                              f"model.noise_scale={tok.noise_scale}: its codes depend on noise that "
+                              "a next-token document never shows the model, so most of them cannot "
+                              "be learned (see its metrics.json per_step.seed_agreement); train it "
+                              "with model.noise_scale=0", stacklevel=2)
             _fill_geometry(modality, tok, where, f"its tokenizer {modality.tokenizer}")
 
 

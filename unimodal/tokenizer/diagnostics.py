@@ -1,7 +1,8 @@
 """Where the RDPM tokenizer loses content: per-step statistics of Algorithm 1 and a plot of them.
 
 - `StepDiagnostics` accumulates, over batches, for each step t: the residual still to explain,
-  the quantizer input and its image part, the quantization error, code usage and perplexity, and
+  the quantizer input and its image part, the quantization error, code usage and perplexity, the
+  share of codes that stay the same under another noise draw (`seed_agreement`), and
   the quality of decoding from the first t code maps only (PSNR for images; the caller may pass
   another per-sample measure, the audio trainer passes SNR under "prefix_snr"). Values stay on the device until
   `compute()`, so a training loop pays one host sync per diagnostic step.
@@ -37,6 +38,11 @@ class StepDiagnostics:
         q = tokenizer.quantizer
         z = tokenizer.encoder(images)
         stats, codes = q.step_statistics(z, noise)
+        # The same input under another noise draw (each step's eps taken from the step before, an
+        # independent draw; no RNG consumed): the share of step t's codes fixed by the input alone,
+        # all a model that does not see eps_t (a plain next-token document) could predict.
+        _, other = q.step_statistics(z, noise.roll(1, dims=1))
+        stats["seed_agreement"] = (codes == other).flatten(2).float().mean((0, 2))
         if prefix_psnr:
             latent = torch.zeros_like(z)
             psnr = []
@@ -86,6 +92,10 @@ def plot_step_diagnostics(diagnostics: dict[str, list[float]], path: str | Path,
     ax.set_title("codebook usage (left) / perplexity (right)")
     ax2 = ax.twinx()
     ax2.plot(steps, diagnostics["perplexity"], marker="s", color="C1", label="perplexity")
+    if "seed_agreement" in diagnostics:  # older metrics.json files lack it
+        ax.plot(steps, diagnostics["seed_agreement"], marker="^", color="C4",
+                label="codes equal under another noise draw")
+        ax.legend(fontsize=7, loc="lower left")
     ax = axes[3]
     for key, name in (("prefix_psnr", "PSNR"), ("prefix_snr", "SNR")):
         if key in diagnostics:

@@ -232,7 +232,6 @@ class RDPMQuantizer(nn.Module):
         return out, torch.stack(codes, dim=1)
 
     @torch.no_grad()
-    @torch.no_grad()
     def revive_dead_codes(self, out: QuantizerOutput) -> None:
         """After a training forward: count steps each code went unused and move codes unused for
         `dead_code_after` steps onto random quantizer inputs of this batch. Under
