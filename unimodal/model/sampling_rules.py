@@ -139,10 +139,17 @@ def sampling_logits(logits: torch.Tensor, b: int, cfg: "ImageSamplingConfig", st
                     steps: int) -> torch.Tensor:
     """The logits an image sampler draws from at `step` of `steps`: with guidance, rows [:b] are
     the prompts and rows [b:] their <null> twins (one doubled batch); then top-k and top-p."""
-    if cfg.cfg_scale != 0:
-        logits = guide(logits[:b], logits[b:],
-                       guidance_scale(cfg.cfg_scale, cfg.cfg_schedule, step, steps))
-    return top_p_filter(top_k_filter(logits, cfg.top_k), cfg.top_p)
+    scale = guidance_scale(cfg.cfg_scale, cfg.cfg_schedule, step, steps) if cfg.cfg_scale != 0 else None
+    return guided_logits(logits, b, scale, cfg.top_k, cfg.top_p)
+
+
+def guided_logits(logits: torch.Tensor, b: int, scale: float | torch.Tensor | None, top_k: int,
+                  top_p: float) -> torch.Tensor:
+    """`sampling_logits` with the guidance weight given (None: unguided); a tensor weight lets a
+    compiled step serve every step with one graph."""
+    if scale is not None:
+        logits = guide(logits[:b], logits[b:], scale)
+    return top_p_filter(top_k_filter(logits, top_k), top_p)
 
 
 class StaticKVCache:

@@ -36,8 +36,8 @@ import torch.nn as nn
 
 from unimodal.model.document import IGNORE, Document
 from unimodal.model.objectives import ImageObjective
-from unimodal.model.sampling_rules import (ImageSamplingConfig, guidance_scale, guide,
-                                           gumbel_sample, run_prompts, top_k_filter, top_p_filter)
+from unimodal.model.sampling_rules import (ImageSamplingConfig, guidance_scale, guided_logits,
+                                           gumbel_sample, run_prompts)
 from unimodal.model.vocabulary import Vocabulary, image_prompt
 from unimodal.tokenizer.rdpm_quantizer import rdpm_noise
 from unimodal.tokenizer.rdpm_tokenizer import RDPMTokenizerConfig, build_quantizer
@@ -232,7 +232,7 @@ def sample_codes(model, prompts: list[list[int]], cfg: ImageSamplingConfig,
     steps = torch.arange(1, tok.code_maps + 1, device=device)[:, None].repeat(1, rows)
     scales = [torch.tensor(guidance_scale(cfg.cfg_scale, cfg.cfg_schedule, t, tok.code_maps),
                            device=device) if guided else None for t in range(1, tok.code_maps + 1)]
-    step_fn = getattr(model.objective, "compiled_step", None) or guided_block_logits
+    step_fn = model.objective.compiled_step or guided_block_logits
     codes = []
     for t in range(1, tok.code_maps + 1):
         # A new CUDA-graph generation per pass: this pass may overwrite the last pass's outputs
@@ -271,9 +271,7 @@ def guided_block_logits(model, cache, latent_prev: torch.Tensor, noise_t: torch.
     then top-k and top-p. Tensors only vary between steps, so `compile_for_sampling` compiles
     this whole step (pass, code head, guidance) as one graph."""
     logits = block_logits(model, cache, None, None, latent_prev, noise_t, steps, geometry)
-    if scale is not None:
-        logits = guide(logits[:b], logits[b:], scale)
-    return top_p_filter(top_k_filter(logits, top_k), top_p)
+    return guided_logits(logits, b, scale, top_k, top_p)
 
 
 @torch.no_grad()
@@ -299,6 +297,7 @@ class RDPMObjective(ImageObjective):
 
     name = "rdpm"
     CODE_HEADS = CODE_HEADS
+    compiled_step = None  # guided_block_logits under torch.compile (compile_sampling_step)
 
     def __init__(self, vocab: Vocabulary, latent_dim: int, blocks_per_image: int = 1,
                  step_weights=()):
