@@ -100,7 +100,7 @@ def test_two_process_ddp_on_cpu(tmp_path):
     assert done.stdout.count("held-out:") == 1  # evaluation and files come from rank 0 only
 
 
-def test_diagnostics_on_log_steps_and_time_budget(tmp_path):
+def test_diagnostics_on_log_steps_and_time_budget(tmp_path, capsys):
     main = train_main()
     main(tiny_args(tmp_path / "a", 4, "train.log_every=2", "train.diagnostics_every=2"))
     logs = [json.loads(line) for line in (tmp_path / "a" / "log.jsonl").read_text().splitlines()]
@@ -109,6 +109,9 @@ def test_diagnostics_on_log_steps_and_time_budget(tmp_path):
     assert len(diag["prefix_psnr"]) == 4 and len(diag["quant_error"]) == 4 and "gain_mean" in diag
     final = json.loads((tmp_path / "a" / "metrics.json").read_text())
     assert len(final["per_step"]["residual_var"]) == 4 and "checker" in final
+    agreement = final["per_step"]["seed_agreement"]   # the paper's noise: codes follow it
+    assert len(agreement) == 4 and all(0 <= a <= 1 for a in agreement)
+    assert f"codes fixed by the input alone {sum(agreement) / 4:.0%}" in capsys.readouterr().out
     assert (tmp_path / "a" / "step_diagnostics.png").is_file()
     # Throughput: one FLOPs-per-image count (tests/tokenizer/test_flops.py) times img/s
     per_image = [r["tflops"] / r["img_per_s"] for r in logs]

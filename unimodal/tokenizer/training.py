@@ -373,7 +373,10 @@ class TokenizerTrainer:
         examples = self.out_dir / self.modality.examples_output
         if shown is not None:
             examples = self.modality.write_examples(shown[0], shown[1], self.out_dir)
-        print(f"held-out: {self.modality.summary(metrics)} -> {examples}", flush=True)
+        agreement = metrics.get("per_step", {}).get("seed_agreement")
+        fixed = (f", codes fixed by the input alone {sum(agreement) / len(agreement):.0%} (the rest "
+                 "follow the noise)") if agreement else ""
+        print(f"held-out: {self.modality.summary(metrics)}{fixed} -> {examples}", flush=True)
         return metrics
 
 
