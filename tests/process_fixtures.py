@@ -72,6 +72,9 @@ def launch(config: Path, out: Path, *extra: str, procs: int = 1, launcher: bool 
     done = run_group(cmd, env, timeout=400)
     if check:
         assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+        # The trainer keeps DeepSpeed from JIT-building its shared-memory op on the CPU (~24 s of
+        # C++ per fresh environment); DeepSpeed prints this line whenever it loads the op.
+        assert "deepspeed_shm_comm" not in done.stdout + done.stderr
     return done
 
 

@@ -74,6 +74,14 @@ class Pretrainer:
             logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
         import deepspeed
 
+        if not torch.cuda.is_available():
+            # DeepSpeed's CPU backend JIT-compiles a shared-memory all-reduce op (C++, about 24 s
+            # on 2 cores) the first time a new environment starts a process group; only
+            # DeepSpeed-Inference's inference_all_reduce uses it, never training (gloo does the
+            # collectives). Marked incompatible, it is not built. DeepSpeed keeps this probed
+            # dict in its module so that edits to it persist.
+            deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+
         self.cfg = cfg
         run = cfg.train
         cuda = torch.cuda.is_available()
