@@ -67,14 +67,15 @@ class Pretrainer:
     def __init__(self, cfg: PretrainConfig, stream=None, load_universal: bool = False):
         """`stream` replaces the configured data (benchmarks feed synthetic batches);
         `load_universal` prepares the engine to resume a checkpoint of another world size."""
-        if not torch.cuda.is_available():
+        cuda = torch.cuda.is_available()
+        if not cuda:
             # Known CPU noise, said once here instead: DeepSpeed would warn that it fell back to
             # the CPU accelerator, and torch's extension loader that there is no CUDA runtime.
-            os.environ.setdefault("DS_ACCELERATOR", "cpu")
+            os.environ.setdefault("DS_ACCELERATOR", "cpu")  # before DeepSpeed is imported
             logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
         import deepspeed
 
-        if not torch.cuda.is_available():
+        if not cuda:
             # DeepSpeed's CPU backend JIT-compiles a shared-memory all-reduce op (C++, about 24 s
             # on 2 cores) the first time a new environment starts a process group; only
             # DeepSpeed-Inference's inference_all_reduce uses it, never training (gloo does the
@@ -84,7 +85,6 @@ class Pretrainer:
 
         self.cfg = cfg
         run = cfg.train
-        cuda = torch.cuda.is_available()
         D.single_process_env()  # plain `python train/pretrain.py` works without a launcher
         deepspeed.init_distributed(dist_backend="nccl" if cuda else "gloo")
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
