@@ -280,7 +280,10 @@ def run_bench(args: BenchPretrainConfig):
           f"{cfg.data.seq_len} | micro-batch {cfg.data.rows_per_batch} rows | ZeRO "
           f"{ds['zero_optimization']['stage']} | bf16 {ds.get('bf16', {}).get('enabled')} | "
           f"act. ckpt {cfg.train.activation_checkpointing} | compile {cfg.train.compile} | "
+          f"fp8 {cfg.model.fp8 or 'off'} | "
           f"steps {args.warmup + 1}-{args.steps}, median of {len(timed)} windows of {args.window}")
+    if cfg.model.fp8:
+        print("fp8 matmuls: compare tokens/s; MFU is against the bf16 peak and so not a bf16 MFU")
     print("| tokens/s | tokens/s per GPU | TFLOP/s | MFU | MFU causal-halved | peak GiB "
           "| last loss |")
     print("|---|---|---|---|---|---|---|")
@@ -291,7 +294,8 @@ def run_bench(args: BenchPretrainConfig):
               "world_size": trainer.world, "zero_stage": ds["zero_optimization"]["stage"],
               "peak_mem_gib": peak, "device": name, "windows": len(timed),
               "micro_batch_rows": cfg.data.rows_per_batch, "seq_len": cfg.data.seq_len,
-              "gradient_accumulation": cfg.train.gradient_accumulation, "compile": cfg.train.compile}
+              "gradient_accumulation": cfg.train.gradient_accumulation, "compile": cfg.train.compile,
+              "fp8": cfg.model.fp8}
     if prof is not None:
         print_profile(prof, args.profile)
     if args.peer:

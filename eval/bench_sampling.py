@@ -43,6 +43,7 @@ class BenchSamplingConfig:
     channels_last: bool = False           # with compile: the decoder in NHWC
     overlap_decode: bool = False          # with compile: the decoder without CUDA graphs, so that
                                           # stream_batches can also time it on a side stream
+    fp8: str = ""                         # with compile: decoder-layer matmuls in FP8 (tensorwise | rowwise)
     stream_batches: int = 0               # > 0: img/s over this many batches of the largest size
     profile: bool = False                 # print the top CUDA kernels of one run at the largest batch
 
@@ -59,13 +60,13 @@ def main(argv=None):
         model, tokenizer, vocab = random_class_conditional_model(args.size, Path(tmp), device)
     tokenizer = tokenizer.to(torch.bfloat16)  # as load_unified gives it to eval/sample.py on CUDA
     params = model.num_parameters() / 1e6
-    if (args.cuda_graphs or args.channels_last) and not args.compile:
-        raise ValueError("cuda_graphs=true and channels_last=true need compile=true")
+    if (args.cuda_graphs or args.channels_last or args.fp8) and not args.compile:
+        raise ValueError("cuda_graphs=true, channels_last=true and fp8 need compile=true")
     if args.stream_batches < 0:
         raise ValueError(f"stream_batches={args.stream_batches}: must be >= 0")
     if args.compile:
         compile_for_sampling(model, tokenizer, args.cuda_graphs, args.channels_last,
-                             args.overlap_decode)
+                             args.overlap_decode, args.fp8)
     sampling = args.sampling
     rows = []
     for batch in args.batch_sizes:

@@ -31,6 +31,7 @@ import torch
 
 from unimodal.distributed import init_from_env, pick_device, rank, world_size
 from unimodal.images import tensor_to_pil
+from unimodal.model.float8 import check_recipe
 from unimodal.model.sampling import (ImageRequest, ImageSamplingConfig, check_batch_size,
                                      max_prompt_tokens, sample_and_decode, validate_requests)
 
@@ -49,12 +50,18 @@ class SamplingRunConfig:
     compile: bool = False                 # torch.compile backbone and decoder (CUDA)
     cuda_graphs: bool = False             # with compile: each image block pass replays one CUDA graph
     overlap_decode: bool = False          # CUDA: decode batch i on a side stream while batch i+1 samples
+    fp8: str = ""                         # with compile: decoder-layer matmuls in FP8, tensorwise |
+                                          # rowwise (torchao; H100/H200); other codes than bf16's
 
     def validate(self) -> None:
         self.sampling.validate()
         check_batch_size(self.batch_size)
         if self.cuda_graphs and not self.compile:
             raise ValueError("cuda_graphs=true needs compile=true (the graphs are torch.compile's)")
+        check_recipe(self.fp8, "fp8")
+        if self.fp8 and not self.compile:
+            raise ValueError(f"fp8={self.fp8} needs compile=true (unfused float8 casts are slower "
+                             "than bf16)")
 
 
 @dataclass
@@ -115,7 +122,7 @@ def load_for_sampling(run: SamplingRunConfig, device: torch.device):
                                     image_decoder=run.image_decoder)
     if run.compile:
         compile_for_sampling(model, tokenizer, run.cuda_graphs, channels_last=True,
-                             overlap_decode=run.overlap_decode)
+                             overlap_decode=run.overlap_decode, fp8=run.fp8)
     return model, tokenizer
 
 

@@ -58,6 +58,22 @@ def test_flex_kernel_options_reach_every_layer(assets):
         [{"fwd_num_warps": 8}] * cfg.backbone.num_layers
 
 
+def test_compile_loss_sends_the_head_loss_through_the_compiled_function(model, assets,
+                                                                       monkeypatch):
+    # The switch's wiring (its numbers are the GPU test's below): same loss, via the compiled path.
+    from unimodal.model import unified
+
+    calls = []
+    def spy(*args):
+        calls.append(len(args[2]))
+        return unified.head_cross_entropy_sums(*args)
+    monkeypatch.setattr(unified, "compiled_head_cross_entropy_sums", lambda: spy)
+    batch = mixed_batch(assets[3], torch.randint(0, 64, (4, 8, 8)))
+    plain = model(batch)["loss"]
+    monkeypatch.setattr(model.cfg, "compile_loss", True)
+    assert model(batch)["loss"] == plain and calls == [1]
+
+
 def test_loss_matches_a_hand_computation(model, assets):
     vocab = assets[3]
     torch.manual_seed(3)
@@ -204,3 +220,26 @@ def test_mismatched_image_tokenizer_is_a_clear_error(assets):
         UnifiedModel(UnifiedModelConfig(), vocab, tiny_tokenizer_config(codebook_size=128))
     with pytest.raises(ValueError, match="vocabulary modality 'image': code_maps is 4 in the vocabulary, the tokenizer has 10"):
         UnifiedModel(UnifiedModelConfig(), vocab, tiny_tokenizer_config(code_maps=10))
+
+
+@pytest.mark.gpu
+def test_compiled_head_loss_equals_the_plain_one_on_cuda():
+    # model.compile_loss: inductor fuses the float32 cast and log-softmax; the sums and the
+    # gradients must stay the plain path's (two groups: text and a further modality's codes).
+    from unimodal.model.unified import compiled_head_cross_entropy_sums, head_cross_entropy_sums
+
+    torch.manual_seed(0)
+    results = []
+    for rows in (1000, 1234):  # another row count: the compiled function is dynamic
+        hidden = torch.randn(rows, 256, device="cuda", dtype=torch.bfloat16)
+        weight = (0.05 * torch.randn(5000, 256, device="cuda")).to(torch.bfloat16)
+        targets = torch.randint(0, 5000, (rows,), device="cuda")
+        groups = [torch.where(targets < 4000, targets, -100), torch.where(targets >= 4000, targets, -100)]
+        for fn in (head_cross_entropy_sums, compiled_head_cross_entropy_sums()):
+            h, w = hidden.clone().requires_grad_(), weight.clone().requires_grad_()
+            sums = fn(h, w, groups)
+            (sums[0] + 2 * sums[1]).backward()
+            results.append((torch.stack(sums).detach(), h.grad.float(), w.grad.float()))
+    for (plain, compiled) in (results[0:2], results[2:4]):
+        for a, b in zip(plain, compiled):
+            torch.testing.assert_close(b, a, rtol=2e-2, atol=2e-3)

@@ -17,7 +17,7 @@ OPTIONAL = {"transformers": "train", "deepspeed": "train", "sentencepiece": "tra
             "tensorboard": "train", "tokenizers": "train", "torchmetrics": "eval",
             "torch_fidelity": "eval", "lpips": "eval", "open_clip": "eval", "scipy": "eval",
             "matplotlib": "eval", "flash_attn": "flash", "soundfile": "audio",
-            "av": "video"}
+            "av": "video", "torchao": "fp8"}
 
 # module -> the extras it needs (README "Set up and run" says the same in words)
 NEEDS_EXTRAS = {

@@ -22,6 +22,7 @@ import torch
 from unimodal.model.sampling_rules import (ImageSamplingConfig, StaticKVCache,  # noqa: F401
                                            guidance_scale, guide, gumbel_sample, run_prompts,
                                            top_k_filter, top_p_filter)
+from unimodal.model.float8 import convert_layers_to_float8
 from unimodal.model.unified import UnifiedModel
 from unimodal.model.vocabulary import image_prompt
 
@@ -106,7 +107,8 @@ def generate_text(model: UnifiedModel, prompts: list[str], cfg: TextSamplingConf
 
 
 def compile_for_sampling(model: UnifiedModel, tokenizer, cuda_graphs: bool = False,
-                         channels_last: bool = False, overlap_decode: bool = False) -> None:
+                         channels_last: bool = False, overlap_decode: bool = False,
+                         fp8: str = "") -> None:
     """torch.compile the backbone, the image objective's sampling step and the image decoder in
     place (CUDA; about 2x faster, see README).
 
@@ -121,8 +123,12 @@ def compile_for_sampling(model: UnifiedModel, tokenizer, cuda_graphs: bool = Fal
     leave it off there (their one step shape still compiles once without it).
     `channels_last`: the decoder's convolutions in NHWC, which cuDNN runs faster in bf16.
     `overlap_decode`: the decoder will run on a side stream (`sample_and_decode`), so it is
-    compiled without CUDA graphs, whose memory pool assumes one stream."""
+    compiled without CUDA graphs, whose memory pool assumes one stream.
+    `fp8` ("tensorwise" | "rowwise"; "" = off): the decoder layers' matmuls in FP8
+    (unimodal/model/float8.py). The codes then differ from bf16 sampling's."""
     mode = "reduce-overhead" if cuda_graphs else None
+    if fp8:
+        convert_layers_to_float8(model.backbone, fp8)
     model.backbone.forward = torch.compile(model.backbone.forward, dynamic=False, mode=mode)
     model.objective.compile_sampling_step(mode)
     if channels_last:

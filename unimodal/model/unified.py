@@ -22,6 +22,7 @@ Design choices, one line each:
 
 from __future__ import annotations
 
+import functools
 import warnings
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -35,6 +36,7 @@ from unimodal.config import ConfigError
 from unimodal.model.attention_mask import build_attention_mask
 from unimodal.model.chunked_loss import chunked_cross_entropy_sum, linear_cross_entropy_sum
 from unimodal.model.document import IGNORE
+from unimodal.model.float8 import check_recipe
 from unimodal.model.llama import LlamaBackbone
 from unimodal.model.objectives import ImageObjective, build_objective, objective_class
 from unimodal.model.vocabulary import Vocabulary, VocabularyConfig
@@ -117,8 +119,15 @@ class UnifiedModelConfig:
     # (forward BLOCK_M/BLOCK_N/num_warps/num_stages with fwd_, backward BLOCK_M1/BLOCK_N1/
     # BLOCK_M2/BLOCK_N2/num_warps/num_stages with bwd_); {} = torch's defaults for the GPU
     flex_kernel_options: dict[str, int] = field(default_factory=dict)
+    # Training: the decoder layers' matmuls in FP8 (torchao Float8Linear; unimodal/model/float8.py):
+    # "" = off, "tensorwise" or "rowwise" scales. Needs the fp8 extra and FP8 tensor cores to pay.
+    fp8: str = ""
+    # CUDA: the head matmul + cross-entropy of non-block targets under torch.compile, which
+    # fuses the float32 cast, log-softmax and its gradient (no float32 logits kept)
+    compile_loss: bool = False
 
     def validate(self, prefix: str = "model") -> None:
+        check_recipe(self.fp8, f"{prefix}.fp8")
         if self.loss_chunk_tokens < 0:
             raise ConfigError(f"{prefix}.loss_chunk_tokens={self.loss_chunk_tokens}: must be >= 0 "
                               "(0 = the whole loss in one go)")
@@ -166,6 +175,22 @@ def _fill_geometry(target, tok: RDPMTokenizerConfig, prefix: str, source: str) -
         elif list(ours) != theirs if key == "grid" else ours != theirs:
             raise ConfigError(f"{prefix}.{key}={ours!r} but {source} has {theirs!r}; drop the key "
                               "(it is read from the tokenizer) or use the matching tokenizer")
+
+
+def head_cross_entropy_sums(hidden: torch.Tensor, weight: torch.Tensor,
+                            group_targets: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Summed cross-entropy of each target group over one output-head matmul (float32 logits,
+    IGNORE targets add nothing)."""
+    logits = F.linear(hidden, weight).float()
+    return [F.cross_entropy(logits, targets, reduction="sum", ignore_index=IGNORE)
+            for targets in group_targets]
+
+
+@functools.cache
+def compiled_head_cross_entropy_sums():
+    # The number of non-block rows changes from batch to batch: dynamic from the start, so that
+    # it compiles once.
+    return torch.compile(head_cross_entropy_sums, dynamic=True)
 
 
 def split_by_modality(targets: torch.Tensor, text_sel: torch.Tensor, further) -> dict:
@@ -255,15 +280,17 @@ class UnifiedModel(nn.Module):
         head_sums = dict.fromkeys(head_sel, zero)
         if other_rows.numel():
             text_hidden = hidden.index_select(0, other_rows)
-            logits = None if chunk else F.linear(text_hidden, self.backbone.head_weight).float()
-            for name, sel in head_sel.items():  # image-only: one pass, "text", as before
-                group_targets = torch.where(sel, targets, IGNORE).index_select(0, other_rows)
-                if chunk:
-                    head_sums[name] = linear_cross_entropy_sum(
-                        text_hidden, self.backbone.head_weight, group_targets, chunk)
-                else:
-                    head_sums[name] = F.cross_entropy(logits, group_targets, reduction="sum",
-                                                      ignore_index=IGNORE)
+            # image-only vocabularies: one group, "text"
+            group_targets = [torch.where(sel, targets, IGNORE).index_select(0, other_rows)
+                             for sel in head_sel.values()]
+            if chunk:
+                sums = [linear_cross_entropy_sum(text_hidden, self.backbone.head_weight, t, chunk)
+                        for t in group_targets]
+            else:
+                head_loss = (compiled_head_cross_entropy_sums() if self.cfg.compile_loss
+                             else head_cross_entropy_sums)
+                sums = head_loss(text_hidden, self.backbone.head_weight, group_targets)
+            head_sums = dict(zip(head_sel, sums))
         if n_block:
             code_hidden = hidden.index_select(0, block_rows)
             code_targets = torch.where(code_sel, targets - self.vocab.code_offset,

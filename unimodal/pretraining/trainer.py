@@ -49,6 +49,7 @@ FINAL_OUTPUTS = ("export",)
 from unimodal.config import save_config
 from unimodal.data.mixture import PackedBatchStream
 from unimodal.model.export import build_unified, save_unified
+from unimodal.model.float8 import convert_layers_to_float8
 from unimodal.model.modalities import loss_keys
 from unimodal.pretraining.config import PretrainConfig
 from unimodal.pretraining.ema import EMA
@@ -94,6 +95,8 @@ class Pretrainer:
         torch.manual_seed(run.seed)  # identical initial weights on every rank
         model, self.tokenizer = build_unified(cfg.model, device="cpu")
         model.backbone.gradient_checkpointing = run.activation_checkpointing
+        if cfg.model.fp8:  # before compiling: inductor fuses the float8 casts into the layers
+            convert_layers_to_float8(model.backbone, cfg.model.fp8)
         if run.compile:
             for layer in model.backbone.model.layers:
                 layer.compile()

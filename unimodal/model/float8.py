@@ -1,0 +1,43 @@
+"""FP8 matmuls for the backbone's decoder layers (`model.fp8`, sampling `fp8`): torchao's
+Float8Linear, which casts each matmul's inputs to float8 with dynamic scales (e4m3 forward,
+e5m2 gradients) and runs them on FP8 tensor cores (H100/H200). The weights, the optimizer
+state and the checkpoints stay as they are (the same parameter names and dtypes), so a model
+trained with it loads without it and the other way round.
+
+Only the decoder layers' projections convert: the output head (its logits feed the loss and
+the code sampler, where float8's 3-bit mantissa would show) and the small block-input and
+code-head projections stay in bf16. torchao needs both sides of a matmul divisible by 16.
+On the CPU Float8Linear emulates the casts, which is slow but lets tests run the same code."""
+
+from torch import nn
+
+from unimodal.config import ConfigError
+
+RECIPES = ("tensorwise", "rowwise")  # torchao's scaling granularity: one scale per tensor / row
+
+
+def check_recipe(recipe: str, key: str) -> None:
+    """`key`: the config key named in the error ("" = FP8 off is valid)."""
+    if recipe and recipe not in RECIPES:
+        raise ConfigError(f"{key}={recipe!r}: choose '' (off) or one of {RECIPES}")
+
+
+def convert_layers_to_float8(backbone: nn.Module, recipe: str = "tensorwise") -> int:
+    """Swap every eligible nn.Linear in `backbone.model.layers` for a Float8Linear in place;
+    returns how many were swapped. Call it before torch.compile (which fuses the casts)."""
+    check_recipe(recipe, "fp8")
+    try:
+        from torchao.float8 import Float8LinearConfig, convert_to_float8_training
+    except ImportError as err:
+        raise ImportError("FP8 matmuls need torchao: pip install 'unimodal[fp8]'") from err
+
+    def eligible(module: nn.Module, name: str) -> bool:
+        return (isinstance(module, nn.Linear) and module.in_features % 16 == 0
+                and module.out_features % 16 == 0)
+
+    layers = backbone.model.layers
+    before = sum(isinstance(m, nn.Linear) and type(m) is not nn.Linear for m in layers.modules())
+    convert_to_float8_training(layers, module_filter_fn=eligible,
+                               config=Float8LinearConfig.from_recipe_name(recipe))
+    after = sum(isinstance(m, nn.Linear) and type(m) is not nn.Linear for m in layers.modules())
+    return after - before
