@@ -40,8 +40,8 @@ def causal_mask(ids: torch.Tensor) -> torch.Tensor:
     from unimodal.model.objectives.rdpm import RDPMObjective
 
     b, length = ids.shape
-    return dense_mask(torch.zeros(b, length, dtype=torch.long), torch.full((b, length), -1),
-                      RDPMObjective.image_rule)
+    return dense_mask(torch.zeros(b, length, dtype=torch.long, device=ids.device),
+                      torch.full((b, length), -1, device=ids.device), RDPMObjective.image_rule)
 
 
 def mixed_batch(vocab: Vocabulary, codes: torch.Tensor, seed: int = 11) -> dict:
