@@ -73,7 +73,8 @@ def run_study(cfg: ObjectivesStudyConfig, scripts_root: Path, log=print) -> dict
         trained = [r["cell"] for r in outcome.finished]
         failed, remaining = outcome.failed, outcome.remaining
     if remaining:
-        log(f"{len(remaining)} cells remain (deadline_minutes={cfg.deadline_minutes}, "
+        count = "1 cell remains" if len(remaining) == 1 else f"{len(remaining)} cells remain"
+        log(f"{count} (deadline_minutes={cfg.deadline_minutes}, "
             f"kill_at_minutes={cfg.kill_at_minutes}); run the same command again for: "
             + ", ".join(c.name for c in remaining))
     results = [done[c.name] for c in cells if c.name in done]
