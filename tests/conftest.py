@@ -36,6 +36,17 @@ def _few_threads():
     yield
 
 
+@pytest.fixture(scope="session")
+def script_helps(tmp_path_factory):
+    """Every entry script's `--help` (help_fixtures.py), computed once for all xdist workers:
+    their base temp folders share a parent, which is this session's alone (without xdist the
+    parent holds earlier sessions' folders, so the base folder itself is used)."""
+    from help_fixtures import script_helps as helps
+
+    base = tmp_path_factory.getbasetemp()
+    return helps(base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base)
+
+
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory):
     """unified_fixtures.make_assets once per test module: the tiny RDPM tokenizer (T = 10), its

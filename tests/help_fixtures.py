@@ -31,9 +31,25 @@ SCRIPTS = sorted(str(p.relative_to(ROOT)) for folder in ("train", "eval", "token
 
 
 @lru_cache(maxsize=None)
-def script_helps() -> dict[str, subprocess.CompletedProcess]:
+def script_helps(shared_dir: Path | None = None) -> dict[str, subprocess.CompletedProcess]:
     """{script: its `python <script> --help` run} for every entry script (SCRIPTS, relative to the
-    repo root); computed once per test process."""
+    repo root); computed once per test process, and once per test session when `shared_dir` is
+    a folder all pytest-xdist workers see (the `script_helps` fixture of tests/conftest.py): the
+    first worker computes it under a file lock, the other reads its JSON."""
+    if shared_dir is None:
+        return _compute_helps()
+    from filelock import FileLock  # a torch dependency
+
+    cache = shared_dir / "script_helps.json"
+    with FileLock(str(cache) + ".lock"):
+        if not cache.is_file():
+            cache.write_text(json.dumps({s: [d.returncode, d.stdout, d.stderr]
+                                         for s, d in _compute_helps().items()}))
+        return {s: subprocess.CompletedProcess([sys.executable, s, "--help"], *r)
+                for s, r in json.loads(cache.read_text()).items()}
+
+
+def _compute_helps() -> dict[str, subprocess.CompletedProcess]:
     scripts = SCRIPTS
     fresh = [s for s in scripts if Path(s).stem in sys.stdlib_module_names]
     forked = [s for s in scripts if s not in fresh]

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from help_fixtures import ROOT, script_helps
+from help_fixtures import ROOT
 
 README = (ROOT / "README.md").read_text()
 CITED = re.compile(r"(?:configs|eval|train|tokenizers|mixing|docs|unimodal|tests)/[A-Za-z0-9_./-]+"
@@ -23,13 +23,13 @@ def test_every_cited_file_exists():
 
 
 @pytest.mark.slow
-def test_every_command_in_the_code_blocks_answers_help():
+def test_every_command_in_the_code_blocks_answers_help(script_helps):
     blocks = code_blocks()
     scripts = sorted(set(re.findall(r"(?:tokenizers|mixing|train|eval)/\w+\.py", blocks)))
     shells = sorted(set(re.findall(r"(?:train|eval)/\w+\.sh", blocks)))
     assert "train/pretrain.py" in scripts and "eval/sample.py" in scripts and shells
 
-    helps = script_helps()  # every entry script's `--help`, shared with tests/top/test_cli.py
+    helps = script_helps  # every entry script's `--help`, shared with tests/top/test_cli.py
     missing = [s for s in scripts if s not in helps]
     assert not missing, f"README runs scripts that do not exist: {missing}"
     failed = [(s, helps[s].stderr[-500:]) for s in scripts if helps[s].returncode != 0]

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from help_fixtures import SCRIPTS, script_helps
+from help_fixtures import SCRIPTS
 from unified_fixtures import ROOT, load_script
 from unimodal.cli import config_keys, overrides_of, parse_config
 from unimodal.config import ConfigError
@@ -26,8 +26,8 @@ def run(*args):
 
 
 @pytest.fixture(scope="module")
-def helps():
-    return script_helps()
+def helps(script_helps):
+    return script_helps
 
 
 def test_every_script_is_on_parse_config_and_none_on_argparse():
