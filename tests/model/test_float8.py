@@ -35,6 +35,7 @@ def test_only_decoder_layer_projections_convert_and_the_weights_stay(recipe):
     model = backbone()
     state = copy.deepcopy(model.state_dict())
     assert convert_layers_to_float8(model, recipe) == 2 * 7  # q k v o gate up down per layer
+    assert convert_layers_to_float8(model, recipe) == 0      # converted layers stay as they are
     assert plain_linears(model) == ["lm_head"]  # the output head stays in bf16
     after = model.state_dict()
     assert list(after) == list(state)  # same names: checkpoints load either way

@@ -32,7 +32,8 @@ def convert_layers_to_float8(backbone: nn.Module, recipe: str = "tensorwise") ->
         raise ImportError("FP8 matmuls need torchao: pip install 'unimodal[fp8]'") from err
 
     def eligible(module: nn.Module, name: str) -> bool:
-        return (isinstance(module, nn.Linear) and module.in_features % 16 == 0
+        # a plain nn.Linear only: a second call leaves converted layers as they are
+        return (type(module) is nn.Linear and module.in_features % 16 == 0
                 and module.out_features % 16 == 0)
 
     layers = backbone.model.layers
