@@ -3,6 +3,7 @@ loop (train/pretrain.py's Pretrainer) on synthetic packed batches.
 
     python eval/bench_pretrain.py pretrain_config=configs/uni_1b.yaml steps=30 overrides="data.rows_per_batch=2"
     python eval/bench_pretrain.py pretrain_config=configs/uni_d12.yaml steps=30
+    python eval/bench_pretrain.py pretrain_config=configs/uni_1b.yaml overrides="model.fp8=tensorwise"
     deepspeed --num_gpus 2 eval/bench_pretrain.py pretrain_config=configs/uni_1b.yaml json=z2.json
 
 `pretrain_config` is a train/pretrain.py YAML and `overrides` a string of its key=value words
