@@ -69,6 +69,17 @@ def test_float8_forward_and_gradients_track_the_plain_model():
     assert rel(g_fp8, g_plain) < 0.3    # gradients go through e5m2 (wrong weights: > 1)
 
 
+def test_fp8_without_torchao_is_refused_at_config_time(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "torchao" else real(name, *a))
+    with pytest.raises(ConfigError, match=r"model\.fp8='rowwise' needs torchao.*unimodal\[fp8\]"):
+        UnifiedModelConfig(fp8="rowwise").validate()
+    UnifiedModelConfig(fp8="").validate()  # off: torchao is not needed
+
+
 def test_an_unknown_recipe_is_refused_naming_the_key():
     with pytest.raises(ConfigError, match=r"model\.fp8='blockwise'"):
         UnifiedModelConfig(fp8="blockwise").validate()

@@ -9,6 +9,8 @@ the code sampler, where float8's 3-bit mantissa would show) and the small block-
 code-head projections stay in bf16. torchao needs both sides of a matmul divisible by 16.
 On the CPU Float8Linear emulates the casts, which is slow but lets tests run the same code."""
 
+import importlib.util
+
 from torch import nn
 
 from unimodal.config import ConfigError
@@ -17,9 +19,14 @@ RECIPES = ("tensorwise", "rowwise")  # torchao's scaling granularity: one scale 
 
 
 def check_recipe(recipe: str, key: str) -> None:
-    """`key`: the config key named in the error ("" = FP8 off is valid)."""
-    if recipe and recipe not in RECIPES:
+    """Config validation, before anything heavy: a known recipe, and torchao installed when FP8
+    is on. `key`: the config key named in the error ("" = FP8 off is valid)."""
+    if not recipe:
+        return
+    if recipe not in RECIPES:
         raise ConfigError(f"{key}={recipe!r}: choose '' (off) or one of {RECIPES}")
+    if importlib.util.find_spec("torchao") is None:
+        raise ConfigError(f"{key}={recipe!r} needs torchao: pip install 'unimodal[fp8]'")
 
 
 def convert_layers_to_float8(backbone: nn.Module, recipe: str = "tensorwise") -> int:
