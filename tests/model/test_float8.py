@@ -80,6 +80,16 @@ def test_fp8_without_torchao_is_refused_at_config_time(monkeypatch):
     UnifiedModelConfig(fp8="").validate()  # off: torchao is not needed
 
 
+def test_a_gpu_without_fp8_tensor_cores_is_refused_naming_it(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (8, 0))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "NVIDIA A100")
+    model = backbone()
+    with pytest.raises(ConfigError, match=r"fp8='tensorwise' needs FP8 tensor cores.*A100"):
+        convert_layers_to_float8(model)
+    assert plain_linears(model) and len(plain_linears(model)) == 1 + 2 * 7  # nothing swapped
+
+
 def test_an_unknown_recipe_is_refused_naming_the_key():
     with pytest.raises(ConfigError, match=r"model\.fp8='blockwise'"):
         UnifiedModelConfig(fp8="blockwise").validate()

@@ -11,6 +11,7 @@ On the CPU Float8Linear emulates the casts, which is slow but lets tests run the
 
 import importlib.util
 
+import torch
 from torch import nn
 
 from unimodal.config import ConfigError
@@ -33,10 +34,11 @@ def convert_layers_to_float8(backbone: nn.Module, recipe: str = "tensorwise") ->
     """Swap every eligible nn.Linear in `backbone.model.layers` for a Float8Linear in place;
     returns how many were swapped. Call it before torch.compile (which fuses the casts)."""
     check_recipe(recipe, "fp8")
-    try:
-        from torchao.float8 import Float8LinearConfig, convert_to_float8_training
-    except ImportError as err:
-        raise ImportError("FP8 matmuls need torchao: pip install 'unimodal[fp8]'") from err
+    if torch.cuda.is_available() and torch.cuda.get_device_capability() < (8, 9):
+        raise ConfigError(f"fp8={recipe!r} needs FP8 tensor cores (compute capability 8.9 or "
+                          f"more: H100, H200, L40S); {torch.cuda.get_device_name()} has "
+                          f"{torch.cuda.get_device_capability()}")
+    from torchao.float8 import Float8LinearConfig, convert_to_float8_training
 
     def eligible(module: nn.Module, name: str) -> bool:
         # a plain nn.Linear only: a second call leaves converted layers as they are
@@ -44,8 +46,7 @@ def convert_layers_to_float8(backbone: nn.Module, recipe: str = "tensorwise") ->
                 and module.out_features % 16 == 0)
 
     layers = backbone.model.layers
-    before = sum(isinstance(m, nn.Linear) and type(m) is not nn.Linear for m in layers.modules())
+    swapped = sum(eligible(module, name) for name, module in layers.named_modules())
     convert_to_float8_training(layers, module_filter_fn=eligible,
                                config=Float8LinearConfig.from_recipe_name(recipe))
-    after = sum(isinstance(m, nn.Linear) and type(m) is not nn.Linear for m in layers.modules())
-    return after - before
+    return swapped
