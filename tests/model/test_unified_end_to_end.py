@@ -38,7 +38,9 @@ def trained(tmp_path_factory, request):
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3,
                             weight_decay=0.0)
     losses = []
-    for _ in range(100):
+    # the distance-based heads need 100 steps to pass; the shared head is there by 60 (loss
+    # ratio 0.006 against the 0.1 asked; CPU seconds in a slow suite)
+    for _ in range(60 if request.param == "shared" else 100):
         out = model(batch)
         opt.zero_grad()
         out["loss"].backward()

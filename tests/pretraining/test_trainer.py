@@ -217,11 +217,11 @@ def test_the_log_says_when_the_loader_is_the_bottleneck(tiny_config, tmp_path):
             "run_with_slow_loader(*sys.argv[1:])"
             % [str(Path(__file__).parent), str(Path(__file__).parents[1])])
     out = tmp_path / "slow"
-    done = subprocess.run([sys.executable, "-c", code, str(tiny_config), str(out), "2.0"],
+    done = subprocess.run([sys.executable, "-c", code, str(tiny_config), str(out), "1.0"],
                           env={**clean_env(), "OMP_NUM_THREADS": "1"}, capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    # a tiny CPU step takes a fraction of the 2 s the loader now needs per batch (even on a
+    # a tiny CPU step takes a fraction of the 1 s the loader now needs per batch (even on a
     # busy 2-core box: failing needs a step slower than the wait itself); one window of 2 steps
     fracs = losses(out, "data_wait_frac")
     assert list(fracs) == [2] and fracs[2] > 0.5
