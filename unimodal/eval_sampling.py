@@ -31,7 +31,7 @@ import torch
 
 from unimodal.distributed import init_from_env, pick_device, rank, world_size
 from unimodal.images import tensor_to_pil
-from unimodal.model.float8 import check_recipe
+from unimodal.model.float8 import require_fp8
 from unimodal.model.sampling import (ImageRequest, ImageSamplingConfig, check_batch_size,
                                      max_prompt_tokens, sample_and_decode, validate_requests)
 
@@ -58,7 +58,7 @@ class SamplingRunConfig:
         check_batch_size(self.batch_size)
         if self.cuda_graphs and not self.compile:
             raise ValueError("cuda_graphs=true needs compile=true (the graphs are torch.compile's)")
-        check_recipe(self.fp8, "fp8")
+        require_fp8(self.fp8, "fp8")
         if self.fp8 and not self.compile:
             raise ValueError(f"fp8={self.fp8} needs compile=true (unfused float8 casts are slower "
                              "than bf16)")

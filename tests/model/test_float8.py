@@ -69,15 +69,22 @@ def test_float8_forward_and_gradients_track_the_plain_model():
     assert rel(g_fp8, g_plain) < 0.3    # gradients go through e5m2 (wrong weights: > 1)
 
 
-def test_fp8_without_torchao_is_refused_at_config_time(monkeypatch):
+def hide_torchao(monkeypatch):
     import importlib.util
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "torchao" else real(name, *a))
-    with pytest.raises(ConfigError, match=r"model\.fp8='rowwise' needs torchao.*unimodal\[fp8\]"):
-        UnifiedModelConfig(fp8="rowwise").validate()
-    UnifiedModelConfig(fp8="").validate()  # off: torchao is not needed
+
+
+def test_fp8_without_torchao_is_refused_before_sampling_but_a_model_config_loads(monkeypatch):
+    from unimodal.eval_sampling import SamplingRunConfig
+
+    hide_torchao(monkeypatch)
+    with pytest.raises(ConfigError, match=r"^fp8='rowwise' needs torchao.*unimodal\[fp8\]"):
+        SamplingRunConfig(compile=True, fp8="rowwise").validate()
+    # the export of an FP8 run keeps model.fp8 in its config, and samples in bf16 without torchao
+    UnifiedModelConfig(fp8="rowwise").validate()
 
 
 def test_a_gpu_without_fp8_tensor_cores_is_refused_naming_it(monkeypatch):

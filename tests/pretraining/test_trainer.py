@@ -137,6 +137,17 @@ def test_values_that_cannot_work_are_refused_naming_the_key(tiny_config, overrid
         load_config(PretrainConfig, tiny_config, [override])
 
 
+def test_fp8_without_torchao_is_refused_before_any_model(tiny_config, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "torchao" else real(name, *a))
+    with pytest.raises(ConfigError, match=r"model\.fp8='tensorwise' needs torchao"):
+        load_config(PretrainConfig, tiny_config, ["model.fp8=tensorwise"])
+    load_config(PretrainConfig, tiny_config, ["model.fp8="])  # off: torchao is not needed
+
+
 def test_fresh_run_into_another_runs_folder_is_refused(tiny_config, straight_run, tmp_path):
     out = tmp_path / "run"
     shutil.copytree(straight_run, out)  # a folder that holds a finished run

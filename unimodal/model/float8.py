@@ -20,20 +20,23 @@ RECIPES = ("tensorwise", "rowwise")  # torchao's scaling granularity: one scale 
 
 
 def check_recipe(recipe: str, key: str) -> None:
-    """Config validation, before anything heavy: a known recipe, and torchao installed when FP8
-    is on. `key`: the config key named in the error ("" = FP8 off is valid)."""
-    if not recipe:
-        return
-    if recipe not in RECIPES:
+    """A known recipe ("" = FP8 off). `key`: the config key named in the error. A model config
+    with FP8 on still loads without torchao (an export of an FP8 run samples in bf16)."""
+    if recipe and recipe not in RECIPES:
         raise ConfigError(f"{key}={recipe!r}: choose '' (off) or one of {RECIPES}")
-    if importlib.util.find_spec("torchao") is None:
+
+
+def require_fp8(recipe: str, key: str) -> None:
+    """Before a run that will use FP8 (pretraining, sampling): a known recipe and torchao."""
+    check_recipe(recipe, key)
+    if recipe and importlib.util.find_spec("torchao") is None:
         raise ConfigError(f"{key}={recipe!r} needs torchao: pip install 'unimodal[fp8]'")
 
 
 def convert_layers_to_float8(backbone: nn.Module, recipe: str = "tensorwise") -> int:
     """Swap every eligible nn.Linear in `backbone.model.layers` for a Float8Linear in place;
     returns how many were swapped. Call it before torch.compile (which fuses the casts)."""
-    check_recipe(recipe, "fp8")
+    require_fp8(recipe, "fp8")
     if torch.cuda.is_available() and torch.cuda.get_device_capability() < (8, 9):
         raise ConfigError(f"fp8={recipe!r} needs FP8 tensor cores (compute capability 8.9 or "
                           f"more: H100, H200, L40S); {torch.cuda.get_device_name()} has "

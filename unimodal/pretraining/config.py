@@ -14,6 +14,7 @@ from typing import Any
 
 from unimodal.config import ConfigError, check_optimizer
 from unimodal.data.mixture import DataConfig
+from unimodal.model.float8 import require_fp8
 from unimodal.model.unified import UnifiedModelConfig
 
 DEEPSPEED_DEFAULTS: dict[str, Any] = {
@@ -86,6 +87,7 @@ class PretrainConfig:
             raise ConfigError(f"model.backbone.base_model={m.backbone.base_model!r}: not a local "
                               "Hugging Face checkpoint folder (no config.json)")
         m.validate("model")
+        require_fp8(m.fp8, "model.fp8")  # the model config alone does not need torchao
         m.resolve_image_geometry("model")
         m.backbone.validate("model.backbone")
         m.vocab.validate("model.vocab")
