@@ -3,6 +3,7 @@
     python eval/bench_sampling.py                       # depth-12 backbone, 256 px, 16x16 codes, T=10, CFG
     python eval/bench_sampling.py size=d16 batch_sizes=[1,64,256] compile=true
     python eval/bench_sampling.py batch_sizes=[1,256] compile=true cuda_graphs=true channels_last=true
+    python eval/bench_sampling.py batch_sizes=[256] compile=true cuda_graphs=true channels_last=true fp8=tensorwise
     python eval/bench_sampling.py batch_sizes=[256] compile=true cuda_graphs=true channels_last=true \
         overlap_decode=true stream_batches=6
 

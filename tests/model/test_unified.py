@@ -234,7 +234,8 @@ def test_compiled_head_loss_equals_the_plain_one_on_cuda():
         hidden = torch.randn(rows, 256, device="cuda", dtype=torch.bfloat16)
         weight = (0.05 * torch.randn(5000, 256, device="cuda")).to(torch.bfloat16)
         targets = torch.randint(0, 5000, (rows,), device="cuda")
-        groups = [torch.where(targets < 4000, targets, -100), torch.where(targets >= 4000, targets, -100)]
+        groups = [torch.where(targets < 4000, targets, -100),
+                  torch.where(targets >= 4000, targets, -100)]
         for fn in (head_cross_entropy_sums, compiled_head_cross_entropy_sums()):
             h, w = hidden.clone().requires_grad_(), weight.clone().requires_grad_()
             sums = fn(h, w, groups)
