@@ -4,6 +4,7 @@
     python eval/bench_sampling.py size=d16 batch_sizes=[1,64,256] compile=true
     python eval/bench_sampling.py batch_sizes=[1,256] compile=true cuda_graphs=true channels_last=true
     python eval/bench_sampling.py batch_sizes=[256] compile=true cuda_graphs=true channels_last=true fp8=tensorwise
+    python eval/bench_sampling.py batch_sizes=[256] compile=true cuda_graphs=true channels_last=true sdpa=flash
     python eval/bench_sampling.py batch_sizes=[256] compile=true cuda_graphs=true channels_last=true \
         overlap_decode=true stream_batches=6
 
@@ -16,6 +17,9 @@ latency, and the share of time in the tokenizer's decoder. Prints a table last.
 `stream_batches=N` also times N batches of the largest size through `sample_and_decode` (what
 eval/sample.py and eval/fid.py run), with the decoder in line, and with `overlap_decode=true`
 also on a side stream beside the next batch's generation: the throughput of a long job.
+`sdpa` puts one attention backend first (torch's own order otherwise); `profile=true` prints the
+top CUDA kernels of one more run (best with cuda_graphs=false, so kernels are not hidden in graph
+replays).
 """
 
 import statistics
@@ -25,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from unimodal.cli import parse_config
 from unimodal.model.vocabulary import image_prompt
@@ -47,12 +52,31 @@ class BenchSamplingConfig:
     fp8: str = ""                         # with compile: decoder-layer matmuls in FP8 (tensorwise | rowwise)
     stream_batches: int = 0               # > 0: img/s over this many batches of the largest size
     profile: bool = False                 # print the top CUDA kernels of one run at the largest batch
+    sdpa: str = ""                        # prefer one SDPA backend (flash | cudnn | efficient); "" = torch's order
+
+
+SDPA_BACKENDS = {"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION,
+                 "efficient": SDPBackend.EFFICIENT_ATTENTION}
 
 
 def main(argv=None):
     args = parse_config(BenchSamplingConfig, argv, __doc__, __file__)
+    if args.sdpa and args.sdpa not in SDPA_BACKENDS:
+        raise ValueError(f"sdpa={args.sdpa!r}: one of {sorted(SDPA_BACKENDS)} or empty")
     if not torch.cuda.is_available():
         raise SystemExit("bench_sampling.py needs a CUDA device")
+    if not args.sdpa:
+        return bench(args)
+    # Compilation happens inside (the warm-up run), so the compiled step uses this backend where
+    # it can; the others stay as fallbacks (the decoder's 512-wide attention head is too wide for
+    # flash).
+    first = SDPA_BACKENDS[args.sdpa]
+    rest = [b for b in (*SDPA_BACKENDS.values(), SDPBackend.MATH) if b != first]
+    with sdpa_kernel([first, *rest], set_priority=True):
+        return bench(args)
+
+
+def bench(args: BenchSamplingConfig):
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
     torch.backends.cudnn.benchmark = True
@@ -114,12 +138,12 @@ def main(argv=None):
 
         with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
             run()
-        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=18, max_name_column_width=60))
+        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=30, max_name_column_width=70))
     print(f"\n{torch.cuda.get_device_name()} | torch {torch.__version__} | backbone {args.size} "
           f"({params:.0f}M trainable params, bf16) | T={model.tok_cfg.code_maps}, 16x16 codes, "
           f"CFG {sampling.cfg_scale} {sampling.cfg_schedule}, 256 px | {'compiled' if args.compile else 'eager'}, CUDA graphs "
           f"{'on' if args.cuda_graphs else 'off'}, decoder {'NHWC' if args.channels_last else 'NCHW'}"
-          f" bf16 | median of {args.iters}")
+          f" bf16 | SDPA {args.sdpa or 'default'} | fp8 {args.fp8 or 'off'} | median of {args.iters}")
     print("| batch | total ms | img/s | generator ms | decoder ms | decoder share | peak GiB |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:

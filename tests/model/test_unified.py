@@ -17,6 +17,7 @@ from unimodal.model.objectives.rdpm import RDPMObjective, block_logits, image_do
 from unimodal.model.export import load_unified, save_unified
 from unimodal.model.sampling import (guide, guidance_scale, gumbel_sample,
                                      run_prompts, top_k_filter, top_p_filter)
+from unimodal.model.sampling_rules import gumbel_argmax, uniform_draws
 
 RULE = RDPMObjective.image_rule   # the default objective's part of the mask
 
@@ -206,6 +207,15 @@ def test_guidance_and_gumbel_math():
     pair = gumbel_sample(logits[:2], 1.0, gens)
     alone = gumbel_sample(logits[1:2], 1.0, [torch.Generator().manual_seed(8)])
     assert pair[1] == alone[0]  # per-image generators: independent of the batch
+    # The RDPM sampler draws into one reused buffer and turns the draws into codes inside its
+    # (compiled) step: the same codes as drawing the noise with the logits.
+    buffer = torch.full((2, 50), -1.0)
+    gens = [torch.Generator().manual_seed(s) for s in (7, 8)]
+    drawn = uniform_draws(buffer.shape, buffer.device, gens, out=buffer)
+    assert drawn is buffer and 0 <= float(buffer.min()) and float(buffer.max()) < 1
+    assert torch.equal(gumbel_argmax(logits[:2], 1.0, buffer),
+                       gumbel_sample(logits[:2], 1.0, [torch.Generator().manual_seed(s) for s in (7, 8)]))
+    assert torch.equal(gumbel_argmax(logits, 0.0, None), logits.argmax(-1))
     assert torch.isinf(top_k_filter(torch.tensor([[1.0, 3.0, 2.0]]), 2)[0, 0])
     kept = top_p_filter(torch.tensor([[0.0, 3.0, 2.9, -5.0]]), 0.8)
     assert torch.isinf(kept[0, [0, 3]]).all() and torch.isfinite(kept[0, [1, 2]]).all()

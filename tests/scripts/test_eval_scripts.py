@@ -255,6 +255,13 @@ def test_bench_pretrain_profiles_the_real_loop_on_a_trained_tokenizer_geometry(a
     assert "aten::mm" in done.stdout and "Self CPU" in done.stdout   # the recorded steps' ops
 
 
+def test_bench_sampling_refuses_an_unknown_attention_backend_before_building_anything():
+    bench = load_script("eval/bench_sampling.py")
+    with pytest.raises(ValueError, match=r"sdpa='flashy'.*cudnn.*efficient.*flash"):
+        bench.main(["sdpa=flashy"])
+    assert set(bench.SDPA_BACKENDS) == {"flash", "cudnn", "efficient"}
+
+
 def test_tokenizer_ablation_runs_are_the_preset_or_the_variants_after_the_common_overrides():
     from unimodal.cli import parse_config
     from unimodal.config import ConfigError

@@ -89,14 +89,37 @@ def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
     return torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
 
 
+def uniform_draws(shape: torch.Size, device: torch.device,
+                  generator: torch.Generator | list[torch.Generator] | None = None,
+                  out: torch.Tensor | None = None) -> torch.Tensor:
+    """U[0, 1) draws of `shape`; a list of generators draws row i from generator i (into `out`
+    when given: a sampler reuses one buffer for every step)."""
+    if not isinstance(generator, list):
+        return torch.rand(shape, generator=generator, device=device, out=out)
+    out = torch.empty(shape, device=device) if out is None else out
+    for row, gen in zip(out, generator):
+        torch.rand(shape[1:], generator=gen, device=device, out=row)
+    return out
+
+
+def gumbel_from_uniform(u: torch.Tensor) -> torch.Tensor:
+    return -torch.log(-torch.log(u.clamp(1e-20, 1.0)))
+
+
 def gumbel_noise(shape: torch.Size, device: torch.device,
                  generator: torch.Generator | list[torch.Generator] | None = None) -> torch.Tensor:
     """Gumbel(0, 1) noise of `shape`; a list of generators draws row i from generator i."""
-    if isinstance(generator, list):
-        u = torch.stack([torch.rand(shape[1:], generator=g, device=device) for g in generator])
-    else:
-        u = torch.rand(shape, generator=generator, device=device)
-    return -torch.log(-torch.log(u.clamp_(1e-20, 1.0)))
+    return gumbel_from_uniform(uniform_draws(shape, device, generator))
+
+
+def gumbel_argmax(logits: torch.Tensor, temperature: float,
+                  uniforms: torch.Tensor | None) -> torch.Tensor:
+    """argmax(logits / tau + Gumbel noise) given the noise's uniform draws (`uniform_draws`);
+    tau = 0 is the argmax (no draws needed). Tensors only, so a compiled sampling step can fuse
+    it with the logits it reads."""
+    if temperature == 0:
+        return logits.argmax(-1)
+    return (logits / temperature + gumbel_from_uniform(uniforms)).argmax(-1)
 
 
 def gumbel_sample(logits: torch.Tensor, temperature: float,
@@ -104,7 +127,7 @@ def gumbel_sample(logits: torch.Tensor, temperature: float,
     """argmax(logits / tau + Gumbel noise); a list of generators gives one per row of logits."""
     if temperature == 0:
         return logits.argmax(-1)
-    return (logits / temperature + gumbel_noise(logits.shape, logits.device, generator)).argmax(-1)
+    return gumbel_argmax(logits, temperature, uniform_draws(logits.shape, logits.device, generator))
 
 
 def _left_pad(prompts: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, ...]:

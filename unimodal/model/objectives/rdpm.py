@@ -37,7 +37,7 @@ import torch.nn as nn
 from unimodal.model.document import IGNORE, Document
 from unimodal.model.objectives import ImageObjective
 from unimodal.model.sampling_rules import (ImageSamplingConfig, guidance_scale, guided_logits,
-                                           gumbel_sample, run_prompts)
+                                           gumbel_argmax, run_prompts, uniform_draws)
 from unimodal.model.vocabulary import Vocabulary, image_prompt
 from unimodal.tokenizer.rdpm_quantizer import rdpm_noise
 from unimodal.tokenizer.rdpm_tokenizer import RDPMTokenizerConfig, build_quantizer
@@ -232,15 +232,24 @@ def sample_codes(model, prompts: list[list[int]], cfg: ImageSamplingConfig,
     steps = torch.arange(1, tok.code_maps + 1, device=device)[:, None].repeat(1, rows)
     scales = [torch.tensor(guidance_scale(cfg.cfg_scale, cfg.cfg_schedule, t, tok.code_maps),
                            device=device) if guided else None for t in range(1, tok.code_maps + 1)]
-    step_fn = model.objective.compiled_step or guided_block_logits
+    step_fn = model.objective.compiled_step or guided_block_codes
+    # The Gumbel noise's uniform draws, one buffer for all steps: drawn outside the step (one
+    # generator per image), turned into codes inside it, where a compiled step fuses them with
+    # the logits instead of materialising the noise and the guided logits.
+    uniforms = (torch.empty((b, h * w, tok.codebook_size), device=device)
+                if cfg.temperature > 0 else None)
     codes = []
     for t in range(1, tok.code_maps + 1):
+        if uniforms is not None:
+            uniform_draws(uniforms.shape, device, gens, out=uniforms)
         # A new CUDA-graph generation per pass: this pass may overwrite the last pass's outputs
         # (already consumed); a no-op without graphs.
         torch.compiler.cudagraph_mark_step_begin()
-        logits = step_fn(model, cache, latent, noise[:, t - 1], steps[t - 1], geometry, b,
-                         scales[t - 1], cfg.top_k, cfg.top_p)
-        c_t = gumbel_sample(logits, cfg.temperature, gens).view(b, h, w)
+        # Cloned: with CUDA graphs the step's output lives in the graph pool, which the next
+        # replay overwrites, and every step's codes are kept.
+        c_t = step_fn(model, cache, latent, noise[:, t - 1], steps[t - 1], geometry, b,
+                      scales[t - 1], cfg.top_k, cfg.top_p, cfg.temperature,
+                      uniforms).view(b, h, w).clone()
         if prefix is not None and t <= prefix.shape[1]:
             c_t = prefix[:, t - 1].to(device)
         codes.append(c_t)
@@ -263,15 +272,17 @@ def block_geometry(valid: torch.Tensor, next_pos: torch.Tensor,
     return positions, keys[:, None, None, :].expand(rows, 1, hw, -1)
 
 
-def guided_block_logits(model, cache, latent_prev: torch.Tensor, noise_t: torch.Tensor,
-                        steps: torch.Tensor, geometry, b: int, scale: torch.Tensor | None,
-                        top_k: int, top_p: float) -> torch.Tensor:
-    """One sampling step up to the distribution it draws from: the block pass (`block_logits`),
-    guidance of rows [:b] against their <null> twins [b:] with weight `scale` (None: unguided),
-    then top-k and top-p. Tensors only vary between steps, so `compile_for_sampling` compiles
-    this whole step (pass, code head, guidance) as one graph."""
+def guided_block_codes(model, cache, latent_prev: torch.Tensor, noise_t: torch.Tensor,
+                       steps: torch.Tensor, geometry, b: int, scale: torch.Tensor | None,
+                       top_k: int, top_p: float, temperature: float,
+                       uniforms: torch.Tensor | None) -> torch.Tensor:
+    """One sampling step, logits to codes (b, h*w): the block pass (`block_logits`), guidance of
+    rows [:b] against their <null> twins [b:] with weight `scale` (None: unguided), top-k and
+    top-p, then Gumbel-max with the step's uniform draws (b, h*w, K). Tensors only vary between
+    steps, so `compile_for_sampling` compiles this whole step (pass, code head, guidance, draw)
+    as one graph."""
     logits = block_logits(model, cache, None, None, latent_prev, noise_t, steps, geometry)
-    return guided_logits(logits, b, scale, top_k, top_p)
+    return gumbel_argmax(guided_logits(logits, b, scale, top_k, top_p), temperature, uniforms)
 
 
 @torch.no_grad()
@@ -297,7 +308,7 @@ class RDPMObjective(ImageObjective):
 
     name = "rdpm"
     CODE_HEADS = CODE_HEADS
-    compiled_step = None  # guided_block_logits under torch.compile (compile_sampling_step)
+    compiled_step = None  # guided_block_codes under torch.compile (compile_sampling_step)
 
     def __init__(self, vocab: Vocabulary, latent_dim: int, blocks_per_image: int = 1,
                  step_weights=()):
@@ -342,7 +353,8 @@ class RDPMObjective(ImageObjective):
         return sample_codes(model, prompts, cfg, seeds, prefix)
 
     def compile_sampling_step(self, mode: str | None) -> None:
-        # The whole step (block input, backbone, code head, guidance, top-k/p) in one graph:
-        # inductor fuses the float32 code-head and guidance arithmetic, and with CUDA graphs one
-        # replay covers the step, not just the backbone.
-        self.compiled_step = torch.compile(guided_block_logits, dynamic=False, mode=mode)
+        # The whole step (block input, backbone, code head, guidance, top-k/p, Gumbel-max) in one
+        # graph: inductor fuses the float32 code-head, guidance and draw arithmetic, so the guided
+        # logits and the noise never reach memory, and with CUDA graphs one replay covers the
+        # step, not just the backbone.
+        self.compiled_step = torch.compile(guided_block_codes, dynamic=False, mode=mode)
