@@ -12,7 +12,7 @@ import unimodal.model.sampling as sampling
 from unified_fixtures import causal_mask, make_assets, tiny_model
 from unimodal.model.vocabulary import image_prompt
 from unimodal.model.sampling import ImageSamplingConfig, sample_codes
-from unimodal.model.sampling_rules import StaticKVCache, run_prompts
+from unimodal.model.sampling_rules import StaticKVCache, any_padding, block_geometry, run_prompts
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +55,26 @@ def test_linear_guidance_already_acts_at_the_first_step(model, monkeypatch):
     assert (codes[:, 0] == 1).all()
     assert sampling.guidance_scale(4.0, "linear", 1, 4) == 1.0
     assert sampling.guidance_scale(4.0, "linear", 4, 4) == 4.0
+
+
+def test_block_geometry_from_prompt_lengths_equals_the_one_read_from_the_device(model):
+    # The image samplers pass any_padding(prompts) so that they need not read `valid` back from
+    # the GPU: it must give the mask that `valid` gives, None when nothing is padded (attention
+    # then runs unmasked).
+    vocab = model.vocab
+    same = [image_prompt(vocab, class_id=1), image_prompt(vocab, class_id=2), image_prompt(vocab)]
+    mixed = [image_prompt(vocab, "a red circle above a blue square"), image_prompt(vocab, class_id=2)]
+    for prompts, padded in ((same, False), (mixed, True)):
+        assert any_padding(prompts) is padded
+        _, valid, next_pos, _ = run_prompts(model, prompts)
+        positions, mask = block_geometry(valid, next_pos, 4, any_padding(prompts))
+        read_positions, read_mask = block_geometry(valid, next_pos, 4)
+        assert torch.equal(positions, read_positions)
+        assert (mask is None) == (read_mask is None) == (not padded)
+        if padded:
+            assert torch.equal(mask, read_mask)
+            assert not mask[1, 0, 0, 0]    # the class row's left padding is invisible
+            assert mask[..., -4:].all()    # every row sees its whole block
 
 
 def test_static_kv_cache_steps_equal_a_full_forward_per_row(model):

@@ -158,6 +158,27 @@ def run_prompts(model, prompts: list[list[int]]):
     return cache, valid, positions[:, -1] + 1, hidden[:, -1]
 
 
+def any_padding(prompts: list[list[int]]) -> bool:
+    """Whether `run_prompts` left-pads any of these prompts (their lengths differ), known on the
+    host without reading its `valid` mask back from the device."""
+    return len({len(p) for p in prompts}) > 1
+
+
+def block_geometry(valid: torch.Tensor, next_pos: torch.Tensor, hw: int,
+                   padded: bool | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Positions (rows, hw) of an image block after the cached prompt (`run_prompts`), and its
+    attention mask: block queries see their row's real prompt tokens and the whole block. The
+    mask is None when no prompt is padded, so attention runs unmasked. Every pass over an image
+    has the same geometry, so a sampler computes it once per batch. `padded`: `any_padding` of
+    the prompts; None reads it from `valid` (a host sync)."""
+    rows, device = valid.shape[0], valid.device
+    positions = next_pos[:, None] + torch.arange(hw, device=device)[None]
+    if not (bool((~valid).any()) if padded is None else padded):
+        return positions, None
+    keys = torch.cat([valid, torch.ones(rows, hw, dtype=torch.bool, device=device)], 1)
+    return positions, keys[:, None, None, :].expand(rows, 1, hw, -1)
+
+
 def sampling_logits(logits: torch.Tensor, b: int, cfg: "ImageSamplingConfig", step: int,
                     steps: int) -> torch.Tensor:
     """The logits an image sampler draws from at `step` of `steps`: with guidance, rows [:b] are

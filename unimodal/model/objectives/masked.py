@@ -40,8 +40,9 @@ import torch.nn as nn
 
 from unimodal.model.document import IGNORE, Document
 from unimodal.model.objectives import ImageObjective, refuse_prefix, require_single_step
-from unimodal.model.sampling_rules import (ImageSamplingConfig, gumbel_noise, gumbel_sample,
-                                           run_prompts, sampling_logits)
+from unimodal.model.sampling_rules import (ImageSamplingConfig, any_padding, block_geometry,
+                                           gumbel_noise, gumbel_sample, run_prompts,
+                                           sampling_logits)
 from unimodal.model.vocabulary import Vocabulary, image_prompt
 
 
@@ -127,14 +128,10 @@ def sample_codes(model, prompts: list[list[int]], cfg: ImageSamplingConfig,
     hw, steps = h * w, cfg.mask_steps
     seeds = seeds if seeds is not None else [cfg.image_seed(i) for i in range(b)]
     guided = cfg.cfg_scale != 0
-    cache, valid, next_pos, _ = run_prompts(
-        model, prompts + [image_prompt(vocab)] * b if guided else prompts)
+    rows_prompts = prompts + [image_prompt(vocab)] * b if guided else prompts
+    cache, valid, next_pos, _ = run_prompts(model, rows_prompts)
     rows = valid.shape[0]
-    positions = next_pos[:, None] + torch.arange(hw, device=device)[None]
-    mask = None  # image queries see the real prompt tokens and the whole image
-    if not bool(valid.all()):
-        keys = torch.cat([valid, torch.ones(rows, hw, dtype=torch.bool, device=device)], 1)
-        mask = keys[:, None, None, :].expand(rows, 1, hw, -1)
+    positions, mask = block_geometry(valid, next_pos, hw, any_padding(rows_prompts))
     gens = [torch.Generator(device).manual_seed(s) for s in seeds]
     tokens = torch.full((b, hw), module.mask_id, dtype=torch.long, device=device)
     for step in range(1, steps + 1):

@@ -36,8 +36,9 @@ import torch.nn as nn
 
 from unimodal.model.document import IGNORE, Document
 from unimodal.model.objectives import ImageObjective
-from unimodal.model.sampling_rules import (ImageSamplingConfig, guidance_scale, guided_logits,
-                                           gumbel_argmax, run_prompts, uniform_draws)
+from unimodal.model.sampling_rules import (ImageSamplingConfig, any_padding, block_geometry,
+                                           guidance_scale, guided_logits, gumbel_argmax,
+                                           run_prompts, uniform_draws)
 from unimodal.model.vocabulary import Vocabulary, image_prompt
 from unimodal.tokenizer.rdpm_quantizer import rdpm_noise
 from unimodal.tokenizer.rdpm_tokenizer import RDPMTokenizerConfig, build_quantizer
@@ -214,13 +215,16 @@ def sample_codes(model, prompts: list[list[int]], cfg: ImageSamplingConfig,
     seeds = seeds if seeds is not None else [cfg.image_seed(i) for i in range(b)]
     guided = cfg.cfg_scale != 0
     null_prompt = image_prompt(vocab)  # <bos> <null> <boi>
-    cache, valid, next_pos, _ = run_prompts(model, prompts + [null_prompt] * b if guided else prompts)
+    rows_prompts = prompts + [null_prompt] * b if guided else prompts
+    cache, valid, next_pos, _ = run_prompts(model, rows_prompts)
     # Own copies: with CUDA graphs (compile_for_sampling) the prompt pass's outputs live in the
     # graph pool, which the block passes' replays may reuse. The prompt cache is small.
     cache = [(k.clone(), v.clone()) for k, v in cache]
     rows = valid.shape[0]
     h, w = tok.grid
-    geometry = block_geometry(valid, next_pos, h * w)  # the same for every step: computed once
+    # The same for every step: computed once, with the padding known from the prompts' lengths
+    # (no read from the device, so the host can run ahead into the steps).
+    geometry = block_geometry(valid, next_pos, h * w, any_padding(rows_prompts))
     noise = rdpm_noise(seeds, tok.code_maps, (tok.latent_dim, h, w), device=device)
     if guided:
         noise = torch.cat([noise, noise])  # cond and uncond rows see the same eps_t
@@ -256,20 +260,6 @@ def sample_codes(model, prompts: list[list[int]], cfg: ImageSamplingConfig,
         step_latent = model.image_input.quantizer.embed_step(c_t).to(latent.dtype)
         latent = latent + (torch.cat([step_latent, step_latent]) if guided else step_latent)
     return torch.stack(codes, dim=1)
-
-
-def block_geometry(valid: torch.Tensor, next_pos: torch.Tensor,
-                   hw: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Positions (rows, h*w) of a block after the cached prompt, and its attention mask (None
-    when no prompt is padded): block queries see their row's real prompt tokens and their whole
-    block. Every step of an image has the same, so a sampler computes this once per batch (it
-    reads `valid` on the host once, not once per step)."""
-    rows, device = valid.shape[0], valid.device
-    positions = next_pos[:, None] + torch.arange(hw, device=device)[None]
-    if bool(valid.all()):
-        return positions, None
-    keys = torch.cat([valid, torch.ones(rows, hw, dtype=torch.bool, device=device)], 1)
-    return positions, keys[:, None, None, :].expand(rows, 1, hw, -1)
 
 
 def guided_block_codes(model, cache, latent_prev: torch.Tensor, noise_t: torch.Tensor,
