@@ -138,7 +138,7 @@ def bench(args: BenchSamplingConfig):
 
         with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
             run()
-        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=30, max_name_column_width=70))
+        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=45, max_name_column_width=110))
     print(f"\n{torch.cuda.get_device_name()} | torch {torch.__version__} | backbone {args.size} "
           f"({params:.0f}M trainable params, bf16) | T={model.tok_cfg.code_maps}, 16x16 codes, "
           f"CFG {sampling.cfg_scale} {sampling.cfg_schedule}, 256 px | {'compiled' if args.compile else 'eager'}, CUDA graphs "

@@ -12,7 +12,8 @@ import unimodal.model.sampling as sampling
 from unified_fixtures import causal_mask, make_assets, tiny_model
 from unimodal.model.vocabulary import image_prompt
 from unimodal.model.sampling import ImageSamplingConfig, sample_codes
-from unimodal.model.sampling_rules import StaticKVCache, any_padding, block_geometry, run_prompts
+from unimodal.model.sampling_rules import (StaticKVCache, any_padding, block_geometry, block_rope,
+                                           run_prompts)
 
 
 @pytest.fixture(scope="module")
@@ -67,14 +68,33 @@ def test_block_geometry_from_prompt_lengths_equals_the_one_read_from_the_device(
     for prompts, padded in ((same, False), (mixed, True)):
         assert any_padding(prompts) is padded
         _, valid, next_pos, _ = run_prompts(model, prompts)
-        positions, mask = block_geometry(valid, next_pos, 4, any_padding(prompts))
-        read_positions, read_mask = block_geometry(valid, next_pos, 4)
+        positions, mask, _ = block_geometry(valid, next_pos, 4, any_padding(prompts))
+        read_positions, read_mask, _ = block_geometry(valid, next_pos, 4)
         assert torch.equal(positions, read_positions)
         assert (mask is None) == (read_mask is None) == (not padded)
         if padded:
             assert torch.equal(mask, read_mask)
             assert not mask[1, 0, 0, 0]    # the class row's left padding is invisible
             assert mask[..., -4:].all()    # every row sees its whole block
+
+
+def test_block_passes_with_the_rope_tables_computed_once_equal_the_plain_pass(model):
+    # The samplers compute the block positions' RoPE tables once per batch (block_geometry's
+    # `rope`) and hand them to every pass: the hidden states must be those of a pass that derives
+    # them from the positions, bit for bit, and the tables must really be read (wrong tables
+    # change the output).
+    vocab = model.vocab
+    prompts = [image_prompt(vocab, "a red circle above a blue square"), image_prompt(vocab, class_id=2)]
+    with torch.no_grad():
+        cache, valid, next_pos, _ = run_prompts(model, prompts)
+        geometry = block_geometry(valid, next_pos, 4, any_padding(prompts), rope=block_rope(model))
+        x = torch.randn(2, 4, model.backbone.config.hidden_size, generator=torch.Generator().manual_seed(0))
+        plain, _ = model.backbone(x, geometry.positions, geometry.mask, kv_prefix=cache)
+        tabled, _ = model.backbone(x, None, geometry.mask, kv_prefix=cache, rope=geometry.rope)
+        shifted, _ = model.backbone(x, None, geometry.mask, kv_prefix=cache,
+                                    rope=model.backbone.rope(geometry.positions + 1, x.dtype))
+    assert torch.equal(plain, tabled)
+    assert not torch.allclose(plain, shifted)
 
 
 def test_static_kv_cache_steps_equal_a_full_forward_per_row(model):

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
@@ -164,19 +165,35 @@ def any_padding(prompts: list[list[int]]) -> bool:
     return len({len(p) for p in prompts}) > 1
 
 
+class BlockGeometry(NamedTuple):
+    """Where an image block sits after its cached prompt: positions (rows, hw), the attention
+    mask (None: unmasked) and, when asked for, the backbone's RoPE tables of the positions."""
+    positions: torch.Tensor
+    mask: torch.Tensor | None
+    rope: tuple[torch.Tensor, torch.Tensor] | None = None
+
+
+def block_rope(model):
+    """The backbone's RoPE tables at the block inputs' dtype, as a function of the positions:
+    `block_geometry`'s `rope`."""
+    return lambda positions: model.backbone.rope(positions, model.backbone.head_weight.dtype)
+
+
 def block_geometry(valid: torch.Tensor, next_pos: torch.Tensor, hw: int,
-                   padded: bool | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                   padded: bool | None = None, rope=None) -> BlockGeometry:
     """Positions (rows, hw) of an image block after the cached prompt (`run_prompts`), and its
     attention mask: block queries see their row's real prompt tokens and the whole block. The
     mask is None when no prompt is padded, so attention runs unmasked. Every pass over an image
     has the same geometry, so a sampler computes it once per batch. `padded`: `any_padding` of
-    the prompts; None reads it from `valid` (a host sync)."""
+    the prompts; None reads it from `valid` (a host sync). `rope`: a function of the positions
+    (the backbone's `rope` at its dtype) whose tables are then computed here too, once."""
     rows, device = valid.shape[0], valid.device
     positions = next_pos[:, None] + torch.arange(hw, device=device)[None]
+    tables = rope(positions) if rope is not None else None
     if not (bool((~valid).any()) if padded is None else padded):
-        return positions, None
+        return BlockGeometry(positions, None, tables)
     keys = torch.cat([valid, torch.ones(rows, hw, dtype=torch.bool, device=device)], 1)
-    return positions, keys[:, None, None, :].expand(rows, 1, hw, -1)
+    return BlockGeometry(positions, keys[:, None, None, :].expand(rows, 1, hw, -1), tables)
 
 
 def sampling_logits(logits: torch.Tensor, b: int, cfg: "ImageSamplingConfig", step: int,

@@ -36,8 +36,8 @@ import torch.nn as nn
 
 from unimodal.model.document import IGNORE, Document
 from unimodal.model.objectives import ImageObjective
-from unimodal.model.sampling_rules import (ImageSamplingConfig, any_padding, block_geometry,
-                                           guidance_scale, guided_logits, gumbel_argmax,
+from unimodal.model.sampling_rules import (BlockGeometry, ImageSamplingConfig, any_padding,
+                                           block_geometry, block_rope, guidance_scale, guided_logits, gumbel_argmax,
                                            run_prompts, uniform_draws)
 from unimodal.model.vocabulary import Vocabulary, image_prompt
 from unimodal.tokenizer.rdpm_quantizer import rdpm_noise
@@ -224,7 +224,8 @@ def sample_codes(model, prompts: list[list[int]], cfg: ImageSamplingConfig,
     h, w = tok.grid
     # The same for every step: computed once, with the padding known from the prompts' lengths
     # (no read from the device, so the host can run ahead into the steps).
-    geometry = block_geometry(valid, next_pos, h * w, any_padding(rows_prompts))
+    geometry = block_geometry(valid, next_pos, h * w, any_padding(rows_prompts),
+                              rope=block_rope(model))
     noise = rdpm_noise(seeds, tok.code_maps, (tok.latent_dim, h, w), device=device)
     if guided:
         noise = torch.cat([noise, noise])  # cond and uncond rows see the same eps_t
@@ -278,16 +279,18 @@ def guided_block_codes(model, cache, latent_prev: torch.Tensor, noise_t: torch.T
 @torch.no_grad()
 def block_logits(model, cache, valid: torch.Tensor | None, next_pos: torch.Tensor | None,
                  latent_prev: torch.Tensor, noise_t: torch.Tensor, t: int | torch.Tensor,
-                 geometry: tuple[torch.Tensor, torch.Tensor | None] | None = None) -> torch.Tensor:
+                 geometry: BlockGeometry | None = None) -> torch.Tensor:
     """Code logits (rows, h*w, K) of the step-t block against the cached prompt; `t` an int or
-    the steps (rows,); `geometry` is block_geometry(valid, next_pos, h*w), computed here when not
-    given."""
+    the steps (rows,); `geometry` is block_geometry(valid, next_pos, h*w, rope=...), computed
+    here when not given."""
     rows, _, h, w = latent_prev.shape
-    positions, mask = geometry if geometry is not None else block_geometry(valid, next_pos, h * w)
+    if geometry is None:
+        geometry = block_geometry(valid, next_pos, h * w, rope=block_rope(model))
     steps = t if torch.is_tensor(t) else torch.full((rows,), t, device=latent_prev.device,
                                                     dtype=torch.long)
     x = model.image_input.project(latent_prev, noise_t, steps).to(model.backbone.head_weight.dtype)
-    hidden, _ = model.backbone(x, positions, mask, kv_prefix=cache)
+    hidden, _ = model.backbone(x, geometry.positions, geometry.mask, kv_prefix=cache,
+                               rope=geometry.rope)
     ctx = model.image_input.context(latent_prev, noise_t, steps)
     return model.code_logits(hidden.flatten(0, 1), ctx).view(rows, h * w, -1)
 
