@@ -12,7 +12,7 @@ Builds the named backbone over a vocabulary of 1000 class tokens + K = 4096 code
 RDPM tokenizer (256 px, f16), in bf16, then times `sample_codes` + tokenizer decoding with CUDA
 synchronisation around each phase: median over `iters` runs after a warm-up. Reports images/s,
 latency, and the share of time in the tokenizer's decoder. Prints a table last.
-`compile`, `cuda_graphs`, `channels_last` and `overlap_decode` are the arguments of
+`compile`, `cuda_graphs`, `channels_last`, `overlap_decode`, `fp8` and `fuse_projections` are the arguments of
 `compile_for_sampling`, the function eval/sample.py uses, so the timed model is the one users run.
 `stream_batches=N` also times N batches of the largest size through `sample_and_decode` (what
 eval/sample.py and eval/fid.py run), with the decoder in line, and with `overlap_decode=true`
@@ -50,6 +50,8 @@ class BenchSamplingConfig:
     overlap_decode: bool = False          # with compile: the decoder without CUDA graphs, so that
                                           # stream_batches can also time it on a side stream
     fp8: str = ""                         # with compile: decoder-layer matmuls in FP8 (tensorwise | rowwise)
+    fp8_keep_bf16: list[str] = field(default_factory=list)  # with fp8: projections left in bf16
+    fuse_projections: bool = True         # with compile: q/k/v and gate/up as one matmul each
     stream_batches: int = 0               # > 0: img/s over this many batches of the largest size
     profile: bool = False                 # print the top CUDA kernels of one run at the largest batch
     sdpa: str = ""                        # prefer one SDPA backend (flash | cudnn | efficient); "" = torch's order
@@ -91,7 +93,8 @@ def bench(args: BenchSamplingConfig):
         raise ValueError(f"stream_batches={args.stream_batches}: must be >= 0")
     if args.compile:
         compile_for_sampling(model, tokenizer, args.cuda_graphs, args.channels_last,
-                             args.overlap_decode, args.fp8)
+                             args.overlap_decode, args.fp8, args.fuse_projections,
+                             tuple(args.fp8_keep_bf16))
     sampling = args.sampling
     rows = []
     for batch in args.batch_sizes:
@@ -143,7 +146,9 @@ def bench(args: BenchSamplingConfig):
           f"({params:.0f}M trainable params, bf16) | T={model.tok_cfg.code_maps}, 16x16 codes, "
           f"CFG {sampling.cfg_scale} {sampling.cfg_schedule}, 256 px | {'compiled' if args.compile else 'eager'}, CUDA graphs "
           f"{'on' if args.cuda_graphs else 'off'}, decoder {'NHWC' if args.channels_last else 'NCHW'}"
-          f" bf16 | SDPA {args.sdpa or 'default'} | fp8 {args.fp8 or 'off'} | median of {args.iters}")
+          f" bf16 | SDPA {args.sdpa or 'default'} | fp8 {args.fp8 or 'off'}"
+          f"{' (bf16: ' + ','.join(args.fp8_keep_bf16) + ')' if args.fp8 and args.fp8_keep_bf16 else ''}"
+          f" | projections {'fused' if args.fuse_projections else 'separate'} | median of {args.iters}")
     print("| batch | total ms | img/s | generator ms | decoder ms | decoder share | peak GiB |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:

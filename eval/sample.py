@@ -199,7 +199,8 @@ def main(argv=None):
                                     image_decoder=args.image_decoder)
     if args.compile:  # images only here: text and audio/video returned above
         compile_for_sampling(model, tokenizer, args.cuda_graphs, channels_last=True,
-                             overlap_decode=args.overlap_decode, fp8=args.fp8)
+                             overlap_decode=args.overlap_decode, fp8=args.fp8,
+                             fp8_keep_bf16=tuple(args.fp8_keep_bf16))
     validate_requests(requests, model.vocab, max_prompt_tokens(model))
     with tqdm(total=len(requests), desc="sample", unit="img") as bar:
         images = generate_images(model, tokenizer, requests, cfg, args.batch_size, bar,

@@ -31,7 +31,7 @@ import torch
 
 from unimodal.distributed import init_from_env, pick_device, rank, world_size
 from unimodal.images import tensor_to_pil
-from unimodal.model.float8 import require_fp8
+from unimodal.model.float8 import check_keep_bf16, require_fp8
 from unimodal.model.sampling import (ImageRequest, ImageSamplingConfig, check_batch_size,
                                      max_prompt_tokens, sample_and_decode, validate_requests)
 
@@ -52,6 +52,8 @@ class SamplingRunConfig:
     overlap_decode: bool = False          # CUDA: decode batch i on a side stream while batch i+1 samples
     fp8: str = ""                         # with compile: decoder-layer matmuls in FP8, tensorwise |
                                           # rowwise (torchao; H100/H200); other codes than bf16's
+    fp8_keep_bf16: list[str] = field(default_factory=list)  # with fp8: projections left in bf16;
+                                          # [down_proj] was fastest for d12 (README, sampling speed)
 
     def validate(self) -> None:
         self.sampling.validate()
@@ -62,6 +64,9 @@ class SamplingRunConfig:
         if self.fp8 and not self.compile:
             raise ValueError(f"fp8={self.fp8} needs compile=true (unfused float8 casts are slower "
                              "than bf16)")
+        check_keep_bf16(self.fp8_keep_bf16)
+        if self.fp8_keep_bf16 and not self.fp8:
+            raise ValueError("fp8_keep_bf16 is set but fp8 is off: set fp8=tensorwise|rowwise")
 
 
 @dataclass
@@ -122,7 +127,8 @@ def load_for_sampling(run: SamplingRunConfig, device: torch.device):
                                     image_decoder=run.image_decoder)
     if run.compile:
         compile_for_sampling(model, tokenizer, run.cuda_graphs, channels_last=True,
-                             overlap_decode=run.overlap_decode, fp8=run.fp8)
+                             overlap_decode=run.overlap_decode, fp8=run.fp8,
+                             fp8_keep_bf16=tuple(run.fp8_keep_bf16))
     return model, tokenizer
 
 

@@ -52,6 +52,18 @@ def test_a_projection_not_divisible_by_16_stays_plain():
         ["down_proj"] * 2 + ["gate_proj"] * 2 + ["lm_head"] + ["up_proj"] * 2)
 
 
+def test_fused_projections_convert_and_named_ones_stay_bf16():
+    """The sampler fuses q/k/v and gate/up first; `keep_bf16` leaves the named projections plain
+    and an unknown name is refused naming the choices."""
+    model = backbone()
+    model.fuse_projections()
+    with pytest.raises(ConfigError, match=r"fp8_keep_bf16: unknown projection\(s\) \['down'\]"):
+        convert_layers_to_float8(model, keep_bf16=("down",))
+    assert convert_layers_to_float8(model, keep_bf16=("down_proj",)) == 2 * 3  # qkv o gate_up
+    assert sorted(n.rsplit(".", 1)[-1] for n in plain_linears(model)) == (
+        ["down_proj"] * 2 + ["lm_head"])
+
+
 def test_float8_forward_and_gradients_track_the_plain_model():
     plain, fp8 = backbone(), backbone()
     convert_layers_to_float8(fp8)

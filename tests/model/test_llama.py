@@ -88,6 +88,32 @@ def test_grouped_query_attention_shares_each_kv_head_between_its_query_heads():
     torch.testing.assert_close(attend(q, k, v, mask), torch.stack(expected, 1), atol=1e-5, rtol=1e-5)
 
 
+def test_fused_projections_give_the_separate_projections_outputs_and_keys_values():
+    """fuse_projections (the sampler's) concatenates q/k/v and gate/up in the right order: with
+    grouped-query attention (k/v narrower than q) the hidden states and the cached keys/values
+    equal the unfused model's, with and without a prefix; fusing twice is a no-op."""
+    model = backbone()
+    ids = torch.randint(0, 50, (2, 9))
+    positions = torch.arange(9).expand(2, 9)
+    expected, expected_kv = model(model.embed(ids), positions, causal_mask(ids))
+    tail, tail_kv = model(model.embed(ids[:, 6:]), positions[:, 6:], causal_mask(ids)[:, :, 6:],
+                          kv_prefix=[(k[:, :, :6], v[:, :, :6]) for k, v in expected_kv])
+    model.fuse_projections()
+    model.fuse_projections()
+    layer = model.model.layers[0]
+    assert not hasattr(layer.self_attn, "q_proj") and not hasattr(layer.mlp, "up_proj")
+    assert layer.self_attn.qkv_proj.weight.shape == (4 * 8 + 2 * 2 * 8, 32)
+    assert layer.mlp.gate_up_proj.weight.shape == (2 * 64, 32)
+    fused, fused_kv = model(model.embed(ids), positions, causal_mask(ids))
+    torch.testing.assert_close(fused, expected, atol=1e-5, rtol=1e-5)
+    for (k, v), (k_ref, v_ref) in zip(fused_kv, expected_kv):
+        torch.testing.assert_close(k, k_ref, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(v, v_ref, atol=1e-5, rtol=1e-5)
+    fused_tail, _ = model(model.embed(ids[:, 6:]), positions[:, 6:], causal_mask(ids)[:, :, 6:],
+                          kv_prefix=[(k[:, :, :6], v[:, :, :6]) for k, v in fused_kv])
+    torch.testing.assert_close(fused_tail, tail, atol=1e-5, rtol=1e-5)
+
+
 def test_a_key_value_prefix_continues_the_sequence():
     """Running a prompt, then the rest with the prompt's keys/values as prefix, gives the hidden
     states of one full run (the sampler's cache); the prefix is not extended."""

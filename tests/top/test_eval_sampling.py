@@ -44,6 +44,17 @@ def test_eval_settings_record_top_p_when_it_filters(tmp_path):
         check_resume(tmp_path / "out", record(1.0))
 
 
+def test_fp8_keep_bf16_needs_fp8_and_known_projection_names(tmp_path):
+    pytest.importorskip("torchao")
+    with pytest.raises(ValueError, match="fp8_keep_bf16 is set but fp8 is off"):
+        SamplingRunConfig(checkpoint=str(tmp_path), fp8_keep_bf16=["down_proj"]).validate()
+    with pytest.raises(ValueError, match=r"fp8_keep_bf16: unknown projection\(s\) \['mlp'\]"):
+        SamplingRunConfig(checkpoint=str(tmp_path), compile=True, fp8="rowwise",
+                          fp8_keep_bf16=["mlp", "down_proj"]).validate()
+    SamplingRunConfig(checkpoint=str(tmp_path), compile=True, fp8="rowwise",
+                      fp8_keep_bf16=["down_proj"]).validate()
+
+
 def test_cuda_graphs_need_compile_and_are_refused_for_code_by_code_sampling(tmp_path):
     from unimodal.eval_sampling import load_modality_for_sampling
 

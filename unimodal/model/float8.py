@@ -33,10 +33,24 @@ def require_fp8(recipe: str, key: str) -> None:
         raise ConfigError(f"{key}={recipe!r} needs torchao: pip install 'unimodal[fp8]'")
 
 
-def convert_layers_to_float8(backbone: nn.Module, recipe: str = "tensorwise") -> int:
+PROJECTIONS = ("q_proj", "k_proj", "v_proj", "qkv_proj", "o_proj", "gate_proj", "up_proj",
+               "gate_up_proj", "down_proj")  # a decoder layer's linears (llama.py), fused or not
+
+
+def check_keep_bf16(names, key: str = "fp8_keep_bf16") -> None:
+    """Projection names to leave in bf16: each one of PROJECTIONS."""
+    unknown = sorted(set(names) - set(PROJECTIONS))
+    if unknown:
+        raise ConfigError(f"{key}: unknown projection(s) {unknown}; choose from {PROJECTIONS}")
+
+
+def convert_layers_to_float8(backbone: nn.Module, recipe: str = "tensorwise",
+                             keep_bf16: tuple[str, ...] = ()) -> int:
     """Swap every eligible nn.Linear in `backbone.model.layers` for a Float8Linear in place;
-    returns how many were swapped. Call it before torch.compile (which fuses the casts)."""
+    returns how many were swapped. Call it before torch.compile (which fuses the casts).
+    `keep_bf16`: projection names (of PROJECTIONS) that stay plain, e.g. ("down_proj",)."""
     require_fp8(recipe, "fp8")
+    check_keep_bf16(keep_bf16)
     if torch.cuda.is_available() and torch.cuda.get_device_capability() < (8, 9):
         raise ConfigError(f"fp8={recipe!r} needs FP8 tensor cores (compute capability 8.9 or "
                           f"more: H100, H200, L40S); {torch.cuda.get_device_name()} has "
@@ -46,7 +60,7 @@ def convert_layers_to_float8(backbone: nn.Module, recipe: str = "tensorwise") ->
     def eligible(module: nn.Module, name: str) -> bool:
         # a plain nn.Linear only: a second call leaves converted layers as they are
         return (type(module) is nn.Linear and module.in_features % 16 == 0
-                and module.out_features % 16 == 0)
+                and module.out_features % 16 == 0 and name.rsplit(".", 1)[-1] not in keep_bf16)
 
     layers = backbone.model.layers
     swapped = sum(eligible(module, name) for name, module in layers.named_modules())

@@ -108,8 +108,9 @@ def generate_text(model: UnifiedModel, prompts: list[str], cfg: TextSamplingConf
 
 def compile_for_sampling(model: UnifiedModel, tokenizer, cuda_graphs: bool = False,
                          channels_last: bool = False, overlap_decode: bool = False,
-                         fp8: str = "") -> None:
-    """torch.compile the backbone, the image objective's sampling step and the image decoder in
+                         fp8: str = "", fuse_projections: bool = True,
+                         fp8_keep_bf16: tuple[str, ...] = ()) -> None:
+    """Fuse the backbone's projections, then torch.compile the backbone, the image objective's sampling step and the image decoder in
     place (CUDA; about 2x faster, see README).
 
     The objective's step (RDPM: block input, backbone, code head, guidance, top-k/p; see
@@ -126,10 +127,15 @@ def compile_for_sampling(model: UnifiedModel, tokenizer, cuda_graphs: bool = Fal
     `overlap_decode`: the decoder will run on a side stream (`sample_and_decode`), so it is
     compiled without CUDA graphs, whose memory pool assumes one stream.
     `fp8` ("tensorwise" | "rowwise"; "" = off): the decoder layers' matmuls in FP8
-    (unimodal/model/float8.py). The codes then differ from bf16 sampling's."""
+    (unimodal/model/float8.py). The codes then differ from bf16 sampling's. `fp8_keep_bf16`:
+    projections left in bf16 (names in float8.PROJECTIONS).
+    `fuse_projections`: q/k/v and gate/up as one matmul each (`LlamaBackbone.fuse_projections`;
+    the model's state dict then has the fused names, so do this on a model you will not save)."""
     mode = "reduce-overhead" if cuda_graphs else None
+    if fuse_projections:
+        model.backbone.fuse_projections()
     if fp8:
-        convert_layers_to_float8(model.backbone, fp8)
+        convert_layers_to_float8(model.backbone, fp8, tuple(fp8_keep_bf16))
     model.backbone.forward = torch.compile(model.backbone.forward, dynamic=False, mode=mode)
     model.objective.compile_sampling_step(mode)
     if channels_last:
