@@ -12,8 +12,9 @@ Builds the named backbone over a vocabulary of 1000 class tokens + K = 4096 code
 RDPM tokenizer (256 px, f16), in bf16, then times `sample_codes` + tokenizer decoding with CUDA
 synchronisation around each phase: median over `iters` runs after a warm-up. Reports images/s,
 latency, and the share of time in the tokenizer's decoder. Prints a table last.
-`compile`, `cuda_graphs`, `channels_last`, `overlap_decode`, `fp8` and `fuse_projections` are the arguments of
-`compile_for_sampling`, the function eval/sample.py uses, so the timed model is the one users run.
+`compile`, `cuda_graphs`, `channels_last`, `overlap_decode`, `fp8`, `fp8_keep_bf16` and
+`fuse_projections` are the arguments of `compile_for_sampling`, the function eval/sample.py
+uses, so the timed model is the one users run.
 `stream_batches=N` also times N batches of the largest size through `sample_and_decode` (what
 eval/sample.py and eval/fid.py run), with the decoder in line, and with `overlap_decode=true`
 also on a side stream beside the next batch's generation: the throughput of a long job.

@@ -110,8 +110,8 @@ def compile_for_sampling(model: UnifiedModel, tokenizer, cuda_graphs: bool = Fal
                          channels_last: bool = False, overlap_decode: bool = False,
                          fp8: str = "", fuse_projections: bool = True,
                          fp8_keep_bf16: tuple[str, ...] = ()) -> None:
-    """Fuse the backbone's projections, then torch.compile the backbone, the image objective's sampling step and the image decoder in
-    place (CUDA; about 2x faster, see README).
+    """Fuse the backbone's projections, then torch.compile the backbone, the image objective's
+    sampling step and the image decoder in place (CUDA; about 2x faster, see README).
 
     The objective's step (RDPM: block input, backbone, code head, guidance, top-k/p; see
     `ImageObjective.compile_sampling_step`) compiles as one graph; the backbone alone is also

@@ -131,13 +131,14 @@ def sample_codes(model, prompts: list[list[int]], cfg: ImageSamplingConfig,
     rows_prompts = prompts + [image_prompt(vocab)] * b if guided else prompts
     cache, valid, next_pos, _ = run_prompts(model, rows_prompts)
     rows = valid.shape[0]
-    geometry = block_geometry(valid, next_pos, hw, any_padding(rows_prompts), rope=block_rope(model))
+    geometry = block_geometry(valid, next_pos, hw, any_padding(rows_prompts),
+                              rope=block_rope(model))
     gens = [torch.Generator(device).manual_seed(s) for s in seeds]
     tokens = torch.full((b, hw), module.mask_id, dtype=torch.long, device=device)
     for step in range(1, steps + 1):
         x = module(torch.cat([tokens, tokens]) if guided else tokens)
-        hidden, _ = model.backbone(x.to(model.backbone.head_weight.dtype), geometry.positions, geometry.mask,
-                                   kv_prefix=cache, rope=geometry.rope)
+        hidden, _ = model.backbone(x.to(model.backbone.head_weight.dtype), geometry.positions,
+                                   geometry.mask, kv_prefix=cache, rope=geometry.rope)
         logits = model.code_logits(hidden.flatten(0, 1)).view(rows, hw, -1)
         logits = sampling_logits(logits, b, cfg, step, steps)
         drawn = gumbel_sample(logits, cfg.temperature, gens)                     # (b, hw)

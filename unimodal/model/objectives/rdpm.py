@@ -37,8 +37,9 @@ import torch.nn as nn
 from unimodal.model.document import IGNORE, Document
 from unimodal.model.objectives import ImageObjective
 from unimodal.model.sampling_rules import (BlockGeometry, ImageSamplingConfig, any_padding,
-                                           block_geometry, block_rope, guidance_scale, guided_logits, gumbel_argmax,
-                                           run_prompts, uniform_draws)
+                                           block_geometry, block_rope, guidance_scale,
+                                           guided_logits, gumbel_argmax, run_prompts,
+                                           uniform_draws)
 from unimodal.model.vocabulary import Vocabulary, image_prompt
 from unimodal.tokenizer.rdpm_quantizer import rdpm_noise
 from unimodal.tokenizer.rdpm_tokenizer import RDPMTokenizerConfig, build_quantizer
