@@ -1,7 +1,11 @@
 """Print the quickstart's two shapes-checker numbers side by side: the tokenizer's ceiling (its own
 reconstructions) and the unified model's prompt following.
 
-    python eval/quickstart_summary.py recon=runs/quickstart/recon score=runs/quickstart/shapes_score
+    python eval/quickstart_summary.py tokenizer_run=runs/quickstart/tokenizer score=runs/quickstart/shapes_score
+    python eval/quickstart_summary.py recon=runs/my_recon score=runs/quickstart/shapes_score
+
+The ceiling comes from the tokenizer training's own held-out evaluation (`metrics.json` of its
+`train.out_dir`, `train.eval_images` images), or from an eval/recon.py folder when `recon` is set.
 """
 
 import json
@@ -13,7 +17,8 @@ from unimodal.cli import parse_config
 
 @dataclass
 class SummaryConfig:
-    recon: str = "runs/quickstart/recon"  # eval/recon.py output folder (shapes data)
+    tokenizer_run: str = "runs/quickstart/tokenizer"  # tokenizers/train_rdpm.py train.out_dir
+    recon: str = ""                       # or an eval/recon.py output folder (shapes data)
     score: str = "runs/quickstart/shapes_score"  # eval/shapes_score.py output folder
 
 
@@ -21,12 +26,25 @@ def _pct(value) -> str:
     return "-" if value is None else f"{value:.0%}"
 
 
+def _ceiling(args: SummaryConfig) -> dict:
+    """checker_prompt/_color/_shape/_position and psnr of the tokenizer's own reconstructions."""
+    if args.recon:
+        where, metrics = args.recon, json.loads(
+            (Path(args.recon) / "recon_metrics.json").read_text())["metrics"]
+    else:  # the training run's metrics.json nests the checker's numbers
+        where, run = args.tokenizer_run, json.loads(
+            (Path(args.tokenizer_run) / "metrics.json").read_text())
+        metrics = {"psnr": run["psnr"], **{f"checker_{k}": v for k, v in run.get("checker", {}).items()}}
+    if "checker_prompt" not in metrics:
+        raise ValueError(f"{where}: no checker metrics (was the tokenizer trained or evaluated "
+                         "on shapes data?)")
+    return metrics
+
+
 def main(argv=None):
     args = parse_config(SummaryConfig, argv, __doc__, __file__)
-    ceiling = json.loads((Path(args.recon) / "recon_metrics.json").read_text())["metrics"]
+    ceiling = _ceiling(args)
     score = json.loads((Path(args.score) / "shapes_score.json").read_text())["metrics"]
-    if "checker_prompt" not in ceiling:
-        raise ValueError(f"{args.recon}: no checker metrics (was eval/recon.py run on shapes data?)")
     lines = ["shapes checker: whole prompt (colour / shape / position)",
              f"  tokenizer reconstructions, the ceiling: {ceiling['checker_prompt']:.1%} "
              f"({_pct(ceiling['checker_color'])} / {_pct(ceiling['checker_shape'])} / "

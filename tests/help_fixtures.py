@@ -62,6 +62,8 @@ def _compute_helps() -> dict[str, subprocess.CompletedProcess]:
 
 
 def _run_forked(script: str) -> tuple[int, str, str]:
+    from process_fixtures import run_as_main
+
     with tempfile.TemporaryDirectory() as tmp:
         out, err = Path(tmp, "out"), Path(tmp, "err")
         pid = os.fork()
@@ -71,17 +73,7 @@ def _run_forked(script: str) -> tuple[int, str, str]:
                 with open(out, "w") as o, open(err, "w") as e:
                     os.dup2(o.fileno(), 1)
                     os.dup2(e.fileno(), 2)
-                import runpy
-                import traceback
-                sys.argv = [script, "--help"]
-                sys.path.insert(0, str((ROOT / script).parent))
-                try:
-                    runpy.run_path(script, run_name="__main__")
-                    code = 0
-                except SystemExit as stop:
-                    code = stop.code if isinstance(stop.code, int) else (stop.code is not None)
-                except BaseException:
-                    traceback.print_exc()
+                code = run_as_main([script, "--help"])
             finally:
                 sys.stdout.flush()
                 sys.stderr.flush()
@@ -110,5 +102,6 @@ def _preload(scripts: list[str]) -> None:
 if __name__ == "__main__":
     os.chdir(ROOT)
     sys.path.pop(0)  # tests/: each child puts its script's folder there instead
+    sys.path.append(str(Path(__file__).parent))  # last, for process_fixtures only
     _preload(sys.argv[1:])
     print(json.dumps({script: _run_forked(script) for script in sys.argv[1:]}))

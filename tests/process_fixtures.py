@@ -4,14 +4,28 @@ the losses a launched run logged.
 A launcher (deepspeed, torchrun) forks its ranks; killing only the launcher on a timeout would
 leave the ranks running, holding ports and CPU for the rest of the suite. Each launch gets its
 own process group, and a timeout kills the whole group.
+
+Warm children (`start_warm`, `run_warm`): `python SCRIPT ARGS` or `python -c CODE ARGS` run in a
+process forked from a multiprocessing forkserver that has already imported torch, transformers and
+the package (PRELOAD). The child sets the given environment and folder, runs the script or code
+as `__main__` and exits with its code, its stdout and stderr caught in files: what a fresh
+interpreter does, less the ~6 s of imports each fresh one spends on the 2-core box (most of a
+tiny run; about a third of the suite's time went there). The forkserver forks before any torch
+thread exists. The entry scripts' own interpreter starts stay covered by the launcher runs
+(`launch(..., launcher=True)`, every two-rank run), the CLI error tests and the `--help` sweep.
 """
 
 import json
+import multiprocessing
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
+from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,6 +60,109 @@ def run_group(cmd: list[str], env: dict[str, str], timeout: float, **kw) -> subp
     return finish_group(start_group(cmd, env, **kw), timeout)
 
 
+def run_as_main(argv: list[str]) -> int:
+    """`python *argv` in this process, for a script path or `-c CODE`, run as `__main__` with the
+    script's folder (or, for -c, the working folder) first on sys.path; returns the exit code
+    Python would give."""
+    import runpy
+    import traceback
+
+    try:
+        if argv[0] == "-c":
+            sys.argv = ["-c", *argv[2:]]
+            sys.path.insert(0, "")
+            exec(compile(argv[1], "<string>", "exec"), {"__name__": "__main__"})
+        else:
+            sys.argv = list(argv)
+            sys.path.insert(0, str(Path(argv[0]).resolve().parent))
+            runpy.run_path(argv[0], run_name="__main__")
+        return 0
+    except SystemExit as stop:
+        if stop.code is None or isinstance(stop.code, int):
+            return stop.code or 0
+        print(stop.code, file=sys.stderr)  # sys.exit("message"): printed, exit code 1
+        return 1
+    except BaseException:
+        traceback.print_exc()
+        return 1
+
+
+# What every pretraining child imports at its start. torch._inductor.compile_fx: DeepSpeed's ZeRO
+# optimizer check imports its Muon optimizer, whose torch.compile decorators import inductor.
+PRELOAD = ["torch", "transformers.models.llama.configuration_llama", "unimodal.cli",
+           "unimodal.pretraining.trainer", "torch._inductor.compile_fx"]
+
+
+@lru_cache(maxsize=None)
+def _warm_context():
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(PRELOAD)
+    return context
+
+
+def _warm_child(argv: list[str], env: dict[str, str], cwd: str, out: str, err: str) -> None:
+    os.setsid()  # a process group of its own: a timeout kills its children (loader workers) too
+    os.environ.clear()
+    os.environ.update(env)
+    os.chdir(cwd)
+    with open(out, "w") as o, open(err, "w") as e:
+        os.dup2(o.fileno(), 1)
+        os.dup2(e.fileno(), 2)
+    sys.stdout.reconfigure(line_buffering=True)  # a killed child still leaves its output
+    if "OMP_NUM_THREADS" in env:  # OpenMP read the variable when the forkserver loaded torch
+        import torch
+        torch.set_num_threads(int(env["OMP_NUM_THREADS"]))
+    code = run_as_main(argv)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+@dataclass
+class WarmChild:
+    argv: list[str]
+    process: multiprocessing.process.BaseProcess
+    folder: Path    # its stdout and stderr files
+
+
+def start_warm(argv: list[str], env: dict[str, str], cwd: Path | str | None = None) -> WarmChild:
+    """`python *argv` (a script path or `-c CODE`, then its arguments) in a warm child (above)."""
+    folder = Path(tempfile.mkdtemp(prefix="warm-child-"))
+    process = _warm_context().Process(
+        target=_warm_child, args=(list(argv), dict(env), str(cwd or os.getcwd()),
+                                  str(folder / "stdout"), str(folder / "stderr")))
+    process.start()
+    return WarmChild(list(argv), process, folder)
+
+
+def finish_warm(child: WarmChild, timeout: float) -> subprocess.CompletedProcess:
+    """Wait for `child`; past `timeout` kill its process group and fail with its output."""
+    child.process.join(timeout)
+    timed_out = child.process.is_alive()
+    if timed_out:
+        os.killpg(child.process.pid, signal.SIGKILL)
+        child.process.join()
+    out, err = ((child.folder / name).read_text() if (child.folder / name).exists() else ""
+                for name in ("stdout", "stderr"))
+    shutil.rmtree(child.folder, ignore_errors=True)
+    if timed_out:
+        raise AssertionError(f"{child.argv[:3]}... still running after {timeout} s; killed its "
+                             f"process group\n{(out + err)[-3000:]}")
+    return subprocess.CompletedProcess([sys.executable, *child.argv], child.process.exitcode,
+                                       out, err)
+
+
+def run_warm(argv: list[str], env: dict[str, str], timeout: float,
+             cwd: Path | str | None = None) -> subprocess.CompletedProcess:
+    return finish_warm(start_warm(argv, env, cwd), timeout)
+
+
+def run_script(*args: str, env: dict[str, str] | None = None,
+               timeout: float = 120) -> subprocess.CompletedProcess:
+    """`python *args` from the repository root in a warm child, with this environment plus `env`."""
+    return run_warm(list(args), {**clean_env(), **(env or {})}, timeout, cwd=ROOT)
+
+
 def clean_env() -> dict[str, str]:
     """os.environ without the rendezvous variables: an in-process run earlier in this pytest
     process may have set them, and a child would then reuse a port that is still taken."""
@@ -58,18 +175,18 @@ def launch(config: Path, out: Path, *extra: str, procs: int = 1, launcher: bool 
            check: bool = True):
     """train/pretrain.py on `procs` CPU ranks (gloo). Under the DeepSpeed launcher (`deepspeed
     train/pretrain.py`, what users run) when `launcher` or `procs` > 1; one process on its own
-    (`python train/pretrain.py`) otherwise: the launcher adds two Python processes that each
-    import torch and DeepSpeed, seconds per run on a 2-core box, and the tests that check the
-    launcher path itself ask for it."""
+    (`python train/pretrain.py`, in a warm child) otherwise: the launcher adds two Python
+    processes that each import torch and DeepSpeed, seconds per run on a 2-core box, and the
+    tests that check the launcher path itself ask for it."""
     env = {**clean_env(), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     args = [str(ROOT / "train/pretrain.py"), "--config", str(config), f"train.out_dir={out}", *extra]
     if launcher or (launcher is None and procs > 1):
         cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", str(procs),
                "--master_port", str(free_port()), *args]
+        done = run_group(cmd, env, timeout=400)
     else:
         assert procs == 1, "more than one rank needs the launcher"
-        cmd = [sys.executable, *args]
-    done = run_group(cmd, env, timeout=400)
+        done = run_warm(args, env, timeout=400)
     if check:
         assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
         # The trainer keeps DeepSpeed from JIT-building its shared-memory op on the CPU (~24 s of

@@ -5,13 +5,12 @@ weights are saved."""
 
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from process_fixtures import clean_env, finish_group, free_port, start_group
+from process_fixtures import clean_env, finish_warm, free_port, start_warm
 from unimodal.config import load_config
 from unimodal.pretraining.config import PretrainConfig
 
@@ -75,11 +74,11 @@ def _launch_nan_run(config, out, where, bad_attempts, *overrides, ranks: int = 1
     if ranks > 1:  # the variables a launcher sets (Pretrainer joins the group they describe)
         env.update(WORLD_SIZE=str(ranks), LOCAL_WORLD_SIZE=str(ranks), MASTER_ADDR="127.0.0.1",
                    MASTER_PORT=str(free_port()))
-    cmd = [sys.executable, "-c", code, str(config), str(out), where,
-           ",".join(map(str, bad_attempts)), nan_ranks, *overrides]
-    procs = [start_group(cmd, {**env, "RANK": str(r), "LOCAL_RANK": str(r)} if ranks > 1 else env)
+    argv = ["-c", code, str(config), str(out), where, ",".join(map(str, bad_attempts)), nan_ranks,
+            *overrides]
+    procs = [start_warm(argv, {**env, "RANK": str(r), "LOCAL_RANK": str(r)} if ranks > 1 else env)
              for r in range(ranks)]
-    done = [finish_group(proc, timeout=300) for proc in procs]
+    done = [finish_warm(proc, timeout=300) for proc in procs]
     return done[0] if ranks == 1 else done
 
 

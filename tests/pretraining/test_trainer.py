@@ -6,15 +6,13 @@ side)."""
 import json
 import math
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from process_fixtures import clean_env, launch, losses
+from process_fixtures import clean_env, launch, losses, run_warm
 from unified_fixtures import load_script
 from unimodal.config import ConfigError, load_config
 from unimodal.pretraining.config import PretrainConfig
@@ -228,9 +226,8 @@ def test_the_log_says_when_the_loader_is_the_bottleneck(tiny_config, tmp_path):
             "run_with_slow_loader(*sys.argv[1:])"
             % [str(Path(__file__).parent), str(Path(__file__).parents[1])])
     out = tmp_path / "slow"
-    done = subprocess.run([sys.executable, "-c", code, str(tiny_config), str(out), "1.0"],
-                          env={**clean_env(), "OMP_NUM_THREADS": "1"}, capture_output=True,
-                          text=True, timeout=300)
+    done = run_warm(["-c", code, str(tiny_config), str(out), "1.0"],
+                    {**clean_env(), "OMP_NUM_THREADS": "1"}, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     # a tiny CPU step takes a fraction of the 1 s the loader now needs per batch (even on a
     # busy 2-core box: failing needs a step slower than the wait itself); one window of 2 steps

@@ -13,11 +13,10 @@ GPU; the forward avoids them by construction.
 """
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
-from process_fixtures import clean_env
+from process_fixtures import clean_env, run_warm
 
 READS = ("item", "tolist", "cpu", "numpy", "__bool__", "__int__", "__float__", "__index__")
 
@@ -105,9 +104,8 @@ def test_no_host_reads_between_log_steps(tiny_config, tmp_path):
             % [str(Path(__file__).parent), str(Path(__file__).parents[1])])
     overrides = ["train.steps=6", "train.log_every=3", "train.checkpoint_every=3",
                  "train.gradient_accumulation=2"]
-    done = subprocess.run([sys.executable, "-c", code, str(tiny_config), str(tmp_path / "run"),
-                           *overrides], env={**clean_env(), "OMP_NUM_THREADS": "1"},
-                          capture_output=True, text=True, timeout=300)
+    done = run_warm(["-c", code, str(tiny_config), str(tmp_path / "run"), *overrides],
+                    {**clean_env(), "OMP_NUM_THREADS": "1"}, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     line = next(x for x in done.stdout.splitlines() if x.startswith("HOST_READS "))
     counts = json.loads(line[len("HOST_READS "):])

@@ -3,12 +3,10 @@ with the plain transformers peer, whose two MFU conventions differ by exactly ha
 attention term; bad settings are refused before any work."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
+from process_fixtures import clean_env, run_warm
 from unified_fixtures import ROOT, make_assets
 from unimodal.config import ConfigError
 
@@ -21,14 +19,13 @@ def test_bench_pretrain_peer_prints_one_table_with_both_mfu_conventions(tmp_path
 
     make_assets(tmp_path)
     # A subprocess: the DeepSpeed process group must not outlive the test inside pytest.
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "eval/bench_pretrain.py"),
+    done = run_warm(
+        [str(ROOT / "eval/bench_pretrain.py"),
          f"pretrain_config={ROOT / 'configs/uni_tiny.yaml'}", "steps=6", "warmup=2", "window=2",
          "text_vocab=300", f"json={tmp_path / 'bench.json'}", "peer=true",
          "peer_compile_backend=eager", f"image_tokenizer={tmp_path / 'image_tokenizer'}",
          "overrides=model.backbone.num_layers=1 data.seq_len=256 data.rows_per_batch=2"],
-        capture_output=True, text=True, timeout=600, cwd=tmp_path,
-        env={**os.environ, "OMP_NUM_THREADS": "1"})
+        {**clean_env(), "OMP_NUM_THREADS": "1"}, timeout=600, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     table = done.stdout[done.stdout.index("project vs plain transformers"):]
     assert "| MFU full attn | MFU causal-halved |" in table

@@ -4,16 +4,14 @@ eval/shapes_score.py and eval/clip_score.py write theirs. (The numbers mean noth
 pipeline, the seeds and the files are what is tested.)"""
 
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from process_fixtures import clean_env, run_warm
 from unified_fixtures import load_script, make_assets, tiny_model
 from unimodal.model.vocabulary import image_prompt
 from unimodal.data.shapes import NUM_CLASSES, render_sample
@@ -240,14 +238,13 @@ def test_bench_pretrain_profiles_the_real_loop_on_a_trained_tokenizer_geometry(a
     # A subprocess: the DeepSpeed process group (and the MASTER_PORT it sets in os.environ) must
     # not outlive the test inside pytest, where later launches would inherit a busy port.
     root = Path(__file__).resolve().parents[2]
-    done = subprocess.run(
-        [sys.executable, str(root / "eval/bench_pretrain.py"),
+    done = run_warm(
+        [str(root / "eval/bench_pretrain.py"),
          f"pretrain_config={root / 'configs/uni_tiny.yaml'}", "steps=6", "warmup=2", "window=2",
          "profile=2", "text_vocab=300", f"json={tmp_path / 'bench.json'}",
          f"image_tokenizer={assets['root'] / 'image_tokenizer'}",
          "overrides=model.backbone.num_layers=1 data.seq_len=256 data.rows_per_batch=2"],
-        capture_output=True, text=True, timeout=300, cwd=tmp_path,
-        env={**os.environ, "OMP_NUM_THREADS": "1"})
+        {**clean_env(), "OMP_NUM_THREADS": "1"}, timeout=300, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads((tmp_path / "bench.json").read_text())
     assert result["tokens_per_s"] > 0 and result["seq_len"] == 256

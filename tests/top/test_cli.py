@@ -2,12 +2,11 @@
 type and default, and refuses an unknown key naming it and the script."""
 
 import re
-import subprocess
-import sys
 
 import pytest
 
 from help_fixtures import SCRIPTS
+from process_fixtures import run_script as run
 from unified_fixtures import ROOT, load_script
 from unimodal.cli import config_keys, overrides_of, parse_config
 from unimodal.config import ConfigError
@@ -18,11 +17,6 @@ CONFIG_SCRIPTS = sorted(s for s in SCRIPTS if "parse_config" in (ROOT / s).read_
 SAMPLING_SCRIPTS = ["eval/accuracy_curve.py", "eval/clip_score.py", "eval/fid.py",
                     "eval/generator_diagnostics.py", "eval/modality_score.py", "eval/sample.py",
                     "eval/shapes_score.py"]
-
-
-def run(*args):
-    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120)
 
 
 @pytest.fixture(scope="module")

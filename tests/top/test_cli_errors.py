@@ -1,15 +1,6 @@
 """Scripts report the errors they explain in one line (exit code 2), not a traceback."""
 
-import os
-import subprocess
-import sys
-
-from unified_fixtures import ROOT
-
-
-def run(*args, env=None):
-    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120, env={**os.environ, **(env or {})})
+from process_fixtures import run_script as run
 
 
 def test_a_config_typo_is_one_line_with_exit_code_2():

@@ -3,12 +3,11 @@ environment, printing on rank 0 only, device choice, the one-process rendezvous,
 ranks that join from the environment and agree on any_rank."""
 
 import os
-import sys
 
 import pytest
 import torch
 
-from process_fixtures import ROOT, clean_env, finish_group, free_port, start_group
+from process_fixtures import ROOT, clean_env, finish_warm, free_port, start_warm
 from unimodal import distributed as D
 
 RENDEZVOUS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
@@ -83,12 +82,12 @@ print("after", D.is_distributed(), flush=True)
 
 def test_two_gloo_ranks_join_from_the_environment_and_agree():
     port = str(free_port())
-    procs = [start_group([sys.executable, "-c", CHILD],
+    procs = [start_warm(["-c", CHILD],
                          {**clean_env(), "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1",
                           "RANK": str(r), "LOCAL_RANK": str(r), "WORLD_SIZE": "2",
                           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port})
              for r in range(2)]
-    outs = [finish_group(p, timeout=120) for p in procs]
+    outs = [finish_warm(p, timeout=120) for p in procs]
     for r, done in enumerate(outs):
         assert done.returncode == 0, done.stderr[-2000:]
         # rank 1's flag reaches rank 0; a flag set nowhere stays False
