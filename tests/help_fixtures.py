@@ -62,7 +62,7 @@ def _compute_helps() -> dict[str, subprocess.CompletedProcess]:
 
 
 def _run_forked(script: str) -> tuple[int, str, str]:
-    from process_fixtures import run_as_main
+    from unimodal.cli import run_as_main
 
     with tempfile.TemporaryDirectory() as tmp:
         out, err = Path(tmp, "out"), Path(tmp, "err")
@@ -102,6 +102,5 @@ def _preload(scripts: list[str]) -> None:
 if __name__ == "__main__":
     os.chdir(ROOT)
     sys.path.pop(0)  # tests/: each child puts its script's folder there instead
-    sys.path.append(str(Path(__file__).parent))  # last, for process_fixtures only
     _preload(sys.argv[1:])
     print(json.dumps({script: _run_forked(script) for script in sys.argv[1:]}))

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from unimodal.cli import run_as_main
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -58,33 +60,6 @@ def finish_group(proc: subprocess.Popen, timeout: float) -> subprocess.Completed
 
 def run_group(cmd: list[str], env: dict[str, str], timeout: float, **kw) -> subprocess.CompletedProcess:
     return finish_group(start_group(cmd, env, **kw), timeout)
-
-
-def run_as_main(argv: list[str]) -> int:
-    """`python *argv` in this process, for a script path or `-c CODE`, run as `__main__` with the
-    script's folder (or, for -c, the working folder) first on sys.path; returns the exit code
-    Python would give."""
-    import runpy
-    import traceback
-
-    try:
-        if argv[0] == "-c":
-            sys.argv = ["-c", *argv[2:]]
-            sys.path.insert(0, "")
-            exec(compile(argv[1], "<string>", "exec"), {"__name__": "__main__"})
-        else:
-            sys.argv = list(argv)
-            sys.path.insert(0, str(Path(argv[0]).resolve().parent))
-            runpy.run_path(argv[0], run_name="__main__")
-        return 0
-    except SystemExit as stop:
-        if stop.code is None or isinstance(stop.code, int):
-            return stop.code or 0
-        print(stop.code, file=sys.stderr)  # sys.exit("message"): printed, exit code 1
-        return 1
-    except BaseException:
-        traceback.print_exc()
-        return 1
 
 
 # What every pretraining child imports at its start. torch._inductor.compile_fx: DeepSpeed's ZeRO

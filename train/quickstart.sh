@@ -5,9 +5,9 @@
 #      text set into text shards (one core's worth of work the tokenizer leaves idle)
 #   2. encode 4000 shapes images into code shards
 #   3. pretrain a tiny unified model with DeepSpeed (one process, ZeRO 2, gloo)
-#   4. sample PNGs from prompts and class ids -> runs/quickstart/samples/grid.png
-#   5. score both stages with the shapes checker: the tokenizer's held-out reconstructions (the ceiling any
-#      generator on it can reach) and the unified model's samples from held-out prompts
+#   4. sample PNGs from prompts and class ids -> runs/quickstart/samples/grid.png, and beside it
+#   5. score both stages with the shapes checker: the tokenizer's held-out reconstructions (the
+#      ceiling any generator on it can reach) and the unified model's samples from held-out prompts
 # Each stage prints its wall time; a rerun replaces the last run's outputs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,16 +36,20 @@ python tokenizers/encode.py tokenizer=$out/tokenizer/tokenizer out_dir=$out/code
 stage "code shards (text shards: $out/text.log)"
 python train/pretrain.py --config configs/uni_tiny.yaml train.overwrite=true
 stage "pretraining"
-python eval/sample.py checkpoint=$out/pretrain/export out=$out/samples overwrite=true device=cpu \
+# The sample grid and the scoring side by side: each script spends its first seconds importing
+# torch on one core, which the other's sampling can use (one thread for the grid's 6 images).
+OMP_NUM_THREADS=1 python eval/sample.py checkpoint=$out/pretrain/export out=$out/samples overwrite=true device=cpu \
     prompts="[a red circle, a blue square above a yellow triangle, a green diamond on the left]" \
-    class_ids=[0,9,20] sampling.cfg_scale=2 sampling.temperature=0.7
-stage "samples"
+    class_ids=[0,9,20] sampling.cfg_scale=2 sampling.temperature=0.7 > $out/samples.log 2>&1 &
+samples_pid=$!
 # The score folder resumes by design (eval/shapes_score.py refuses a folder sampled from another
 # checkpoint): a quickstart rerun scores its new model from scratch. The tokenizer's ceiling is its
 # training's own held-out evaluation (128 images, metrics.json): no second pass over them.
 rm -rf $out/shapes_score
 python eval/shapes_score.py checkpoint=$out/pretrain/export captions=64 per_class=2 \
     sampling.cfg_scale=2 sampling.temperature=0.7 out=$out/shapes_score device=cpu
-stage "scoring"
+wait $samples_pid || { cat $out/samples.log; echo "sampling failed (log above)"; exit 1; }
+cat $out/samples.log
+stage "samples and scoring"
 python eval/quickstart_summary.py tokenizer_run=$out/tokenizer score=$out/shapes_score
 echo "done in $SECONDS s: $out/tokenizer/reconstructions.png, $out/samples/grid.png, $out/shapes_score/shapes_score.md"

@@ -93,3 +93,35 @@ def test_sigterm_becomes_system_exit_inside_only():
     worker.start()
     worker.join()
     assert seen == [before]
+
+
+SCRIPT = """import os, sys
+print("args", sys.argv[1:], "var", os.environ.get("PROBE_VAR"))
+print("an error line", file=sys.stderr)
+sys.exit(int(sys.argv[1]))
+"""
+# A fresh process that has run no torch op: the one state in which run_logged may fork.
+CALLER = """import json, sys
+from pathlib import Path
+from unimodal.objective_study.child_process import run_logged
+script, log, fork = sys.argv[1], Path(sys.argv[2]), sys.argv[3] == "fork"
+print(json.dumps(run_logged([script, "3", "x"], log, {"PROBE_VAR": "seen", "PATH": ""}, fork=fork)))
+"""
+
+
+def test_run_logged_forked_or_fresh_gives_the_same_log_and_exit_code(tmp_path):
+    import subprocess
+    import sys
+
+    script = tmp_path / "script.py"
+    script.write_text(SCRIPT)
+    results = {}
+    for how in ("fresh", "fork"):
+        done = subprocess.run([sys.executable, "-c", CALLER, str(script), str(tmp_path / how), how],
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-2000:]
+        # stdout and stderr interleave as buffering has it: compare the lines, not their order
+        results[how] = (int(done.stdout.split()[-1]), sorted((tmp_path / how).read_text().splitlines()))
+    assert results["fork"] == results["fresh"]
+    code, log = results["fork"]
+    assert code == 3 and log == ["an error line", "args ['3', 'x'] var seen"]

@@ -5,7 +5,7 @@ tokenizer and shards; its step count is budget / FLOPs of one step, where one st
 `pretraining.flops.step_flops` averaged over the first `flops_batches` packed batches of the
 cell's own data stream (the count the trainer logs as `train_flops`). Training runs
 train/pretrain.py in a child process (DeepSpeed keeps process-wide state that a second run in
-one process trips over) on the cell's config, saved as <cell>/pretrain.yaml, into <cell>/train,
+one process trips over; `run_logged` forks it from a cell worker) on the cell's config, saved as <cell>/pretrain.yaml, into <cell>/train,
 whose `export` the scoring loads; cell_worker.py runs training and scoring of one cell.
 """
 
@@ -14,8 +14,6 @@ from __future__ import annotations
 import copy
 import json
 import shlex
-import subprocess
-import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -23,7 +21,7 @@ from unimodal.config import ConfigError, load_config, save_config
 from unimodal.data.data_config import SourceConfig
 from unimodal.data.mixture import PackedBatchStream
 from unimodal.model.export import build_unified
-from unimodal.objective_study.child_process import child_env, log_tail
+from unimodal.objective_study.child_process import child_env, log_tail, run_logged
 from unimodal.objective_study.config import ModelSize, ObjectivesStudyConfig
 from unimodal.objective_study.prepare import Prepared
 from unimodal.pretraining.config import PretrainConfig
@@ -103,17 +101,17 @@ def plan_steps(cell: Cell, per_step: float) -> int:
     return steps
 
 
-def train_cell(pcfg: PretrainConfig, config_file: Path, scripts_root: Path) -> dict:
+def train_cell(pcfg: PretrainConfig, config_file: Path, scripts_root: Path,
+               fork: bool = False) -> dict:
     """Train (from scratch: an interrupted cell starts over) and export; the last log record.
-    The trainer's output goes to train.log beside `config_file`."""
+    The trainer's output goes to train.log beside `config_file`. `fork`: the trainer is a child
+    forked from this process, which must not have run a torch op yet (`run_logged`)."""
     config_file.parent.mkdir(parents=True, exist_ok=True)
     save_config(pcfg, config_file)
     log_file = config_file.parent / "train.log"
-    with open(log_file, "w") as log:
-        done = subprocess.run([sys.executable, str(scripts_root / "train/pretrain.py"),
-                               "--config", str(config_file)], env=child_env(scripts_root),
-                              stdout=log, stderr=subprocess.STDOUT)
-    if done.returncode != 0:
+    code = run_logged([str(scripts_root / "train/pretrain.py"), "--config", str(config_file)],
+                      log_file, child_env(scripts_root), fork=fork)
+    if code != 0:
         raise RuntimeError(f"training {config_file.parent.name} failed (train/pretrain.py "
                            f"--config {config_file}, output in {log_file}):\n{log_tail(log_file)}")
     out = Path(pcfg.train.out_dir)

@@ -1,5 +1,5 @@
-"""One cell in its own process: train it (train/pretrain.py, a child of this process), score its
-export, write <cell>/result.json atomically. The driver (schedule.py) writes the cell's
+"""One cell in its own process: train it (train/pretrain.py, a child forked from this process),
+score its export, write <cell>/result.json atomically. The driver (schedule.py) writes the cell's
 pretrain.yaml and plan.json, then starts
 
     python -m unimodal.objective_study.cell_worker <cell folder> <study config> <scripts root>
@@ -21,6 +21,8 @@ from unimodal.objective_study.cell import train_cell
 from unimodal.objective_study.config import ObjectivesStudyConfig
 from unimodal.objective_study.scoring import Scorer
 from unimodal.pretraining.config import PretrainConfig
+# Imported here so the training child (forked by train_cell) starts with it loaded.
+from unimodal.pretraining.trainer import Pretrainer  # noqa: F401
 
 RESULT_FILE = "result.json"
 PLAN_FILE = "plan.json"          # the cell record, its steps and the FLOPs of one step
@@ -46,7 +48,9 @@ def run_cell(folder: Path, cfg: ObjectivesStudyConfig, scripts_root: Path) -> di
     started, start = time.time(), time.perf_counter()
     plan = json.loads((folder / PLAN_FILE).read_text())
     pcfg = load_config(PretrainConfig, folder / PRETRAIN_FILE, validate=False)
-    last = train_cell(pcfg, folder / PRETRAIN_FILE, scripts_root)
+    # No torch op has run in this process yet, so the trainer can be forked from it (the scoring
+    # below starts OpenMP's threads, after which a forked child would hang).
+    last = train_cell(pcfg, folder / PRETRAIN_FILE, scripts_root, fork=True)
     trained = time.perf_counter()
     scores = Scorer(cfg.score, cfg.sampling).score(str(folder / "train" / "export"))
     end = time.perf_counter()

@@ -51,6 +51,41 @@ def stop(proc: subprocess.Popen, grace_seconds: float = 10.0) -> None:
             continue
 
 
+def run_logged(argv: list[str], log_file: Path, env: dict[str, str], fork: bool = False) -> int:
+    """`python *argv` (a script and its arguments) to its end, stdout and stderr to `log_file`;
+    its exit code. A fresh interpreter, or with `fork` a child forked from this process that runs
+    the script as `__main__` with `env`: it starts with this process's imports (torch, the
+    package: seconds of a fresh interpreter's start, most of a tiny cell's training). `fork` is
+    only for a caller that has run no torch op yet: a child forked after OpenMP's thread pool
+    started hangs at its first parallel op. With CUDA initialized it falls back to a fresh
+    interpreter (a forked child cannot use CUDA)."""
+    import torch
+
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    if not fork or torch.cuda.is_initialized():
+        with open(log_file, "w") as log:
+            return subprocess.run([sys.executable, *argv], stdout=log, stderr=subprocess.STDOUT,
+                                  env=env).returncode
+    from unimodal.cli import run_as_main
+
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into the caller's code
+        code = 1
+        try:
+            log = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            os.dup2(log, 1)
+            os.dup2(log, 2)
+            os.environ.clear()
+            os.environ.update(env)
+            code = run_as_main(argv)
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
 def log_tail(log_file: Path, chars: int = 3000) -> str:
     return log_file.read_text(errors="replace")[-chars:] if log_file.is_file() else ""
 
