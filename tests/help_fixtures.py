@@ -62,7 +62,7 @@ def _compute_helps() -> dict[str, subprocess.CompletedProcess]:
 
 
 def _run_forked(script: str) -> tuple[int, str, str]:
-    from unimodal.cli import run_as_main
+    from unimodal.objective_study.child_process import run_as_main
 
     with tempfile.TemporaryDirectory() as tmp:
         out, err = Path(tmp, "out"), Path(tmp, "err")

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from unimodal.cli import run_as_main
+from unimodal.objective_study.child_process import run_as_main
 
 ROOT = Path(__file__).resolve().parents[1]
 

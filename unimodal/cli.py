@@ -197,30 +197,3 @@ def run_main(main: Callable[[], object]) -> None:
         print(f"error: {err}\n(UNIMODAL_TRACEBACK=1 shows the traceback)", file=sys.stderr)
         sys.exit(2)
 
-
-def run_as_main(argv: Sequence[str]) -> int:
-    """`python *argv` inside this process (a forked child's): a script path or `-c CODE`, then its
-    arguments, run as `__main__` with the script's folder (for -c, the working folder) first on
-    sys.path. Returns the exit code Python would give; an uncaught exception prints its
-    traceback, as the interpreter would."""
-    import runpy
-    import traceback
-
-    try:
-        if argv[0] == "-c":
-            sys.argv = ["-c", *argv[2:]]
-            sys.path.insert(0, "")
-            exec(compile(argv[1], "<string>", "exec"), {"__name__": "__main__"})
-        else:
-            sys.argv = list(argv)
-            sys.path.insert(0, str(Path(argv[0]).resolve().parent))
-            runpy.run_path(argv[0], run_name="__main__")
-        return 0
-    except SystemExit as stop:
-        if stop.code is None or isinstance(stop.code, int):
-            return stop.code or 0
-        print(stop.code, file=sys.stderr)  # sys.exit("message"): printed, exit code 1
-        return 1
-    except BaseException:
-        traceback.print_exc()
-        return 1

@@ -1,6 +1,7 @@
 """The study's child processes (tokenizer trainers, cell workers, train/pretrain.py): their
 environment, their start with output to a log file, and their termination with everything they
-started."""
+started; a script run to its end in a fresh interpreter or in a forked child (`run_logged`,
+`run_as_main`)."""
 
 from __future__ import annotations
 
@@ -51,6 +52,34 @@ def stop(proc: subprocess.Popen, grace_seconds: float = 10.0) -> None:
             continue
 
 
+def run_as_main(argv: list[str]) -> int:
+    """`python *argv` inside this process (a forked child's): a script path or `-c CODE`, then its
+    arguments, run as `__main__` with the script's folder (for -c, the working folder) first on
+    sys.path. Returns the exit code Python would give; an uncaught exception prints its
+    traceback, as the interpreter would."""
+    import runpy
+    import traceback
+
+    try:
+        if argv[0] == "-c":
+            sys.argv = ["-c", *argv[2:]]
+            sys.path.insert(0, "")
+            exec(compile(argv[1], "<string>", "exec"), {"__name__": "__main__"})
+        else:
+            sys.argv = list(argv)
+            sys.path.insert(0, str(Path(argv[0]).resolve().parent))
+            runpy.run_path(argv[0], run_name="__main__")
+        return 0
+    except SystemExit as stop:
+        if stop.code is None or isinstance(stop.code, int):
+            return stop.code or 0
+        print(stop.code, file=sys.stderr)  # sys.exit("message"): printed, exit code 1
+        return 1
+    except BaseException:
+        traceback.print_exc()
+        return 1
+
+
 def run_logged(argv: list[str], log_file: Path, env: dict[str, str], fork: bool = False) -> int:
     """`python *argv` (a script and its arguments) to its end, stdout and stderr to `log_file`;
     its exit code. A fresh interpreter, or with `fork` a child forked from this process that runs
@@ -66,8 +95,6 @@ def run_logged(argv: list[str], log_file: Path, env: dict[str, str], fork: bool 
         with open(log_file, "w") as log:
             return subprocess.run([sys.executable, *argv], stdout=log, stderr=subprocess.STDOUT,
                                   env=env).returncode
-    from unimodal.cli import run_as_main
-
     pid = os.fork()
     if pid == 0:  # the child: never returns into the caller's code
         code = 1
@@ -75,6 +102,10 @@ def run_logged(argv: list[str], log_file: Path, env: dict[str, str], fork: bool 
             log = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
             os.dup2(log, 1)
             os.dup2(log, 2)
+            # new streams on the descriptors: the caller's sys.stdout may not write to fd 1
+            # (pytest's capture replaces it)
+            sys.stdout = open(1, "w", buffering=1, closefd=False)
+            sys.stderr = open(2, "w", buffering=1, closefd=False)
             os.environ.clear()
             os.environ.update(env)
             code = run_as_main(argv)
