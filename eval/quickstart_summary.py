@@ -34,7 +34,8 @@ def _ceiling(args: SummaryConfig) -> dict:
     else:  # the training run's metrics.json nests the checker's numbers
         where, run = args.tokenizer_run, json.loads(
             (Path(args.tokenizer_run) / "metrics.json").read_text())
-        metrics = {"psnr": run["psnr"], **{f"checker_{k}": v for k, v in run.get("checker", {}).items()}}
+        checker = run.get("checker", {})
+        metrics = {"psnr": run["psnr"], **{f"checker_{k}": v for k, v in checker.items()}}
     if "checker_prompt" not in metrics:
         raise ValueError(f"{where}: no checker metrics (was the tokenizer trained or evaluated "
                          "on shapes data?)")

@@ -196,4 +196,3 @@ def run_main(main: Callable[[], object]) -> None:
             raise
         print(f"error: {err}\n(UNIMODAL_TRACEBACK=1 shows the traceback)", file=sys.stderr)
         sys.exit(2)
-

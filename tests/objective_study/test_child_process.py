@@ -121,7 +121,8 @@ def test_run_logged_forked_or_fresh_gives_the_same_log_and_exit_code(tmp_path):
                               capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr[-2000:]
         # stdout and stderr interleave as buffering has it: compare the lines, not their order
-        results[how] = (int(done.stdout.split()[-1]), sorted((tmp_path / how).read_text().splitlines()))
+        lines = sorted((tmp_path / how).read_text().splitlines())
+        results[how] = (int(done.stdout.split()[-1]), lines)
     assert results["fork"] == results["fresh"]
     code, log = results["fork"]
     assert code == 3 and log == ["an error line", "args ['3', 'x'] var seen"]

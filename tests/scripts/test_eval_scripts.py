@@ -283,3 +283,27 @@ def test_tokenizer_ablation_runs_are_the_preset_or_the_variants_after_the_common
         runs("overrides=train")
     with pytest.raises(ConfigError, match="preset='nope': choose one of"):
         runs("preset=nope")
+
+
+def test_quickstart_summary_reads_the_ceiling_from_the_training_run_or_a_recon_folder(tmp_path,
+                                                                                       capsys):
+    checker = {"prompt": 0.25, "color": 0.875, "shape": 0.5, "position": 0.75}
+    (tmp_path / "tok").mkdir()
+    (tmp_path / "tok" / "metrics.json").write_text(json.dumps({"psnr": 21.04, "checker": checker}))
+    (tmp_path / "recon").mkdir()
+    (tmp_path / "recon" / "recon_metrics.json").write_text(json.dumps(
+        {"metrics": {"psnr": 21.04, **{f"checker_{k}": v for k, v in checker.items()}}}))
+    (tmp_path / "score").mkdir()
+    (tmp_path / "score" / "shapes_score.json").write_text(json.dumps({"metrics": {
+        "class": {"prompt": 0.125, "color": 0.5, "shape": 0.25, "position": None}}}))
+    summary = load_script("eval/quickstart_summary.py").main
+    printed = []
+    for source in (f"tokenizer_run={tmp_path / 'tok'}", f"recon={tmp_path / 'recon'}"):
+        summary([source, f"score={tmp_path / 'score'}"])
+        printed.append(capsys.readouterr().out)
+    assert printed[0] == printed[1]
+    assert "the ceiling: 25.0% (88% / 50% / 75%), PSNR 21.0 dB" in printed[0]
+    assert "held-out class prompts: 12.5% (50% / 25% / -)" in printed[0]
+    (tmp_path / "tok" / "metrics.json").write_text(json.dumps({"psnr": 30.0}))  # not shapes data
+    with pytest.raises(ValueError, match="no checker metrics"):
+        summary([f"tokenizer_run={tmp_path / 'tok'}", f"score={tmp_path / 'score'}"])

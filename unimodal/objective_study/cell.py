@@ -5,8 +5,9 @@ tokenizer and shards; its step count is budget / FLOPs of one step, where one st
 `pretraining.flops.step_flops` averaged over the first `flops_batches` packed batches of the
 cell's own data stream (the count the trainer logs as `train_flops`). Training runs
 train/pretrain.py in a child process (DeepSpeed keeps process-wide state that a second run in
-one process trips over; `run_logged` forks it from a cell worker) on the cell's config, saved as <cell>/pretrain.yaml, into <cell>/train,
-whose `export` the scoring loads; cell_worker.py runs training and scoring of one cell.
+one process trips over; `run_logged` forks it from a cell worker) on the cell's config, saved
+as <cell>/pretrain.yaml, into <cell>/train, whose `export` the scoring loads; cell_worker.py
+runs training and scoring of one cell.
 """
 
 from __future__ import annotations

@@ -70,10 +70,10 @@ def run_as_main(argv: list[str]) -> int:
             sys.path.insert(0, str(Path(argv[0]).resolve().parent))
             runpy.run_path(argv[0], run_name="__main__")
         return 0
-    except SystemExit as stop:
-        if stop.code is None or isinstance(stop.code, int):
-            return stop.code or 0
-        print(stop.code, file=sys.stderr)  # sys.exit("message"): printed, exit code 1
+    except SystemExit as exit_:
+        if exit_.code is None or isinstance(exit_.code, int):
+            return exit_.code or 0
+        print(exit_.code, file=sys.stderr)  # sys.exit("message"): printed, exit code 1
         return 1
     except BaseException:
         traceback.print_exc()
