@@ -11,8 +11,9 @@ the package (PRELOAD). The child sets the given environment and folder, runs the
 as `__main__` and exits with its code, its stdout and stderr caught in files: what a fresh
 interpreter does, less the ~6 s of imports each fresh one spends on the 2-core box (most of a
 tiny run; about a third of the suite's time went there). The forkserver forks before any torch
-thread exists. The entry scripts' own interpreter starts stay covered by the launcher runs
-(`launch(..., launcher=True)`, every two-rank run), the CLI error tests and the `--help` sweep.
+thread exists. A fresh interpreter's start stays covered where it is under test: the launcher
+runs (`launch(..., launcher=True)`, every two-rank run), the tokenizer's torchrun run and
+mixing/inspect.py's `--help` (help_fixtures.py).
 """
 
 import json
