@@ -62,22 +62,13 @@ def _compute_helps() -> dict[str, subprocess.CompletedProcess]:
 
 
 def _run_forked(script: str) -> tuple[int, str, str]:
-    from unimodal.objective_study.child_process import run_as_main
+    from unimodal.objective_study.child_process import finish_forked_child
 
     with tempfile.TemporaryDirectory() as tmp:
         out, err = Path(tmp, "out"), Path(tmp, "err")
         pid = os.fork()
         if pid == 0:  # the child: `python <script> --help`
-            code = 1
-            try:
-                with open(out, "w") as o, open(err, "w") as e:
-                    os.dup2(o.fileno(), 1)
-                    os.dup2(e.fileno(), 2)
-                code = run_as_main([script, "--help"])
-            finally:
-                sys.stdout.flush()
-                sys.stderr.flush()
-                os._exit(code)
+            finish_forked_child([script, "--help"], out, err)
         _, status = os.waitpid(pid, 0)
         return os.waitstatus_to_exitcode(status), out.read_text(), err.read_text()
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from unimodal.objective_study.child_process import run_as_main
+from unimodal.objective_study.child_process import finish_forked_child
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -78,20 +78,11 @@ def _warm_context():
 
 def _warm_child(argv: list[str], env: dict[str, str], cwd: str, out: str, err: str) -> None:
     os.setsid()  # a process group of its own: a timeout kills its children (loader workers) too
-    os.environ.clear()
-    os.environ.update(env)
     os.chdir(cwd)
-    with open(out, "w") as o, open(err, "w") as e:
-        os.dup2(o.fileno(), 1)
-        os.dup2(e.fileno(), 2)
-    sys.stdout.reconfigure(line_buffering=True)  # a killed child still leaves its output
     if "OMP_NUM_THREADS" in env:  # OpenMP read the variable when the forkserver loaded torch
         import torch
         torch.set_num_threads(int(env["OMP_NUM_THREADS"]))
-    code = run_as_main(argv)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    finish_forked_child(argv, out, err, env)
 
 
 @dataclass

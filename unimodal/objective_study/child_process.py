@@ -1,7 +1,7 @@
 """The study's child processes (tokenizer trainers, cell workers, train/pretrain.py): their
 environment, their start with output to a log file, and their termination with everything they
 started; a script run to its end in a fresh interpreter or in a forked child (`run_logged`,
-`run_as_main`)."""
+`finish_forked_child`, `run_as_main`)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import sys
 import threading
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NoReturn
 
 # Rendezvous variables of an in-process run (a test's) would make the child join a dead group.
 _RENDEZVOUS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
@@ -80,6 +81,32 @@ def run_as_main(argv: list[str]) -> int:
         return 1
 
 
+def finish_forked_child(argv: list[str], out: Path | str, err: Path | str | None = None,
+                        env: dict[str, str] | None = None) -> NoReturn:
+    """The body of a just-forked child: stdout to `out` and stderr to `err` (or `out` too), the
+    environment `env` (if given), then `python *argv` by `run_as_main`, and the process ends
+    with its exit code, never returning into the caller's code."""
+    code = 1
+    try:
+        out_fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        err_fd = out_fd if err is None else os.open(err, os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
+                                                    0o644)
+        os.dup2(out_fd, 1)
+        os.dup2(err_fd, 2)
+        # new streams on the descriptors: the parent's sys.stdout may not write to fd 1 (pytest's
+        # capture replaces it); line-buffered, so a killed child still leaves its output
+        sys.stdout = open(1, "w", buffering=1, closefd=False)
+        sys.stderr = open(2, "w", buffering=1, closefd=False)
+        if env is not None:
+            os.environ.clear()
+            os.environ.update(env)
+        code = run_as_main(argv)
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
 def run_logged(argv: list[str], log_file: Path, env: dict[str, str], fork: bool = False) -> int:
     """`python *argv` (a script and its arguments) to its end, stdout and stderr to `log_file`;
     its exit code. A fresh interpreter, or with `fork` a child forked from this process that runs
@@ -96,23 +123,8 @@ def run_logged(argv: list[str], log_file: Path, env: dict[str, str], fork: bool 
             return subprocess.run([sys.executable, *argv], stdout=log, stderr=subprocess.STDOUT,
                                   env=env).returncode
     pid = os.fork()
-    if pid == 0:  # the child: never returns into the caller's code
-        code = 1
-        try:
-            log = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-            os.dup2(log, 1)
-            os.dup2(log, 2)
-            # new streams on the descriptors: the caller's sys.stdout may not write to fd 1
-            # (pytest's capture replaces it)
-            sys.stdout = open(1, "w", buffering=1, closefd=False)
-            sys.stderr = open(2, "w", buffering=1, closefd=False)
-            os.environ.clear()
-            os.environ.update(env)
-            code = run_as_main(argv)
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(code)
+    if pid == 0:
+        finish_forked_child(argv, log_file, env=env)
     _, status = os.waitpid(pid, 0)
     return os.waitstatus_to_exitcode(status)
 
