@@ -24,13 +24,14 @@ import typing
 from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
 
-from unimodal.checkpointing import UnsafeFileError
 from unimodal.config import ConfigError, load_config
 
 T = TypeVar("T")
 
-USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, UnsafeFileError, ValueError,
-                                                FileNotFoundError, FileExistsError)
+# ValueError covers checkpointing.UnsafeFileError too; not importing it keeps this module (and
+# scripts that only read JSON, like eval/quickstart_summary.py) free of torch's import.
+USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, ValueError, FileNotFoundError,
+                                                FileExistsError)
 
 _COMMENT = re.compile(r"^\s+(\w+)\s*:[^#]*#\s*(.*)$")
 
@@ -183,16 +184,18 @@ def parse_config_and_resume(schema: type[T], argv: Sequence[str] | None, doc: st
     return _parse(schema, argv, doc, script, resume=True)
 
 
+def _user_errors() -> tuple[type[BaseException], ...]:
+    # A DataError can only come from a run that imported its module: looked up, not imported
+    # here, so a script that never reads data does not pay for torch's import.
+    data = sys.modules.get("unimodal.data.image_sources")
+    return USER_ERRORS if data is None else (*USER_ERRORS, data.DataError)
+
+
 def run_main(main: Callable[[], object]) -> None:
     try:
-        from unimodal.data.image_sources import DataError
-        errors = (*USER_ERRORS, DataError)
-    except ImportError:  # a script without the data extras
-        errors = USER_ERRORS
-    try:
         main()
-    except errors as err:
-        if os.environ.get("UNIMODAL_TRACEBACK"):
+    except Exception as err:
+        if not isinstance(err, _user_errors()) or os.environ.get("UNIMODAL_TRACEBACK"):
             raise
         print(f"error: {err}\n(UNIMODAL_TRACEBACK=1 shows the traceback)", file=sys.stderr)
         sys.exit(2)

@@ -4,8 +4,10 @@ with the BlockMask agrees with SDPA on the dense mask needs CUDA: tests/model/te
 
 import pytest
 import torch
+from torch.nn.attention.flex_attention import create_mask
 
 from unimodal.model.attention_mask import block_mask, dense_mask, unified_mask_mod
+from unimodal.model.objectives.next_token import NextTokenObjective
 from unimodal.model.objectives.rdpm import RDPMObjective
 
 RULE = RDPMObjective.image_rule   # the default objective's part of the mask
@@ -30,6 +32,25 @@ def test_dense_mask_is_exactly_the_mask_mod():
     assert not row[7, :7].any() and row[8, 7] and not row[7, 8]                 # doc 1: own causal text
     assert not row[10, :10].any() and row[10, 10]                               # padding sees itself only
     assert not dense[1, 5, :5].any()                                            # no cross-document
+
+
+@pytest.mark.parametrize("rule", [RDPMObjective.image_rule, NextTokenObjective.image_rule],
+                         ids=["rdpm", "next_token"])
+def test_dense_mask_equals_flex_attentions_create_mask(rule):
+    # dense_mask calls the mask_mod once on broadcasting index grids; create_mask vmaps it over
+    # every (b, h, q, kv): the reference. Random packed rows: documents, blocks, padding.
+    gen = torch.Generator().manual_seed(0)
+    rows, length = 4, 96
+    doc_ids = torch.sort(torch.randint(0, 4, (rows, length), generator=gen), dim=1).values
+    doc_ids[:, -7:] = -1
+    block_ids = torch.full((rows, length), -1)
+    block_ids[:, 10:26], block_ids[:, 26:42], block_ids[2, 60:90] = 0, 1, 5
+    expect = create_mask(unified_mask_mod(doc_ids, block_ids, rule), rows, None, length, length,
+                         device="cpu")
+    got = dense_mask(doc_ids, block_ids, rule)
+    assert got.shape == expect.shape == (rows, 1, length, length)
+    assert torch.equal(got, expect)
+    assert 0 < int(got.sum()) < rows * length * length   # neither all hidden nor all visible
 
 
 @pytest.mark.slow

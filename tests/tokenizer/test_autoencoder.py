@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from unified_fixtures import tiny_rdpm_tokenizer
-from unimodal.tokenizer.autoencoder import (ChannelLayerNorm, Decoder, Encoder, ResBlock,
-                                            SelfAttention, Upsample, level_strides)
+from unimodal.tokenizer.autoencoder import (ChannelLayerNorm, Decoder, Encoder, GroupNorm,
+                                            ResBlock, SelfAttention, Upsample, level_strides)
 from unimodal.tokenizer.rdpm_tokenizer import RDPMTokenizer, RDPMTokenizerConfig
 
 # Recorded from the 2-D-only autoencoder (commit 97da77f) before it became dims-generic, by
@@ -199,3 +199,26 @@ def test_int_strides_build_the_modules_they_did_before():
         level_strides((1, 2, 2), ((0, 2, 2), (2, 2, 2)))
     enc = Encoder(1, 8, (1, 2), 1, 4, mid_attention=False, dims=1, strides=(4,))
     assert (enc.down[1].kernel_size, enc.down[1].stride, enc.down[1].padding) == ((7,), (4,), (3,))
+
+
+@pytest.mark.parametrize("layout", [torch.channels_last, torch.contiguous_format])
+def test_group_norm_matches_torchs_on_either_layout(layout):
+    # The CPU training path of a channels-last map goes through a contiguous copy: same values,
+    # same gradients, and the output keeps the input's layout (the next conv expects it).
+    torch.manual_seed(0)
+    ours, ref = GroupNorm(8, 16, eps=1e-6), torch.nn.GroupNorm(8, 16, eps=1e-6)
+    with torch.no_grad():
+        ours.weight.normal_()
+        ours.bias.normal_()
+    ref.load_state_dict(ours.state_dict())
+    x = torch.randn(3, 16, 10, 12).contiguous(memory_format=layout)
+    upstream = torch.randn(3, 16, 10, 12)
+    x_ours, x_ref = x.clone().requires_grad_(), x.clone().requires_grad_()
+    y_ours, y_ref = ours(x_ours), ref(x_ref)
+    assert y_ours.is_contiguous(memory_format=layout)
+    torch.testing.assert_close(y_ours, y_ref)
+    (y_ours * upstream).sum().backward()
+    (y_ref * upstream).sum().backward()
+    torch.testing.assert_close(x_ours.grad, x_ref.grad)
+    torch.testing.assert_close(ours.weight.grad, ref.weight.grad)
+    torch.testing.assert_close(ours.bias.grad, ref.bias.grad)

@@ -62,15 +62,18 @@ def test_decoder_fine_tune_keeps_the_codes_and_improves_reconstruction(tmp_path)
 
     main = train_main()
     base_metrics = main(tiny_args(tmp_path / "base", 12))
-    ft_metrics = main(tiny_args(tmp_path / "ft", 40, f"train.init_from={tmp_path / 'base/tokenizer'}",
+    # 80 steps, the discriminator for the last 10 at a tenth of its weight. 40 steps with it from
+    # step 30 at full weight gained 0.1-0.4 dB or lost 0.1, depending on float rounding alone
+    # (threads, GroupNorm kernel): this run gains 0.4-1.6 dB over those variants.
+    ft_metrics = main(tiny_args(tmp_path / "ft", 80, f"train.init_from={tmp_path / 'base/tokenizer'}",
                                 "train.train_only=decoder", "optim.schedule=cosine",
-                                "loss.gan_start=30"))
+                                "loss.gan_start=70", "loss.gan_weight=0.1"))
     base, ft = load_tokenizer(tmp_path / "base/tokenizer"), load_tokenizer(tmp_path / "ft/tokenizer")
     for name, weight in base.named_parameters():
         assert torch.equal(weight, ft.get_parameter(name)) != name.startswith("decoder."), name
     images = torch.rand(4, 3, 32, 32) * 2 - 1
     assert torch.equal(base.encode(images, [5, 6, 7, 8]), ft.encode(images, [5, 6, 7, 8]))
-    assert ft_metrics["psnr"] > base_metrics["psnr"] + 0.1  # measured: 10.47 -> 10.71 dB
+    assert ft_metrics["psnr"] > base_metrics["psnr"] + 0.2  # measured: 10.49 -> 10.88 dB
     check_same_codes(base, ft, "ft")  # passes: same codes, other decoder
     # A tokenizer trained on (all weights) encodes differently: refused by name.
     main(tiny_args(tmp_path / "more", 14, f"train.init_from={tmp_path / 'base/tokenizer'}"))

@@ -17,3 +17,39 @@ def test_bad_cli_input_is_one_line_and_the_traceback_is_on_request(tmp_path):
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "checkpoint=" in done.stderr.splitlines()[0]
     assert "Traceback" in run(*args, env={"UNIMODAL_TRACEBACK": "1"}).stderr
+
+
+def test_run_main_explains_user_and_data_errors_and_lets_bugs_through(capsys, monkeypatch):
+    import pytest
+
+    from unimodal.cli import run_main
+    from unimodal.data.image_sources import DataError
+
+    monkeypatch.delenv("UNIMODAL_TRACEBACK", raising=False)
+
+    def fail(err):
+        def main():
+            raise err
+        return main
+
+    for err in (DataError("source x: 30 of 40 samples unreadable"), FileNotFoundError("f.yaml")):
+        with pytest.raises(SystemExit) as stop:
+            run_main(fail(err))
+        assert stop.value.code == 2
+        assert capsys.readouterr().err.startswith(f"error: {err}\n")
+    with pytest.raises(KeyError):   # a bug keeps its traceback
+        run_main(fail(KeyError("bug")))
+
+
+def test_the_cli_module_does_not_import_torch():
+    # Scripts that only read JSON (eval/quickstart_summary.py) start in 0.1 s, not 2. A fresh
+    # interpreter: the warm children of run_script have torch imported already.
+    import subprocess
+    import sys
+
+    from process_fixtures import clean_env
+    done = subprocess.run([sys.executable, "-c",
+                           "import sys, unimodal.cli; print('torch' in sys.modules)"],
+                          capture_output=True, text=True, env=clean_env(), timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"

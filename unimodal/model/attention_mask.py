@@ -15,8 +15,8 @@ and never to another document.
 "query q may see image key kv" (kv is an image token; same-document is checked here).
 
 `build_attention_mask` turns the rule into a BlockMask for flex_attention on CUDA, and into the dense
-boolean mask of the very same function (`create_mask`) for SDPA on the CPU, where flex_attention has
-no backward pass.
+boolean mask of the very same function for SDPA on the CPU, where flex_attention has no backward
+pass.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from __future__ import annotations
 import functools
 
 import torch
-from torch.nn.attention.flex_attention import create_block_mask, create_mask
+from torch.nn.attention.flex_attention import create_block_mask
 
 
 def unified_mask_mod(doc_ids: torch.Tensor, block_ids: torch.Tensor, image_rule):
@@ -39,10 +39,15 @@ def unified_mask_mod(doc_ids: torch.Tensor, block_ids: torch.Tensor, image_rule)
 
 
 def dense_mask(doc_ids: torch.Tensor, block_ids: torch.Tensor, image_rule) -> torch.Tensor:
-    """(B, 1, L, L) boolean mask, True = may attend."""
+    """(B, 1, L, L) boolean mask, True = may attend: the mask_mod called once on broadcasting
+    index grids. It equals flex_attention's `create_mask` (a test pins this), which vmaps the
+    mask_mod over the four indices and built the CPU step's mask several times slower."""
     b, length = doc_ids.shape
-    return create_mask(unified_mask_mod(doc_ids, block_ids, image_rule), b, None, length, length,
-                       device=doc_ids.device)
+    positions = torch.arange(length, device=doc_ids.device)
+    rows = torch.arange(b, device=doc_ids.device)[:, None, None, None]
+    head = torch.zeros((), dtype=torch.long, device=doc_ids.device)
+    mask_mod = unified_mask_mod(doc_ids, block_ids, image_rule)
+    return mask_mod(rows, head, positions[:, None], positions[None, :]).expand(b, 1, length, length)
 
 
 @functools.cache

@@ -40,8 +40,25 @@ def conv_of(dims: int) -> type[nn.Module]:
     return CONVS[dims]
 
 
+class GroupNorm(nn.GroupNorm):
+    """nn.GroupNorm that trains a channels-last map on the CPU through a contiguous copy.
+
+    The decoder's maps are channels-last (the latent LayerNorm hands back a moved view, and the
+    convolutions keep that layout, which suits oneDNN). The CPU GroupNorm backward is several times
+    slower on that layout than on a contiguous one, while the two copies around it are cheap:
+    a CPU tokenizer step is ~7% faster (README "Set up and run"). Same parameters, same state dict.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (x.device.type == "cpu" and torch.is_grad_enabled() and x.dim() == 4
+                and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)):
+            y = F.group_norm(x.contiguous(), self.num_groups, self.weight, self.bias, self.eps)
+            return y.contiguous(memory_format=torch.channels_last)
+        return super().forward(x)
+
+
 def _norm(channels: int) -> nn.GroupNorm:
-    return nn.GroupNorm(min(32, channels), channels, eps=1e-6)
+    return GroupNorm(min(32, channels), channels, eps=1e-6)
 
 
 class ResBlock(nn.Module):
