@@ -45,8 +45,9 @@ class GroupNorm(nn.GroupNorm):
 
     The decoder's maps are channels-last (the latent LayerNorm hands back a moved view, and the
     convolutions keep that layout, which suits oneDNN). The CPU GroupNorm backward is several times
-    slower on that layout than on a contiguous one, while the two copies around it are cheap:
-    a CPU tokenizer step is ~7% faster (README "Set up and run"). Same parameters, same state dict.
+    slower on that layout than on a contiguous one, and the two copies around it cost less than
+    that saves: a CPU tokenizer step is about 5% faster (README "Set up and run"). Same parameters, same state
+    dict.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
