@@ -1,6 +1,13 @@
 """Scripts report the errors they explain in one line (exit code 2), not a traceback."""
 
-from process_fixtures import run_script as run
+import subprocess
+import sys
+
+import pytest
+
+from process_fixtures import clean_env, run_script as run
+from unimodal.cli import run_main
+from unimodal.data.image_sources import DataError
 
 
 def test_a_config_typo_is_one_line_with_exit_code_2():
@@ -20,11 +27,6 @@ def test_bad_cli_input_is_one_line_and_the_traceback_is_on_request(tmp_path):
 
 
 def test_run_main_explains_user_and_data_errors_and_lets_bugs_through(capsys, monkeypatch):
-    import pytest
-
-    from unimodal.cli import run_main
-    from unimodal.data.image_sources import DataError
-
     monkeypatch.delenv("UNIMODAL_TRACEBACK", raising=False)
 
     def fail(err):
@@ -44,10 +46,6 @@ def test_run_main_explains_user_and_data_errors_and_lets_bugs_through(capsys, mo
 def test_the_cli_module_does_not_import_torch():
     # Scripts that only read JSON (eval/quickstart_summary.py) start in 0.1 s, not 2. A fresh
     # interpreter: the warm children of run_script have torch imported already.
-    import subprocess
-    import sys
-
-    from process_fixtures import clean_env
     done = subprocess.run([sys.executable, "-c",
                            "import sys, unimodal.cli; print('torch' in sys.modules)"],
                           capture_output=True, text=True, env=clean_env(), timeout=60)
