@@ -20,7 +20,7 @@ eval/sample.py and eval/fid.py run), with the decoder in line, and with `overlap
 also on a side stream beside the next batch's generation: the throughput of a long job.
 `sdpa` puts one attention backend first (torch's own order otherwise); `profile=true` prints the
 top CUDA kernels of one more run (best with cuda_graphs=false, so kernels are not hidden in graph
-replays).
+replays), then its top host operations by their own CPU time.
 """
 
 import statistics
@@ -143,6 +143,8 @@ def bench(args: BenchSamplingConfig):
         with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
             run()
         print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=45, max_name_column_width=110))
+        # Host time too: at small batches the step can wait on Python and launches, not kernels.
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25, max_name_column_width=110))
     print(f"\n{torch.cuda.get_device_name()} | torch {torch.__version__} | backbone {args.size} "
           f"({params:.0f}M trainable params, bf16) | T={model.tok_cfg.code_maps}, 16x16 codes, "
           f"CFG {sampling.cfg_scale} {sampling.cfg_schedule}, 256 px | {'compiled' if args.compile else 'eager'}, CUDA graphs "

@@ -12,9 +12,11 @@ from unimodal.config import ConfigError
 
 
 @pytest.mark.slow
-def test_bench_pretrain_peer_prints_one_table_with_both_mfu_conventions(tmp_path):
-    """The real entry point at a tiny size: the project, then the peer eager and compiled (the
-    `eager` dynamo backend here: inductor's CPU compile would take minutes and times nothing)."""
+@pytest.mark.parametrize("peer_eager", [True, False])
+def test_bench_pretrain_peer_prints_one_table_with_both_mfu_conventions(tmp_path, peer_eager):
+    """The real entry point at a tiny size: the project, then the peer eager (unless
+    peer_eager=false) and compiled (the `eager` dynamo backend here: inductor's CPU compile would
+    take minutes and times nothing)."""
     from unimodal.pretraining.flops import attention_term
 
     make_assets(tmp_path)
@@ -24,18 +26,20 @@ def test_bench_pretrain_peer_prints_one_table_with_both_mfu_conventions(tmp_path
          f"pretrain_config={ROOT / 'configs/uni_tiny.yaml'}", "steps=6", "warmup=2", "window=2",
          "text_vocab=300", f"json={tmp_path / 'bench.json'}", "peer=true",
          "peer_compile_backend=eager", f"image_tokenizer={tmp_path / 'image_tokenizer'}",
+         f"peer_eager={str(peer_eager).lower()}",
          "overrides=model.backbone.num_layers=1 data.seq_len=256 data.rows_per_batch=2"],
         {**clean_env(), "OMP_NUM_THREADS": "1"}, timeout=600, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     table = done.stdout[done.stdout.index("project vs plain transformers"):]
     assert "| MFU full attn | MFU causal-halved |" in table
-    for row in ("| project (DeepSpeed) |", "| transformers peer, eager |",
-                "| transformers peer, compiled (eager) |"):
+    for row in ("| project (DeepSpeed) |", "| transformers peer, compiled (eager) |"):
         assert row in table, table
+    assert ("| transformers peer, eager |" in table) == peer_eager, table
     assert "project / compiled peer:" in table.splitlines()[-1]
     result = json.loads((tmp_path / "bench.json").read_text())
     peers = result["peers"]
-    assert [p["compile"] for p in peers.values()] == ["eager", "eager"]  # eager, then dynamo
+    assert list(peers) == (["eager", "compiled"] if peer_eager else ["compiled"])
+    assert all(p["compile"] == "eager" for p in peers.values())  # no compile, then dynamo's eager
     assert result["ratio_to_compiled_peer"] == pytest.approx(
         result["tokens_per_s"] / peers["compiled"]["tokens_per_s"])
     # configs/uni_tiny.yaml's width 128, one layer here, 256-token rows: flops.py's attention
