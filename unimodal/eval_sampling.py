@@ -48,7 +48,7 @@ class SamplingRunConfig:
     batch_size: int = 32                  # images per sampling batch
     device: str = "auto"                  # auto | cpu | cuda | cuda:N
     compile: bool = False                 # torch.compile backbone and decoder (CUDA)
-    cuda_graphs: bool = False             # with compile: a batch's T image block passes replay one CUDA graph
+    cuda_graphs: bool = False             # with compile: each image block pass replays one CUDA graph
     overlap_decode: bool = False          # CUDA: decode batch i on a side stream while batch i+1 samples
     fp8: str = ""                         # with compile: decoder-layer matmuls in FP8, tensorwise |
                                           # rowwise (torchao; H100/H200); other codes than bf16's

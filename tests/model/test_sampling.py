@@ -92,10 +92,9 @@ def test_sampling_keys_are_the_config_fields_with_its_defaults():
 
 @pytest.mark.gpu
 def test_cuda_graph_sampling_draws_the_codes_of_plain_compilation(tmp_path):
-    # compile_for_sampling(cuda_graphs=True) captures a batch's T block passes as one graph and
-    # replays it for every batch of that shape: a stale input buffer (the prompt cache, eps), a
-    # generator that is not reseeded or draws differently under capture, or memory reused
-    # between passes would change the codes. Plain compilation runs the same kernels eagerly.
+    # compile_for_sampling(cuda_graphs=True) replays one graph for every block pass and reuses its
+    # memory between passes and batches: a stale or overwritten buffer (the prompt cache, the last
+    # pass's hidden states) would change the codes. Plain compilation runs the same kernels.
     import torch
 
     from unimodal.model.sampling import compile_for_sampling, sample_codes
@@ -103,8 +102,7 @@ def test_cuda_graph_sampling_draws_the_codes_of_plain_compilation(tmp_path):
     from unimodal.random_models import random_class_conditional_model
 
     cfg = ImageSamplingConfig(cfg_scale=4.0, temperature=1.0)
-    # The first batch again after others: a replay with reseeded generators; then a new shape.
-    batches = [[3, 9], [500, 7], [3, 9], [1, 2, 4]]
+    batches = [[3, 9], [500, 7], [3, 9]]   # the first batch again after others: a graph replay
     codes = {}
     for graphs in (False, True):
         folder = tmp_path / f"graphs_{graphs}"
@@ -114,8 +112,6 @@ def test_cuda_graph_sampling_draws_the_codes_of_plain_compilation(tmp_path):
         compile_for_sampling(model, tokenizer, cuda_graphs=graphs)
         codes[graphs] = [sample_codes(model, [image_prompt(vocab, class_id=c) for c in classes],
                                       cfg, seeds=classes).cpu() for classes in batches]
-        if graphs:  # one captured loop per batch shape
-            assert len(model.objective.pass_graphs.graphs) == 2
     for plain, graphed in zip(codes[False], codes[True]):
         assert torch.equal(plain, graphed)
     assert torch.equal(codes[True][0], codes[True][2])

@@ -116,12 +116,11 @@ def compile_for_sampling(model: UnifiedModel, tokenizer, cuda_graphs: bool = Fal
     The objective's step (RDPM: block input, backbone, code head, guidance, top-k/p; see
     `ImageObjective.compile_sampling_step`) compiles as one graph; the backbone alone is also
     compiled for the prompt pass and the token-by-token samplers.
-    `cuda_graphs`: the RDPM objective captures the T block passes of a batch as one CUDA graph
-    (`objectives.rdpm.PassGraphs`; every pass has one shape, as the prompt cache does not grow),
-    so the host launches a batch's generation once instead of kernel by kernel and step by step:
-    this is what makes batch-1 latency small. The backbone (prompt pass) and the decoder get
-    torch.compile's own CUDA graphs (mode="reduce-overhead", and its decoder option, beside
-    coordinate-descent tuning). The token-by-token samplers (text, audio, video) write their
+    `cuda_graphs`: mode="reduce-overhead" for the step (for the decoder its equivalent option,
+    beside coordinate-descent tuning), so that each replays one
+    CUDA graph instead of launching its kernels one by one. An image sampler's block passes all
+    have one shape (the prompt cache does not grow), so they replay a single graph; this is what
+    makes batch-1 latency small. The token-by-token samplers (text, audio, video) write their
     static KV cache in place between passes, which a graph would copy in full at every replay:
     leave it off there (their one step shape still compiles once without it).
     `channels_last`: the decoder's convolutions in NHWC, which cuDNN runs faster in bf16.
@@ -138,7 +137,7 @@ def compile_for_sampling(model: UnifiedModel, tokenizer, cuda_graphs: bool = Fal
     if fp8:
         convert_layers_to_float8(model.backbone, fp8, tuple(fp8_keep_bf16))
     model.backbone.forward = torch.compile(model.backbone.forward, dynamic=False, mode=mode)
-    model.objective.compile_sampling_step(cuda_graphs)
+    model.objective.compile_sampling_step(mode)
     if channels_last:
         tokenizer.decoder.to(memory_format=torch.channels_last)
     decoder_graphs = cuda_graphs and not overlap_decode

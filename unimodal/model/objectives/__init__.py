@@ -133,10 +133,9 @@ class ImageObjective:
                seeds: list[int] | None = None, prefix: torch.Tensor | None = None) -> torch.Tensor:
         raise NotImplementedError
 
-    def compile_sampling_step(self, cuda_graphs: bool = False) -> None:
-        """torch.compile the objective's per-step sampling work beyond the backbone
-        (compile_for_sampling), and with `cuda_graphs` replay it as CUDA graphs. Default: nothing
-        more to compile."""
+    def compile_sampling_step(self, mode: str | None) -> None:
+        """torch.compile the objective's per-step sampling work beyond the backbone, with
+        torch.compile `mode` (compile_for_sampling). Default: nothing more to compile."""
 
 
 # The objectives subclass the above, so they are imported after it.

@@ -218,6 +218,10 @@ def sample_codes(model, prompts: list[list[int]], cfg: ImageSamplingConfig,
     null_prompt = image_prompt(vocab)  # <bos> <null> <boi>
     rows_prompts = prompts + [null_prompt] * b if guided else prompts
     cache, valid, next_pos, _ = run_prompts(model, rows_prompts)
+    # Own copies: with CUDA graphs (compile_for_sampling) the prompt pass's outputs live in the
+    # graph pool, which the block passes' replays may reuse. The prompt cache is small.
+    cache = [(k.clone(), v.clone()) for k, v in cache]
+    rows = valid.shape[0]
     h, w = tok.grid
     # The same for every step: computed once, with the padding known from the prompts' lengths
     # (no read from the device, so the host can run ahead into the steps).
@@ -226,39 +230,14 @@ def sample_codes(model, prompts: list[list[int]], cfg: ImageSamplingConfig,
     noise = rdpm_noise(seeds, tok.code_maps, (tok.latent_dim, h, w), device=device)
     if guided:
         noise = torch.cat([noise, noise])  # cond and uncond rows see the same eps_t
-    graphs = model.objective.pass_graphs
-    if graphs is not None and prefix is None and device.type == "cuda":
-        return graphs.run(model, cache, geometry, noise, b, cfg, seeds)
-    # Own copies: with CUDA graphs (compile_for_sampling) the prompt pass's outputs live in the
-    # graph pool, which the block passes' replays may reuse. The prompt cache is small.
-    cache = [(k.clone(), v.clone()) for k, v in cache]
     # One Gumbel generator per image: an image's codes do not depend on the rest of its batch.
     gens = [torch.Generator(device).manual_seed(s) for s in seeds]
-    steps, scales = step_tensors(tok.code_maps, noise.shape[0], cfg, guided, device)
-    return recurrent_passes(model, cache, geometry, noise, b, cfg, gens, steps, scales, prefix)
-
-
-def step_tensors(code_maps: int, rows: int, cfg: ImageSamplingConfig, guided: bool,
-                 device: torch.device) -> tuple[torch.Tensor, list[torch.Tensor | None]]:
-    """Step t (T, rows) and its guidance weight (T tensors; None unguided) as tensors: a compiled
-    step (compile_for_sampling) then has one graph for all T steps instead of one per value."""
-    steps = torch.arange(1, code_maps + 1, device=device)[:, None].repeat(1, rows)
-    scales = [torch.tensor(guidance_scale(cfg.cfg_scale, cfg.cfg_schedule, t, code_maps),
-                           device=device) if guided else None for t in range(1, code_maps + 1)]
-    return steps, scales
-
-
-def recurrent_passes(model, cache, geometry: BlockGeometry, noise: torch.Tensor, b: int,
-                     cfg: ImageSamplingConfig, gens: list[torch.Generator], steps: torch.Tensor,
-                     scales: list[torch.Tensor | None],
-                     prefix: torch.Tensor | None = None) -> torch.Tensor:
-    """Algorithm 2's loop: T block passes against the cached prompt, codes (b, T, h, w). `noise`
-    (rows, T, d, h, w) holds eps for the b prompts' rows and, guided, their <null> twins'; image
-    i draws its Gumbel noise from gens[i]. Only device work: `PassGraphs` captures this loop."""
-    tok = model.tok_cfg
-    device = noise.device
-    rows, h, w = noise.shape[0], *tok.grid
     latent = torch.zeros((rows, tok.latent_dim, h, w), device=device)
+    # Step t and its guidance weight as tensors: a compiled step (compile_for_sampling) then has
+    # one graph for all T steps instead of one per value.
+    steps = torch.arange(1, tok.code_maps + 1, device=device)[:, None].repeat(1, rows)
+    scales = [torch.tensor(guidance_scale(cfg.cfg_scale, cfg.cfg_schedule, t, tok.code_maps),
+                           device=device) if guided else None for t in range(1, tok.code_maps + 1)]
     step_fn = model.objective.compiled_step or guided_block_codes
     # The Gumbel noise's uniform draws, one buffer for all steps: drawn outside the step (one
     # generator per image), turned into codes inside it, where a compiled step fuses them with
@@ -269,7 +248,11 @@ def recurrent_passes(model, cache, geometry: BlockGeometry, noise: torch.Tensor,
     for t in range(1, tok.code_maps + 1):
         if uniforms is not None:
             uniform_draws(uniforms.shape, device, gens, out=uniforms)
-        # Cloned: every step's codes are kept, and the next pass may reuse the step's memory.
+        # A new CUDA-graph generation per pass: this pass may overwrite the last pass's outputs
+        # (already consumed); a no-op without graphs.
+        torch.compiler.cudagraph_mark_step_begin()
+        # Cloned: with CUDA graphs the step's output lives in the graph pool, which the next
+        # replay overwrites, and every step's codes are kept.
         c_t = step_fn(model, cache, latent, noise[:, t - 1], steps[t - 1], geometry, b,
                       scales[t - 1], cfg.top_k, cfg.top_p, cfg.temperature,
                       uniforms).view(b, h, w).clone()
@@ -277,84 +260,8 @@ def recurrent_passes(model, cache, geometry: BlockGeometry, noise: torch.Tensor,
             c_t = prefix[:, t - 1].to(device)
         codes.append(c_t)
         step_latent = model.image_input.quantizer.embed_step(c_t).to(latent.dtype)
-        latent = latent + (torch.cat([step_latent, step_latent]) if rows != b else step_latent)
+        latent = latent + (torch.cat([step_latent, step_latent]) if guided else step_latent)
     return torch.stack(codes, dim=1)
-
-
-class PassGraphs:
-    """`recurrent_passes` as one CUDA graph per batch shape (compile_for_sampling(cuda_graphs=
-    True)): the host launches the T passes of a batch at once instead of step by step, which is
-    what bounds batch-1 latency (README "Unified-model sampling").
-
-    A shape (batch, prompt length, padding, sampling settings) is captured at its first use,
-    after a warm-up pass on a side stream (which also compiles the step), and replayed after:
-    each call copies the prompt cache, the block geometry and eps into the graph's own buffers,
-    reseeds its per-image generators (registered with the graph, so a replay draws what a fresh
-    generator with that seed draws eagerly) and returns a copy of the codes. At most
-    `max_graphs` shapes are kept; each holds its own memory pool."""
-
-    def __init__(self, max_graphs: int = 4):
-        self.max_graphs = max_graphs
-        self.graphs: dict[tuple, _CapturedPasses] = {}
-
-    def run(self, model, cache, geometry: BlockGeometry, noise: torch.Tensor, b: int,
-            cfg: ImageSamplingConfig, seeds: list[int]) -> torch.Tensor:
-        key = (b, tuple(noise.shape), tuple(cache[0][0].shape), cache[0][0].dtype,
-               geometry.mask is None, geometry.rope is None, cfg.cfg_scale, cfg.cfg_schedule,
-               cfg.top_k, cfg.top_p, cfg.temperature)
-        captured = self.graphs.get(key)
-        if captured is None:
-            if len(self.graphs) >= self.max_graphs:
-                self.graphs.pop(next(iter(self.graphs)))  # the oldest shape
-            captured = self.graphs[key] = _CapturedPasses(model, cache, geometry, noise, b, cfg)
-        return captured(cache, geometry, noise, seeds)
-
-
-def _tensors(cache, geometry: BlockGeometry, noise: torch.Tensor) -> list[torch.Tensor]:
-    """The per-batch inputs of a captured loop, flattened in one fixed order."""
-    flat = [x for kv in cache for x in kv] + [geometry.positions, noise]
-    flat += [geometry.mask] if geometry.mask is not None else []
-    return flat + (list(geometry.rope) if geometry.rope is not None else [])
-
-
-class _CapturedPasses:
-    """One batch shape's loop, captured (see PassGraphs)."""
-
-    def __init__(self, model, cache, geometry: BlockGeometry, noise: torch.Tensor, b: int,
-                 cfg: ImageSamplingConfig):
-        device = noise.device
-        self.cache = [(k.clone(), v.clone()) for k, v in cache]
-        self.geometry = BlockGeometry(
-            geometry.positions.clone(), None if geometry.mask is None else geometry.mask.clone(),
-            None if geometry.rope is None else tuple(x.clone() for x in geometry.rope))
-        self.noise = noise.clone()
-        self.inputs = _tensors(self.cache, self.geometry, self.noise)
-        self.gens = [torch.Generator(device) for _ in range(b)] if cfg.temperature > 0 else []
-        # Made before capture: building them copies host values to the device.
-        steps, scales = step_tensors(model.tok_cfg.code_maps, noise.shape[0], cfg,
-                                     noise.shape[0] != b, device)
-
-        def loop():
-            return recurrent_passes(model, self.cache, self.geometry, self.noise, b, cfg,
-                                    self.gens, steps, scales)
-        side = torch.cuda.Stream(device)
-        side.wait_stream(torch.cuda.current_stream(device))
-        with torch.cuda.stream(side):  # compiles the step, lazy library set-up: not capturable
-            loop()
-        torch.cuda.current_stream(device).wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
-        for gen in self.gens:
-            self.graph.register_generator_state(gen)
-        with torch.cuda.graph(self.graph):
-            self.codes = loop()
-
-    def __call__(self, cache, geometry: BlockGeometry, noise: torch.Tensor,
-                 seeds: list[int]) -> torch.Tensor:
-        torch._foreach_copy_(self.inputs, _tensors(cache, geometry, noise))
-        for gen, seed in zip(self.gens, seeds):
-            gen.manual_seed(seed)
-        self.graph.replay()
-        return self.codes.clone()
 
 
 def guided_block_codes(model, cache, latent_prev: torch.Tensor, noise_t: torch.Tensor,
@@ -396,7 +303,6 @@ class RDPMObjective(ImageObjective):
     name = "rdpm"
     CODE_HEADS = CODE_HEADS
     compiled_step = None  # guided_block_codes under torch.compile (compile_sampling_step)
-    pass_graphs: PassGraphs | None = None  # the loop as CUDA graphs (compile_sampling_step)
 
     def __init__(self, vocab: Vocabulary, latent_dim: int, blocks_per_image: int = 1,
                  step_weights=()):
@@ -440,10 +346,9 @@ class RDPMObjective(ImageObjective):
                seeds: list[int] | None = None, prefix: torch.Tensor | None = None) -> torch.Tensor:
         return sample_codes(model, prompts, cfg, seeds, prefix)
 
-    def compile_sampling_step(self, cuda_graphs: bool = False) -> None:
+    def compile_sampling_step(self, mode: str | None) -> None:
         # The whole step (block input, backbone, code head, guidance, top-k/p, Gumbel-max) in one
         # graph: inductor fuses the float32 code-head, guidance and draw arithmetic, so the guided
-        # logits and the noise never reach memory. With `cuda_graphs` the T steps of a batch are
-        # then captured as one CUDA graph (PassGraphs): one launch per batch, not one per step.
-        self.compiled_step = torch.compile(guided_block_codes, dynamic=False)
-        self.pass_graphs = PassGraphs() if cuda_graphs else None
+        # logits and the noise never reach memory, and with CUDA graphs one replay covers the
+        # step, not just the backbone.
+        self.compiled_step = torch.compile(guided_block_codes, dynamic=False, mode=mode)
