@@ -232,6 +232,29 @@ def test_mismatched_image_tokenizer_is_a_clear_error(assets):
         UnifiedModel(UnifiedModelConfig(), vocab, tiny_tokenizer_config(code_maps=10))
 
 
+def test_head_loss_pads_the_vocabulary_without_changing_loss_or_gradients():
+    # head_cross_entropy_sums pads the head to a multiple of HEAD_ROWS_MULTIPLE rows for aligned
+    # matmuls: the padded logits must not enter the softmax, and the gradients keep the head's shape.
+    from unimodal.model.unified import HEAD_ROWS_MULTIPLE, head_cross_entropy_sums
+
+    torch.manual_seed(0)
+    vocab = 3 * HEAD_ROWS_MULTIPLE + 5
+    hidden = torch.randn(40, 16, requires_grad=True)
+    weight = torch.randn(vocab, 16, requires_grad=True)
+    targets = torch.randint(0, vocab, (40,))
+    groups = [torch.where(targets < 100, targets, IGNORE), torch.where(targets >= 100, targets, IGNORE)]
+    sums = head_cross_entropy_sums(hidden, weight, groups)
+    (sums[0] + 2 * sums[1]).backward()
+    h, w = hidden.detach().clone().requires_grad_(), weight.detach().clone().requires_grad_()
+    logits = h @ w.t()
+    expected = [F.cross_entropy(logits, g, reduction="sum", ignore_index=IGNORE) for g in groups]
+    (expected[0] + 2 * expected[1]).backward()
+    torch.testing.assert_close(torch.stack(sums), torch.stack(expected))
+    assert weight.grad.shape == (vocab, 16)
+    torch.testing.assert_close(weight.grad, w.grad)
+    torch.testing.assert_close(hidden.grad, h.grad)
+
+
 @pytest.mark.gpu
 def test_compiled_head_loss_equals_the_plain_one_on_cuda():
     # model.compile_loss: inductor fuses the float32 cast and log-softmax; the sums and the

@@ -259,6 +259,15 @@ def test_bench_sampling_refuses_an_unknown_attention_backend_before_building_any
     assert set(bench.SDPA_BACKENDS) == {"flash", "cudnn", "efficient"}
 
 
+@pytest.mark.gpu
+def test_bench_head_loss_times_the_padded_and_unpadded_head(capsys):
+    bench = load_script("eval/bench_head_loss.py")
+    bench.main(["vocab=1001", "width=64", "rows=256", "compile=false", "warmup=1", "iters=2"])
+    table = capsys.readouterr().out.strip().splitlines()[-2:]
+    assert table[0].startswith("| unpadded |") and table[0].endswith("| 1.00x |")
+    assert table[1].startswith("| padded to x64 |")
+
+
 def test_tokenizer_ablation_runs_are_the_preset_or_the_variants_after_the_common_overrides():
     from unimodal.cli import parse_config
     from unimodal.config import ConfigError

@@ -179,11 +179,26 @@ def _fill_geometry(target, tok: RDPMTokenizerConfig, prefix: str, source: str) -
                               "(it is read from the tokenizer) or use the matching tokenizer")
 
 
+# The output head's rows are padded to a multiple of this for its matmuls (see below).
+HEAD_ROWS_MULTIPLE = 64
+
+
 def head_cross_entropy_sums(hidden: torch.Tensor, weight: torch.Tensor,
-                            group_targets: list[torch.Tensor]) -> list[torch.Tensor]:
+                            group_targets: list[torch.Tensor],
+                            rows_multiple: int = HEAD_ROWS_MULTIPLE) -> list[torch.Tensor]:
     """Summed cross-entropy of each target group over one output-head matmul (float32 logits,
-    IGNORE targets add nothing)."""
-    logits = F.linear(hidden, weight).float()
+    IGNORE targets add nothing).
+
+    The head is padded with zero rows to a multiple of `rows_multiple` and the padded logits
+    are dropped before the softmax: the loss is unchanged, but the logits' rows become 16-byte
+    aligned. A vocabulary size that is not a multiple of 8 (uni_1b: 133,102 ids) otherwise sends
+    cuBLAS on Hopper to an sm80 fallback kernel for these matmuls (README "Pretraining
+    throughput"; 1 = no padding, eval/bench_head_loss.py's baseline)."""
+    vocab = weight.shape[0]
+    pad = -vocab % rows_multiple
+    if pad:
+        weight = F.pad(weight, (0, 0, 0, pad))
+    logits = F.linear(hidden, weight)[:, :vocab].float()
     return [F.cross_entropy(logits, targets, reduction="sum", ignore_index=IGNORE)
             for targets in group_targets]
 
