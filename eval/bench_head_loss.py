@@ -19,7 +19,8 @@ import torch
 
 from unimodal.cli import parse_config
 from unimodal.model.document import IGNORE
-from unimodal.model.unified import HEAD_ROWS_MULTIPLE, head_cross_entropy_sums
+from unimodal.model.chunked_loss import HEAD_ROWS_MULTIPLE
+from unimodal.model.unified import head_cross_entropy_sums
 
 
 @dataclass

@@ -235,7 +235,8 @@ def test_mismatched_image_tokenizer_is_a_clear_error(assets):
 def test_head_loss_pads_the_vocabulary_without_changing_loss_or_gradients():
     # head_cross_entropy_sums pads the head to a multiple of HEAD_ROWS_MULTIPLE rows for aligned
     # matmuls: the padded logits must not enter the softmax, and the gradients keep the head's shape.
-    from unimodal.model.unified import HEAD_ROWS_MULTIPLE, head_cross_entropy_sums
+    from unimodal.model.chunked_loss import HEAD_ROWS_MULTIPLE
+    from unimodal.model.unified import head_cross_entropy_sums
 
     torch.manual_seed(0)
     vocab = 3 * HEAD_ROWS_MULTIPLE + 5

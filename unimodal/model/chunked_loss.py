@@ -12,6 +12,10 @@ Design choices, one line each:
 - Image targets (K codes, any code head) go through `chunked_cross_entropy_sum`: the objective's
   own `code_logits` per chunk under torch.utils.checkpoint (recomputed in the backward; K << V
   keeps that cheap, and no code head needs a second, hand-written gradient).
+- The text head is padded with zero rows to a multiple of HEAD_ROWS_MULTIPLE for its matmuls
+  and the padded logits are dropped before the softmax (`padded_head`; unified.py's plain head
+  loss does the same): a vocabulary size that is not a multiple of 8 otherwise sends cuBLAS on
+  Hopper to an sm80 fallback kernel (README "Pretraining throughput").
 - Both are sums (the caller divides by the target count), like `reduction="sum"`. A target of
   -100 (F.cross_entropy's ignore_index, the documents' IGNORE) adds nothing and gets no gradient,
   so the caller may pass rows without a target instead of dropping them (a device read).
@@ -26,6 +30,17 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 
+# The head's rows are padded to a multiple of this for its matmuls (16-byte aligned logits rows).
+HEAD_ROWS_MULTIPLE = 64
+
+
+def padded_head(weight: torch.Tensor, rows_multiple: int = HEAD_ROWS_MULTIPLE) -> torch.Tensor:
+    """`weight` (V, W) with zero rows appended up to a multiple of `rows_multiple` (itself when V
+    is one already); the caller drops the padded logits, `[:, :V]`."""
+    pad = -weight.shape[0] % rows_multiple
+    return F.pad(weight, (0, 0, 0, pad)) if pad else weight
+
+
 class _LinearCrossEntropySum(torch.autograd.Function):
     """sum_i CE(hidden_i @ weight^T, target_i), gradients computed chunk by chunk in forward."""
 
@@ -36,18 +51,20 @@ class _LinearCrossEntropySum(torch.autograd.Function):
         grad_hidden = torch.empty_like(hidden) if need_hidden else None
         grad_weight = (torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
                        if need_weight else None)
-        w = weight.detach().requires_grad_(need_weight)
+        vocab = weight.shape[0]
+        w = padded_head(weight.detach()).requires_grad_(need_weight)
         for start in range(0, hidden.shape[0], chunk_tokens):
             part = slice(start, start + chunk_tokens)
             h = hidden[part].detach().requires_grad_(need_hidden)
             with torch.enable_grad():
-                loss = F.cross_entropy(F.linear(h, w).float(), targets[part], reduction="sum")
+                logits = F.linear(h, w)[:, :vocab].float()
+                loss = F.cross_entropy(logits, targets[part], reduction="sum")
             wanted = [x for x, need in ((h, need_hidden), (w, need_weight)) if need]
             grads = list(torch.autograd.grad(loss, wanted)) if wanted else []
             if need_hidden:
                 grad_hidden[part] = grads.pop(0)
             if need_weight:
-                grad_weight += grads.pop(0).float()
+                grad_weight += grads.pop(0)[:vocab].float()
             total += loss.detach()
         ctx.save_for_backward(grad_hidden, grad_weight)
         ctx.weight_dtype = weight.dtype

@@ -36,7 +36,8 @@ from transformers import LlamaConfig
 
 from unimodal.config import ConfigError
 from unimodal.model.attention_mask import build_attention_mask
-from unimodal.model.chunked_loss import chunked_cross_entropy_sum, linear_cross_entropy_sum
+from unimodal.model.chunked_loss import (HEAD_ROWS_MULTIPLE, chunked_cross_entropy_sum,
+                                         linear_cross_entropy_sum, padded_head)
 from unimodal.model.document import IGNORE
 from unimodal.model.float8 import check_recipe
 from unimodal.model.llama import LlamaBackbone
@@ -179,10 +180,6 @@ def _fill_geometry(target, tok: RDPMTokenizerConfig, prefix: str, source: str) -
                               "(it is read from the tokenizer) or use the matching tokenizer")
 
 
-# The output head's rows are padded to a multiple of this for its matmuls (see below).
-HEAD_ROWS_MULTIPLE = 64
-
-
 def head_cross_entropy_sums(hidden: torch.Tensor, weight: torch.Tensor,
                             group_targets: list[torch.Tensor],
                             rows_multiple: int = HEAD_ROWS_MULTIPLE) -> list[torch.Tensor]:
@@ -195,10 +192,7 @@ def head_cross_entropy_sums(hidden: torch.Tensor, weight: torch.Tensor,
     cuBLAS on Hopper to an sm80 fallback kernel for these matmuls (README "Pretraining
     throughput"; 1 = no padding, eval/bench_head_loss.py's baseline)."""
     vocab = weight.shape[0]
-    pad = -vocab % rows_multiple
-    if pad:
-        weight = F.pad(weight, (0, 0, 0, pad))
-    logits = F.linear(hidden, weight)[:, :vocab].float()
+    logits = F.linear(hidden, padded_head(weight, rows_multiple))[:, :vocab].float()
     return [F.cross_entropy(logits, targets, reduction="sum", ignore_index=IGNORE)
             for targets in group_targets]
 
