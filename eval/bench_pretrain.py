@@ -25,6 +25,9 @@ gradient accumulation, AdamW, clipping and timing, trained by a plain PyTorch lo
 one GPU has nothing for ZeRO to shard), eager and `torch.compile`d, bf16 on CUDA
 (`peer_precision`). The last table then holds the project and both peer runs, with the ratio of
 the project's tokens/s to each; `peer_eager=false` leaves the eager run out.
+`peer_vocab_multiple=64` pads the peer's vocabulary as
+`resize_token_embeddings(pad_to_multiple_of=64)` would: the project pads its head for the matmuls,
+and a peer padded too compares like with like.
 """
 
 import gc
@@ -69,6 +72,8 @@ class BenchPretrainConfig:
     peer_compile_backend: str = "inductor"  # torch.compile backend of the compiled peer run
     peer_eager: bool = True               # false: only the compiled peer (uni_1b's eager peer
                                           # peaks at 77 GiB, past what an 80 GB H100 holds)
+    peer_vocab_multiple: int = 1          # the peer's vocabulary rounded up to a multiple of this,
+                                          # as resize_token_embeddings(pad_to_multiple_of=) does
 
     def validate(self) -> None:
         if not self.pretrain_config:
@@ -85,6 +90,8 @@ class BenchPretrainConfig:
         self.pretrain_words()  # the overrides are key=value words
         if self.peer and int(os.environ.get("WORLD_SIZE", 1)) > 1:
             raise ConfigError("peer=true compares one GPU with one GPU: run without a launcher")
+        if self.peer_vocab_multiple < 1:
+            raise ConfigError(f"peer_vocab_multiple={self.peer_vocab_multiple}: must be >= 1")
         if self.peer_precision not in PRECISIONS:
             raise ConfigError(f"peer_precision={self.peer_precision!r}: choose one of {PRECISIONS}")
         if self.peer and not self.peer_compile_backend:
@@ -204,7 +211,8 @@ def print_peer_table(result: dict, cfg: PretrainConfig) -> None:
         for name, peer in peers.items()]
     print(f"\nproject vs plain transformers LlamaForCausalLM | seq {cfg.data.seq_len} | "
           f"micro-batch {cfg.data.rows_per_batch} rows x {cfg.train.gradient_accumulation} "
-          f"accumulated | peer {peers['compiled']['precision']} | MFU against "
+          f"accumulated | peer {peers['compiled']['precision']}, head of "
+          f"{peers['compiled']['head_rows']} rows | MFU against "
           f"{cfg.train.peak_tflops:g} TFLOP/s")
     print("| run | tokens/s | TFLOP/s full attn | TFLOP/s causal-halved | MFU full attn | "
           "MFU causal-halved | peak GiB | project tokens/s / this |")
@@ -307,7 +315,7 @@ def run_bench(args: BenchPretrainConfig):
         gc.collect()
         result["peers"] = {
             name: time_peer(hf_config, cfg, device, args.steps, args.warmup, args.window,
-                            backend, args.peer_precision, peak_tflops)
+                            backend, args.peer_precision, peak_tflops, args.peer_vocab_multiple)
             for name, backend in (("eager", ""), ("compiled", args.peer_compile_backend))
             if name == "compiled" or args.peer_eager}
         result["ratio_to_compiled_peer"] = (result["tokens_per_s"]

@@ -63,7 +63,33 @@ def test_bench_pretrain_peer_refuses_a_launcher_and_unknown_precision(monkeypatc
                                     [f"pretrain_config={config}", *w], None, mod.__file__)
     with pytest.raises(ConfigError, match="peer_precision='fp8'"):
         parse("peer=true", "peer_precision=fp8")
+    with pytest.raises(ConfigError, match="peer_vocab_multiple=0: must be >= 1"):
+        parse("peer=true", "peer_vocab_multiple=0")
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(ConfigError, match="peer=true compares one GPU"):
         parse("peer=true")
     assert parse("peer=false").peer is False
+
+
+def test_the_peer_vocabulary_is_padded_only_when_asked():
+    # peer_vocab_multiple: the peer's head grows to the next multiple (as transformers'
+    # pad_to_multiple_of), while its data and FLOPs keep the real vocabulary.
+    import torch
+    from transformers import LlamaConfig
+
+    from unimodal.config import load_config
+    from unimodal.pretraining.config import PretrainConfig
+    from unimodal.pretraining.transformers_peer import time_peer
+
+    cfg = load_config(PretrainConfig, ROOT / "configs/uni_tiny.yaml",
+                      ["data.seq_len=16", "data.rows_per_batch=1", "train.gradient_accumulation=1"],
+                      validate=False)
+    llama = LlamaConfig(vocab_size=100, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                        num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=16)
+    runs = [time_peer(llama, cfg, torch.device("cpu"), 2, 0, 1, vocab_multiple=m) for m in (1, 64)]
+    assert [r["head_rows"] for r in runs] == [100, 128]
+    assert llama.vocab_size == 100                       # the caller's config is left alone
+    per_token = [r["tflops"] / r["tokens_per_s"] for r in runs]
+    assert per_token[0] == pytest.approx(per_token[1])   # FLOPs of the real vocabulary
+    with pytest.raises(ValueError, match="vocab_multiple=0"):
+        time_peer(llama, cfg, torch.device("cpu"), 2, 0, 1, vocab_multiple=0)

@@ -17,6 +17,10 @@ Design choices, one line each:
 - Timing as the project's log: windows of `window` optimizer steps, those ending after step
   `warmup` kept, median of their tokens/s; the device is synchronised at window edges only.
 - FLOPs from flops.py's terms (`dense_lm_flops`): the head runs at every position here.
+- `vocab_multiple` rounds the peer's vocabulary up as `resize_token_embeddings(pad_to_multiple_of=)`
+  does (the extra rows stay in its softmax, as there); the data and the FLOPs keep the real size.
+  The project pads its head for the matmuls (chunked_loss.padded_head), so a peer padded the same
+  way compares like with like; 1 (the default) keeps the unified vocabulary as it is.
 """
 
 from __future__ import annotations
@@ -52,12 +56,17 @@ def build_peer(config: LlamaConfig, device: torch.device, precision: str) -> Lla
 
 def time_peer(config: LlamaConfig, cfg: PretrainConfig, device: torch.device, steps: int,
               warmup: int, window: int, compile_backend: str = "", precision: str = "autocast",
-              peak_tflops: float = 989.0) -> dict:
+              peak_tflops: float = 989.0, vocab_multiple: int = 1) -> dict:
     """Train the peer `steps` optimizer steps; tokens/s, TFLOP/s and MFU under both attention
     conventions, the peer's own peak memory. `compile_backend` "" = eager, else torch.compile's
-    backend ("inductor" for the real figure)."""
+    backend ("inductor" for the real figure). `vocab_multiple`: see the module's notes."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r}: choose one of {PRECISIONS}")
+    if vocab_multiple < 1:
+        raise ValueError(f"vocab_multiple={vocab_multiple}: must be >= 1")
+    vocab = config.vocab_size
+    config = copy.deepcopy(config)
+    config.vocab_size = -(-vocab // vocab_multiple) * vocab_multiple
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -71,7 +80,7 @@ def time_peer(config: LlamaConfig, cfg: PretrainConfig, device: torch.device, st
     clip = cfg.deepspeed_config(1).get("gradient_clipping", 0.0)
     rows, seq, accum = cfg.data.rows_per_batch, cfg.data.seq_len, cfg.train.gradient_accumulation
     gen = torch.Generator().manual_seed(0)
-    batches = [torch.randint(0, config.vocab_size, (rows, seq), generator=gen).to(device)
+    batches = [torch.randint(0, vocab, (rows, seq), generator=gen).to(device)
                for _ in range(4)]
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
                 if device.type == "cuda" and precision == "autocast" else contextlib.nullcontext())
@@ -97,7 +106,7 @@ def time_peer(config: LlamaConfig, cfg: PretrainConfig, device: torch.device, st
             start = now
     tokens_per_s = statistics.median(rates)
     attention = attention_term(config.num_hidden_layers, config.hidden_size, tokens_per_s, seq)
-    flops = dense_lm_flops(layer_params, config.hidden_size, config.vocab_size,
+    flops = dense_lm_flops(layer_params, config.hidden_size, vocab,
                            config.num_hidden_layers, tokens_per_s, seq)
     peak = (torch.cuda.max_memory_allocated(device) - base) / 2**30 if device.type == "cuda" \
         else 0.0
@@ -105,7 +114,8 @@ def time_peer(config: LlamaConfig, cfg: PretrainConfig, device: torch.device, st
               "tflops_causal": causal_halved(flops, attention) / 1e12,
               "attention_tflops": attention / 1e12, "peak_mem_gib": peak, "windows": len(rates),
               "loss": float(loss.detach()), "compile": compile_backend or "eager",
-              "precision": precision if device.type == "cuda" else "float32"}
+              "precision": precision if device.type == "cuda" else "float32",
+              "head_rows": config.vocab_size}
     result["mfu"] = result["tflops"] / peak_tflops
     result["mfu_causal"] = result["tflops_causal"] / peak_tflops
     del step_fn, model, opt, batches
