@@ -189,10 +189,19 @@ def profile_steps(trainer: Pretrainer, warmup: int, steps: int):
     return prof
 
 
+def device_kernel_us(events) -> float:
+    """GPU time of the device-side events alone (kernels, copies, memsets). A CPU op's self device
+    time repeats the kernels it launched, and ProfilerStep* spans whole steps, so a sum over every
+    event counted most kernels two or three times (before 2026-12-06: "GPU busy 372%")."""
+    from torch.autograd import DeviceType
+
+    return sum(e.self_device_time_total for e in events if e.device_type != DeviceType.CPU)
+
+
 def print_profile(prof, steps: int, rows: int = 15) -> None:
     events = prof.key_averages()
     cuda = torch.cuda.is_available()
-    device_us = sum(e.self_device_time_total for e in events) if cuda else 0.0
+    device_us = device_kernel_us(events) if cuda else 0.0
     times = prof.step_times[prof.first_active - 1:prof.first_active + steps]
     wall_us = (times[-1] - times[0]) * 1e6 if len(times) > 1 else float("nan")
     print(f"\nprofile of {steps} steps: wall {wall_us / steps / 1000:.1f} ms/step")

@@ -252,6 +252,21 @@ def test_bench_pretrain_profiles_the_real_loop_on_a_trained_tokenizer_geometry(a
     assert "aten::mm" in done.stdout and "Self CPU" in done.stdout   # the recorded steps' ops
 
 
+def test_bench_pretrain_counts_each_kernel_once_in_the_gpu_busy_share():
+    # key_averages() lists a kernel twice (the CPU op that launched it carries its time as "self
+    # device time" too) and ProfilerStep* spans the whole step: only device-side events count.
+    from types import SimpleNamespace
+
+    from torch.autograd import DeviceType
+
+    bench = load_script("eval/bench_pretrain.py")
+    events = [SimpleNamespace(device_type=DeviceType.CPU, self_device_time_total=900.0),  # step
+              SimpleNamespace(device_type=DeviceType.CPU, self_device_time_total=300.0),  # aten::mm
+              SimpleNamespace(device_type=DeviceType.CUDA, self_device_time_total=300.0),  # its kernel
+              SimpleNamespace(device_type=DeviceType.CUDA, self_device_time_total=50.0)]   # a memcpy
+    assert bench.device_kernel_us(events) == 350.0
+
+
 def test_bench_sampling_refuses_an_unknown_attention_backend_before_building_anything():
     bench = load_script("eval/bench_sampling.py")
     with pytest.raises(ValueError, match=r"sdpa='flashy'.*cudnn.*efficient.*flash"):
