@@ -117,6 +117,36 @@ def test_cuda_graph_sampling_draws_the_codes_of_plain_compilation(tmp_path):
     assert torch.equal(codes[True][0], codes[True][2])
 
 
+@pytest.mark.gpu
+def test_the_prompt_pass_on_cuda_graphs_gives_each_batch_its_own_cache(tmp_path):
+    # compile_for_sampling(cuda_graphs=True) runs the prompt pass on torch.compile's CUDA graphs:
+    # a warm-up, a recording, then replays into the same static outputs. Each batch must still get
+    # the keys and values of its own prompts, as plain compilation computes them (the question
+    # README's "Unified-model sampling" leaves open for the whole-loop graph).
+    import torch
+
+    from unimodal.model.sampling import compile_for_sampling
+    from unimodal.model.sampling_rules import run_prompts
+    from unimodal.model.vocabulary import image_prompt
+    from unimodal.random_models import random_class_conditional_model
+
+    batches = [[3, 9], [500, 7], [3, 9], [11, 12]]
+    caches = {}
+    for graphs in (False, True):
+        folder = tmp_path / f"graphs_{graphs}"
+        folder.mkdir()
+        torch.manual_seed(0)
+        model, tokenizer, vocab = random_class_conditional_model("tiny", folder, "cuda")
+        compile_for_sampling(model, tokenizer, cuda_graphs=graphs)
+        caches[graphs] = []
+        for classes in batches:
+            cache = run_prompts(model, [image_prompt(vocab, class_id=c) for c in classes])[0]
+            caches[graphs].append([x.cpu() for kv in cache for x in kv])  # copied before the next
+    for plain, graphed in zip(caches[False], caches[True]):
+        assert all(torch.equal(a, b) for a, b in zip(plain, graphed))
+    assert not torch.equal(caches[True][0][0], caches[True][1][0])  # the batches differ
+
+
 def test_overlapped_decoding_refuses_a_decoder_on_cuda_graphs(checkpoint):
     # A side stream would replay the decoder's graph beside the generator's in one memory pool.
     _, model, tok = checkpoint
