@@ -25,11 +25,15 @@ gradient accumulation, AdamW, clipping and timing, trained by a plain PyTorch lo
 one GPU has nothing for ZeRO to shard), eager and `torch.compile`d, bf16 on CUDA
 (`peer_precision`). The last table then holds the project and both peer runs, with the ratio of
 the project's tokens/s to each; `peer_eager=false` leaves the eager run out.
+`sync_sites=N` (CUDA) counts the host-device synchronisations of N optimizer steps after the warm-up
+by their Python call site (torch's sync debug mode) and prints them per step, most frequent first:
+where the loop waits for the GPU.
 `peer_vocab_multiple=64` pads the peer's vocabulary as
 `resize_token_embeddings(pad_to_multiple_of=64)` would: the project pads its head for the matmuls,
 and a peer padded too compares like with like.
 """
 
+import collections
 import gc
 import json
 import os
@@ -38,6 +42,8 @@ import shlex
 import statistics
 import tempfile
 import time
+import traceback
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,6 +72,8 @@ class BenchPretrainConfig:
     text_vocab: int = 128000              # ids of the dummy word-level text tokenizer
     image_tokenizer: str = ""             # a trained tokenizer folder ("" = random-weight paper_f16)
     profile: int = 0                      # torch.profiler over N steps after warmup (0 = off)
+    sync_sites: int = 0                   # CUDA: count the host syncs of N steps after warmup
+                                          # by Python call site (torch's sync debug mode; 0 = off)
     json: str = ""                        # also write the result here (rank 0)
     peer: bool = False                    # also time the plain transformers peer (one GPU)
     peer_precision: str = "autocast"      # CUDA: autocast (fp32 weights, bf16 autocast) | bf16
@@ -90,6 +98,14 @@ class BenchPretrainConfig:
         self.pretrain_words()  # the overrides are key=value words
         if self.peer and int(os.environ.get("WORLD_SIZE", 1)) > 1:
             raise ConfigError("peer=true compares one GPU with one GPU: run without a launcher")
+        if self.sync_sites < 0 or (self.sync_sites and self.profile) \
+                or self.warmup + self.sync_sites > self.steps:
+            raise ConfigError(f"sync_sites={self.sync_sites}: >= 0, not with profile (each "
+                              f"watches its own steps), and warmup + sync_sites <= steps="
+                              f"{self.steps}")
+        if self.sync_sites and not torch.cuda.is_available():
+            raise ConfigError("sync_sites counts CUDA syncs: no CUDA device here (on the CPU, "
+                              "tests/pretraining/test_trainer_host_syncs.py counts host reads)")
         if self.peer_vocab_multiple < 1:
             raise ConfigError(f"peer_vocab_multiple={self.peer_vocab_multiple}: must be >= 1")
         if self.peer_precision not in PRECISIONS:
@@ -189,6 +205,66 @@ def profile_steps(trainer: Pretrainer, warmup: int, steps: int):
     return prof
 
 
+def count_sync_sites(trainer: Pretrainer, warmup: int, steps: int) -> collections.Counter:
+    """Counts, by the innermost three Python frames, the host-device synchronisations of optimizer
+    steps warmup+1 .. warmup+steps of trainer.run(): torch.cuda's sync debug mode warns at each
+    one (an .item(), a bool() of a CUDA tensor, a blocking copy), and the warning's stack is
+    recorded. Filled while the loop runs; print it with print_sync_sites."""
+    sites: collections.Counter = collections.Counter()
+    engine_step, done = trainer.engine.step, [0]
+    saved = warnings.catch_warnings()  # restores the filters and showwarning on disarm
+    show = warnings.showwarning
+
+    def record(message, category, filename, lineno, file=None, line=None):
+        if "synchroniz" not in str(message):
+            return show(message, category, filename, lineno, file, line)
+        frames = [f for f in traceback.extract_stack()[:-1] if f.filename != warnings.__file__]
+        sites[" <- ".join(f"{_short(f.filename)}:{f.lineno} {f.name}"
+                          for f in reversed(frames[-3:]))] += 1
+
+    def arm():
+        saved.__enter__()
+        warnings.showwarning = record
+        warnings.simplefilter("always")  # every sync, not the first per line
+        torch.cuda.set_sync_debug_mode("warn")
+
+    def disarm():
+        torch.cuda.set_sync_debug_mode("default")
+        saved.__exit__(None, None, None)
+
+    def step_and_count(*args, **kwargs):  # the loop calls engine.step once per micro-batch
+        boundary = trainer.engine.is_gradient_accumulation_boundary()
+        result = engine_step(*args, **kwargs)
+        if boundary:
+            done[0] += 1
+            if done[0] == warmup:
+                arm()
+            elif done[0] == warmup + steps:
+                disarm()
+        return result
+
+    trainer.engine.step = step_and_count
+    if warmup == 0:
+        arm()
+    return sites
+
+
+def _short(path: str) -> str:
+    """A frame's file, from site-packages/ or the repository root on."""
+    for root in ("site-packages/", f"{Path(__file__).resolve().parents[1]}/"):
+        if root in path:
+            return path.split(root, 1)[1]
+    return path
+
+
+def print_sync_sites(sites: collections.Counter, steps: int, rows: int = 20) -> None:
+    print(f"\nhost syncs of {steps} steps: {sum(sites.values())} "
+          f"({sum(sites.values()) / steps:.1f} per optimizer step)")
+    print("| syncs per step | where (innermost frame first) |\n|---|---|")
+    for where, n in sites.most_common(rows):
+        print(f"| {n / steps:.1f} | {where} |")
+
+
 def device_kernel_us(events) -> float:
     """GPU time of the device-side events alone (kernels, copies, memsets). A CPU op's self device
     time repeats the kernels it launched, and ProfilerStep* spans whole steps, so a sum over every
@@ -276,6 +352,8 @@ def run_bench(args: BenchPretrainConfig):
     trainer.save_checkpoint = lambda: None  # timing only
     trainer.export = lambda: None
     prof = profile_steps(trainer, args.warmup, args.profile) if args.profile else None
+    sync_sites = (count_sync_sites(trainer, args.warmup, args.sync_sites) if args.sync_sites
+                  else None)
     if prof is not None:
         with prof:
             trainer.run()
@@ -318,6 +396,8 @@ def run_bench(args: BenchPretrainConfig):
               "fp8": cfg.model.fp8}
     if prof is not None:
         print_profile(prof, args.profile)
+    if sync_sites is not None:
+        print_sync_sites(sync_sites, args.sync_sites)
     if args.peer:
         hf_config, device = trainer.model.backbone.config, trainer.device
         del trainer, prof  # free the project's weights and optimizer before the peer's

@@ -252,6 +252,77 @@ def test_bench_pretrain_profiles_the_real_loop_on_a_trained_tokenizer_geometry(a
     assert "aten::mm" in done.stdout and "Self CPU" in done.stdout   # the recorded steps' ops
 
 
+def test_bench_pretrain_sync_sites_is_checked_before_any_work(monkeypatch):
+    from unimodal.cli import parse_config
+    from unimodal.config import ConfigError
+
+    bench = load_script("eval/bench_pretrain.py")
+    config = str(Path(__file__).resolve().parents[2] / "configs/uni_tiny.yaml")
+    parse = lambda *w: parse_config(bench.BenchPretrainConfig,  # noqa: E731
+                                    [f"pretrain_config={config}", "steps=6", "warmup=2", "window=2",
+                                     *w],
+                                    None, bench.__file__)
+    with pytest.raises(ConfigError, match="sync_sites=2: .*not with profile"):
+        parse("sync_sites=2", "profile=2")
+    with pytest.raises(ConfigError, match="warmup \\+ sync_sites <= steps=6"):
+        parse("sync_sites=5")
+    monkeypatch.setattr(bench.torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="sync_sites counts CUDA syncs: no CUDA device"):
+        parse("sync_sites=2")
+
+
+def test_bench_pretrain_sync_sites_counts_the_steps_after_warmup_by_caller(monkeypatch):
+    # The recorder without a GPU: an engine whose every micro-batch "syncs" (warns as torch's sync
+    # debug mode does), 2 micro-batches per optimizer step; only steps 2 and 3 are watched.
+    import warnings
+    from types import SimpleNamespace
+
+    bench = load_script("eval/bench_pretrain.py")
+    modes = []
+    monkeypatch.setattr(bench.torch.cuda, "set_sync_debug_mode", modes.append)
+
+    def synchronizing_call():
+        warnings.warn("called a synchronizing CUDA operation")
+
+    class Engine:
+        micro = 0
+
+        def is_gradient_accumulation_boundary(self):
+            return self.micro % 2 == 1
+
+        def step(self):
+            self.micro += 1
+            synchronizing_call()
+
+    trainer = SimpleNamespace(engine=Engine())
+    sites = bench.count_sync_sites(trainer, warmup=1, steps=2)
+    with warnings.catch_warnings(record=True):
+        for _ in range(8):  # 4 optimizer steps
+            trainer.engine.step()
+    assert modes == ["warn", "default"]
+    assert sum(sites.values()) == 4, sites
+    (where, _), = sites.items()
+    assert where.startswith("tests/scripts/test_eval_scripts.py:") and "synchronizing_call <- " \
+        in where and "step <- " in where
+
+
+@pytest.mark.gpu
+def test_bench_pretrain_sync_sites_names_where_the_loop_waits(assets, tmp_path):
+    # DeepSpeed checks the gradient norm on the host at every optimizer step: at least that sync
+    # must be found and attributed to its code.
+    root = Path(__file__).resolve().parents[2]
+    done = run_warm(
+        [str(root / "eval/bench_pretrain.py"),
+         f"pretrain_config={root / 'configs/uni_tiny.yaml'}", "steps=6", "warmup=2", "window=2",
+         "sync_sites=2", "text_vocab=300", f"image_tokenizer={assets['root'] / 'image_tokenizer'}",
+         "overrides=model.backbone.num_layers=1 data.seq_len=256 data.rows_per_batch=2"],
+        clean_env(), timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    table = done.stdout[done.stdout.index("host syncs of 2 steps"):]
+    assert "| syncs per step | where (innermost frame first) |" in table
+    assert "deepspeed/" in table, table
+
+
 def test_bench_pretrain_counts_each_kernel_once_in_the_gpu_busy_share():
     # key_averages() lists a kernel twice (the CPU op that launched it carries its time as "self
     # device time" too) and ProfilerStep* spans the whole step: only device-side events count.
