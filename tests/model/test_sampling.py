@@ -90,6 +90,23 @@ def test_sampling_keys_are_the_config_fields_with_its_defaults():
     assert cfg.sampling == ImageSamplingConfig(cfg_scale=2.0, top_k=5)
 
 
+def compiled_tiny_models(tmp_path):
+    """(cuda_graphs, model, vocab): one random-weight tiny model compiled plainly, then one with
+    the same weights compiled with CUDA graphs (compile_for_sampling), on CUDA."""
+    import torch
+
+    from unimodal.model.sampling import compile_for_sampling
+    from unimodal.random_models import random_class_conditional_model
+
+    for graphs in (False, True):
+        folder = tmp_path / f"graphs_{graphs}"
+        folder.mkdir()
+        torch.manual_seed(0)
+        model, tokenizer, vocab = random_class_conditional_model("tiny", folder, "cuda")
+        compile_for_sampling(model, tokenizer, cuda_graphs=graphs)
+        yield graphs, model, vocab
+
+
 @pytest.mark.gpu
 def test_cuda_graph_sampling_draws_the_codes_of_plain_compilation(tmp_path):
     # compile_for_sampling(cuda_graphs=True) replays one graph for every block pass and reuses its
@@ -97,19 +114,13 @@ def test_cuda_graph_sampling_draws_the_codes_of_plain_compilation(tmp_path):
     # pass's hidden states) would change the codes. Plain compilation runs the same kernels.
     import torch
 
-    from unimodal.model.sampling import compile_for_sampling, sample_codes
+    from unimodal.model.sampling import sample_codes
     from unimodal.model.vocabulary import image_prompt
-    from unimodal.random_models import random_class_conditional_model
 
     cfg = ImageSamplingConfig(cfg_scale=4.0, temperature=1.0)
     batches = [[3, 9], [500, 7], [3, 9]]   # the first batch again after others: a graph replay
     codes = {}
-    for graphs in (False, True):
-        folder = tmp_path / f"graphs_{graphs}"
-        folder.mkdir()
-        torch.manual_seed(0)
-        model, tokenizer, vocab = random_class_conditional_model("tiny", folder, "cuda")
-        compile_for_sampling(model, tokenizer, cuda_graphs=graphs)
+    for graphs, model, vocab in compiled_tiny_models(tmp_path):
         codes[graphs] = [sample_codes(model, [image_prompt(vocab, class_id=c) for c in classes],
                                       cfg, seeds=classes).cpu() for classes in batches]
     for plain, graphed in zip(codes[False], codes[True]):
@@ -125,19 +136,12 @@ def test_the_prompt_pass_on_cuda_graphs_gives_each_batch_its_own_cache(tmp_path)
     # README's "Unified-model sampling" leaves open for the whole-loop graph).
     import torch
 
-    from unimodal.model.sampling import compile_for_sampling
     from unimodal.model.sampling_rules import run_prompts
     from unimodal.model.vocabulary import image_prompt
-    from unimodal.random_models import random_class_conditional_model
 
     batches = [[3, 9], [500, 7], [3, 9], [11, 12]]
     caches = {}
-    for graphs in (False, True):
-        folder = tmp_path / f"graphs_{graphs}"
-        folder.mkdir()
-        torch.manual_seed(0)
-        model, tokenizer, vocab = random_class_conditional_model("tiny", folder, "cuda")
-        compile_for_sampling(model, tokenizer, cuda_graphs=graphs)
+    for graphs, model, vocab in compiled_tiny_models(tmp_path):
         caches[graphs] = []
         for classes in batches:
             cache = run_prompts(model, [image_prompt(vocab, class_id=c) for c in classes])[0]

@@ -233,19 +233,25 @@ def test_modality_curves_plot_and_tabulate_a_modalities_run(tmp_path, capsys):
         load_script("eval/modality_curves.py").main([f"run={tmp_path / 'audio_tokenizer'}"])
 
 
-@pytest.mark.slow
-def test_bench_pretrain_profiles_the_real_loop_on_a_trained_tokenizer_geometry(assets, tmp_path):
-    # A subprocess: the DeepSpeed process group (and the MASTER_PORT it sets in os.environ) must
-    # not outlive the test inside pytest, where later launches would inherit a busy port.
+def run_tiny_bench_pretrain(assets, tmp_path, *words):
+    """eval/bench_pretrain.py on uni_tiny with the trained test tokenizer's geometry, 6 steps
+    after 2 of warm-up. A subprocess: the DeepSpeed process group (and the MASTER_PORT it sets
+    in os.environ) must not outlive the test inside pytest, where later launches would inherit a
+    busy port."""
     root = Path(__file__).resolve().parents[2]
     done = run_warm(
         [str(root / "eval/bench_pretrain.py"),
          f"pretrain_config={root / 'configs/uni_tiny.yaml'}", "steps=6", "warmup=2", "window=2",
-         "profile=2", "text_vocab=300", f"json={tmp_path / 'bench.json'}",
-         f"image_tokenizer={assets['root'] / 'image_tokenizer'}",
-         "overrides=model.backbone.num_layers=1 data.seq_len=256 data.rows_per_batch=2"],
+         "text_vocab=300", f"image_tokenizer={assets['root'] / 'image_tokenizer'}",
+         "overrides=model.backbone.num_layers=1 data.seq_len=256 data.rows_per_batch=2", *words],
         {**clean_env(), "OMP_NUM_THREADS": "1"}, timeout=300, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+@pytest.mark.slow
+def test_bench_pretrain_profiles_the_real_loop_on_a_trained_tokenizer_geometry(assets, tmp_path):
+    done = run_tiny_bench_pretrain(assets, tmp_path, "profile=2", f"json={tmp_path / 'bench.json'}")
     result = json.loads((tmp_path / "bench.json").read_text())
     assert result["tokens_per_s"] > 0 and result["seq_len"] == 256
     assert re.search(r"profile of 2 steps: wall \d+\.\d ms/step", done.stdout)
@@ -310,14 +316,7 @@ def test_bench_pretrain_sync_sites_counts_the_steps_after_warmup_by_caller(monke
 def test_bench_pretrain_sync_sites_names_where_the_loop_waits(assets, tmp_path):
     # DeepSpeed checks the gradient norm on the host at every optimizer step: at least that sync
     # must be found and attributed to its code.
-    root = Path(__file__).resolve().parents[2]
-    done = run_warm(
-        [str(root / "eval/bench_pretrain.py"),
-         f"pretrain_config={root / 'configs/uni_tiny.yaml'}", "steps=6", "warmup=2", "window=2",
-         "sync_sites=2", "text_vocab=300", f"image_tokenizer={assets['root'] / 'image_tokenizer'}",
-         "overrides=model.backbone.num_layers=1 data.seq_len=256 data.rows_per_batch=2"],
-        clean_env(), timeout=300, cwd=tmp_path)
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = run_tiny_bench_pretrain(assets, tmp_path, "sync_sites=2")
     table = done.stdout[done.stdout.index("host syncs of 2 steps"):]
     assert "| syncs per step | where (innermost frame first) |" in table
     assert "deepspeed/" in table, table
