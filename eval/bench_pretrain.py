@@ -82,6 +82,8 @@ class BenchPretrainConfig:
                                           # peaks at 77 GiB, past what an 80 GB H100 holds)
     peer_vocab_multiple: int = 1          # the peer's vocabulary rounded up to a multiple of this,
                                           # as resize_token_embeddings(pad_to_multiple_of=) does
+    pin_memory: bool = True               # CUDA: batches in page-locked memory, as the real
+                                          # loader's (false: pageable, as before 2026-12-06)
 
     def validate(self) -> None:
         if not self.pretrain_config:
@@ -139,7 +141,12 @@ def dummy_text_tokenizer(folder: Path, size: int) -> Path:
 
 
 class SyntheticStream:
-    def __init__(self, vocab: Vocabulary, latent_dim: int, cfg: PretrainConfig, distinct: int = 8):
+    """`distinct` packed batches, repeated. `pin`: in page-locked memory, as the real loader
+    gives them on CUDA (DataLoader pin_memory), so that the loop's non-blocking copies to the GPU
+    do not wait for the kernels queued before them."""
+
+    def __init__(self, vocab: Vocabulary, latent_dim: int, cfg: PretrainConfig, distinct: int = 8,
+                 pin: bool = False):
         rng = random.Random(0)
         t, (h, w), k = vocab.code_maps, vocab.grid, cfg.data.blocks_per_image
         self.batches = []
@@ -155,8 +162,9 @@ class SyntheticStream:
                         break
                 docs.append(doc)
                 used += len(doc)
-            self.batches.append(pack_documents(docs, cfg.data.seq_len, cfg.data.rows_per_batch,
-                                               vocab.pad_id))
+            batch = pack_documents(docs, cfg.data.seq_len, cfg.data.rows_per_batch, vocab.pad_id)
+            self.batches.append({k: v.pin_memory() if pin and torch.is_tensor(v) else v
+                                 for k, v in batch.items()})
 
     @staticmethod
     def _document(vocab, latent_dim, rng, t, h, w, k):
@@ -348,7 +356,8 @@ def run_bench(args: BenchPretrainConfig):
     cfg.train.checkpoint_every = 10**9
     cfg.model.resolve_image_geometry()
     vocab = Vocabulary.build(cfg.model.vocab)
-    trainer = Pretrainer(cfg, stream=SyntheticStream(vocab, tok_cfg.latent_dim, cfg))
+    trainer = Pretrainer(cfg, stream=SyntheticStream(
+        vocab, tok_cfg.latent_dim, cfg, pin=args.pin_memory and torch.cuda.is_available()))
     trainer.save_checkpoint = lambda: None  # timing only
     trainer.export = lambda: None
     prof = profile_steps(trainer, args.warmup, args.profile) if args.profile else None

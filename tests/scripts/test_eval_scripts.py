@@ -322,6 +322,32 @@ def test_bench_pretrain_sync_sites_names_where_the_loop_waits(assets, tmp_path):
     assert "deepspeed/" in table, table
 
 
+@pytest.mark.gpu
+def test_bench_pretrain_batches_are_page_locked_as_the_real_loaders_are(assets, tmp_path):
+    # Pageable batches make each copy to the GPU wait for the kernels queued before it, a stall
+    # the real loop (DataLoader pin_memory on CUDA) does not have.
+    import torch
+
+    from unimodal.config import load_config
+    from unimodal.model.vocabulary import Vocabulary
+    from unimodal.pretraining.config import PretrainConfig
+    from unimodal.tokenizer.rdpm_tokenizer import load_tokenizer_config
+
+    bench = load_script("eval/bench_pretrain.py")
+    root, tok_dir = Path(__file__).resolve().parents[2], assets["root"] / "image_tokenizer"
+    text = bench.dummy_text_tokenizer(tmp_path / "text", 300)
+    cfg = load_config(PretrainConfig, str(root / "configs/uni_tiny.yaml"),
+                      [f"model.image_tokenizer={tok_dir}", f"model.vocab.text_tokenizer={text}",
+                       "data.seq_len=256", "data.rows_per_batch=2", "data.sources=[]"],
+                      validate=False)
+    cfg.model.resolve_image_geometry()
+    vocab, latent_dim = Vocabulary.build(cfg.model.vocab), load_tokenizer_config(tok_dir).latent_dim
+    for pin in (False, True):
+        batch = next(iter(bench.SyntheticStream(vocab, latent_dim, cfg, distinct=1, pin=pin)))
+        tensors = [v for v in batch.values() if torch.is_tensor(v)]
+        assert tensors and all(v.is_pinned() == pin for v in tensors)
+
+
 def test_bench_pretrain_counts_each_kernel_once_in_the_gpu_busy_share():
     # key_averages() lists a kernel twice (the CPU op that launched it carries its time as "self
     # device time" too) and ProfilerStep* spans the whole step: only device-side events count.
