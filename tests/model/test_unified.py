@@ -160,6 +160,35 @@ def test_compile_block_mask_reaches_the_mask_builder(model, assets, monkeypatch)
     assert seen == [False, True]
 
 
+def test_block_inputs_land_on_the_image_positions_of_every_row_with_their_gradients(model,
+                                                                                    assets):
+    # embed_sequence places the block inputs with index_copy (masked_scatter's backward waits for
+    # the GPU); the boolean-mask placement is the reference, forward and backward, over two rows.
+    vocab, codes = assets[3], torch.randint(0, 64, (4, 8, 8))
+    docs = [image_document(vocab, image_prompt(vocab, "a red circle"), codes, 1, [1, 3], 8, True),
+            text_document(vocab, vocab.encode_text("the blue square is on the left.")),
+            image_document(vocab, image_prompt(vocab, class_id=5), codes, 2, [4], 8, False)]
+    batch = pack_documents(docs, seq_len=200)
+    assert batch["input_ids"].shape[0] == 2 and (batch["block_ids"][1] >= 0).any()
+    weights = torch.randn(*batch["input_ids"].shape, model.backbone.config.hidden_size)
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def placed_by_mask(batch):
+        text = model.backbone.embed(batch["input_ids"].clamp(0, vocab.size - 1))
+        blocks, _ = model.image_input.embed(batch)
+        return text.masked_scatter((batch["block_ids"] >= 0)[..., None], blocks.to(text.dtype))
+
+    emb, reference = model.embed_sequence(batch)[0], placed_by_mask(batch)
+    assert torch.equal(emb, reference)
+    got = torch.autograd.grad((emb * weights).sum(), params, allow_unused=True)
+    want = torch.autograd.grad((reference * weights).sum(), params, allow_unused=True)
+    assert sum(g is not None for g in got) >= 2   # the text embedding and the block inputs
+    for g, w in zip(got, want):
+        assert (g is None) == (w is None)
+        if g is not None:
+            torch.testing.assert_close(g, w)
+
+
 def test_block_input_uses_previous_codes_and_noise(model, assets):
     tok = assets[2]
     codes = torch.randint(0, 64, (2, 4, 8, 8))

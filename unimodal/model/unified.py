@@ -247,17 +247,34 @@ class UnifiedModel(nn.Module):
         their context (the objective's; RDPM's distance and latent heads need it)."""
         return self.image_input.code_logits(hidden, self.backbone.head_weight[self.code_slice], ctx)
 
-    def embed_sequence(self, batch: dict) -> tuple[torch.Tensor, object | None]:
-        """Input embeddings (B, L, W) and the image context (None when there are no images)."""
+    def embed_sequence(self, batch: dict, block_rows: torch.Tensor | None = None
+                       ) -> tuple[torch.Tensor, object | None]:
+        """Input embeddings (B, L, W) and the image context (None when there are no images).
+        `block_rows`: the flattened image positions in order (`block_rows`; computed if None)."""
         ids = batch["input_ids"]
         emb = self.backbone.embed(ids.clamp(0, self.vocab.size - 1))
-        is_block = batch["block_ids"] >= 0
         ctx = None
         image = self.image_input.embed(batch)
         if image is not None:
             blocks, ctx = image
-            emb = emb.masked_scatter(is_block[..., None], blocks.to(emb.dtype))
+            if block_rows is None:
+                block_rows = self.block_rows(batch)[0]
+            # index_copy, not masked_scatter: the latter's backward is a masked_select, whose
+            # output size made the host wait for the GPU once per micro-batch.
+            flat = emb.flatten(0, 1).index_copy(0, block_rows,
+                                                blocks.reshape(-1, emb.shape[-1]).to(emb.dtype))
+            emb = flat.view_as(emb)
         return emb, ctx
+
+    def block_rows(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """The flattened image positions and the other positions, each in flattened order (the
+        order of the image inputs and context rows). No device reads (no .any(), no boolean
+        indexing, whose output size waits for the GPU): a stable sort puts the image positions
+        first, and their count is a host int from the block tensors' shapes."""
+        is_block = batch["block_ids"].flatten() >= 0
+        n_block = self.objective.block_positions(batch)
+        order = torch.argsort((~is_block).to(torch.uint8), stable=True)
+        return order[:n_block], order[n_block:]
 
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
         """Packed batch -> {"loss", "text_loss", "image_loss", "text_tokens", "image_tokens"},
@@ -272,18 +289,14 @@ class UnifiedModel(nn.Module):
         """
         mask = build_attention_mask(batch["doc_ids"], batch["block_ids"], self.objective.image_rule,
                                     compiled=self.cfg.compile_block_mask)
-        emb, ctx = self.embed_sequence(batch)
+        block_rows, other_rows = self.block_rows(batch)
+        n_block = block_rows.numel()
+        emb, ctx = self.embed_sequence(batch, block_rows)
         hidden, _ = self.backbone(emb, batch["position_ids"], mask)
         hidden, targets = hidden.flatten(0, 1), batch["targets"].flatten()
         is_block = batch["block_ids"].flatten() >= 0
         text_sel, code_sel = (targets >= 0) & ~is_block, (targets >= 0) & is_block
-        # No device reads (no .any(), no boolean indexing, whose output size waits for the GPU):
-        # a stable sort puts the block positions first, both parts in flattened order (the order
-        # of the context rows), and their count is a host int from the block tensors' shapes.
-        # Positions without a target stay in and are ignored by the cross-entropy.
-        n_block = self.objective.block_positions(batch)
-        order = torch.argsort((~is_block).to(torch.uint8), stable=True)
-        block_rows, other_rows = order[:n_block], order[n_block:]
+        # Positions without a target stay in the row sets and are ignored by the cross-entropy.
         zero = hidden.new_zeros((), dtype=torch.float32)
         code_sum = zero
         chunk = self.cfg.loss_chunk_tokens
