@@ -250,7 +250,8 @@ class UnifiedModel(nn.Module):
     def embed_sequence(self, batch: dict, block_rows: torch.Tensor | None = None
                        ) -> tuple[torch.Tensor, object | None]:
         """Input embeddings (B, L, W) and the image context (None when there are no images).
-        `block_rows`: the flattened image positions in order (`block_rows`; computed if None)."""
+        `block_rows`: the flattened image positions in order (`UnifiedModel.block_rows`; computed
+        if None)."""
         ids = batch["input_ids"]
         emb = self.backbone.embed(ids.clamp(0, self.vocab.size - 1))
         ctx = None
