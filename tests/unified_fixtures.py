@@ -33,6 +33,40 @@ def class_image_documents(vocab: Vocabulary, objective: str, count: int, seq_len
     return per_sample
 
 
+# Ops whose output size or value the host must read: on CUDA each makes the host wait for every
+# kernel queued before it (an .item(), a nonzero, a masked_select, a unique, ...).
+HOST_WAIT_OPS = frozenset({"nonzero", "masked_select", "masked_scatter_backward",
+                           "_local_scalar_dense", "is_nonzero", "_unique2", "unique_consecutive",
+                           "unique_dim", "equal"})
+
+
+def host_waits(run) -> list[str]:
+    """The ops of `run()` (forward and backward alike: on the CPU the autograd engine runs in
+    this thread, under the same dispatch mode) that would make the host wait for the GPU:
+    HOST_WAIT_OPS, a repeat_interleave with tensor repeats and no output_size, and indexing
+    with a boolean tensor (a hidden nonzero)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    seen: list[str] = []
+
+    class Recorder(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            name = func.overloadpacket.__name__.rstrip("_")
+            if name in HOST_WAIT_OPS or (name == "repeat_interleave" and torch.is_tensor(args[0])
+                                         and func._overloadname == "Tensor"
+                                         and kwargs.get("output_size") is None):
+                seen.append(str(func))
+            if name in ("index", "index_put") and any(
+                    torch.is_tensor(t) and t.dtype == torch.bool for t in args[1]):
+                seen.append(f"{func} with a boolean index")
+            return func(*args, **kwargs)
+
+    with Recorder():
+        run()
+    return seen
+
+
 def causal_mask(ids: torch.Tensor) -> torch.Tensor:
     """Plain causal attention for token ids (B, L): one document, no image blocks, through the
     model's own mask rule; bool (B, 1, L, L)."""

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from unified_fixtures import mixed_batch, tiny_model
+from unified_fixtures import host_waits, mixed_batch, tiny_model
 from unimodal.data.sequences import pack_documents, text_document
 from unimodal.model.document import IGNORE
 from unimodal.model.vocabulary import image_prompt
@@ -187,6 +187,19 @@ def test_block_inputs_land_on_the_image_positions_of_every_row_with_their_gradie
         assert (g is None) == (w is None)
         if g is not None:
             torch.testing.assert_close(g, w)
+
+
+def test_a_training_step_makes_the_host_wait_for_nothing(model, assets):
+    # Forward and backward of a packed batch with images: no op whose result size or value the
+    # host reads. masked_scatter's backward (a masked_select) was one, once per micro-batch.
+    batch = mixed_batch(assets[3], torch.randint(0, 64, (4, 8, 8)))
+    assert host_waits(lambda: model(batch)["loss"].backward()) == []
+    # The recorder sees backward ops: the placement this replaced is caught.
+    emb = torch.zeros(1, 6, 2, requires_grad=True)
+    src = torch.ones(3, 2, requires_grad=True)
+    mask = torch.tensor([[True, False, True, False, True, False]])
+    waits = host_waits(lambda: emb.masked_scatter(mask[..., None], src).sum().backward())
+    assert any("masked_scatter_backward" in op for op in waits), waits
 
 
 def test_block_input_uses_previous_codes_and_noise(model, assets):

@@ -8,8 +8,10 @@ on the host, where reading them costs nothing). Reads while logging, checking th
 guard, saving or exporting are expected and only counted as a whole. DeepSpeed's own reads
 inside engine.step() (its overflow check) are not ours to remove and are not counted. The model's
 forward reads nothing either (unified.py picks loss positions by index tensors of host-known
-sizes). Not seen here: data-dependent shapes (boolean indexing, nonzero), which also wait for the
-GPU; the forward avoids them by construction.
+sizes). Not seen here: ops with data-dependent output sizes (boolean indexing, nonzero,
+masked_select), which also wait for the GPU; `test_a_training_step_makes_the_host_wait_for_nothing`
+(tests/model/test_unified.py and tests/model/objectives/test_objectives.py) looks for those in
+forward and backward.
 """
 
 import json

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from token_objective_fixtures import LATENT_DIM, model_for, train_losses
-from unified_fixtures import make_assets
+from token_objective_fixtures import LATENT_DIM, model_for, packed_batch, train_losses
+from unified_fixtures import host_waits, make_assets
 from unimodal.config import ConfigError
 from unimodal.data.data_config import DataConfig, SourceConfig
 from unimodal.data.mixture import check_against_vocabulary
@@ -43,6 +43,14 @@ def test_loss_falls_through_the_data_path(assets, objective):
     losses = train_losses(model, vocab, objective, fresh_layouts=objective == "masked")
     assert losses[0] > 3.5                      # about ln 64 at the start
     assert np.mean(losses[-3:]) < 0.6 * losses[0], losses
+
+
+@pytest.mark.parametrize("objective", ["next_token", "masked"])
+def test_a_training_step_makes_the_host_wait_for_nothing(assets, objective):
+    # As for RDPM (tests/model/test_unified.py): no op whose output size or value the host reads.
+    model = model_for(assets, objective)
+    batch = packed_batch(assets[3], objective)
+    assert host_waits(lambda: model(batch)["loss"].backward()) == []
 
 
 @pytest.mark.parametrize("objective", ["next_token", "masked"])
