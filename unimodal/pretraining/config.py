@@ -2,10 +2,6 @@
 
 `deepspeed_config()` merges our defaults (ZeRO stage 2, bf16, gradient clipping 1.0) under the
 user's `deepspeed:` section, then sets the batch keys from ours so the two can never disagree.
-`zero_optimization.overlap_comm` defaults to on only with more than one process: DeepSpeed's
-ZeRO 1/2 then calls torch.cuda.synchronize() before every gradient bucket it reduces, which on one
-GPU overlaps nothing and only stalls the host (about 20 waits per uni_1b step). An explicit value
-is kept.
 Everything is validated before any model is built (`PretrainConfig.validate`).
 """
 
@@ -22,7 +18,7 @@ from unimodal.model.float8 import require_fp8
 from unimodal.model.unified import UnifiedModelConfig
 
 DEEPSPEED_DEFAULTS: dict[str, Any] = {
-    "zero_optimization": {"stage": 2, "contiguous_gradients": True},  # + overlap_comm, by world size
+    "zero_optimization": {"stage": 2, "overlap_comm": True, "contiguous_gradients": True},
     "bf16": {"enabled": True},
     "gradient_clipping": 1.0,
     "steps_per_print": 10**9,          # we log ourselves
@@ -123,8 +119,6 @@ class PretrainConfig:
             if key in merged:
                 raise ConfigError(f"deepspeed.{key}: set the optimizer and schedule in optim: "
                                   "(a torch AdamW and our warmup+cosine are passed to DeepSpeed)")
-        # Overlapping bucket reductions with the backward pays only where there is communication.
-        merged["zero_optimization"].setdefault("overlap_comm", world_size > 1)
         micro = self.data.rows_per_batch
         merged["train_micro_batch_size_per_gpu"] = micro
         merged["gradient_accumulation_steps"] = self.train.gradient_accumulation
