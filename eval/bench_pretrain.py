@@ -28,6 +28,8 @@ the project's tokens/s to each; `peer_eager=false` leaves the eager run out.
 `sync_sites=N` (CUDA) counts the host-device synchronisations of N optimizer steps after the warm-up
 by their Python call site (torch's sync debug mode) and prints them per step, most frequent first:
 where the loop waits for the GPU.
+On CUDA the synthetic batches sit in page-locked memory, as the real loader's do
+(`pin_memory=false`: pageable, as before 2026-12-06).
 `peer_vocab_multiple=64` pads the peer's vocabulary as
 `resize_token_embeddings(pad_to_multiple_of=64)` would: the project pads its head for the matmuls,
 and a peer padded too compares like with like.
