@@ -267,12 +267,20 @@ def _short(path: str) -> str:
     return path
 
 
+BACKWARD_FRAME = "_engine_run_backward"  # torch.autograd: the frame that runs a backward
+
+
 def print_sync_sites(sites: collections.Counter, steps: int, rows: int = 20) -> None:
     print(f"\nhost syncs of {steps} steps: {sum(sites.values())} "
           f"({sum(sites.values()) / steps:.1f} per optimizer step)")
     print("| syncs per step | where (innermost frame first) |\n|---|---|")
     for where, n in sites.most_common(rows):
         print(f"| {n / steps:.1f} | {where} |")
+    if any(BACKWARD_FRAME in where.split(" <- ")[0] for where in sites):
+        print(f"({BACKWARD_FRAME}: a sync inside the backward. The autograd engine runs CUDA "
+              "backward ops on its own thread and replays their warnings when the backward ends, "
+              "so the op is not named; on the CPU, tests/model/test_unified.py::"
+              "test_a_training_step_makes_the_host_wait_for_nothing lists such ops by name.)")
 
 
 def device_kernel_us(events) -> float:

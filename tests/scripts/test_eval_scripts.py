@@ -312,6 +312,20 @@ def test_bench_pretrain_sync_sites_counts_the_steps_after_warmup_by_caller(monke
         in where and "step <- " in where
 
 
+def test_bench_pretrain_sync_sites_explains_syncs_inside_the_backward(capsys):
+    import collections
+
+    bench = load_script("eval/bench_pretrain.py")
+    step = "site-packages/deepspeed/runtime/utils.py:233 is_invalid_grad_norm <- x.py:1 step"
+    backward = "torch/autograd/graph.py:869 _engine_run_backward <- torch/_tensor.py:631 backward"
+    bench.print_sync_sites(collections.Counter({step: 4}), steps=2)
+    out = capsys.readouterr().out
+    assert "| 2.0 | " + step + " |" in out and "op is not named" not in out
+    bench.print_sync_sites(collections.Counter({step: 4, backward: 16}), steps=2)
+    out = capsys.readouterr().out
+    assert "| 8.0 | " + backward in out and "op is not named" in out
+
+
 @pytest.mark.gpu
 def test_bench_pretrain_sync_sites_names_where_the_loop_waits(assets, tmp_path):
     # DeepSpeed checks the gradient norm on the host at every optimizer step: at least that sync
