@@ -165,8 +165,8 @@ class SyntheticStream:
                 docs.append(doc)
                 used += len(doc)
             batch = pack_documents(docs, cfg.data.seq_len, cfg.data.rows_per_batch, vocab.pad_id)
-            self.batches.append({k: v.pin_memory() if pin and torch.is_tensor(v) else v
-                                 for k, v in batch.items()})
+            self.batches.append({key: value.pin_memory() if pin and torch.is_tensor(value)
+                                 else value for key, value in batch.items()})
 
     @staticmethod
     def _document(vocab, latent_dim, rng, t, h, w, k):
