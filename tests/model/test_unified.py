@@ -189,10 +189,13 @@ def test_block_inputs_land_on_the_image_positions_of_every_row_with_their_gradie
             torch.testing.assert_close(g, w)
 
 
-def test_a_training_step_makes_the_host_wait_for_nothing(model, assets):
-    # Forward and backward of a packed batch with images: no op whose result size or value the
-    # host reads. masked_scatter's backward (a masked_select) was one, once per micro-batch.
+def test_a_training_step_makes_the_host_wait_for_nothing(model, assets, monkeypatch):
+    # Forward and backward of a packed batch with images, with the head loss whole and in chunks
+    # (model.loss_chunk_tokens): no op whose result size or value the host reads.
+    # masked_scatter's backward (a masked_select) was one, once per micro-batch.
     batch = mixed_batch(assets[3], torch.randint(0, 64, (4, 8, 8)))
+    assert host_waits(lambda: model(batch)["loss"].backward()) == []
+    monkeypatch.setattr(model.cfg, "loss_chunk_tokens", 64)
     assert host_waits(lambda: model(batch)["loss"].backward()) == []
     # The recorder sees backward ops: the placement this replaced is caught.
     emb = torch.zeros(1, 6, 2, requires_grad=True)
