@@ -92,8 +92,21 @@ class WarmChild:
     folder: Path    # its stdout and stderr files
 
 
-def start_warm(argv: list[str], env: dict[str, str], cwd: Path | str | None = None) -> WarmChild:
-    """`python *argv` (a script path or `-c CODE`, then its arguments) in a warm child (above)."""
+@lru_cache(maxsize=None)
+def _cuda_machine() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def start_warm(argv: list[str], env: dict[str, str],
+               cwd: Path | str | None = None) -> WarmChild | subprocess.Popen:
+    """`python *argv` (a script path or `-c CODE`, then its arguments) in a warm child (above);
+    a fresh interpreter on a CUDA machine. There the forkserver's preload initialises CUDA (on an
+    H100, 2026-12-06, a forked child's first CUDA call failed with "Cannot re-initialize CUDA in
+    forked subprocess"), and the imports cost little beside a GPU run."""
+    if _cuda_machine():
+        return start_group([sys.executable, *argv], env, cwd=cwd)
     folder = Path(tempfile.mkdtemp(prefix="warm-child-"))
     process = _warm_context().Process(
         target=_warm_child, args=(list(argv), dict(env), str(cwd or os.getcwd()),
@@ -104,6 +117,8 @@ def start_warm(argv: list[str], env: dict[str, str], cwd: Path | str | None = No
 
 def finish_warm(child: WarmChild, timeout: float) -> subprocess.CompletedProcess:
     """Wait for `child`; past `timeout` kill its process group and fail with its output."""
+    if isinstance(child, subprocess.Popen):
+        return finish_group(child, timeout)
     child.process.join(timeout)
     timed_out = child.process.is_alive()
     if timed_out:
