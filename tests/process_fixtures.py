@@ -13,7 +13,8 @@ interpreter does, less the ~6 s of imports each fresh one spends on the 2-core b
 tiny run; about a third of the suite's time went there). The forkserver forks before any torch
 thread exists. A fresh interpreter's start stays covered where it is under test: the launcher
 runs (`launch(..., launcher=True)`, every two-rank run), the tokenizer's torchrun run and
-mixing/inspect.py's `--help` (help_fixtures.py).
+mixing/inspect.py's `--help` (help_fixtures.py). On a CUDA machine a warm child is a fresh
+interpreter instead (`start_warm` says why).
 """
 
 import json
