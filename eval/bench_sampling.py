@@ -53,6 +53,7 @@ class BenchSamplingConfig:
     fp8: str = ""                         # with compile: decoder-layer matmuls in FP8 (tensorwise | rowwise)
     fp8_keep_bf16: list[str] = field(default_factory=list)  # with fp8: projections left in bf16
     fuse_projections: bool = True         # with compile: q/k/v and gate/up as one matmul each
+    fp8_swiglu_kernel: bool = True        # with fp8=rowwise: gate/up + SwiGLU as one Triton kernel
     stream_batches: int = 0               # > 0: img/s over this many batches of the largest size
     profile: bool = False                 # print the top CUDA kernels of one run at the largest batch
     sdpa: str = ""                        # prefer one SDPA backend (flash | cudnn | efficient); "" = torch's order
@@ -95,7 +96,7 @@ def bench(args: BenchSamplingConfig):
     if args.compile:
         compile_for_sampling(model, tokenizer, args.cuda_graphs, args.channels_last,
                              args.overlap_decode, args.fp8, args.fuse_projections,
-                             tuple(args.fp8_keep_bf16))
+                             tuple(args.fp8_keep_bf16), args.fp8_swiglu_kernel)
     sampling = args.sampling
     rows = []
     for batch in args.batch_sizes:
@@ -151,6 +152,7 @@ def bench(args: BenchSamplingConfig):
           f"{'on' if args.cuda_graphs else 'off'}, decoder {'NHWC' if args.channels_last else 'NCHW'}"
           f" bf16 | SDPA {args.sdpa or 'default'} | fp8 {args.fp8 or 'off'}"
           f"{' (bf16: ' + ','.join(args.fp8_keep_bf16) + ')' if args.fp8 and args.fp8_keep_bf16 else ''}"
+          f"{' + SwiGLU kernel' if args.fp8 == 'rowwise' and args.fp8_swiglu_kernel else ''}"
           f" | projections {'fused' if args.fuse_projections else 'separate'} | median of {args.iters}")
     print("| batch | total ms | img/s | generator ms | decoder ms | decoder share | peak GiB |")
     print("|---|---|---|---|---|---|---|")

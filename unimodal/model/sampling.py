@@ -23,6 +23,7 @@ from unimodal.model.sampling_rules import (ImageSamplingConfig, StaticKVCache,  
                                            guidance_scale, guide, gumbel_sample, run_prompts,
                                            top_k_filter, top_p_filter)
 from unimodal.model.float8 import convert_layers_to_float8
+from unimodal.model.float8_swiglu import use_fp8_swiglu_kernel
 from unimodal.model.unified import UnifiedModel
 from unimodal.model.vocabulary import image_prompt
 
@@ -109,7 +110,7 @@ def generate_text(model: UnifiedModel, prompts: list[str], cfg: TextSamplingConf
 def compile_for_sampling(model: UnifiedModel, tokenizer, cuda_graphs: bool = False,
                          channels_last: bool = False, overlap_decode: bool = False,
                          fp8: str = "", fuse_projections: bool = True,
-                         fp8_keep_bf16: tuple[str, ...] = ()) -> None:
+                         fp8_keep_bf16: tuple[str, ...] = (), fp8_swiglu_kernel: bool = True) -> None:
     """Fuse the backbone's projections, then torch.compile the backbone, the image objective's
     sampling step and the image decoder in place (CUDA; about 2x faster, see README).
 
@@ -129,11 +130,16 @@ def compile_for_sampling(model: UnifiedModel, tokenizer, cuda_graphs: bool = Fal
     `fp8` ("tensorwise" | "rowwise"; "" = off): the decoder layers' matmuls in FP8
     (unimodal/model/float8.py). The codes then differ from bf16 sampling's. `fp8_keep_bf16`:
     projections left in bf16 (names in float8.PROJECTIONS).
+    `fp8_swiglu_kernel` (with fp8="rowwise", fused projections and `gate_up_proj` in FP8, CUDA):
+    each layer's gate/up matmul and SwiGLU as one Triton kernel (float8_swiglu.py).
     `fuse_projections`: q/k/v and gate/up as one matmul each (`LlamaBackbone.fuse_projections`;
     the model's state dict then has the fused names, so do this on a model you will not save)."""
     mode = "reduce-overhead" if cuda_graphs else None
     if fuse_projections:
         model.backbone.fuse_projections()
+    if fp8_swiglu_kernel and fp8 == "rowwise" and fuse_projections \
+            and "gate_up_proj" not in fp8_keep_bf16:
+        use_fp8_swiglu_kernel(model.backbone)
     if fp8:
         convert_layers_to_float8(model.backbone, fp8, tuple(fp8_keep_bf16))
     model.backbone.forward = torch.compile(model.backbone.forward, dynamic=False, mode=mode)
