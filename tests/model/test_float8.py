@@ -147,6 +147,8 @@ def test_fp8_sampling_draws_valid_codes_on_cuda(tmp_path):
     model, tokenizer, vocab = random_class_conditional_model("tiny", tmp_path, "cuda")
     compile_for_sampling(model, tokenizer, cuda_graphs=True, fp8="rowwise")
     assert "lm_head" in plain_linears(model.backbone) and len(plain_linears(model.backbone)) == 1
+    # rowwise: gate/up + SwiGLU run as one Triton kernel (float8_swiglu.py)
+    assert all(type(layer.mlp).__name__ == "Float8SwiGLUMLP" for layer in model.backbone.model.layers)
     codes = sample_codes(model, [image_prompt(vocab, class_id=c) for c in (3, 9)],
                          ImageSamplingConfig(cfg_scale=4.0), seeds=[3, 9])
     tok = model.tok_cfg

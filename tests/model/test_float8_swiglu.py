@@ -146,3 +146,22 @@ def test_the_kernel_on_cuda_matches_the_reference_and_torchaos_float8_linear():
     ours = fp8_swiglu(xq_bf16, x_inv_bf16, wq_bf16, w_inv_bf16.view(-1)).float()
     error = (ours - torchao_out).norm() / torchao_out.norm()
     assert error < 2 ** -7, error  # same FP8 operands; torchao rounds gate and up to bf16 first
+
+
+@pytest.mark.parametrize("options, swapped", [
+    ({}, True),                                          # rowwise: the kernel by default
+    ({"fp8_swiglu_kernel": False}, False),
+    ({"fp8_keep_bf16": ("gate_up_proj",)}, False),       # gate/up asked to stay bf16
+    ({"fp8": "tensorwise"}, False),                      # the kernel has rowwise scales only
+    ({"fuse_projections": False}, False),                # no fused gate/up to take over
+])
+def test_compile_for_sampling_uses_the_kernel_only_for_rowwise_fused_fp8_gate_up(tmp_path, options,
+                                                                                  swapped):
+    from unimodal.model.sampling import compile_for_sampling
+    from unimodal.random_models import random_class_conditional_model
+
+    torch.manual_seed(0)
+    model, tokenizer, _ = random_class_conditional_model("tiny", tmp_path, "cpu")
+    compile_for_sampling(model, tokenizer, **{"fp8": "rowwise", **options})  # compiles lazily
+    kinds = {type(layer.mlp).__name__ for layer in model.backbone.model.layers}
+    assert kinds == {"Float8SwiGLUMLP" if swapped else "MLP"}

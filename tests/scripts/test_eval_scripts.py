@@ -393,6 +393,16 @@ def test_bench_head_loss_times_the_padded_and_unpadded_head(capsys):
     assert table[1].startswith("| padded to x64 |")
 
 
+@pytest.mark.gpu
+def test_bench_fp8_swiglu_times_the_replaced_path_and_the_kernel(capsys):
+    pytest.importorskip("torchao")
+    bench = load_script("eval/bench_fp8_swiglu.py")
+    bench.main(["rows=256", "width=64", "intermediate=96", "sweep=false"])
+    table = capsys.readouterr().out.strip().splitlines()[-2:]
+    assert table[0].startswith("| cuBLAS _scaled_mm + compiled SwiGLU") and table[0].endswith("| 1.00x |")
+    assert table[1].startswith("| kernel, autotuned |")
+
+
 def test_tokenizer_ablation_runs_are_the_preset_or_the_variants_after_the_common_overrides():
     from unimodal.cli import parse_config
     from unimodal.config import ConfigError
