@@ -56,9 +56,11 @@ def test_the_reference_equals_separate_gate_and_up_matmuls_then_swiglu():
 
 
 def test_the_triton_kernel_matches_the_reference_under_the_cpu_interpreter():
-    """The kernel itself (masked tails in every dimension: 100 rows, 80 columns and a K of 80
-    do not fill the 32-wide tiles; persistent, so each of 3 programs loops over tiles), run by Triton's interpreter in a fresh interpreter process
-    (TRITON_INTERPRET is read when the kernel is defined)."""
+    """The kernel itself, each way it can load and store (pointers or tensor descriptors, one
+    tile per program or persistent programs: 3 of them here, each looping over tiles), with
+    ragged tails in every dimension (100 rows, 80 columns and a K of 80 do not fill the 32-wide
+    tiles). Triton's interpreter runs it in a fresh process (TRITON_INTERPRET is read when the
+    kernel is defined)."""
     pytest.importorskip("triton")
     script = textwrap.dedent("""
         import torch
@@ -66,18 +68,21 @@ def test_the_triton_kernel_matches_the_reference_under_the_cpu_interpreter():
         gen = torch.Generator().manual_seed(1)
         x = torch.randn(100, 80, generator=gen); w = torch.randn(160, 80, generator=gen) * 0.05
         xq, xs = quantize_rowwise(x); wq, ws = quantize_rowwise(w)
-        out = torch.full((100, 80), float("nan"), dtype=torch.bfloat16)
-        launch_fp8_swiglu(xq, xs, wq, ws.view(-1), out,
-                          tile=dict(BLOCK_M=32, BLOCK_N=32, BLOCK_K=32, GROUP_M=2, PERSISTENT=True))
-        torch.testing.assert_close(out.float(), fp8_swiglu_reference(xq, xs, wq, ws).float(),
-                                   rtol=2 ** -7, atol=1e-3)
-        print("kernel ok")
+        expected = fp8_swiglu_reference(xq, xs, wq, ws).float()
+        for tma in (False, True):
+            for persistent in (False, True):
+                out = torch.full((100, 80), float("nan"), dtype=torch.bfloat16)
+                launch_fp8_swiglu(xq, xs, wq, ws.view(-1), out,
+                                  tile=dict(BLOCK_M=32, BLOCK_N=32, BLOCK_K=32, GROUP_M=2,
+                                            PERSISTENT=persistent, TMA=tma))
+                torch.testing.assert_close(out.float(), expected, rtol=2 ** -7, atol=1e-3)
+                print("kernel ok", tma, persistent)
     """)
     env = {**os.environ, "TRITON_INTERPRET": "1",
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
                             text=True, timeout=300)
-    assert result.returncode == 0 and "kernel ok" in result.stdout, result.stderr[-3000:]
+    assert result.returncode == 0 and result.stdout.count("kernel ok") == 4, result.stderr[-3000:]
 
 
 def fused_mlp_model():

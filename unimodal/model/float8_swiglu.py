@@ -56,13 +56,24 @@ if triton is not None:
     def _fp8_swiglu_kernel(x_ptr, x_inv_ptr, w_ptr, w_inv_ptr, out_ptr, M, N, K,
                            BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                            GROUP_M: tl.constexpr, PERSISTENT: tl.constexpr,
-                           WARP_SPECIALIZE: tl.constexpr):
+                           WARP_SPECIALIZE: tl.constexpr, TMA: tl.constexpr):
         # x (M, K) and w (2N, K) row-major e4m3: w's rows [0, N) are the gate's, [N, 2N) the up's.
         # PERSISTENT: a grid of about one program per SM, each looping over tiles, so that the
         # next tile's loads overlap this tile's epilogue (K is short: 768 is 12 steps of 64).
+        # TMA: tiles move through tensor descriptors (Hopper's copy engine; out-of-range reads
+        # give zeros and out-of-range writes are dropped) instead of masked pointer arithmetic.
         tiles_m, tiles_n = tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N)
         steps = tl.cdiv(K, BLOCK_K)
         ks = tl.arange(0, BLOCK_K)
+        if TMA:
+            x_desc = tl.make_tensor_descriptor(x_ptr, shape=[M, K], strides=[K, 1],
+                                               block_shape=[BLOCK_M, BLOCK_K])
+            # the up rows of a gate tile that runs past N are read but land in columns >= N,
+            # which the output descriptor drops
+            w_desc = tl.make_tensor_descriptor(w_ptr, shape=[2 * N, K], strides=[K, 1],
+                                               block_shape=[BLOCK_N, BLOCK_K])
+            out_desc = tl.make_tensor_descriptor(out_ptr, shape=[M, N], strides=[N, 1],
+                                                 block_shape=[BLOCK_M, BLOCK_N])
         for tile in tl.range(tl.program_id(0), tiles_m * tiles_n, tl.num_programs(0),
                              flatten=PERSISTENT, warp_specialize=WARP_SPECIALIZE):
             # grouped order: GROUP_M row tiles share the weight tiles while they are in L2
@@ -77,30 +88,47 @@ if triton is not None:
             gate = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
             up = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
             for step in range(steps):
-                k = step * BLOCK_K + ks
-                k_ok = k < K
-                a = tl.load(x_ptr + rows[:, None] * K + k[None, :],
-                            mask=row_ok[:, None] & k_ok[None, :], other=0.0)
-                w_ok = k_ok[:, None] & col_ok[None, :]
-                gate_tile = w_ptr + cols[None, :] * K + k[:, None]  # a (BLOCK_K, BLOCK_N) of w^T
-                gate = tl.dot(a, tl.load(gate_tile, mask=w_ok, other=0.0), gate)
-                up = tl.dot(a, tl.load(gate_tile + N * K, mask=w_ok, other=0.0), up)
+                if TMA:
+                    a = x_desc.load([pid_m * BLOCK_M, step * BLOCK_K])
+                    gate = tl.dot(a, w_desc.load([pid_n * BLOCK_N, step * BLOCK_K]).T, gate)
+                    up = tl.dot(a, w_desc.load([N + pid_n * BLOCK_N, step * BLOCK_K]).T, up)
+                else:
+                    k = step * BLOCK_K + ks
+                    k_ok = k < K
+                    a = tl.load(x_ptr + rows[:, None] * K + k[None, :],
+                                mask=row_ok[:, None] & k_ok[None, :], other=0.0)
+                    w_ok = k_ok[:, None] & col_ok[None, :]
+                    gate_tile = w_ptr + cols[None, :] * K + k[:, None]  # (BLOCK_K, BLOCK_N) of w^T
+                    gate = tl.dot(a, tl.load(gate_tile, mask=w_ok, other=0.0), gate)
+                    up = tl.dot(a, tl.load(gate_tile + N * K, mask=w_ok, other=0.0), up)
             x_inv = tl.load(x_inv_ptr + rows, mask=row_ok, other=0.0)[:, None]
             gate = gate * x_inv * tl.load(w_inv_ptr + cols, mask=col_ok, other=0.0)[None, :]
             up = up * x_inv * tl.load(w_inv_ptr + N + cols, mask=col_ok, other=0.0)[None, :]
-            out = gate * tl.sigmoid(gate) * up
-            tl.store(out_ptr + rows[:, None] * N + cols[None, :], out.to(tl.bfloat16),
-                     mask=row_ok[:, None] & col_ok[None, :])
+            out = (gate * tl.sigmoid(gate) * up).to(tl.bfloat16)
+            if TMA:
+                out_desc.store([pid_m * BLOCK_M, pid_n * BLOCK_N], out)
+            else:
+                tl.store(out_ptr + rows[:, None] * N + cols[None, :], out,
+                         mask=row_ok[:, None] & col_ok[None, :])
 
     def _tile(m, n, k, warps, stages, persistent=False, warp_specialize=False):
         return triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k, "GROUP_M": 8,
-                              "PERSISTENT": persistent, "WARP_SPECIALIZE": warp_specialize},
-                             num_warps=warps, num_stages=stages)
+                              "PERSISTENT": persistent, "WARP_SPECIALIZE": warp_specialize,
+                              "TMA": False}, num_warps=warps, num_stages=stages)
 
     # Tiles tried on the first call of each shape: the best three of eval/bench_fp8_swiglu.py's
     # H100 sweeps (README). Persistent and warp-specialized programs were slower there.
     _TILES = [_tile(128, 128, 64, 8, 3), _tile(128, 128, 64, 8, 4), _tile(128, 128, 128, 8, 3)]
     _fp8_swiglu_tuned = triton.autotune(_TILES, key=["M", "N", "K"])(_fp8_swiglu_kernel)
+
+
+def _use_torch_memory_for_descriptors() -> None:
+    """Tensor descriptors made inside a kernel need scratch memory from the launcher: take it
+    from torch's caching allocator (so that it also works under CUDA-graph capture)."""
+    def alloc(size: int, alignment: int, stream):
+        return torch.empty(size, device="cuda", dtype=torch.int8)
+
+    triton.set_allocator(alloc)
 
 
 def _programs(m: int, n: int, meta: dict, device) -> int:
@@ -114,8 +142,8 @@ def _programs(m: int, n: int, meta: dict, device) -> int:
 
 def launch_fp8_swiglu(x, x_inv_scale, weight, weight_inv_scale, out, tile: dict | None = None):
     """Run the Triton kernel into `out` (M, N) bf16. `tile`: fixed kernel options (BLOCK_M,
-    BLOCK_N, BLOCK_K, GROUP_M, PERSISTENT, WARP_SPECIALIZE, num_warps, num_stages) instead of
-    autotuning, e.g. for Triton's CPU interpreter, which cannot time."""
+    BLOCK_N, BLOCK_K, GROUP_M, PERSISTENT, WARP_SPECIALIZE, TMA, num_warps, num_stages) instead
+    of autotuning, e.g. for Triton's CPU interpreter, which cannot time, or for a sweep."""
     m, k = x.shape
     n = weight.shape[0] // 2
 
@@ -125,7 +153,9 @@ def launch_fp8_swiglu(x, x_inv_scale, weight, weight_inv_scale, out, tile: dict 
     if tile is None:
         _fp8_swiglu_tuned[grid](x, x_inv_scale, weight, weight_inv_scale, out, m, n, k)
     else:
-        tile = {"PERSISTENT": False, "WARP_SPECIALIZE": False, **tile}
+        tile = {"PERSISTENT": False, "WARP_SPECIALIZE": False, "TMA": False, **tile}
+        if tile["TMA"] and x.is_cuda:
+            _use_torch_memory_for_descriptors()
         _fp8_swiglu_kernel[grid](x, x_inv_scale, weight, weight_inv_scale, out, m, n, k, **tile)
     return out
 
