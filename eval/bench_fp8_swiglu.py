@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from unimodal.cli import parse_config
+from unimodal.model import float8_swiglu
 from unimodal.model.float8_swiglu import fp8_swiglu, launch_fp8_swiglu, quantize_rowwise
 
 # (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages, persistent, warp-specialized, TMA); BLOCK_N
@@ -60,9 +61,7 @@ def main(argv=None):
 
     rows = [("cuBLAS _scaled_mm + compiled SwiGLU (replaced)", do_bench(replaced)),
             ("kernel, autotuned", do_bench(lambda: fp8_swiglu(xq, x_inv, wq, w_inv)))]
-    from unimodal.model import float8_swiglu
-    best = float8_swiglu._fp8_swiglu_tuned.best_config
-    print(f"autotuned tile: {best}", flush=True)
+    print(f"autotuned tile: {float8_swiglu._fp8_swiglu_tuned.best_config}", flush=True)
     if args.sweep:
         out = torch.empty(args.rows, args.intermediate, device="cuda", dtype=torch.bfloat16)
         for m, n, k, warps, stages, persistent, specialize, tma in SWEEP:

@@ -200,8 +200,10 @@ class Float8SwiGLUMLP(nn.Module):
 
 def use_fp8_swiglu_kernel(backbone: nn.Module) -> int:
     """Replace each decoder layer's fused MLP by a Float8SwiGLUMLP in place; returns how many.
-    Call after `fuse_projections` and before `convert_layers_to_float8` and torch.compile.
-    Layers whose gate/up width is not a multiple of 16 (an FP8 tensor-core shape) stay."""
+    Call after `fuse_projections` and before torch.compile; the fused gate/up may already be a
+    Float8Linear (`convert_layers_to_float8`), whose bf16 weight is read the same way. Layers
+    whose input width or gate and up widths are not multiples of 16 (FP8 tensor-core shapes)
+    stay as they are."""
     swapped = 0
     for layer in backbone.model.layers:
         fused = getattr(layer.mlp, "gate_up_proj", None)

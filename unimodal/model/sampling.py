@@ -137,11 +137,11 @@ def compile_for_sampling(model: UnifiedModel, tokenizer, cuda_graphs: bool = Fal
     mode = "reduce-overhead" if cuda_graphs else None
     if fuse_projections:
         model.backbone.fuse_projections()
+    if fp8:  # first: it checks torchao and the GPU before anything is swapped
+        convert_layers_to_float8(model.backbone, fp8, tuple(fp8_keep_bf16))
     if fp8_swiglu_kernel and fp8 == "rowwise" and fuse_projections \
             and "gate_up_proj" not in fp8_keep_bf16:
         use_fp8_swiglu_kernel(model.backbone)
-    if fp8:
-        convert_layers_to_float8(model.backbone, fp8, tuple(fp8_keep_bf16))
     model.backbone.forward = torch.compile(model.backbone.forward, dynamic=False, mode=mode)
     model.objective.compile_sampling_step(mode)
     if channels_last:
