@@ -124,7 +124,8 @@ if triton is not None:
 
 def _use_torch_memory_for_descriptors() -> None:
     """Tensor descriptors made inside a kernel need scratch memory from the launcher: take it
-    from torch's caching allocator (so that it also works under CUDA-graph capture)."""
+    from torch's caching allocator. Used by fixed-tile launches only (the sweep); the autotuned
+    tiles do not use TMA."""
     def alloc(size: int, alignment: int, stream):
         return torch.empty(size, device="cuda", dtype=torch.int8)
 
